@@ -1,0 +1,207 @@
+"""The one description of a model's linear maps that every loader produces."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from convsvd.errors import InputError
+
+#: Module classes that are linear maps, and the kind each one becomes. Lazy modules
+#: turn into these classes once materialised.
+MODULE_KINDS: dict[type[nn.Module], str] = {
+    nn.Linear: "linear",
+    nn.Conv1d: "conv1d",
+    nn.Conv2d: "conv2d",
+    nn.Conv3d: "conv3d",
+    nn.ConvTranspose1d: "convtranspose1d",
+    nn.ConvTranspose2d: "convtranspose2d",
+    nn.ConvTranspose3d: "convtranspose3d",
+}
+
+#: Kind of a bare weight tensor of a given number of dimensions (weight-only files).
+KIND_BY_NDIM: dict[int, str] = {2: "linear", 3: "conv1d", 4: "conv2d", 5: "conv3d"}
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSpec:
+    """One linear map of a model: its weight and how it is applied.
+
+    Parameters
+    ----------
+    name : str
+        Qualified name (``"features.0"``), unique within the model.
+    kind : str
+        ``"linear"``, ``"conv1d|2d|3d"`` or ``"convtranspose1d|2d|3d"``.
+    weight : torch.Tensor
+        ``(out, in)`` for linear, ``(d, c/g, *k)`` for conv,
+        ``(c, d/g, *k)`` for transposed conv (PyTorch's layouts).
+    bias : torch.Tensor or None
+        ``(out,)``.
+    stride, dilation, output_padding : tuple of int
+        One entry per spatial dimension (empty for linear).
+    padding : tuple of int or str
+        Per spatial dimension, or ``"same"`` / ``"valid"``.
+    padding_mode : str
+        ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
+    groups : int
+    module : torch.nn.Module or None
+        The module, when the source was a module tree.
+    inferred : bool
+        True when the geometry (stride, padding, groups, ...) was not in the
+        source and was assumed (weight-only files).
+    """
+
+    name: str
+    kind: str
+    weight: torch.Tensor = field(repr=False)
+    bias: torch.Tensor | None = field(default=None, repr=False)
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] | str = ()
+    dilation: tuple[int, ...] = ()
+    groups: int = 1
+    output_padding: tuple[int, ...] = ()
+    padding_mode: str = "zeros"
+    module: nn.Module | None = field(default=None, repr=False)
+    inferred: bool = False
+
+    @property
+    def transposed(self) -> bool:
+        return self.kind.startswith("convtranspose")
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.weight.dim() - 2
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        return tuple(self.weight.shape[2:])
+
+    @property
+    def in_channels(self) -> int:
+        if self.kind == "linear":
+            return int(self.weight.shape[1])
+        if self.transposed:
+            return int(self.weight.shape[0])
+        return int(self.weight.shape[1]) * self.groups
+
+    @property
+    def out_channels(self) -> int:
+        if self.kind == "linear":
+            return int(self.weight.shape[0])
+        if self.transposed:
+            return int(self.weight.shape[1]) * self.groups
+        return int(self.weight.shape[0])
+
+    @property
+    def unfolded_shape(self) -> tuple[int, int]:
+        """Shape ``(m, n)`` of each group's unfolded matrix ``W̄_j``."""
+        rows = int(self.weight.shape[0]) // self.groups
+        cols = int(self.weight[0].numel()) if self.weight.shape[0] else 0
+        return rows, cols
+
+
+@dataclass(frozen=True)
+class SkippedParam:
+    """A parameter (or layer) that is not analysed, and why."""
+
+    name: str
+    shape: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True, eq=False)
+class ModelWeights:
+    """Ordered linear maps of a model, plus what was skipped and why.
+
+    ``layers`` keep the order of the source (module registration order, file key
+    order, or ONNX graph order).
+    """
+
+    layers: tuple[LayerSpec, ...]
+    skipped: tuple[SkippedParam, ...] = ()
+    source: str = "<module>"
+    format: str = "module"
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def __iter__(self) -> Iterator[LayerSpec]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, name: str) -> LayerSpec:
+        for spec in self.layers:
+            if spec.name == name:
+                return spec
+        raise InputError(f"layer {name!r}: not in model {self.source!r} (layers: {', '.join(self.names[:8])}{' ...' if len(self.names) > 8 else ''})")
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.layers]
+
+    def select(self, patterns: str | Sequence[str] | None) -> "ModelWeights":
+        """Keep the layers whose name matches any glob pattern (or exact name).
+
+        Raises
+        ------
+        InputError
+            When a pattern matches no layer.
+        """
+        if patterns is None:
+            return self
+        if isinstance(patterns, str):
+            patterns = [p for p in patterns.split(",") if p]
+        keep: list[LayerSpec] = []
+        for pat in patterns:
+            hits = [s for s in self.layers if s.name == pat or fnmatch.fnmatchcase(s.name, pat)]
+            if not hits:
+                raise InputError(
+                    f"layer pattern {pat!r}: matches no layer of {self.source!r} "
+                    f"(layers: {', '.join(self.names[:8])}{' ...' if len(self.names) > 8 else ''})"
+                )
+            keep.extend(h for h in hits if h not in keep)
+        order = {id(s): i for i, s in enumerate(self.layers)}
+        keep.sort(key=lambda s: order[id(s)])
+        return ModelWeights(tuple(keep), self.skipped, self.source, self.format, self.model)
+
+    def content_hash(self) -> str:
+        """SHA-256 over every analysed weight and bias (names, shapes, dtypes, bytes)."""
+        h = hashlib.sha256()
+        for spec in self.layers:
+            h.update(spec.name.encode())
+            for t in (spec.weight, spec.bias):
+                if t is None:
+                    h.update(b"-")
+                    continue
+                h.update(tensor_digest(t).encode())
+        return h.hexdigest()
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes (device independent)."""
+    h = hashlib.sha256()
+    h.update(str(t.dtype).encode())
+    h.update(str(tuple(t.shape)).encode())
+    c = t.detach().to("cpu").contiguous()
+    if c.numel():
+        h.update(c.view(torch.uint8).numpy().tobytes() if c.dtype != torch.bool else c.numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_weight(name: str, weight: torch.Tensor) -> str | None:
+    """Reason to skip a weight (zero-size, non-finite), or None when it is usable."""
+    if weight.numel() == 0:
+        return f"zero-size weight {tuple(weight.shape)}"
+    if weight.is_floating_point() or weight.is_complex():
+        bad = int((~torch.isfinite(weight.detach())).sum())
+        if bad:
+            return f"weight has {bad} NaN/Inf entr{'y' if bad == 1 else 'ies'}"
+    else:
+        return f"weight dtype {weight.dtype} is not floating point"
+    return None
