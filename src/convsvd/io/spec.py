@@ -55,6 +55,8 @@ class LayerSpec:
     inferred : bool
         True when the geometry (stride, padding, groups, ...) was not in the
         source and was assumed (weight-only files).
+    folded : str or None
+        Name of the BatchNorm folded into this layer's weight and bias, if any.
     """
 
     name: str
@@ -69,6 +71,7 @@ class LayerSpec:
     padding_mode: str = "zeros"
     module: nn.Module | None = field(default=None, repr=False)
     inferred: bool = False
+    folded: str | None = None
 
     @property
     def transposed(self) -> bool:

@@ -1,0 +1,512 @@
+"""The singular value decomposition of every linear map of a model.
+
+Routes (``mode`` × ``method``):
+
+- ``mode="full"``: ``torch.linalg.svd`` of each group's ``W̄`` (thin SVD);
+  matrices of the same shape are stacked into one batched call.
+- ``mode="values"``: singular values only. ``method="gram"`` (the default for
+  values) forms the smaller Gram matrix ``W̄W̄ᵀ`` (or ``W̄ᵀW̄``) in float64 and
+  takes ``sqrt(eigvalsh)``. It is 3–5× faster than an SVD on the CPU. Its
+  absolute error on ``σ_i²`` is about ``ε₆₄·σ_max²`` (ε₆₄ ≈ 1.1e-16), so the
+  relative error of ``σ_i`` is about ``1e-16·(σ_max/σ_i)²``: below 1e-6 for every
+  ``σ_i ≥ 1e-5·σ_max``. Values below ``≈1e-8·σ_max`` are noise (down to 0); ask
+  ``method="svd"`` when the tiny singular values matter (rank studies).
+- ``mode="topk"``: the leading ``k`` triplets. ``method="auto"`` takes an exact
+  SVD and truncates when the smaller side is ≤ 1024, else the Gram route
+  (``eigh`` of the float64 Gram matrix, the other singular vectors by
+  ``W̄ᵀu/σ``); ``"lanczos"`` (SciPy's ``svds``, CPU) and ``"randomized"``
+  (``torch.svd_lowrank``, 4 power iterations) are available.
+
+Sign convention: the largest-magnitude entry of every left singular vector is
+positive (ties: the first such entry), and the right vector's sign follows, so
+results agree across devices and runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from convsvd._typing import PathLike
+from convsvd.errors import InputError, NotComputedError
+from convsvd.io import LayerSpec, ModelWeights, SkippedParam
+from convsvd.io.spec import tensor_digest
+from convsvd.layers import as_weights, fold_batchnorm, unfolded
+
+__all__ = ["LayerSVD", "Decomposition", "decompose", "MODES", "METHODS"]
+
+MODES = ("full", "values", "topk")
+METHODS = ("auto", "svd", "gram", "lanczos", "randomized")
+_CACHE_VERSION = "convsvd-svd-1"
+_BATCH_BYTES = 256 * 2**20  # largest stacked batch handed to one LAPACK call
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSVD:
+    """The SVD of one layer, group by group.
+
+    Attributes
+    ----------
+    name, kind : str
+    groups : int
+    shape : tuple of int
+        ``(m, n)`` of each group's unfolded matrix ``W̄_j``.
+    weight_shape : tuple of int
+    S : torch.Tensor
+        ``(g, r)`` singular values, descending within each group.
+    U : torch.Tensor or None
+        ``(g, m, r)`` left singular vectors (columns); None for values only.
+    Vh : torch.Tensor or None
+        ``(g, r, n)`` right singular vectors (rows); None for values only.
+    fro2 : torch.Tensor
+        ``(g,)`` float64 ``‖W̄_j‖²_F``, so energy shares are exact also for top-k.
+    mode, method : str
+    folded : str or None
+        The BatchNorm folded in, if any.
+    """
+
+    name: str
+    kind: str
+    groups: int
+    shape: tuple[int, int]
+    weight_shape: tuple[int, ...]
+    S: torch.Tensor = field(repr=False)
+    U: torch.Tensor | None = field(default=None, repr=False)
+    Vh: torch.Tensor | None = field(default=None, repr=False)
+    fro2: torch.Tensor = field(default=None, repr=False)  # type: ignore[assignment]
+    mode: str = "full"
+    method: str = "svd"
+    folded: str | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.S.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.S.device
+
+    @property
+    def complete(self) -> bool:
+        """True when every singular value is known (not top-k)."""
+        return self.S.shape[-1] == min(self.shape)
+
+    def singular_values(self) -> torch.Tensor:
+        """All known singular values of the layer, groups pooled, descending. ``(g·r,)``."""
+        return torch.sort(self.S.reshape(-1), descending=True).values
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.S.max()) if self.S.numel() else float("nan")
+
+    @property
+    def sigma_min(self) -> float:
+        """Smallest singular value (NaN when only the top-k are known)."""
+        return float(self.S.min()) if self.complete and self.S.numel() else float("nan")
+
+    @property
+    def rank(self) -> int | None:
+        """Numerical rank: values above ``max(m, n)·ε·σ_max`` (NumPy's rule), summed over groups."""
+        if not self.complete:
+            return None
+        eps = torch.finfo(self.S.dtype).eps
+        tol = self.S.amax(dim=-1, keepdim=True) * max(self.shape) * eps
+        return int((self.S > tol).sum())
+
+    @property
+    def stable_rank(self) -> float:
+        """``‖W̄‖²_F / σ_max²`` (groups pooled)."""
+        return float(self.fro2.sum() / self.S.double().max() ** 2) if self.S.numel() else float("nan")
+
+    def energy(self, k: int) -> float:
+        """Share of ``‖W̄‖²_F`` in the ``k`` largest singular values (groups pooled)."""
+        s = self.singular_values().double()[:k]
+        return float((s**2).sum() / self.fro2.sum())
+
+    def _need_vectors(self) -> None:
+        if self.U is None or self.Vh is None:
+            raise NotComputedError(f"layer {self.name!r}: singular vectors were not computed (mode={self.mode!r}); use mode='full' or 'topk'")
+
+    def filters(self) -> torch.Tensor:
+        """Right singular vectors as filters: ``(g, r, *weight_shape[1:])``.
+
+        For a conv, each is a ``(c/g, k1, …)`` "singular filter"; for a
+        transposed conv ``(d/g, k1, …)``; for linear ``(in,)``.
+        """
+        self._need_vectors()
+        return self.Vh.reshape(self.groups, self.Vh.shape[1], *self.weight_shape[1:])  # type: ignore[union-attr]
+
+    def reconstruct(self, rank: int | None = None) -> torch.Tensor:
+        """``U Σ Vᵀ`` per group, optionally from the leading ``rank`` triplets. ``(g, m, n)``."""
+        self._need_vectors()
+        r = self.S.shape[-1] if rank is None else rank
+        U, S, Vh = self.U[..., :r], self.S[..., :r], self.Vh[:, :r]  # type: ignore[index]
+        return U @ torch.diag_embed(S) @ Vh
+
+    def to(self, device: str | torch.device) -> "LayerSVD":
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return LayerSVD(self.name, self.kind, self.groups, self.shape, self.weight_shape, mv(self.S), mv(self.U),
+                        mv(self.Vh), mv(self.fro2), self.mode, self.method, self.folded)
+
+    def summary(self, top_k: int = 10) -> dict[str, object]:
+        m, n = self.shape
+        top_k = min(top_k, self.S.numel())  # top-k mode knows only its k leading values
+        return dict(
+            name=self.name, kind=self.kind, groups=self.groups, m=m, n=n, unfolded_shape=f"{m}×{n}",
+            rank=self.rank, sigma_max=self.sigma_max, sigma_min=self.sigma_min,
+            stable_rank=self.stable_rank, top_k=top_k, energy_top_k=self.energy(top_k),
+        )
+
+    def to_frame(self, top_k: int = 10) -> pd.DataFrame:
+        """A one-row table (see :meth:`Decomposition.to_frame`)."""
+        return pd.DataFrame([self.summary(top_k)], columns=_FRAME_COLUMNS)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"S": self.S, "fro2": self.fro2}
+        if self.U is not None:
+            out["U"] = self.U
+            out["Vh"] = self.Vh  # type: ignore[assignment]
+        return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
+
+
+_FRAME_COLUMNS = ["name", "kind", "groups", "m", "n", "unfolded_shape", "rank", "sigma_max", "sigma_min",
+                  "stable_rank", "top_k", "energy_top_k"]
+
+
+@dataclass(frozen=True, eq=False)
+class Decomposition(Mapping):
+    """Ordered ``{layer name: LayerSVD}`` of a model, plus what was skipped."""
+
+    layers: dict[str, LayerSVD]
+    skipped: tuple[SkippedParam, ...] = ()
+    source: str = ""
+    options: dict[str, object] = field(default_factory=dict)
+    weights_hash: str = ""
+
+    def __getitem__(self, name: str) -> LayerSVD:
+        try:
+            return self.layers[name]
+        except KeyError:
+            raise InputError(f"layer {name!r}: not decomposed (layers: {', '.join(list(self.layers)[:8])})") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def to_frame(self, top_k: int = 10) -> pd.DataFrame:
+        """One row per layer: ``name, kind, groups, m, n, unfolded_shape, rank, sigma_max,
+        sigma_min, stable_rank, top_k, energy_top_k`` (share of ``‖W̄‖²_F`` in the top-k)."""
+        return pd.DataFrame([l.summary(top_k) for l in self.layers.values()], columns=_FRAME_COLUMNS)
+
+    def save(self, out_dir: PathLike, top_k: int = 10) -> list[Path]:
+        """Write ``svd.safetensors`` (``NAME/S``, ``NAME/U``, ``NAME/Vh``, ``NAME/fro2``),
+        ``svd.parquet``, ``svd.csv`` and ``svd.json`` (run metadata). Each file is
+        written to a temporary name first, so no half-written file is left."""
+        from safetensors.torch import save_file
+
+        from convsvd._meta import run_metadata, write_atomic
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"{name}/{k}": v for name, l in self.layers.items() for k, v in l.tensors().items()}
+        frame = self.to_frame(top_k)
+        paths = [out / "svd.safetensors", out / "svd.parquet", out / "svd.csv", out / "svd.json"]
+        write_atomic(paths[0], lambda p: save_file(tensors, str(p)))
+        write_atomic(paths[1], lambda p: frame.to_parquet(p, index=False))
+        write_atomic(paths[2], lambda p: frame.to_csv(p, index=False))
+        meta = run_metadata(self.source, self.weights_hash, self.options,
+                            skipped=[dict(name=s.name, shape=list(s.shape), reason=s.reason) for s in self.skipped])
+        write_atomic(paths[3], lambda p: Path(p).write_text(meta))
+        return paths
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _fix_signs(U: torch.Tensor, Vh: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Make the largest-|·| entry of each column of U positive; flip Vh rows alike."""
+    idx = U.abs().argmax(dim=-2, keepdim=True)  # (B, 1, r)
+    sign = torch.sign(torch.gather(U, -2, idx))
+    sign[sign == 0] = 1
+    U = U * sign
+    if Vh is not None:
+        Vh = Vh * sign.transpose(-1, -2)
+    return U, Vh
+
+
+def _gram_eigh(A: torch.Tensor, vectors: bool) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """Eigen-decomposition of the smaller float64 Gram matrix, descending. Returns (λ, Q, left)."""
+    m, n = A.shape[-2:]
+    A64 = A.to(torch.float64)
+    left = m <= n
+    G = A64 @ A64.mT if left else A64.mT @ A64
+    if vectors:
+        lam, Q = torch.linalg.eigh(G)
+        return lam.flip(-1), Q.flip(-1), left
+    return torch.linalg.eigvalsh(G).flip(-1), None, left
+
+
+def _values(A: torch.Tensor, method: str) -> torch.Tensor:
+    if method == "svd":
+        return torch.linalg.svdvals(A)
+    lam, _, _ = _gram_eigh(A, vectors=False)
+    return lam.clamp_min(0).sqrt().to(A.dtype)
+
+
+def _full(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    return U, S, Vh
+
+
+def _topk_gram(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    lam, Q, left = _gram_eigh(A, vectors=True)
+    lam, Q = lam[..., :k], Q[..., :k]  # type: ignore[index]
+    S = lam.clamp_min(0).sqrt()
+    A64 = A.to(torch.float64)
+    safe = torch.where(S > 0, S, torch.ones_like(S))
+    if left:
+        U = Q
+        Vh = (A64.mT @ U / safe.unsqueeze(-2)).mT
+    else:
+        Vh = Q.mT
+        U = A64 @ Q / safe.unsqueeze(-2)
+    return U.to(A.dtype), S.to(A.dtype), Vh.to(A.dtype)
+
+
+def _topk_lanczos(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from scipy.sparse.linalg import svds
+
+    Us, Ss, Vs = [], [], []
+    for a in A:
+        u, s, vh = svds(a.detach().cpu().numpy().astype(np.float64), k=k, random_state=0)
+        order = np.argsort(s)[::-1]
+        Us.append(torch.from_numpy(u[:, order].copy()))
+        Ss.append(torch.from_numpy(s[order].copy()))
+        Vs.append(torch.from_numpy(vh[order].copy()))
+    cast = lambda xs: torch.stack(xs).to(device=A.device, dtype=A.dtype)  # noqa: E731
+    return cast(Us), cast(Ss), cast(Vs)
+
+
+def _topk_randomized(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(0)  # reproducible sketch, without touching the caller's stream
+    try:
+        U, S, V = torch.svd_lowrank(A, q=min(k + 10, min(A.shape[-2:])), niter=4)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return U[..., :k], S[..., :k], V[..., :k].mT
+
+
+def _run_batch(A: torch.Tensor, mode: str, method: str, k: int | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    m, n = A.shape[-2:]
+    r = min(m, n)
+    if mode == "values":
+        return None, _values(A, method), None
+    if mode == "full" or (k is not None and k >= r):
+        U, S, Vh = _full(A)
+    elif method == "gram":
+        U, S, Vh = _topk_gram(A, k)  # type: ignore[arg-type]
+    elif method == "lanczos":
+        U, S, Vh = _topk_lanczos(A, k)  # type: ignore[arg-type]
+    elif method == "randomized":
+        U, S, Vh = _topk_randomized(A, k)  # type: ignore[arg-type]
+    else:
+        U, S, Vh = _full(A)
+    if mode == "topk":
+        U, S, Vh = U[..., :k], S[..., :k], Vh[..., :k, :]
+    U, Vh = _fix_signs(U, Vh)
+    return U, S, Vh
+
+
+def _resolve_method(mode: str, method: str, m: int, n: int, device: torch.device) -> str:
+    if method != "auto":
+        return method
+    if mode == "values":
+        return "gram"
+    if mode == "topk":
+        return "svd" if min(m, n) <= 1024 else "gram"
+    return "svd"
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _cache_key(matrix: torch.Tensor, mode: str, method: str, k: int | None) -> str:
+    h = hashlib.sha256()
+    h.update(f"{_CACHE_VERSION}|{mode}|{method}|{k}|".encode())
+    h.update(tensor_digest(matrix).encode())
+    return h.hexdigest()
+
+
+def _cache_read(path: Path) -> dict[str, torch.Tensor] | None:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception:  # a damaged cache entry is recomputed, never trusted
+        return None
+
+
+def _cache_write(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    from convsvd._meta import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(p)))
+
+
+# --------------------------------------------------------------------------- public entry
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def decompose(
+    source: object,
+    *,
+    layers: str | Sequence[str] | None = None,
+    mode: str = "full",
+    k: int | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+    method: str = "auto",
+    fold_bn: bool = False,
+    cache_dir: PathLike | None = None,
+    progress: bool | None | Callable[[int, int, str], None] = None,
+) -> Decomposition:
+    """SVD of every (or every selected) linear map of a model.
+
+    Parameters
+    ----------
+    source : nn.Module, ModelWeights, path or ``"pkg.mod:factory"``
+    layers : str or list of str, optional
+        Glob patterns (comma-separated in a string) of layer names.
+    mode : {"full", "values", "topk"}
+    k : int, optional
+        Number of leading triplets for ``mode="topk"``.
+    dtype : torch.dtype or {"float32", "float64"}, optional
+        Precision of the SVD; default: the weights' own (half precisions → float32).
+    device : str or torch.device, optional
+        Default: CUDA when present, else CPU. Results stay on this device.
+    method : {"auto", "svd", "gram", "lanczos", "randomized"}
+        See the module docstring for what each route does and when it is accurate.
+    fold_bn : bool
+        Fold a BatchNorm that directly follows a layer into it (the model is unchanged).
+    cache_dir : path, optional
+        Reuse results keyed by a SHA-256 of the matrix bytes and the options.
+    progress : bool, None or callable
+        Progress bar (None: automatic for many layers) or ``fn(done, total, what)``.
+
+    Returns
+    -------
+    Decomposition
+        ``{name: LayerSVD}`` in model order.
+
+    >>> from torch import nn
+    >>> d = decompose(nn.Conv2d(3, 8, 3), mode="values")
+    >>> d["<root>"].S.shape
+    torch.Size([1, 8])
+    """
+    if mode not in MODES:
+        raise InputError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+    if method not in METHODS:
+        raise InputError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    if mode == "topk" and (k is None or int(k) < 1):
+        raise InputError(f"k={k!r}: mode='topk' needs a positive number of singular triplets")
+    if isinstance(dtype, str):
+        if dtype not in ("float32", "float64"):
+            raise InputError(f"dtype {dtype!r}: expected float32 or float64")
+        dtype = getattr(torch, dtype)
+    try:
+        dev = torch.device(device) if device is not None else default_device()
+    except RuntimeError as e:
+        raise InputError(f"device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
+
+    mw = as_weights(source)
+    if fold_bn:
+        mw = fold_batchnorm(mw)
+    mw = mw.select(layers)
+
+    def target_dtype(spec: LayerSpec) -> torch.dtype:
+        if dtype is not None:
+            return dtype  # type: ignore[return-value]
+        return spec.weight.dtype if spec.weight.dtype in (torch.float32, torch.float64) else torch.float32
+
+    mats = {s.name: unfolded(s, target_dtype(s)) for s in mw.layers}
+    specs = {s.name: s for s in mw.layers}
+    methods = {n: _resolve_method(mode, method, *specs[n].unfolded_shape, dev) for n in mats}
+    results: dict[str, tuple] = {}
+
+    cache = Path(cache_dir) if cache_dir is not None else None
+    keys: dict[str, str] = {}
+    if cache is not None:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:  # sha256 releases the GIL
+            futs = {n: pool.submit(_cache_key, A, mode, methods[n], k) for n, A in mats.items()}
+            keys = {n: f.result() for n, f in futs.items()}
+        for n, key in keys.items():
+            hit = _cache_read(cache / f"{key}.safetensors")
+            if hit is not None:
+                results[n] = (hit.get("U"), hit["S"], hit.get("Vh"))
+
+    from convsvd._progress import progress as _progress
+
+    todo = [n for n in mats if n not in results]
+    buckets: dict[tuple, list[str]] = {}
+    for n in todo:
+        A = mats[n]
+        buckets.setdefault((tuple(A.shape[1:]), A.dtype, methods[n]), []).append(n)
+
+    with _progress(len(todo), "SVD", progress) as bar:
+        for (shape, dt, meth), names in buckets.items():
+            per = max(1, _BATCH_BYTES // max(1, math.prod(shape) * 8))
+            chunk: list[str] = []
+            groups_in_chunk = 0
+            for i, n in enumerate(names):
+                chunk.append(n)
+                groups_in_chunk += specs[n].groups
+                if groups_in_chunk >= per or i == len(names) - 1:
+                    A = torch.cat([mats[c] for c in chunk]).to(dev)
+                    U, S, Vh = _run_batch(A, mode, meth, k)
+                    off = 0
+                    for c in chunk:
+                        g = specs[c].groups
+                        sl = slice(off, off + g)
+                        res = (None if U is None else U[sl], S[sl], None if Vh is None else Vh[sl])
+                        results[c] = res
+                        if cache is not None:
+                            _cache_write(cache / f"{keys[c]}.safetensors",
+                                         {kk: v for kk, v in zip(("U", "S", "Vh"), res) if v is not None})
+                        off += g
+                    bar.advance(len(chunk), f"{shape[0]}×{shape[1]}")
+                    chunk, groups_in_chunk = [], 0
+
+    out: dict[str, LayerSVD] = {}
+    for n, A in mats.items():
+        U, S, Vh = results[n]
+        spec = specs[n]
+        out[n] = LayerSVD(
+            name=n, kind=spec.kind, groups=spec.groups, shape=spec.unfolded_shape,
+            weight_shape=tuple(spec.weight.shape),
+            S=S.to(dev), U=None if U is None else U.to(dev), Vh=None if Vh is None else Vh.to(dev),
+            fro2=A.to(torch.float64).pow(2).sum(dim=(-2, -1)).to(dev),
+            mode=mode, method=methods[n], folded=spec.folded,
+        )
+    options = dict(mode=mode, k=k, dtype=str(dtype) if dtype else "weights", device=str(dev), method=method,
+                   fold_bn=fold_bn, layers=layers)
+    return Decomposition(out, mw.skipped, mw.source, options, mw.content_hash())
