@@ -14,6 +14,7 @@ writes the shipped ones into :data:`~convsvd.zoo.pretrained.WEIGHTS_DIR`.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -197,7 +198,13 @@ def train(
     records: list[EpochRecord] = []
     files: list[Path] = []
     with reproducible(seed):
-        model = build(name, seed=seed)
+        # The arithmetic is float64 and only the shipped copies are float32: CPUs with
+        # other vector units (AVX-512, AVX2, none) round float32 sums differently, and
+        # training amplifies those differences far beyond one float32 ulp within a few
+        # epochs; float64 differences stay below float32 resolution, so the float32
+        # weights come out the same on (nearly) every CPU.
+        model = build(name, seed=seed).double()
+        images, labels = train_data.images.double(), train_data.labels
         optimizer = torch.optim.Adam(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=False
         )
@@ -209,17 +216,18 @@ def train(
                 perm = torch.randperm(n, generator=order)
                 for i in range(0, n - config.batch_size + 1, config.batch_size):
                     idx = perm[i : i + config.batch_size]
-                    loss = F.cross_entropy(model(train_data.images[idx]), train_data.labels[idx])
+                    loss = F.cross_entropy(model(images[idx]), labels[idx])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-            train_loss, train_acc = evaluate(model, train_data)
-            _, test_acc = evaluate(model, test_data)
+            shipped = _float32_copy(model)
+            train_loss, train_acc = evaluate(shipped, train_data)
+            _, test_acc = evaluate(shipped, test_data)
             file = None
             if out is not None and config.save_every_epoch:
                 file = weights_filename(name, epoch)
                 meta = _metadata(name, seed, epoch, config.epochs, test_acc)
-                files.append(write_weights(model, out / file, meta))
+                files.append(write_weights(shipped, out / file, meta))
             records.append(EpochRecord(epoch, train_loss, train_acc, test_acc, 1.0 - test_acc, file))
             if progress:
                 print(
@@ -228,7 +236,7 @@ def train(
                     file=sys.stderr,
                     flush=True,
                 )
-    model.eval()
+    model = shipped
     seconds = time.perf_counter() - start
 
     if out is not None:
@@ -251,6 +259,11 @@ def train(
         history_path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         files.append(history_path)
     return TrainResult(name, seed, config, model, tuple(records), seconds, tuple(files))
+
+
+def _float32_copy(model: nn.Module) -> nn.Module:
+    """A float32 copy of ``model`` in eval mode (integer buffers keep their dtype)."""
+    return copy.deepcopy(model).float().eval()
 
 
 def _metadata(name: str, seed: int, epoch: int, epochs: int, test_accuracy: float) -> dict[str, object]:

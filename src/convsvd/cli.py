@@ -1,0 +1,213 @@
+"""``convsvd`` command line: each subcommand parses arguments and calls one public function.
+
+User mistakes end with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from convsvd.errors import ConvSVDError, InputError
+
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
+
+
+def command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], None]) -> Callable[[Handler], Handler]:
+    """Register a subcommand (the registry the parser is built from)."""
+
+    def deco(fn: Handler) -> Handler:
+        COMMANDS[name] = (help, add_args, fn)
+        return fn
+
+    return deco
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def print_frame(frame, title: str = "", floatfmt: str = "{:.4g}") -> None:  # type: ignore[no-untyped-def]
+    """Print a DataFrame as a rich table."""
+    from rich.table import Table
+
+    table = Table(title=title or None, show_lines=False, header_style="bold")
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "iuf" else "left")
+    for row in frame.itertuples(index=False):
+        cells = []
+        for v in row:
+            if isinstance(v, float):
+                cells.append("" if v != v else floatfmt.format(v))
+            else:
+                cells.append("" if v is None else str(v))
+        table.add_row(*cells)
+    _console().print(table)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="a built-in model name (e.g. digits-cnn), a .pt/.pth/.bin/.safetensors/.onnx file, "
+                        "a folder of .safetensors, or 'package.module:factory'")
+    p.add_argument("--weights", metavar="FILE", help="weights to load into a 'package.module:factory' model")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling a full-model checkpoint (runs code from the file: only for files you trust)")
+
+
+def resolve_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A built-in zoo name → its nn.Module; anything else → :func:`convsvd.io.load`."""
+    from convsvd import zoo
+    from convsvd.io import load
+
+    name = args.model
+    if name in zoo.available() and not Path(name).exists():
+        from convsvd.io import from_module
+
+        return from_module(zoo.load(name), source=name)
+    return load(name, weights=getattr(args, "weights", None), trust_pickle=getattr(args, "trust_pickle", False))
+
+
+def _writable_dir(path: str) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--out {path}: cannot create the folder ({e.strerror})") from None
+    if not out.is_dir():
+        raise InputError(f"--out {path}: is not a folder")
+    probe = out / ".convsvd-write-test"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"--out {path}: folder is not writable ({e.strerror})") from None
+    return out
+
+
+# --------------------------------------------------------------------------- describe
+
+
+def _describe_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--out", metavar="DIR", help="also write layers.csv and layers.parquet here")
+
+
+@command("describe", "list every layer that will be analysed, and what is skipped and why", _describe_args)
+def cmd_describe(args: argparse.Namespace) -> int:
+    from convsvd.layers import describe
+
+    mw = resolve_model(args)
+    frame = describe(mw)
+    print_frame(frame, title=f"{mw.source}: {len(mw.layers)} layers analysed, {len(mw.skipped)} parameters skipped")
+    if args.out:
+        from convsvd._meta import write_atomic
+
+        out = _writable_dir(args.out)
+        write_atomic(out / "layers.csv", lambda p: frame.to_csv(p, index=False))
+        write_atomic(out / "layers.parquet", lambda p: frame.to_parquet(p, index=False))
+    return 0
+
+
+# --------------------------------------------------------------------------- svd
+
+
+def _svd_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--layers", metavar="GLOB", help="comma-separated glob patterns of layer names (default: all)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--top-k", type=int, metavar="K", help="only the K leading singular triplets of each layer")
+    g.add_argument("--values-only", action="store_true", help="singular values only (fast Gram route)")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="precision (default: the weights' own)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
+    p.add_argument("--cache", metavar="DIR", help="reuse results from this cache folder")
+    p.add_argument("--out", metavar="DIR", help="write svd.safetensors, svd.parquet, svd.csv and svd.json here")
+
+
+@command("svd", "singular value decomposition of every conv and linear layer", _svd_args)
+def cmd_svd(args: argparse.Namespace) -> int:
+    from convsvd.decompose import decompose
+
+    out = _writable_dir(args.out) if args.out else None
+    mw = resolve_model(args)
+    mode = "topk" if args.top_k else ("values" if args.values_only else "full")
+    t0 = time.perf_counter()
+    dec = decompose(mw, layers=args.layers, mode=mode, k=args.top_k, dtype=args.dtype, device=args.device,
+                    fold_bn=args.fold_bn, cache_dir=args.cache, progress=True)
+    dt = time.perf_counter() - t0
+    top = args.top_k or 10
+    print_frame(dec.to_frame(top_k=top), title=f"{mw.source}: SVD of {len(dec)} layers in {dt:.2f} s")
+    for s in dec.skipped:
+        if "NaN" in s.reason or "zero-size" in s.reason:
+            _console(stderr=True).print(f"[yellow]skipped {s.name}: {s.reason}[/]")
+    if out is not None:
+        paths = dec.save(out, top_k=top)
+        _console().print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="DIR", default="demo-out", help="output folder (default: demo-out)")
+    p.add_argument("--quick", action="store_true", help="skip the slowest parts")
+
+
+@command("demo", "run convsvd on the built-in digits CNN", _demo_args)
+def cmd_demo(args: argparse.Namespace) -> int:
+    from convsvd import zoo
+    from convsvd.decompose import decompose
+    from convsvd.io import from_module
+    from convsvd.layers import describe
+
+    out = _writable_dir(args.out)
+    mw = from_module(zoo.load("digits-cnn"), source="digits-cnn")
+    print_frame(describe(mw), title="digits-cnn: layers")
+    dec = decompose(mw, progress=True)
+    print_frame(dec.to_frame(), title="digits-cnn: SVD of every layer")
+    dec.save(out)
+    _console().print(f"results in {out}/")
+    return 0
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from convsvd import __version__
+
+    parser = argparse.ArgumentParser(prog="convsvd", description="Explain trained CNNs through the SVD of their weights.")
+    parser.add_argument("--version", action="version", version=f"convsvd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_, add_args, fn) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        add_args(p)
+        p.set_defaults(handler=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ConvSVDError as e:
+        print(f"convsvd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"convsvd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
