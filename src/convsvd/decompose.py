@@ -259,12 +259,17 @@ def _gram_eigh(A: torch.Tensor, vectors: bool) -> tuple[torch.Tensor, torch.Tens
 
 def _values(A: torch.Tensor, method: str) -> torch.Tensor:
     if method == "svd":
-        return torch.linalg.svdvals(A)
+        m, n = A.shape[-2:]
+        return torch.linalg.svdvals(A.mT.contiguous() if m < n else A)
     lam, _, _ = _gram_eigh(A, vectors=False)
     return lam.clamp_min(0).sqrt().to(A.dtype)
 
 
 def _full(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    m, n = A.shape[-2:]
+    if m < n:  # LAPACK is several times faster on the tall transpose: Aᵀ = V Σ Uᵀ
+        V, S, Uh = torch.linalg.svd(A.mT.contiguous(), full_matrices=False)
+        return Uh.mT, S, V.mT
     U, S, Vh = torch.linalg.svd(A, full_matrices=False)
     return U, S, Vh
 
