@@ -67,15 +67,12 @@ def _is_pickle_stream(path: Path) -> bool:
         return False
 
 
-def _unsafe_reason(path: Path, exc: BaseException) -> str | None:
-    """Why a safe load failed because the file holds code or objects, or None (corrupt)."""
-    if _is_torchscript(path):
-        return _TORCHSCRIPT_WHY
-    if isinstance(exc, pickle.UnpicklingError):
-        text = str(exc)
-        if "Unsupported global" in text or "allowed global" in text or _is_pickle_stream(path):
-            return _PICKLE_WHY
-    return None
+def _holds_objects(path: Path, exc: BaseException) -> bool:
+    """True when a safe load failed because the file holds Python objects (False: corrupt)."""
+    if not isinstance(exc, pickle.UnpicklingError):
+        return False
+    text = str(exc)
+    return "Unsupported global" in text or "allowed global" in text or _is_pickle_stream(path)
 
 
 def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> object:
@@ -102,14 +99,22 @@ def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> object:
     InputError
         The file is not a readable checkpoint (truncated, corrupt, another format).
     """
+    if _is_torchscript(path):
+        if not trust_pickle:
+            raise UnsafeFileError(f"{path}: {_TORCHSCRIPT_WHY}; {_ADVICE}")
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise InputError(f"{path}: not a readable TorchScript archive ({describe_error(exc)})") from exc
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")  # noise on refused plain pickles
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        why = _unsafe_reason(path, exc)
-        if why is None:
+        if not _holds_objects(path, exc):
             raise InputError(f"{path}: not a readable PyTorch checkpoint, perhaps truncated or corrupt ({describe_error(exc)})") from exc
         if not trust_pickle:
-            raise UnsafeFileError(f"{path}: {why}; {_ADVICE}") from None
+            raise UnsafeFileError(f"{path}: {_PICKLE_WHY}; {_ADVICE}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about the trust the caller has given

@@ -97,7 +97,7 @@ def _skip_reason(key: str, value: object) -> str | None:
         return "scalar, not a linear map"
     if leaf in _NORM_BUFFERS:
         return "normalisation statistics (buffer), not a linear map"
-    if "embed" in key.lower():
+    if "embed" in key.lower() and value.dim() < 3:  # a 3-5-D "patch_embed.proj.weight" is a conv
         return "embedding table, not a linear map"
     if _is_norm_name(stem):
         return "normalisation parameter, not a linear map"
@@ -139,9 +139,12 @@ def from_state_dict(state: Mapping[str, object], source: str = "<state_dict>", f
     groups 1 (``inferred=True``: the file does not say). The bias is the matching
     ``*.bias`` key. The layer name is the key without ``.weight`` (``"<root>"`` for
     a bare ``"weight"``), after removing a ``module.`` / ``_orig_mod.`` prefix
-    shared by every key. Embeddings, norm parameters and buffers, 1-D tensors,
-    other names, non-tensors and unusable weights (NaN/Inf, zero-size, integer)
-    go to ``skipped`` with the reason.
+    shared by every key. These go to ``skipped`` with the reason: embeddings
+    (keys containing ``embed``, except 3-5-D weights such as a patch-embedding
+    conv), norm parameters and buffers (``running_mean``, ``num_batches_tracked``;
+    the owning module named ``*norm*``, ``bn*``, ``ln*``, ``gn*``), 1-D tensors,
+    keys not named ``*.weight``, non-tensors, and unusable weights (NaN/Inf,
+    zero-size, integer).
 
     Parameters
     ----------
