@@ -131,7 +131,7 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo(
             name="digits-resnet",
             constructor=DigitsResNet,
-            description="2 conv + 1 residual block with batch-norm, 2 linear layers; 32k parameters; sklearn digits 8×8",
+            description="2 conv + 1 residual block, batch-norm, 2 linear layers; 32k parameters; sklearn digits 8×8",
         ),
     )
 }

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -47,10 +48,34 @@ def history_filename(name: str) -> str:
 
 
 def write_weights(model: nn.Module, path: Path, metadata: dict[str, Any]) -> Path:
-    """Save ``model.state_dict()`` to ``path`` as safetensors; metadata values become strings."""
+    """Save ``model.state_dict()`` to ``path`` as safetensors; metadata values become strings.
+
+    A file that already holds the same tensors and metadata is left untouched:
+    safetensors writes metadata keys in an arbitrary order, so rewriting it
+    would change its bytes (and show up as a change in version control) for
+    nothing.
+    """
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={str(k): str(v) for k, v in metadata.items()})
+    meta = {str(k): str(v) for k, v in metadata.items()}
+    if not _same_file_content(path, state, meta):
+        save_file(state, str(path), metadata=meta)
     return path
+
+
+def _same_file_content(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), "pt") as f:
+            if f.metadata() != metadata or set(f.keys()) != set(state):
+                return False
+            return all(_identical(f.get_tensor(k), v) for k, v in state.items())
+    except Exception:  # unreadable or not safetensors: overwrite it
+        return False
+
+
+def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
 
 
 def available() -> list[str]:

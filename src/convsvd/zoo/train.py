@@ -3,10 +3,11 @@
 A run is a pure function of ``(name, epochs, seed)`` and the torch build: the
 initialisation comes from ``torch.manual_seed(seed)``, batches from a
 ``torch.Generator`` seeded with ``seed``, deterministic algorithms are on and
-one intra-op thread is used, so the core count does not change the sums. The
-caller's RNG state, thread count and determinism setting are restored
-afterwards. The learning rate is constant, so the first ``k`` epochs of a long
-run equal a ``k``-epoch run bit for bit.
+one intra-op thread is used, so the core count does not change the sums, and
+the arithmetic is float64 (the saved weights are float32), so neither does the
+CPU's vector unit. The caller's RNG state, thread count and determinism
+setting are restored afterwards. The learning rate is constant, so the first
+``k`` epochs of a long run equal a ``k``-epoch run bit for bit.
 
 Files are written only when ``out_dir`` is given; ``scripts/train_zoo.py``
 writes the shipped ones into :data:`~convsvd.zoo.pretrained.WEIGHTS_DIR`.
@@ -177,8 +178,8 @@ def train(
     -------
     TrainResult
 
-    >>> result = train("digits-cnn", epochs=1)
-    >>> len(result.history), result.test_accuracy > 0.5
+    >>> result = train("digits-resnet", epochs=1)
+    >>> len(result.history), result.test_accuracy > 0.9
     (2, True)
     """
     info = model_info(name)
@@ -212,14 +213,7 @@ def train(
         n = len(train_data)
         for epoch in range(config.epochs + 1):
             if epoch > 0:
-                model.train()
-                perm = torch.randperm(n, generator=order)
-                for i in range(0, n - config.batch_size + 1, config.batch_size):
-                    idx = perm[i : i + config.batch_size]
-                    loss = F.cross_entropy(model(images[idx]), labels[idx])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                _train_epoch(model, optimizer, images, labels, torch.randperm(n, generator=order), config.batch_size)
             shipped = _float32_copy(model)
             train_loss, train_acc = evaluate(shipped, train_data)
             _, test_acc = evaluate(shipped, test_data)
@@ -236,29 +230,59 @@ def train(
                     file=sys.stderr,
                     flush=True,
                 )
-    model = shipped
     seconds = time.perf_counter() - start
-
     if out is not None:
-        final = out / weights_filename(name)
-        files.append(write_weights(model, final, _metadata(name, seed, config.epochs, config.epochs, records[-1].test_accuracy)))
-        if not config.save_every_epoch:
-            last = records[-1]
-            records[-1] = EpochRecord(**{**asdict(last), "file": final.name})
-        doc = {
-            "name": name,
-            "description": info.description,
-            "seed": seed,
-            "epochs": config.epochs,
-            "config": asdict(config),
-            "split": {"seed": SPLIT_SEED, "test_fraction": TEST_FRACTION, "train": len(train_data), "test": len(test_data)},
-            "torch_version": torch.__version__,
-            "records": [asdict(r) for r in records],
-        }
-        history_path = out / history_filename(name)
-        history_path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-        files.append(history_path)
-    return TrainResult(name, seed, config, model, tuple(records), seconds, tuple(files))
+        split = {"seed": SPLIT_SEED, "test_fraction": TEST_FRACTION, "train": n, "test": len(test_data)}
+        files.extend(_write_final(out, name, info.description, seed, config, split, shipped, records))
+    return TrainResult(name, seed, config, shipped, tuple(records), seconds, tuple(files))
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+) -> None:
+    """One pass in the given sample ``order``; the incomplete last batch is dropped."""
+    model.train()
+    for i in range(0, order.numel() - batch_size + 1, batch_size):
+        idx = order[i : i + batch_size]
+        loss = F.cross_entropy(model(images[idx]), labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def _write_final(
+    out: Path,
+    name: str,
+    description: str,
+    seed: int,
+    config: TrainConfig,
+    split: dict[str, object],
+    model: nn.Module,
+    records: list[EpochRecord],
+) -> list[Path]:
+    """Write ``<name>.safetensors`` and ``<name>-history.json``; fill in the last record's file if unset."""
+    final = out / weights_filename(name)
+    write_weights(model, final, _metadata(name, seed, config.epochs, config.epochs, records[-1].test_accuracy))
+    if records[-1].file is None:
+        records[-1] = EpochRecord(**{**asdict(records[-1]), "file": final.name})
+    doc = {
+        "name": name,
+        "description": description,
+        "seed": seed,
+        "epochs": config.epochs,
+        "config": asdict(config),
+        "split": split,
+        "torch_version": torch.__version__,
+        "records": [asdict(r) for r in records],
+    }
+    history_path = out / history_filename(name)
+    history_path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    return [final, history_path]
 
 
 def _float32_copy(model: nn.Module) -> nn.Module:
