@@ -155,6 +155,66 @@ def cmd_svd(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- profile
+
+
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    from convsvd.signals import AGGREGATIONS
+
+    add_model_args(p)
+    p.add_argument("data", metavar="DATA",
+                   help="'digits' (or digits:train|test|all), an image folder (one subfolder per class), "
+                        "or a .npz/.pt file of inputs and labels")
+    p.add_argument("--layers", metavar="GLOB", help="comma-separated glob patterns of layer names (default: all)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--threshold", type=float, metavar="T",
+                   help="influential set: smallest set reaching this share of the layer's Σ|signal| (default 0.1)")
+    g.add_argument("--top-k", type=int, metavar="K", help="influential set: the K largest |signal| instead")
+    p.add_argument("--aggregate", choices=AGGREGATIONS, default="mean", help="over a conv's locations (default mean)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per forward pass (default 64)")
+    p.add_argument("--device", help="cpu or cuda (default: where the model is)")
+    p.add_argument("--fold-bn", action="store_true", help="profile conv → BatchNorm pairs as one map")
+    p.add_argument("--shard-size", type=int, default=1024, metavar="N",
+                   help="inputs per Parquet shard, the unit of resume and of torchrun ranks (default 1024)")
+    p.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
+    p.add_argument("--out", metavar="DIR", default="profile-out",
+                   help="run folder: manifest.json and shards/*.parquet (default: profile-out)")
+
+
+@command("profile", "signals of a dataset on every SVD neuron, and each input's influential neurons", _profile_args)
+def cmd_profile(args: argparse.Namespace) -> int:
+    import os
+
+    from convsvd import zoo
+    from convsvd.data import as_source
+    from convsvd.signals import profile
+
+    out = _writable_dir(args.out)
+    mw = resolve_model(args)
+    data = as_source(args.data)
+    shape = zoo.model_info(args.model).input_shape if args.model in zoo.available() else None
+    t0 = time.perf_counter()
+    table = profile(mw, data, layers=args.layers, aggregate=args.aggregate, threshold=args.threshold,
+                    top_k=args.top_k, batch_size=args.batch_size, device=args.device, fold_bn=args.fold_bn,
+                    input_shape=shape, out=out, shard_size=args.shard_size, restart=args.restart, progress=True)
+    dt = time.perf_counter() - t0
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    m = table.manifest
+    summary = table.summary()[["layer", "kind", "groups", "neurons", "mean_influential"]]
+    print_frame(summary.rename(columns={"mean_influential": "mean influential"}),
+                title=f"{mw.source} on {m['dataset']['name']}: {table.n_inputs} inputs, {len(table.layers)} layers "
+                      f"profiled in {dt:.2f} s")
+    con, err = _console(), _console(stderr=True)
+    con.print(f"data: {m['dataset']['transform']}")
+    for item in m["not_profiled"]:
+        err.print(f"[yellow]not profiled {item['layer']}: {item['reason']}[/]")
+    for item, reason in m["skipped_inputs"]:
+        err.print(f"[yellow]skipped {item}: {reason}[/]")
+    con.print(f"wrote {out / 'manifest.json'} and {len(m['shards'])} shards in {out / 'shards'}")
+    return 0
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -177,6 +237,103 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_frame(dec.to_frame(), title="digits-cnn: SVD of every layer")
     dec.save(out)
     _console().print(f"results in {out}/")
+    return 0
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _features_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--layer", required=True, metavar="L", help="layer name(s), comma-separated; one PNG per layer")
+    p.add_argument("--neurons", metavar="RANGE", help="SVD neurons, e.g. 0-7 or 0,3,5 (default: the 8 leading ones)")
+    p.add_argument("--steps", type=int, default=256, metavar="N", help="optimisation steps (default: 256)")
+    p.add_argument("--size", type=int, metavar="S", help="side of the optimised image (default: the model's input side)")
+    p.add_argument("--input-size", type=int, metavar="S",
+                   help="side of the model's input (default: known for built-in models, else --size, else 224)")
+    p.add_argument("--directions", choices=["both", "+", "-"], default="both", help="+u_i, -u_i or both (default)")
+    p.add_argument("--location", choices=["mean", "centre"], default="mean",
+                   help="signal averaged over locations (default) or at the centre location")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--data", metavar="DIR", help="dataset for exemplars: an image folder, a .npz/.pt file, or digits")
+    p.add_argument("--k", type=int, default=8, help="exemplars per side (default: 8)")
+    p.add_argument("--rank", type=int, help="rank of the filter rebuild (default: smallest keeping 90%% of ‖W̄‖²_F)")
+    p.add_argument("--device", help="cpu or cuda (default: where the model is)")
+    p.add_argument("--out", metavar="DIR", default="features-out", help="output folder (default: features-out)")
+
+
+def _neuron_list(text: str | None) -> list[int] | None:
+    """``"0-3,7"`` → ``[0, 1, 2, 3, 7]``."""
+    if text is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    except ValueError:
+        raise InputError(f"--neurons {text!r}: expected indices like 0-7 or 0,3,5") from None
+    if not out:
+        raise InputError(f"--neurons {text!r}: selects no neuron")
+    return list(dict.fromkeys(out))
+
+
+@command("features", "feature visualisation, dataset exemplars and singular filters of SVD neurons", _features_args)
+def cmd_features(args: argparse.Namespace) -> int:
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from convsvd import zoo
+    from convsvd._meta import run_metadata, write_atomic
+    from convsvd.features import exemplars, featureviz, singular_filters
+    from convsvd.signals import profile
+    from convsvd.viz import features_figure
+
+    out = _writable_dir(args.out)
+    mw = resolve_model(args)
+    layers = [name.strip() for name in args.layer.split(",") if name.strip()]
+    for name in layers:
+        mw[name]  # one line naming the layers when unknown
+    neurons = _neuron_list(args.neurons)
+    input_size = args.input_size
+    if input_size is None and args.model in zoo.available() and not Path(args.model).exists():
+        input_size = zoo.model_info(args.model).input_shape[1:]
+    size = args.size if args.size is not None else input_size
+    fvs = {name: featureviz(mw, name, neurons, steps=args.steps, size=size, input_size=input_size,
+                            directions=args.directions, location=args.location, seed=args.seed, device=args.device,
+                            progress=True) for name in layers}
+    exs = {}
+    if args.data:
+        table = profile(mw, args.data, layers=layers, device=args.device, progress=True)
+        for name, fv in fvs.items():
+            exs[name] = exemplars(table, name, k=args.k, neurons=fv.flat_neurons(), data=args.data)
+    written = []
+    for name, fv in fvs.items():
+        sf = singular_filters(mw, name, rank=args.rank) if mw[name].kind == "conv2d" else None
+        fig = features_figure(fv, exs.get(name), sf)
+        path = out / f"features-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.png"
+        try:
+            write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=100))
+        finally:
+            plt.close(fig)
+        written.append(path)
+    frame = pd.concat([fv.to_frame() for fv in fvs.values()], ignore_index=True)
+    write_atomic(out / "features.csv", lambda p: frame.to_csv(p, index=False))
+    if exs:
+        ex_frame = pd.concat([e.to_frame() for e in exs.values()], ignore_index=True)
+        write_atomic(out / "exemplars.csv", lambda p: ex_frame.to_csv(p, index=False))
+    options = dict(layers=layers, neurons=neurons, steps=args.steps, size=size, input_size=input_size,
+                   directions=args.directions, location=args.location, seed=args.seed, data=args.data, k=args.k,
+                   rank=args.rank)
+    meta = run_metadata(mw.source, mw.content_hash(), options, figures=[p.name for p in written])
+    write_atomic(out / "features.json", lambda p: Path(p).write_text(meta))
+    print_frame(frame.drop(columns=["seed", "location"]), title=f"{mw.source}: feature visualisation")
+    _console().print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 

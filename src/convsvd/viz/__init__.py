@@ -1,0 +1,11 @@
+"""Figures built from result objects (matplotlib imported lazily, when a figure is drawn)."""
+
+from convsvd.viz.features import (
+    features_figure,
+    plot_exemplars,
+    plot_featureviz,
+    plot_filter_rebuild,
+    plot_singular_filters,
+)
+
+__all__ = ["features_figure", "plot_exemplars", "plot_featureviz", "plot_filter_rebuild", "plot_singular_filters"]

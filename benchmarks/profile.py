@@ -1,0 +1,270 @@
+"""Speed and memory of convsvd.signals.profile, measured in the same run.
+
+    .venv/bin/python benchmarks/profile.py [--inputs 512] [--repeat 3] [--ddp-images 24]
+                                           [--peers .peers-venv] [--memory 1000,10000] [--skip-ddp]
+
+Model: ``vgg_small()`` (6 conv + 2 linear layers, 32×32×3 inputs, random weights,
+seed 0), float32, CPU. Data: synthetic 32×32 images generated batch by batch
+from a seed (so the dataset itself takes no memory). Prints:
+
+1. profiling (batch 64, every conv and linear layer, mean aggregation, Parquet
+   shards written) vs the bare forward pass over the same batches — target ≤ 1.3×;
+   the SVD (computed once per model, whatever the data size) is timed apart;
+2. inputs per second vs DeepDataProfiler 2.0.1's ``SVDProfiler.create_influential``,
+   one image at a time (the peer environment of ``shared/peers/install-peers.sh``,
+   run as a subprocess) — target ≥ 20×; and how far its signals are from ours;
+3. peak resident memory profiling 1,000 vs 10,000 inputs, each in a fresh
+   process — target: within 10 % of each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _models import vgg_small  # noqa: E402
+
+from convsvd.data import Batch, ExpectedInput  # noqa: E402
+from convsvd.decompose import decompose  # noqa: E402
+from convsvd.signals import profile  # noqa: E402
+
+BATCH = 64
+
+
+class Synthetic:
+    """A :class:`convsvd.data.DataSource` of ``n`` random 3×32×32 images, batch ``b`` drawn from seed ``b``."""
+
+    classes = [str(i) for i in range(10)]
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.name = f"synthetic-{n}"
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return []
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-self.n // batch_size)
+
+    def batch(self, b: int, batch_size: int) -> Batch:
+        lo, hi = b * batch_size, min(self.n, (b + 1) * batch_size)
+        g = torch.Generator().manual_seed(b)
+        x = torch.rand(hi - lo, 3, 32, 32, generator=g)
+        ids = torch.arange(lo, hi)
+        return Batch(ids, x, ids % 10)
+
+    def iter_batches(self, batch_size: int, which: Sequence[int] | None = None) -> Iterator[tuple[int, Batch]]:
+        for b in (range(self.num_batches(batch_size)) if which is None else which):
+            yield b, self.batch(b, batch_size)
+
+    def conform(self, expected: ExpectedInput) -> "Synthetic":
+        return self
+
+    def describe(self) -> dict[str, object]:
+        return dict(kind="synthetic", name=self.name, inputs=self.n, classes=self.classes, transform="none",
+                    fingerprint=f"synthetic:{self.n}", skipped=[])
+
+
+def median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------- 1. vs the forward pass
+
+
+def bench_forward(n: int, repeat: int) -> tuple[float, float]:
+    model = vgg_small()
+    data = Synthetic(n)
+    batches = [b for _, b in data.iter_batches(BATCH)]
+    t0 = time.perf_counter()
+    svd = decompose(model, mode="full", device="cpu")
+    t_svd = time.perf_counter() - t0
+
+    def forward() -> None:
+        with torch.no_grad():
+            for b in batches:
+                model(b.inputs)
+
+    def run() -> None:
+        with tempfile.TemporaryDirectory() as out:
+            profile(model, data, batch_size=BATCH, svd=svd, out=out, progress=False)
+
+    forward(), run()  # warm-up
+    t_fwd, t_prof = [], []
+    for _ in range(repeat):  # interleaved, so that load from other processes hits both alike
+        t_fwd.append(median_time(forward, 1))
+        t_prof.append(median_time(run, 1))
+    f, p = min(t_fwd), min(t_prof)
+    print(f"1. {n} inputs, batch {BATCH}, 8 layers, mean aggregation (SVD of all layers, once per model: {t_svd:.2f} s)")
+    print(f"   bare forward {f:7.3f} s | profile {p:7.3f} s | ratio {p / f:5.2f}x  (target ≤ 1.3x; min of {repeat}; "
+          f"medians {statistics.median(t_fwd):.3f} / {statistics.median(t_prof):.3f} s)")
+    return p, f
+
+
+# --------------------------------------------------------------------------- 2. vs DeepDataProfiler
+
+DDP_SCRIPT = textwrap.dedent('''
+    import importlib.abc, importlib.machinery, json, sys, time, types
+    import torch
+
+    class _Any:  # stands for any attribute of a placeholder module
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return type(name, (), {})
+        def __call__(self, *a, **k):
+            return None
+
+    class _Placeholders(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        """deep_data_profiler imports torchvision and torch-lucent at import time; SVDProfiler uses neither."""
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torchvision", "lucent"):
+                return importlib.machinery.ModuleSpec(name, self, is_package=True)
+            return None
+        def create_module(self, spec):
+            m = types.ModuleType(spec.name)
+            m.__path__ = []
+            def attr(name):
+                if name.startswith("__"):
+                    raise AttributeError(name)
+                return _Any()
+            m.__getattr__ = attr
+            return m
+        def exec_module(self, module):
+            pass
+
+    sys.meta_path.insert(0, _Placeholders())
+    sys.path.insert(0, sys.argv[1])
+    import deep_data_profiler as ddp
+    from _models import vgg_small
+
+    n, batch = int(sys.argv[2]), int(sys.argv[3])
+    model = vgg_small()
+    prof = ddp.SVDProfiler(model)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, 32, 32, generator=g)[:n]
+    prof.create_influential(x[:1])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(n):
+        prof.create_influential(x[i:i + 1], threshold=0.1)
+    dt = time.perf_counter() - t0
+    exact = ddp.SVDProfiler(vgg_small().double())  # float64, to compare definitions, not rounding
+    proj = exact.create_projections(x[:1].double())
+    means = {k: (v.sum(1) / v.shape[1]).tolist() for k, v in proj.items()}
+    names = {k: v[0][0] for k, v in exact.svd_dict.items()}
+    print(json.dumps(dict(seconds=dt, images=n, means=means, names=names)))
+''')
+
+
+def bench_ddp(peers: Path, n_images: int, ours_per_s: float, forward_per_s: float) -> None:
+    python = peers / "bin" / "python"
+    if not python.exists():
+        print(f"2. DeepDataProfiler: skipped ({python} not found; bash shared/peers/install-peers.sh {peers})")
+        return
+    res = subprocess.run([str(python), "-c", DDP_SCRIPT, str(HERE), str(n_images), str(BATCH)],
+                         capture_output=True, text=True, timeout=1800)
+    if res.returncode != 0:
+        print(f"2. DeepDataProfiler: failed ({res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode})")
+        return
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    ddp_per_s = out["images"] / out["seconds"]
+    print(f"2. DeepDataProfiler SVDProfiler.create_influential, one image at a time ({out['images']} images)")
+    print(f"   DDP {ddp_per_s:8.2f} inputs/s | convsvd {ours_per_s:8.2f} inputs/s | ratio {ours_per_s / ddp_per_s:6.1f}x  "
+          f"(target ≥ 20x)")
+    print(f"   (ceiling here: the bare batched forward pass alone runs {forward_per_s:.2f} inputs/s, "
+          f"{forward_per_s / ddp_per_s:.1f}x DDP)")
+    # same definition: compare the mean signals of the first image (SVD signs are a convention: compare |·|)
+    from convsvd.signals import signals
+
+    model = vgg_small().double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(BATCH, 3, 32, 32, generator=g)[:1].double()
+    ours = signals(model, x).values
+    worst = 0.0
+    for k, means in out["means"].items():
+        name = out["names"][k]
+        a = ours[name].reshape(-1).abs()
+        b = torch.tensor(means).abs()
+        worst = max(worst, float((a - b).abs().max() / b.abs().max()))
+    print(f"   same signals as DDP (layer output − bias, projected on U, mean over locations; float64): "
+          f"max |Δ| / max |signal| = {worst:.1e} over {len(out['means'])} layers")
+
+
+# --------------------------------------------------------------------------- 3. memory
+
+
+def memory_child(n: int) -> None:
+    model = vgg_small()
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        table = profile(model, Synthetic(n), batch_size=BATCH, out=out, progress=False)
+        dt = time.perf_counter() - t0
+        rows = sum(f.stat().st_size for f in table.files)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(dict(n=n, peak_mib=peak_mib, seconds=dt, parquet_mib=rows / 2**20)))
+
+
+def bench_memory(sizes: list[int]) -> None:
+    results = []
+    for n in sizes:
+        res = subprocess.run([sys.executable, __file__, "--memory-child", str(n)], capture_output=True, text=True,
+                             timeout=3600, env={**os.environ})
+        if res.returncode != 0:
+            print(f"3. memory for {n} inputs: failed\n{res.stderr[-2000:]}")
+            return
+        results.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    print("3. peak resident memory (fresh process each; includes torch itself)")
+    for r in results:
+        print(f"   {r['n']:6d} inputs: peak {r['peak_mib']:7.1f} MiB | {r['seconds']:6.1f} s | "
+              f"Parquet written {r['parquet_mib']:6.1f} MiB")
+    if len(results) >= 2:
+        a, b = results[0]["peak_mib"], results[-1]["peak_mib"]
+        print(f"   ratio {results[-1]['n']} / {results[0]['n']} inputs: {b / a:5.3f}  (target within 10 %: ≤ 1.10)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--inputs", type=int, default=512, help="inputs for the speed comparison (default 512)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--ddp-images", type=int, default=24, help="images DeepDataProfiler profiles (default 24)")
+    ap.add_argument("--peers", type=Path, default=HERE.parent / ".peers-venv")
+    ap.add_argument("--memory", default="1000,10000", help="dataset sizes for the memory comparison ('' to skip)")
+    ap.add_argument("--skip-ddp", action="store_true")
+    ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; vgg_small, float32")
+    t_prof, t_fwd = bench_forward(args.inputs, args.repeat)
+    if not args.skip_ddp:
+        bench_ddp(args.peers, args.ddp_images, args.inputs / t_prof, args.inputs / t_fwd)
+    if args.memory:
+        bench_memory([int(s) for s in args.memory.split(",") if s])
+
+
+if __name__ == "__main__":
+    main()

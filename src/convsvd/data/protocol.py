@@ -1,0 +1,216 @@
+"""The one dataset protocol that :func:`convsvd.signals.profile` consumes.
+
+Every source of inputs — the built-in digits, tensors or NumPy arrays, an image
+folder, a torch ``DataLoader`` — becomes a :class:`DataSource`: a sequence of
+inputs cut into numbered batches of a fixed size, each batch a
+:class:`Batch` ``(ids, inputs, labels)``.
+
+Batch ``b`` of a source with batch size ``B`` always holds the same inputs
+(positions ``b·B … (b+1)·B − 1``), whatever else is read, so a run can skip
+finished batches on resume and split the batches among processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, NamedTuple, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from convsvd.errors import InputError
+
+__all__ = ["Batch", "DataSource", "ExpectedInput", "as_source"]
+
+
+class Batch(NamedTuple):
+    """One batch of inputs.
+
+    Attributes
+    ----------
+    ids : torch.Tensor
+        ``(B,)`` int64, stable id of each input (index in its source).
+    inputs : torch.Tensor
+        ``(B, C, *spatial)`` (or ``(B, features)``), float.
+    labels : torch.Tensor
+        ``(B,)`` int64 class index, ``-1`` where unlabelled.
+    """
+
+    ids: torch.Tensor
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ExpectedInput:
+    """What a model takes, as far as its weights tell.
+
+    Parameters
+    ----------
+    layer : str or None
+        The first layer of the model (registration order), the one inputs meet.
+    kind : str or None
+        Its kind (``"conv2d"``, ``"linear"``, ...).
+    channels : int or None
+        Input channels of a first conv layer (input features of a first linear layer).
+    spatial : tuple of int or None
+        Spatial size ``(H, W, ...)`` when known (a zoo model, or given by the caller).
+    """
+
+    layer: str | None = None
+    kind: str | None = None
+    channels: int | None = None
+    spatial: tuple[int, ...] | None = None
+
+    def describe(self) -> str:
+        """E.g. ``"1×8×8 (first layer 'conv1' takes 1 channel)"``."""
+        if self.channels is None:
+            return "inputs of any shape"
+        if self.kind == "linear":
+            return f"{self.channels} input features (first layer {self.layer!r})"
+        plural = "s" if self.channels != 1 else ""
+        shape = "×".join(map(str, (self.channels, *self.spatial))) if self.spatial else f"{self.channels} channel{plural}"
+        return f"{shape} (first layer {self.layer!r} takes {self.channels} channel{plural})"
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """A dataset cut into numbered batches of ``(ids, inputs, labels)``.
+
+    Implementations: :class:`~convsvd.data.ArrayData` (tensors, arrays, the
+    digits), :class:`~convsvd.data.ImageFolder`, :class:`~convsvd.data.LoaderData`.
+    """
+
+    #: Short name for tables and messages.
+    name: str
+    #: Class names indexed by label, or None.
+    classes: list[str] | None
+
+    def __len__(self) -> int:
+        """Number of inputs (before any is skipped as unreadable)."""
+        ...
+
+    def num_batches(self, batch_size: int) -> int | None:
+        """Number of batches of ``batch_size`` (None when the source cannot tell)."""
+        ...
+
+    def iter_batches(self, batch_size: int, which: Sequence[int] | None = None) -> Iterator[tuple[int, Batch]]:
+        """Yield ``(batch index, batch)`` for the batch indices in ``which`` (ascending), or all."""
+        ...
+
+    def conform(self, expected: ExpectedInput) -> "DataSource":
+        """This source made to fit ``expected`` (a transform), or an :class:`InputError` saying what the model expects."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """JSON-able description: ``kind, name, inputs, classes, transform, fingerprint, skipped``."""
+        ...
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """Inputs left out so far, as ``(item, reason)`` (unreadable files); grows while batches load."""
+        ...
+
+
+def batch_ranges(n: int, batch_size: int, which: Sequence[int] | None) -> Iterator[tuple[int, int, int]]:
+    """``(b, start, stop)`` of the selected batches of ``n`` items."""
+    total = math.ceil(n / batch_size)
+    for b in (range(total) if which is None else which):
+        if 0 <= b < total:
+            yield b, b * batch_size, min(n, (b + 1) * batch_size)
+
+
+def check_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size: expected a positive int, got {batch_size!r}")
+    return batch_size
+
+
+def fingerprint(*parts: object) -> str:
+    """SHA-256 (16 hex digits) of tensors / arrays / strings, to tell whether a resumed run reads the same data."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            p = p.detach().cpu().contiguous().numpy()
+        if isinstance(p, np.ndarray):
+            h.update(str((p.dtype, p.shape)).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(repr(p).encode())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def _digits(split: str) -> DataSource:
+    from convsvd.data.arrays import ArrayData
+    from convsvd.data.digits import load_digits
+
+    return ArrayData.from_digits(load_digits(split), name=f"digits:{split}" if split != "all" else "digits")
+
+
+def as_source(data: object) -> DataSource:
+    """Any supported dataset as a :class:`DataSource`.
+
+    Parameters
+    ----------
+    data
+        A :class:`DataSource`; ``"digits"`` (all 1797 images) or
+        ``"digits:train|test|all"``; a folder path (one subfolder per class);
+        a ``.npz`` / ``.pt`` file of inputs and labels; a
+        :class:`~convsvd.data.DigitsData`; a tensor or array of inputs; a
+        tuple ``(inputs, labels)`` or ``(inputs, labels, ids)``; a torch
+        ``DataLoader`` or map-style ``Dataset``.
+
+    >>> as_source("digits:test").describe()["inputs"]
+    451
+    """
+    from torch.utils.data import DataLoader, Dataset
+
+    from convsvd.data.arrays import ArrayData, load_arrays
+    from convsvd.data.digits import SPLITS, DigitsData
+    from convsvd.data.folder import ImageFolder
+    from convsvd.data.loader import LoaderData
+
+    if isinstance(data, DataSource) and not isinstance(data, (torch.Tensor, DataLoader)):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        text = os.fspath(data)
+        if text == "digits" or text.startswith("digits:"):
+            split = text.partition(":")[2] or "all"
+            if split not in SPLITS:
+                raise InputError(f"data {text!r}: expected digits or digits:{'|'.join(SPLITS)}")
+            return _digits(split)
+        path = Path(text)
+        if path.is_dir():
+            return ImageFolder(path)
+        if path.is_file():
+            return load_arrays(path)
+        raise InputError(
+            f"data {text!r}: not found (expected 'digits', 'digits:train|test|all', an image folder, or a .npz/.pt file)"
+        )
+    if isinstance(data, DigitsData):
+        return ArrayData.from_digits(data)
+    if isinstance(data, DataLoader):
+        return LoaderData(data)
+    if isinstance(data, Dataset):
+        return LoaderData(data)
+    if isinstance(data, tuple) and 2 <= len(data) <= 3:
+        return ArrayData(*data)
+    try:
+        import numpy as np
+
+        if isinstance(data, (torch.Tensor, np.ndarray)):
+            return ArrayData(data)
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    raise InputError(
+        f"data: expected 'digits', an image folder, a .npz/.pt file, tensors/arrays (inputs[, labels[, ids]]), "
+        f"a DataLoader or a DataSource, got {type(data).__name__}"
+    )

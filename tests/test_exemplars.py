@@ -1,0 +1,116 @@
+"""Exemplars: equal to a brute-force sort of the SignalTable; images fetched by id."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from convsvd import zoo
+from convsvd.data import load_digits
+from convsvd.errors import InputError
+from convsvd.features import exemplars, fetch_inputs
+from convsvd.signals import profile, signals
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    # small batches and shards: the streaming top-k must merge many batches
+    return profile(zoo.load("digits-cnn"), "digits:test", layers="conv2,fc1", batch_size=32, shard_size=64,
+                   out=tmp_path_factory.mktemp("profile"))
+
+
+def _brute_force(frame, k, largest):
+    frame = frame.sort_values(["group", "neuron", "signal", "id"], ascending=[True, True, not largest, True],
+                              kind="mergesort")
+    return frame.groupby(["group", "neuron"], sort=True).head(k)
+
+
+@pytest.mark.parametrize("layer", ["conv2", "fc1"])
+def test_exemplars_equal_a_brute_force_sort_of_the_table(table, layer):
+    k = 7
+    ex = exemplars(table, layer, k=k)
+    frame = table.to_frame(layer=layer)
+    got = ex.to_frame()
+    for side, largest in (("top", True), ("bottom", False)):
+        want = _brute_force(frame, k, largest)
+        mine = got[got.side == side]
+        assert mine.id.tolist() == want.id.tolist()
+        assert mine.label.tolist() == want.label.tolist()
+        np.testing.assert_array_equal(mine.signal.to_numpy(), want.signal.to_numpy().astype(np.float64))
+        assert mine.groupby("neuron").size().eq(k).all()
+    assert len(ex) == 2 * k * frame.neuron.nunique()
+    assert got.columns.tolist() == ["layer", "group", "neuron", "side", "rank", "id", "label", "signal"]
+
+
+def test_neuron_selection_order_and_a_dataframe_source(table):
+    ex = exemplars(table, "fc1", k=3, neurons=[5, 2])
+    assert ex.neurons() == [(0, 5), (0, 2)]
+    same = exemplars(table.to_frame(layer="fc1"), "fc1", k=3, neurons=[5, 2])
+    pd.testing.assert_frame_equal(ex.to_frame(), same.to_frame())
+
+
+def test_ties_are_broken_by_id_and_nan_is_left_out():
+    frame = pd.DataFrame(dict(id=[9, 3, 5, 1, 7], layer="c", neuron=0, label=[0, 1, 2, 3, 4],
+                              signal=[1.0, 1.0, np.nan, -2.0, -2.0]))
+    ex = exemplars(frame, "c", k=2)
+    assert ex.ids[ex.side == "top"].tolist() == [3, 9]
+    assert ex.ids[ex.side == "bottom"].tolist() == [1, 7]
+    # Signals.to_frame() names the id column "input"
+    model = zoo.load("digits-cnn")
+    sig = signals(model, load_digits("test").images[:20], layers="conv1").to_frame()
+    ex2 = exemplars(sig, "conv1", k=2, neurons=0)
+    top = sig[sig.neuron == 0].sort_values("signal", ascending=False).input.head(2).tolist()
+    assert ex2.ids[ex2.side == "top"].tolist() == top and (ex2.labels == -1).all()
+
+
+def test_images_are_fetched_by_id(table):
+    data = load_digits("test")  # ids are scikit-learn indices, not positions
+    ex = exemplars(table, "conv2", k=4, neurons=[0, 1], data="digits:test")
+    pos = {int(i): p for p, i in enumerate(data.ids.tolist())}
+    want = data.images[[pos[int(i)] for i in ex.ids]]
+    assert torch.equal(ex.images, want)
+    assert ex.classes == [str(d) for d in range(10)]
+    assert torch.equal(fetch_inputs(data, [int(data.ids[5]), int(data.ids[0])]), data.images[[5, 0]])
+    with pytest.raises(InputError, match=r"ids \[1\]: not in dataset"):
+        fetch_inputs("digits:test", [1] if 1 not in pos else [next(i for i in range(2000) if i not in pos)])
+
+
+def test_bad_inputs_give_one_line_errors(table):
+    for kw, pattern in [(dict(layer="conv3"), "layer 'conv3'"), (dict(neurons=[64]), r"neurons \[64\]"),
+                        (dict(k=0), "k 0")]:
+        args = dict(layer="fc1") | kw
+        with pytest.raises(InputError, match=pattern) as info:
+            exemplars(table, args.pop("layer"), **args)
+        assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="SignalTable or a pandas DataFrame"):
+        exemplars([1, 2], "fc1")
+
+
+def test_exemplar_figures_are_drawn(table, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    from convsvd.features import featureviz, singular_filters
+    from convsvd.viz import features_figure, plot_exemplars
+
+    ex = exemplars(table, "conv2", k=5, neurons=[0, 1, 2], data="digits:test")
+    ax = plot_exemplars(ex)
+    ax.figure.savefig(tmp_path / "ex.png", dpi=40)
+    img = mpimg.imread(tmp_path / "ex.png")
+    w, h = ax.figure.get_size_inches()
+    assert abs(img.shape[0] - h * 40) < 1 and abs(img.shape[1] - w * 40) < 1 and img[..., :3].std() > 0.05
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["n0", "n1", "n2"]
+    plt.close(ax.figure)
+
+    model = zoo.load("digits-cnn")
+    fv = featureviz(model, "conv2", [0, 1, 2], steps=8, size=8)
+    fig = features_figure(fv, ex, singular_filters(model, "conv2"))
+    assert len(fig.axes) == 3
+    fig.savefig(tmp_path / "all.png", dpi=40)
+    assert mpimg.imread(tmp_path / "all.png")[..., :3].std() > 0.05
+    plt.close(fig)
+    with pytest.raises(InputError, match="no images"):
+        plot_exemplars(exemplars(table, "conv2", k=2, neurons=[0]))

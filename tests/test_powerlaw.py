@@ -1,0 +1,286 @@
+"""The vectorised power-law fit against the ``powerlaw`` package 1.5 and a plain loop.
+
+``powerlaw`` (a test-only dependency) is the reference: α, x_min, D and σ must agree
+to 1e-6. ``_loop_reference`` restates its rules as a readable per-candidate loop, so
+the rules themselves stay tested where ``powerlaw`` is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from convsvd.errors import InputError
+from convsvd.spectral import PowerLawFit, fit_power_law, fit_power_law_batch
+from convsvd.spectral.powerlaw import _tpl_moments
+
+TOL = 1e-6
+
+
+def _powerlaw_fit(x: np.ndarray, **kwargs: object) -> object:
+    powerlaw = pytest.importorskip("powerlaw")
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return powerlaw.Fit(x, verbose=False, **kwargs)
+
+
+def _loop_reference(
+    x: np.ndarray, xmin_range: tuple[float, float] | None = None, min_tail: int = 2
+) -> tuple[float, float, float, int]:
+    """powerlaw 1.5's rules, one candidate at a time: (alpha, xmin, D, n_tail)."""
+    x = np.sort(np.asarray(x, dtype=np.float64))
+    x = x[x > 0]
+    distinct = np.unique(x)
+    if xmin_range is not None:
+        distinct = distinct[(distinct >= min(xmin_range)) & (distinct <= max(xmin_range))]
+    best: tuple[float, float, float, int] | None = None
+    for cut in distinct[:-1]:
+        tail = x[x >= cut]
+        if tail.size < min_tail:
+            continue
+        alpha = 1.0 + tail.size / np.sum(np.log(tail / cut))
+        values = np.unique(tail)
+        empirical = np.searchsorted(tail, values, side="left") / tail.size
+        fitted = 1.0 - (values / cut) ** (1.0 - alpha)
+        D = float(np.max(np.abs(fitted - empirical)))
+        if best is None or D < best[2]:
+            best = (float(alpha), float(cut), D, int(tail.size))
+    assert best is not None
+    return best
+
+
+def _assert_same(fit: PowerLawFit, ref: object) -> None:
+    assert fit.status == "ok"
+    assert fit.xmin == pytest.approx(ref.xmin, rel=1e-12, abs=0)
+    assert abs(fit.alpha - ref.alpha) < TOL
+    assert abs(fit.D - ref.D) < TOL
+    assert abs(fit.sigma - ref.sigma) < TOL
+    assert fit.n_tail == int(ref.n)
+
+
+def _pareto(rng: np.random.Generator, alpha: float, n: int) -> np.ndarray:
+    """Continuous power law with density ∝ x^-alpha above a random scale."""
+    return rng.uniform(0.1, 10.0) * (1.0 - rng.random(n)) ** (-1.0 / (alpha - 1.0))
+
+
+def _spectrum(W: np.ndarray) -> np.ndarray:
+    return np.linalg.svd(W, compute_uv=False) ** 2 / max(W.shape)
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 2.5, 3.5])
+@pytest.mark.parametrize("n", [50, 300, 2000])
+def test_matches_powerlaw_on_pareto_samples(alpha: float, n: int) -> None:
+    x = _pareto(np.random.default_rng(int(alpha * 100) + n), alpha, n)
+    fit = fit_power_law(x)
+    _assert_same(fit, _powerlaw_fit(x))
+    assert fit.n == n
+
+
+@pytest.mark.parametrize("shape", [(400, 100), (1000, 500), (600, 600)])
+def test_matches_powerlaw_on_wishart_eigenvalues(shape: tuple[int, int]) -> None:
+    x = _spectrum(np.random.default_rng(sum(shape)).standard_normal(shape))
+    _assert_same(fit_power_law(x), _powerlaw_fit(x))
+
+
+def test_matches_powerlaw_on_heavy_tailed_matrices() -> None:
+    rng = np.random.default_rng(7)
+    student = rng.standard_t(2.5, size=(800, 300))
+    # Noise plus a spectrum of power-law strengths, like a trained layer's.
+    U, _ = np.linalg.qr(rng.standard_normal((512, 256)))
+    V, _ = np.linalg.qr(rng.standard_normal((256, 256)))
+    trained = 0.5 * rng.standard_normal((512, 256)) + (U * (rng.pareto(1.5, 256) + 1.0)) @ V.T
+    for W in (student, trained):
+        x = _spectrum(W)
+        fit = fit_power_law(x)
+        _assert_same(fit, _powerlaw_fit(x))
+        alpha, xmin, D, n_tail = _loop_reference(x)
+        assert (fit.xmin, fit.n_tail) == (xmin, n_tail)
+        assert abs(fit.alpha - alpha) < TOL and abs(fit.D - D) < TOL
+
+
+def test_duplicates_and_zeros_follow_powerlaw() -> None:
+    rng = np.random.default_rng(3)
+    rounded = np.round(_pareto(rng, 2.2, 600), 1)  # many ties
+    with_zeros = np.concatenate([np.zeros(25), _pareto(rng, 2.5, 400)])
+    for x in (rounded, with_zeros):
+        _assert_same(fit_power_law(x), _powerlaw_fit(x))
+    assert fit_power_law(with_zeros).n == 400
+
+
+def test_float32_input_is_fitted_in_float64() -> None:
+    x64 = _pareto(np.random.default_rng(11), 2.3, 1500)
+    x32 = x64.astype(np.float32)
+    fit32 = fit_power_law(x32)
+    assert fit32 == fit_power_law(x32.astype(np.float64))
+    _assert_same(fit32, _powerlaw_fit(x32))
+    fit64 = fit_power_law(x64)
+    assert fit32.xmin == pytest.approx(fit64.xmin, rel=1e-6)
+    assert fit32.alpha == pytest.approx(fit64.alpha, rel=1e-5)
+    assert fit32.D == pytest.approx(fit64.D, abs=1e-5)
+
+
+def test_torch_input_and_order_do_not_matter() -> None:
+    x = _pareto(np.random.default_rng(5), 2.0, 700)
+    ref = fit_power_law(x)
+    assert fit_power_law(torch.from_numpy(x[::-1].copy())) == ref
+    assert fit_power_law(torch.from_numpy(x).float()) == fit_power_law(x.astype(np.float32))
+    assert fit_power_law(list(x)) == ref
+
+
+def test_batch_equals_one_at_a_time() -> None:
+    rng = np.random.default_rng(9)
+    sets = [
+        _pareto(rng, 2.0, 60),
+        _spectrum(rng.standard_normal((300, 120))),
+        np.array([1.0, 1.0, 1.0]),
+        _pareto(rng, 3.0, 1200),
+        np.array([np.nan, 1.0, 2.0]),
+        np.round(_pareto(rng, 1.8, 400), 2),
+    ]
+    one = [fit_power_law(x) for x in sets]
+    assert fit_power_law_batch(sets) == one
+    # Tiny chunks cross layer boundaries: still the same fits.
+    assert fit_power_law_batch(sets, chunk_size=97) == one
+    for kwargs in ({"xmin_range": (1.0, 5.0)}, {"min_tail": 10}):
+        assert fit_power_law_batch(sets, **kwargs) == [fit_power_law(x, **kwargs) for x in sets]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 1000, 2**16, 2**24])
+def test_chunk_size_does_not_change_the_fit(chunk_size: int) -> None:
+    x = _pareto(np.random.default_rng(2), 2.5, 500)
+    assert fit_power_law(x, chunk_size=chunk_size) == fit_power_law(x)
+
+
+def test_fixed_xmin_matches_powerlaw() -> None:
+    x = _pareto(np.random.default_rng(4), 2.5, 800)
+    inside = float(np.sort(x)[400])
+    outside = float((np.sort(x)[200] + np.sort(x)[201]) / 2)
+    for cut in (inside, outside):
+        fit = fit_power_law(x, xmin=cut)
+        assert fit.xmin == cut
+        _assert_same(fit, _powerlaw_fit(x, xmin=cut))
+
+
+def test_xmin_range_is_respected_and_matches_powerlaw() -> None:
+    x = _pareto(np.random.default_rng(6), 2.0, 900)
+    lo, hi = np.quantile(x, [0.3, 0.6])
+    fit = fit_power_law(x, xmin_range=(lo, hi))
+    assert lo <= fit.xmin <= hi
+    _assert_same(fit, _powerlaw_fit(x, xmin=(lo, hi)))
+    alpha, xmin, D, _ = _loop_reference(x, xmin_range=(lo, hi))
+    assert fit.xmin == xmin and abs(fit.alpha - alpha) < TOL
+    assert fit_power_law(x, xmin_range=(hi, lo)) == fit  # order of the bounds is free
+
+
+def test_min_tail_filters_candidates() -> None:
+    x = _pareto(np.random.default_rng(8), 3.0, 400)
+    for min_tail in (2, 50, 350):
+        fit = fit_power_law(x, min_tail=min_tail)
+        alpha, xmin, D, n_tail = _loop_reference(x, min_tail=min_tail)
+        assert fit.n_tail >= min_tail
+        assert (fit.xmin, fit.n_tail) == (xmin, n_tail)
+        assert abs(fit.alpha - alpha) < TOL and abs(fit.D - D) < TOL
+
+
+@pytest.mark.parametrize(
+    ("values", "status", "n"),
+    [
+        ([], "too_few", 0),
+        ([3.0], "too_few", 1),
+        ([2.0, 2.0, 2.0], "constant", 3),
+        ([0.0, -1.0, 0.0], "nonpositive", 0),
+        ([1.0, np.nan, 3.0], "nonfinite", 3),
+        ([1.0, np.inf, 3.0], "nonfinite", 3),
+        ([0.0, 5.0, -2.0, 5.0], "constant", 2),
+    ],
+)
+def test_degenerate_inputs_give_nan_and_status(values: list[float], status: str, n: int) -> None:
+    for distribution in ("power_law", "truncated_power_law"):
+        fit = fit_power_law(values, distribution=distribution)
+        assert fit.status == status and not fit.ok
+        assert fit.n == n and fit.n_tail == 0
+        assert all(math.isnan(v) for v in (fit.alpha, fit.xmin, fit.D, fit.sigma))
+
+
+def test_unfittable_options_give_status() -> None:
+    x = np.arange(1.0, 11.0)
+    assert fit_power_law(x, xmin_range=(100.0, 200.0)).status == "too_few"
+    assert fit_power_law(x, xmin=10.0).status == "too_few"  # one value in the tail
+    assert fit_power_law(x, xmin=50.0).status == "too_few"
+    assert fit_power_law([1.0, 4.0, 4.0], xmin=4.0).status == "constant"
+    assert fit_power_law(x, min_tail=11).status == "too_few"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"xmin": 1.0, "xmin_range": (1.0, 2.0)},
+        {"xmin": 0.0},
+        {"xmin": -1.0},
+        {"xmin": math.inf},
+        {"xmin_range": (1.0,)},
+        {"min_tail": 1},
+        {"min_tail": 2.5},
+        {"distribution": "lognormal"},
+        {"chunk_size": 0},
+    ],
+)
+def test_invalid_options_raise(kwargs: dict[str, object]) -> None:
+    with pytest.raises(InputError):
+        fit_power_law([1.0, 2.0, 3.0], **kwargs)
+
+
+def test_truncated_power_law_is_the_mle_at_the_power_law_xmin() -> None:
+    rng = np.random.default_rng(12)
+    x = _pareto(rng, 2.5, 1200)
+    x = x[x < np.quantile(x, 0.97)]  # an exponential-looking cut-off
+    pl = fit_power_law(x)
+    tpl = fit_power_law(x, distribution="truncated_power_law")
+    assert tpl.status == "ok" and tpl.distribution == "truncated_power_law"
+    assert tpl.xmin == pl.xmin and tpl.n_tail == pl.n_tail
+    assert tpl.lam > 0 and tpl.alpha > 1 and math.isnan(tpl.sigma)
+    assert 0 < tpl.D < 1
+
+    tail = x[x >= tpl.xmin] / tpl.xmin
+
+    def loglik(alpha: float, lam: float) -> float:
+        mu = lam * tpl.xmin
+        log_j, _, _ = _tpl_moments(alpha, mu)
+        return -tail.size * (alpha * np.mean(np.log(tail)) + mu * np.mean(tail) + log_j + math.log(tpl.xmin))
+
+    best = loglik(tpl.alpha, tpl.lam)
+    for da, dl in [(1e-3, 0), (-1e-3, 0), (0, 1e-3 * tpl.lam), (0, -1e-3 * tpl.lam)]:
+        assert best >= loglik(tpl.alpha + da, tpl.lam + dl)
+    ref = _powerlaw_fit(x).truncated_power_law
+    assert best >= ref.loglikelihood - 1e-9 * tail.size  # same likelihood, our optimum no worse
+    assert tpl.alpha == pytest.approx(ref.alpha, rel=1e-3)
+    assert tpl.lam == pytest.approx(ref.Lambda, rel=1e-2)
+    assert tpl.D == pytest.approx(ref.D, abs=1e-3)
+
+
+def test_truncated_power_law_recovers_its_parameters() -> None:
+    rng = np.random.default_rng(13)
+    alpha, lam, n = 2.5, 0.05, 20000
+    proposal = (1.0 - rng.random(n)) ** (-1.0 / (alpha - 1.0))  # x ≥ 1
+    x = proposal[rng.random(n) < np.exp(-lam * (proposal - 1.0))]
+    fit = fit_power_law(x, xmin=1.0, distribution="truncated_power_law")
+    # Sampling spread over seeds: sd(α) ≈ 0.025, sd(λ) ≈ 0.006; allow four of them.
+    assert fit.alpha == pytest.approx(alpha, abs=0.1)
+    assert fit.lam == pytest.approx(lam, abs=0.025)
+
+
+def test_result_tables() -> None:
+    fit = fit_power_law(_pareto(np.random.default_rng(1), 2.0, 100))
+    row = fit.to_dict()
+    assert list(row) == ["alpha", "xmin", "D", "sigma", "n_tail", "n", "status", "distribution", "lam"]
+    frame = fit.to_frame()
+    assert frame.shape == (1, 9) and frame.loc[0, "alpha"] == fit.alpha
+    with pytest.raises(AttributeError):
+        fit.alpha = 3.0  # type: ignore[misc]
