@@ -1,11 +1,15 @@
 """Speed and memory of convsvd.signals.profile, measured in the same run.
 
-    .venv/bin/python benchmarks/profile.py [--inputs 512] [--repeat 3] [--ddp-images 24]
-                                           [--peers .peers-venv] [--memory 1000,10000] [--skip-ddp]
+    .venv/bin/python benchmarks/profile.py [--inputs 512] [--repeat 5] [--ddp-images 24] [--threads N]
+                                           [--device cpu|cuda] [--peers .peers-venv] [--memory 1000,10000]
+                                           [--skip-ddp]
 
 Model: ``vgg_small()`` (6 conv + 2 linear layers, 32×32×3 inputs, random weights,
 seed 0), float32, CPU. Data: synthetic 32×32 images generated batch by batch
-from a seed (so the dataset itself takes no memory). Prints:
+from a seed (so the dataset itself takes no memory). ``--threads`` sets torch's
+thread count in every process (on a CPU shared with other jobs, 1 thread gives
+far steadier numbers: idle OpenMP threads otherwise wait on descheduled ones).
+Prints:
 
 1. profiling (batch 64, every conv and linear layer, mean aggregation, Parquet
    shards written) vs the bare forward pass over the same batches — target ≤ 1.3×;
@@ -95,22 +99,29 @@ def median_time(fn, repeat: int) -> float:
 # --------------------------------------------------------------------------- 1. vs the forward pass
 
 
-def bench_forward(n: int, repeat: int) -> tuple[float, float]:
-    model = vgg_small()
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench_forward(n: int, repeat: int, device: str) -> tuple[float, float]:
+    model = vgg_small().to(device)
     data = Synthetic(n)
     batches = [b for _, b in data.iter_batches(BATCH)]
     t0 = time.perf_counter()
-    svd = decompose(model, mode="full", device="cpu")
+    svd = decompose(model, mode="full", device=device)
     t_svd = time.perf_counter() - t0
 
-    def forward() -> None:
+    def forward() -> None:  # the same batches, moved to the device like profile does
         with torch.no_grad():
             for b in batches:
-                model(b.inputs)
+                model(b.inputs.to(device))
+        _sync(device)
 
     def run() -> None:
         with tempfile.TemporaryDirectory() as out:
             profile(model, data, batch_size=BATCH, svd=svd, out=out, progress=False)
+        _sync(device)
 
     forward(), run()  # warm-up
     t_fwd, t_prof = [], []
@@ -161,30 +172,34 @@ DDP_SCRIPT = textwrap.dedent('''
     import deep_data_profiler as ddp
     from _models import vgg_small
 
-    n, batch = int(sys.argv[2]), int(sys.argv[3])
-    model = vgg_small()
-    prof = ddp.SVDProfiler(model)
+    n, batch, device, threads = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    if threads:
+        torch.set_num_threads(threads)
+    model = vgg_small().to(device)
+    prof = ddp.SVDProfiler(model, device=torch.device(device))
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 3, 32, 32, generator=g)[:n]
+    x = torch.rand(batch, 3, 32, 32, generator=g)[:n].to(device)
     prof.create_influential(x[:1])  # warm-up
     t0 = time.perf_counter()
     for i in range(n):
         prof.create_influential(x[i:i + 1], threshold=0.1)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     exact = ddp.SVDProfiler(vgg_small().double())  # float64, to compare definitions, not rounding
-    proj = exact.create_projections(x[:1].double())
+    proj = exact.create_projections(x[:1].double().cpu())
     means = {k: (v.sum(1) / v.shape[1]).tolist() for k, v in proj.items()}
     names = {k: v[0][0] for k, v in exact.svd_dict.items()}
     print(json.dumps(dict(seconds=dt, images=n, means=means, names=names)))
 ''')
 
 
-def bench_ddp(peers: Path, n_images: int, ours_per_s: float, forward_per_s: float) -> None:
+def bench_ddp(peers: Path, n_images: int, ours_per_s: float, forward_per_s: float, device: str, threads: int) -> None:
     python = peers / "bin" / "python"
     if not python.exists():
         print(f"2. DeepDataProfiler: skipped ({python} not found; bash shared/peers/install-peers.sh {peers})")
         return
-    res = subprocess.run([str(python), "-c", DDP_SCRIPT, str(HERE), str(n_images), str(BATCH)],
+    res = subprocess.run([str(python), "-c", DDP_SCRIPT, str(HERE), str(n_images), str(BATCH), device, str(threads)],
                          capture_output=True, text=True, timeout=1800)
     if res.returncode != 0:
         print(f"2. DeepDataProfiler: failed ({res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode})")
@@ -217,7 +232,7 @@ def bench_ddp(peers: Path, n_images: int, ours_per_s: float, forward_per_s: floa
 
 
 def memory_child(n: int) -> None:
-    model = vgg_small()
+    model = vgg_small()  # CPU: peak resident memory is what is compared
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         table = profile(model, Synthetic(n), batch_size=BATCH, out=out, progress=False)
@@ -227,11 +242,11 @@ def memory_child(n: int) -> None:
     print(json.dumps(dict(n=n, peak_mib=peak_mib, seconds=dt, parquet_mib=rows / 2**20)))
 
 
-def bench_memory(sizes: list[int]) -> None:
+def bench_memory(sizes: list[int], threads: int) -> None:
     results = []
     for n in sizes:
-        res = subprocess.run([sys.executable, __file__, "--memory-child", str(n)], capture_output=True, text=True,
-                             timeout=3600, env={**os.environ})
+        res = subprocess.run([sys.executable, __file__, "--memory-child", str(n), "--threads", str(threads)],
+                             capture_output=True, text=True, timeout=3600, env={**os.environ})
         if res.returncode != 0:
             print(f"3. memory for {n} inputs: failed\n{res.stderr[-2000:]}")
             return
@@ -248,22 +263,26 @@ def bench_memory(sizes: list[int]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--inputs", type=int, default=512, help="inputs for the speed comparison (default 512)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in every process (default: torch's own)")
+    ap.add_argument("--device", default="cpu", help="where convsvd and DeepDataProfiler run (default cpu)")
     ap.add_argument("--ddp-images", type=int, default=24, help="images DeepDataProfiler profiles (default 24)")
     ap.add_argument("--peers", type=Path, default=HERE.parent / ".peers-venv")
     ap.add_argument("--memory", default="1000,10000", help="dataset sizes for the memory comparison ('' to skip)")
     ap.add_argument("--skip-ddp", action="store_true")
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args.memory_child)
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; vgg_small, float32")
-    t_prof, t_fwd = bench_forward(args.inputs, args.repeat)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; vgg_small, float32")
+    t_prof, t_fwd = bench_forward(args.inputs, args.repeat, args.device)
     if not args.skip_ddp:
-        bench_ddp(args.peers, args.ddp_images, args.inputs / t_prof, args.inputs / t_fwd)
+        bench_ddp(args.peers, args.ddp_images, args.inputs / t_prof, args.inputs / t_fwd, args.device, args.threads)
     if args.memory:
-        bench_memory([int(s) for s in args.memory.split(",") if s])
+        bench_memory([int(s) for s in args.memory.split(",") if s], args.threads)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def test_conform_says_what_the_model_expects():
         src.conform(ExpectedInput("c", "conv2d", 3, (32, 32)))
     with pytest.raises(InputError, match=r"have 8 features .* model expects 5 input features"):
         src.conform(ExpectedInput("fc", "linear", 5))
+    assert src.conform(ExpectedInput("fc", "linear", 3 * 8 * 8)) is src  # a model that flattens its images first
     assert src.conform(ExpectedInput("c", "conv2d", 3)) is src
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -42,7 +43,9 @@ def test_density_cdf_and_quantile_agree(Q: float) -> None:
     sigma2 = 1.7
     lo, hi = mp_edges(sigma2, Q)
     assert (lo, hi) == pytest.approx((sigma2 * (1 - Q**-0.5) ** 2, sigma2 * (1 + Q**-0.5) ** 2))
-    assert quad(lambda x: float(mp_density(x, sigma2, Q)), lo, hi, limit=200)[0] == pytest.approx(1.0, abs=1e-7)
+    assert quad(lambda x: float(mp_density(x, sigma2, Q)), lo, hi, limit=200)[0] == pytest.approx(
+        1.0, abs=1e-7
+    )
     for x in np.linspace(lo, hi, 9):
         integral = quad(lambda t: float(mp_density(t, sigma2, Q)), lo, x, limit=200)[0]
         assert float(mp_cdf(x, sigma2, Q)) == pytest.approx(integral, abs=1e-7)
@@ -140,7 +143,8 @@ def test_esd_from_singular_values_normalises_by_the_larger_side() -> None:
     np.testing.assert_allclose(lam, np.sort(np.linalg.eigvalsh(W @ W.T)) / 70, rtol=1e-10)
     groups = torch.rand(4, 5, dtype=torch.float64)
     pooled = esd_from_singular_values(groups, (5, 9))
-    assert isinstance(pooled, torch.Tensor) and pooled.shape == (20,)
+    assert isinstance(pooled, torch.Tensor)
+    assert pooled.shape == (20,)
     torch.testing.assert_close(pooled, torch.sort((groups**2 / 9).flatten()).values)
     with pytest.raises(InputError):
         esd_from_singular_values(np.ones(6), (5, 9))
@@ -167,9 +171,13 @@ def test_randomize_keeps_the_entries_and_gives_an_mp_spectrum() -> None:
     gen = torch.Generator().manual_seed(0)
     W = torch.randn(400, 200, generator=gen, dtype=torch.float64)
     for _ in range(5):  # low-rank structure, which shuffling destroys
-        u, v = torch.randn(400, 1, generator=gen, dtype=torch.float64), torch.randn(1, 200, generator=gen, dtype=torch.float64)
+        u, v = (
+            torch.randn(400, 1, generator=gen, dtype=torch.float64),
+            torch.randn(1, 200, generator=gen, dtype=torch.float64),
+        )
         W += 4.0 * math.sqrt(400) * (u / u.norm()) @ (v / v.norm())
     R = randomize(W, torch.Generator().manual_seed(1))
+    assert isinstance(R, torch.Tensor)
     assert R.shape == W.shape and R.dtype == W.dtype
     torch.testing.assert_close(torch.sort(R.flatten()).values, torch.sort(W.flatten()).values)
     torch.testing.assert_close(randomize(W, 3), randomize(W, 3))
@@ -203,5 +211,5 @@ def test_esd_distance_definitions() -> None:
     with pytest.raises(InputError):
         esd_distance(a, b[:-1], "ww")
     with pytest.raises(InputError):
-        esd_distance(a, b, "hellinger")  # type: ignore[arg-type]
+        esd_distance(a, b, cast(Any, "hellinger"))
     assert math.isnan(esd_distance([], a))

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,7 @@ from convsvd import zoo
 from convsvd.cli import main
 from convsvd.data import ArrayData
 from convsvd.errors import InputError, NotComputedError
-from convsvd.signals import SignalTable, influence, plan_projection, profile, signals
+from convsvd.signals import SignalTable, influence, profile, signals
 
 KEY = ["id", "layer", "group", "neuron"]
 

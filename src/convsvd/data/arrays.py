@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -113,10 +114,10 @@ class ArrayData:
         shape = tuple(self.inputs.shape[1:])
         if expected.channels is None:
             return self
-        if expected.kind == "linear":
-            if shape[-1] != expected.channels:
-                raise InputError(f"{self.name} inputs: have {shape[-1]} features (last dimension of {'×'.join(map(str, shape))}), "
-                                 f"model expects {expected.describe()}")
+        if expected.kind == "linear":  # (N, *, features), or images flattened by the model
+            if shape[-1] != expected.channels and math.prod(shape) != expected.channels:
+                raise InputError(f"{self.name} inputs: have {shape[-1]} features (last dimension of "
+                                 f"{'×'.join(map(str, shape))}), model expects {expected.describe()}")
             return self
         want = 1 + len(expected.spatial) if expected.spatial else None
         if len(shape) < 2 or shape[0] != expected.channels or (want is not None and len(shape) != want):
@@ -173,10 +174,13 @@ def load_arrays(path: PathLike) -> ArrayData:
     else:
         raise InputError(f"data {os.fspath(p)!r}: expected a .npz or .pt/.pth file of inputs and labels, or a folder")
     if not isinstance(content, dict):
-        raise InputError(f"data {os.fspath(p)!r}: expected a dict of arrays or a tuple (inputs, labels), got {type(content).__name__}")
+        raise InputError(f"data {os.fspath(p)!r}: expected a dict of arrays or a tuple (inputs, labels), "
+                         f"got {type(content).__name__}")
     inputs = _pick(content, _INPUT_KEYS)
     if inputs is None:
-        raise InputError(f"data {os.fspath(p)!r}: no inputs array (expected one named {', '.join(_INPUT_KEYS)}; found {', '.join(map(str, content)) or 'nothing'})")
+        found = ", ".join(map(str, content)) or "nothing"
+        raise InputError(f"data {os.fspath(p)!r}: no inputs array (expected one named {', '.join(_INPUT_KEYS)}; "
+                         f"found {found})")
     classes = content.get("classes")
     if classes is not None:
         classes = [str(c) for c in (classes.tolist() if hasattr(classes, "tolist") else classes)]

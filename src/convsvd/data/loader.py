@@ -15,6 +15,7 @@ the batch size of the run.
 
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import torch
@@ -142,8 +143,8 @@ class LoaderData:
         if e is None or e.channels is None:
             return
         shape = tuple(x.shape[1:])
-        if e.kind == "linear":
-            ok = shape[-1] == e.channels
+        if e.kind == "linear":  # (N, *, features), or images flattened by the model
+            ok = shape[-1] == e.channels or math.prod(shape) == e.channels
         else:
             ok = len(shape) >= 2 and shape[0] == e.channels and (e.spatial is None or tuple(shape[1:]) == tuple(e.spatial))
         if not ok:

@@ -18,10 +18,12 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from convsvd._meta import run_metadata
@@ -34,7 +36,7 @@ from convsvd.signals import store
 from convsvd.signals._dist import Dist, setup
 from convsvd.signals.hooks import eval_mode, moved_to
 from convsvd.signals.influence import check_influence_options, influence
-from convsvd.signals.project import AGGREGATIONS, ProjectionPlan, key_of, plan_projection, run_forward
+from convsvd.signals.project import AGGREGATIONS, ProjectionPlan, Projector, key_of, plan_projection, run_forward
 from convsvd.signals.table import SignalTable
 
 __all__ = ["profile"]
@@ -46,74 +48,207 @@ def _run_key(plan: ProjectionPlan, options: dict[str, object], dataset: dict[str
     return h.hexdigest()[:32]
 
 
+def _rule(options: dict[str, object]) -> str:
+    top_k = options.get("top_k")
+    return f"top_k={top_k}" if top_k is not None else f"threshold={options.get('threshold')}"
+
+
 def _difference(old: dict[str, object], model_hash: str, options: dict[str, object], dataset: dict[str, object]) -> str:
+    """What differs between a run on disk and this one, in a few words."""
     if old.get("model_hash") != model_hash:
         return "another model (its weights differ)"
-    prev: dict = old.get("options", {})  # type: ignore[assignment]
-
-    def rule(o: dict) -> str:
-        return f"top_k={o.get('top_k')}" if o.get("top_k") is not None else f"threshold={o.get('threshold')}"
-
-    if rule(prev) != rule(options):
-        return f"influence {rule(prev)} (this run: {rule(options)})"
+    prev: dict[str, object] = old.get("options", {})  # type: ignore[assignment]
+    if _rule(prev) != _rule(options):
+        return f"influence {_rule(prev)} (this run: {_rule(options)})"
     for k, v in options.items():
-        if prev.get(k) != v:  # type: ignore[union-attr]
+        if prev.get(k) != v:
             return f"{k}={prev.get(k)!r} (this run: {v!r})"
     same_data = old.get("dataset", {}).get("fingerprint") == dataset.get("fingerprint")  # type: ignore[union-attr]
     return "another format version" if same_data else "other data"
 
 
-class _SiteInfo:
-    """Per-site constant columns (group, neuron, σ), built once."""
-
-    def __init__(self, plan: ProjectionPlan) -> None:
-        self.plan = plan
-        self.cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def __call__(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if key not in self.cache:
-            p = self.plan.projectors[key]
-            self.cache[key] = (np.repeat(np.arange(p.groups), p.rank), np.tile(np.arange(p.rank), p.groups),
-                               p.sigma.reshape(-1).detach().cpu().numpy())
-        return self.cache[key]
+def _site_columns(p: Projector) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Constant columns of a site: group and neuron index and σ of each of its ``g·r`` neurons."""
+    return (np.repeat(np.arange(p.groups), p.rank), np.tile(np.arange(p.rank), p.groups),
+            p.sigma.reshape(-1).detach().cpu().numpy())
 
 
-def _manifest(plan: ProjectionPlan, status: str, run_key: str, options: dict[str, object], dataset: dict[str, object],
-              shards: dict[int, dict[str, object]], dist: Dist) -> str:
-    """Manifest text from the finished shards' own metadata."""
-    order: list[str] = []
-    counts: dict[str, int] = {}
-    inputs = 0
-    skipped = [list(s) for s in dataset.get("skipped", [])]  # type: ignore[union-attr]
-    for idx in sorted(shards):
-        meta = shards[idx]
-        inputs += int(meta["inputs"])  # type: ignore[call-overload]
-        for site in meta["sites"]:  # type: ignore[union-attr]
-            if site not in counts:
-                order.append(site)
-                counts[site] = 0
-        for site, c in meta["influential"].items():  # type: ignore[union-attr]
-            counts[site] += int(c)
-        skipped += [list(s) for s in meta.get("skipped", [])]  # type: ignore[union-attr]
-    layers = []
-    for site in order:
-        p = plan.projectors[key_of(site)]
-        spec_folded = next((s.folded for s in plan.weights.layers if s.name == p.name), None)
-        layers.append(dict(layer=site, module=p.name, kind=p.kind, groups=p.groups, neurons_per_group=p.rank, neurons=p.neurons,
-                           folded=spec_folded, inputs=inputs,
-                           mean_influential=(counts[site] / inputs) if inputs else None))
-    never = [dict(layer=k, reason="not called in the forward pass") for k in plan.projectors
-             if status == "complete" and inputs and not any(key_of(s) == k for s in order)]
-    return run_metadata(
-        plan.source, plan.model_hash, options,
-        format=store.FORMAT, status=status, run_key=run_key, dataset=dataset, inputs=inputs, layers=layers,
-        not_profiled=[dict(layer=n, reason=r) for n, r in plan.not_profiled] + never,
-        shards=[dict(file=f"{store.SHARDS}/shard-{i:06d}.parquet", batches=shards[i]["batches"],
-                     inputs=shards[i]["inputs"], rank=shards[i].get("rank", 0)) for i in sorted(shards)],
-        skipped_inputs=skipped, world_size=dist.world,
-        compute_s=round(sum(float(m.get("time_s", 0.0)) for m in shards.values()), 3),  # type: ignore[arg-type]
-        pyarrow=__import__("pyarrow").__version__,
-    )
+@dataclass(eq=False)
+class _Run:
+    """One process's part of a run: where it writes, what it computes, what it has finished."""
+
+    dist: Dist
+    plan: ProjectionPlan
+    source: DataSource
+    out: Path
+    keepalive: tempfile.TemporaryDirectory | None
+    options: dict[str, object]
+    described: dict[str, object]
+    run_key: str
+    batch_size: int
+    per_shard: int
+    n_batches: int | None
+    known: dict[int, dict[str, object]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, dist: Dist, plan: ProjectionPlan, source: DataSource, out: PathLike | None, *, aggregate: str,
+               threshold: float | None, top_k: int | None, batch_size: int, shard_size: int, fold_bn: bool) -> "_Run":
+        keepalive = None
+        if out is None:
+            if dist.world > 1:
+                raise InputError("out: a run under torchrun needs an output folder shared by all ranks")
+            keepalive = tempfile.TemporaryDirectory(prefix="convsvd-profile-")
+            out = keepalive.name
+        try:
+            (Path(out) / store.SHARDS).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"out {os.fspath(out)!r}: cannot create the folder ({e.strerror})") from None
+        bsz = getattr(source, "fixed_batch_size", None) or batch_size  # a DataLoader keeps its own
+        per_shard = max(1, math.ceil(shard_size / bsz))
+        float64 = next(iter(plan.projectors.values())).Ut.dtype == torch.float64
+        options: dict[str, object] = dict(
+            layers=list(plan.projectors), aggregate=aggregate, threshold=threshold, top_k=top_k, batch_size=bsz,
+            shard_batches=per_shard, fold_bn=fold_bn, dtype="float64" if float64 else "float32")
+        described = source.describe()
+        return cls(dist, plan, source, Path(out), keepalive, options, described, _run_key(plan, options, described),
+                   bsz, per_shard, source.num_batches(bsz))
+
+    @property
+    def float64(self) -> bool:
+        return self.options["dtype"] == "float64"
+
+    def manifest(self, status: str, shards: dict[int, dict[str, object]]) -> str:
+        """Manifest text, built from the finished shards' own metadata."""
+        order: list[str] = []
+        counts: dict[str, int] = {}
+        inputs = 0
+        skipped = [list(s) for s in self.described.get("skipped", [])]  # type: ignore[union-attr]
+        for idx in sorted(shards):
+            meta: dict = shards[idx]  # type: ignore[assignment]
+            inputs += int(meta["inputs"])
+            for site in meta["sites"]:
+                if site not in counts:
+                    order.append(site)
+                    counts[site] = 0
+            for site, c in meta["influential"].items():
+                counts[site] += int(c)
+            skipped += [list(x) for x in meta.get("skipped", [])]
+        folded = {spec.name: spec.folded for spec in self.plan.weights.layers}
+        layers = []
+        for site in order:
+            p = self.plan.projectors[key_of(site)]
+            layers.append(dict(layer=site, module=p.name, kind=p.kind, groups=p.groups, neurons_per_group=p.rank,
+                               neurons=p.neurons, folded=folded.get(p.name), inputs=inputs,
+                               mean_influential=(counts[site] / inputs) if inputs else None))
+        called = {key_of(site) for site in order}
+        never = [dict(layer=k, reason="not called in the forward pass") for k in self.plan.projectors
+                 if status == "complete" and inputs and k not in called]
+        files = [dict(file=f"{store.SHARDS}/shard-{i:06d}.parquet", batches=shards[i]["batches"],
+                      inputs=shards[i]["inputs"], rank=shards[i].get("rank", 0)) for i in sorted(shards)]
+        compute = sum(float(m.get("time_s", 0.0)) for m in shards.values())  # type: ignore[arg-type]
+        return run_metadata(
+            self.plan.source, self.plan.model_hash, self.options,
+            format=store.FORMAT, status=status, run_key=self.run_key, dataset=self.described, inputs=inputs,
+            layers=layers, not_profiled=[dict(layer=n, reason=r) for n, r in self.plan.not_profiled] + never,
+            shards=files, skipped_inputs=skipped, world_size=self.dist.world, compute_s=round(compute, 3),
+            pyarrow=pa.__version__,
+        )
+
+    def start(self, restart: bool) -> dict[int, dict[str, object]]:
+        """Check a run already in the folder, write the starting manifest (rank 0); the shards already finished."""
+        old = store.read_manifest(self.out)
+        if old is not None and old.get("run_key") != self.run_key and not restart:
+            what = _difference(old, self.plan.model_hash, self.options, self.described)
+            raise InputError(f"out {os.fspath(self.out)!r}: holds a run with {what}; "
+                             f"use another folder, or restart to discard it")
+        self.dist.barrier()
+        if self.dist.rank == 0:
+            if restart:
+                store.clear(self.out)
+            store.remove_temporaries(self.out)
+            store.write_manifest(self.out, self.manifest("running", {}))
+        self.dist.barrier()
+        finished = store.finished_shards(self.out, self.run_key)
+        self.known = dict(finished)
+        return finished
+
+    def _commit(self, shard: store.ShardWriter, started: float, skipped: list[tuple[str, str]]) -> None:
+        meta = dict(run_key=self.run_key, shard=shard.index, rank=self.dist.rank, batches=shard.batches,
+                    inputs=shard.inputs, sites=list(shard.influential), influential=shard.influential,
+                    skipped=[list(x) for x in skipped], time_s=round(time.perf_counter() - started, 4))
+        shard.commit(meta)
+        if self.dist.rank == 0:  # keep the manifest's list of finished shards current
+            self.known[shard.index] = meta
+            store.write_manifest(self.out, self.manifest("running", self.known))
+
+    def stream(self, finished: dict[int, dict[str, object]], progress: bool | None | Callable[[int, int, str], None],
+               ) -> None:
+        """Compute and write this rank's unfinished shards, batch by batch."""
+        plan, dist, per_shard = self.plan, self.dist, self.per_shard
+
+        def mine(shard: int) -> bool:
+            return shard % dist.world == dist.rank and shard not in finished
+
+        which = None if self.n_batches is None else [b for b in range(self.n_batches) if mine(b // per_shard)]
+        columns = {k: _site_columns(p) for k, p in plan.projectors.items()}
+        aggregate, threshold, top_k = self.options["aggregate"], self.options["threshold"], self.options["top_k"]
+        results: dict[str, tuple[str, torch.Tensor]] = {}
+
+        def on_output(site: str, key: str, y: torch.Tensor) -> None:
+            results[site] = (key, plan.projectors[key].aggregate(y, aggregate))  # type: ignore[arg-type]
+
+        seen_skipped = len(self.source.skipped)
+        writer: store.ShardWriter | None = None
+        try:
+            with eval_mode(plan.model), moved_to(plan.model, plan.device), \
+                    _progress(len(which) if which is not None else 0, "profile", progress) as bar:
+                started = time.perf_counter()
+                for b, (ids, inputs, labels) in self.source.iter_batches(self.batch_size, which):
+                    shard = b // per_shard
+                    if not mine(shard):
+                        continue
+                    if writer is None or writer.index != shard:
+                        if writer is not None:
+                            self._commit(writer, started, self.source.skipped[seen_skipped:])
+                            seen_skipped = len(self.source.skipped)
+                        writer = store.ShardWriter(store.shard_path(self.out, shard), shard, self.float64)
+                        started = time.perf_counter()
+                    writer.batches.append(b)
+                    if ids.numel():
+                        results.clear()
+                        run_forward(plan, inputs, on_output)
+                        ids_np, labels_np = ids.cpu().numpy(), labels.cpu().numpy()
+                        for site, (key, values) in results.items():
+                            inf = influence(values, threshold, top_k)  # type: ignore[arg-type]
+                            writer.add(site, ids_np, labels_np, values.cpu().numpy(), inf.mask.cpu().numpy(),
+                                       inf.weight.cpu().numpy(), *columns[key])
+                        writer.inputs += int(ids.numel())
+                    bar.advance(1, f"batch {b}")
+                if writer is not None:
+                    self._commit(writer, started, self.source.skipped[seen_skipped:])
+                    writer = None
+        finally:
+            if writer is not None:  # interrupted or failed inside a shard: no half shard is left
+                writer.abort()
+
+    def finish(self) -> SignalTable:
+        """After every rank is done: rank 0 checks the shards and writes the complete manifest."""
+        self.dist.barrier()
+        if self.dist.rank == 0:
+            done = store.finished_shards(self.out, self.run_key)
+            expected = (math.ceil(self.n_batches / self.per_shard) if self.n_batches is not None
+                        else (max(done) + 1 if done else 0))
+            missing = sorted(set(range(expected)) - set(done))
+            if missing:
+                raise InputError(f"out {os.fspath(self.out)!r}: shards {missing[:5]} are missing after the run "
+                                 f"(was the folder shared by every rank?)")
+            if not any(int(m["inputs"]) for m in done.values()):  # type: ignore[call-overload]
+                why = "; ".join(f"{a}: {r}" for a, r in self.source.skipped[:3]) or "none"
+                raise InputError(f"data {self.source.name!r}: no input could be read (skipped: {why})")
+            store.write_manifest(self.out, self.manifest("complete", done))
+        self.dist.barrier()
+        table = SignalTable.open(self.out)
+        return SignalTable(table.path, table.manifest, self.keepalive) if self.keepalive is not None else table
 
 
 def profile(
@@ -204,127 +339,14 @@ def profile(
         raise InputError(f"shard_size: expected a positive int (inputs per shard), got {shard_size!r}")
     dist = setup()
     try:
-        return _profile(dist, model, data, layers, aggregate, threshold, top_k, batch_size, device, dtype, fold_bn,
-                        input_shape, out, shard_size, restart, svd, progress)
+        plan = plan_projection(model, layers=layers, fold_bn=fold_bn, svd=svd, dtype=dtype, device=device)
+        source = as_source(data).conform(plan.expected_input(input_shape))
+        run = _Run.create(dist, plan, source, out, aggregate=aggregate, threshold=threshold, top_k=top_k,
+                          batch_size=batch_size, shard_size=shard_size, fold_bn=fold_bn)
+        finished = run.start(restart)
+        run.stream(finished, progress if dist.rank == 0 else False)
+        return run.finish()
     finally:
         dist.close()
 
 
-def _profile(dist: Dist, model: object, data: object, layers: str | Sequence[str] | None, aggregate: str,
-             threshold: float | None, top_k: int | None, batch_size: int, device: str | torch.device | None,
-             dtype: torch.dtype | str | None, fold_bn: bool, input_shape: Sequence[int] | None, out: PathLike | None,
-             shard_size: int, restart: bool, svd: Decomposition | None,
-             progress: bool | None | Callable[[int, int, str], None]) -> SignalTable:
-    plan = plan_projection(model, layers=layers, fold_bn=fold_bn, svd=svd, dtype=dtype, device=device)
-    source: DataSource = as_source(data).conform(plan.expected_input(input_shape))
-    keepalive = None
-    if out is None:
-        if dist.world > 1:
-            raise InputError("out: a run under torchrun needs an output folder shared by all ranks")
-        keepalive = tempfile.TemporaryDirectory(prefix="convsvd-profile-")
-        out = keepalive.name
-    out_dir = Path(out)
-    try:
-        (out_dir / store.SHARDS).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"out {os.fspath(out)!r}: cannot create the folder ({e.strerror})") from None
-
-    bsz = getattr(source, "fixed_batch_size", None) or batch_size
-    per_shard = max(1, math.ceil(shard_size / bsz))
-    n_batches = source.num_batches(bsz)
-    float64 = next(iter(plan.projectors.values())).Ut.dtype == torch.float64
-    options: dict[str, object] = dict(
-        layers=list(plan.projectors), aggregate=aggregate, threshold=threshold, top_k=top_k, batch_size=bsz,
-        shard_batches=per_shard, fold_bn=fold_bn, dtype="float64" if float64 else "float32")
-    described = source.describe()
-    run_key = _run_key(plan, options, described)
-
-    old = store.read_manifest(out_dir)
-    if old is not None and old.get("run_key") != run_key and not restart:
-        raise InputError(f"out {os.fspath(out_dir)!r}: holds a run with {_difference(old, plan.model_hash, options, described)}; "
-                         f"use another folder, or restart to discard it")
-    dist.barrier()
-    if dist.rank == 0:
-        if restart:
-            store.clear(out_dir)
-        store.remove_temporaries(out_dir)
-        store.write_manifest(out_dir, _manifest(plan, "running", run_key, options, described, {}, dist))
-    dist.barrier()
-    finished = store.finished_shards(out_dir, run_key)
-    known = dict(finished)  # what rank 0 lists as finished while running
-
-    def mine(shard: int) -> bool:
-        return shard % dist.world == dist.rank and shard not in finished
-
-    if n_batches is not None:
-        which: list[int] | None = [b for b in range(n_batches) if mine(b // per_shard)]
-        total = len(which)
-    else:
-        which, total = None, 0
-    site_info = _SiteInfo(plan)
-    seen_skipped = len(source.skipped)
-    results: dict[str, tuple[str, torch.Tensor]] = {}
-
-    def on_output(site: str, key: str, y: torch.Tensor) -> None:
-        results[site] = (key, plan.projectors[key].aggregate(y, aggregate))
-
-    def commit(shard: store.ShardWriter, started: float) -> None:
-        nonlocal seen_skipped
-        now_skipped = source.skipped
-        meta = dict(run_key=run_key, shard=shard.index, rank=dist.rank, batches=shard.batches, inputs=shard.inputs,
-                    sites=list(shard.influential), influential=shard.influential,
-                    skipped=[list(s) for s in now_skipped[seen_skipped:]], time_s=round(time.perf_counter() - started, 4))
-        seen_skipped = len(now_skipped)
-        shard.commit(meta)
-        if dist.rank == 0:
-            known[shard.index] = meta
-            store.write_manifest(out_dir, _manifest(plan, "running", run_key, options, described, known, dist))
-
-    enabled = progress if dist.rank == 0 else False
-    writer: store.ShardWriter | None = None
-    try:
-        with eval_mode(plan.model), moved_to(plan.model, plan.device), _progress(total, "profile", enabled) as bar:
-            started = time.perf_counter()
-            for b, batch in source.iter_batches(bsz, which):
-                shard = b // per_shard
-                if not mine(shard):
-                    continue
-                if writer is None or writer.index != shard:
-                    if writer is not None:
-                        commit(writer, started)
-                    writer, started = store.ShardWriter(store.shard_path(out_dir, shard), shard, float64), time.perf_counter()
-                writer.batches.append(b)
-                ids, inputs, labels = batch
-                if ids.numel():
-                    results.clear()
-                    run_forward(plan, inputs, on_output)
-                    ids_np, labels_np = ids.cpu().numpy(), labels.cpu().numpy()
-                    for site, (key, values) in results.items():
-                        inf = influence(values, threshold, top_k)
-                        writer.add(site, ids_np, labels_np, values.cpu().numpy(), inf.mask.cpu().numpy(),
-                                   inf.weight.cpu().numpy(), *site_info(key))
-                    writer.inputs += int(ids.numel())
-                bar.advance(1, f"batch {b}")
-            if writer is not None:
-                commit(writer, started)
-                writer = None
-    finally:
-        if writer is not None:  # interrupted or failed inside a shard: no half shard is left
-            writer.abort()
-    dist.barrier()
-    if dist.rank == 0:
-        done = store.finished_shards(out_dir, run_key)
-        expected = math.ceil(n_batches / per_shard) if n_batches is not None else (max(done) + 1 if done else 0)
-        missing = sorted(set(range(expected)) - set(done))
-        if missing:
-            raise InputError(f"out {os.fspath(out_dir)!r}: shards {missing[:5]} are missing after the run "
-                             f"(was the folder shared by every rank?)")
-        if not any(int(m["inputs"]) for m in done.values()):  # type: ignore[call-overload]
-            raise InputError(f"data {source.name!r}: no input could be read (skipped: "
-                             f"{'; '.join(f'{a}: {r}' for a, r in source.skipped[:3]) or 'none'})")
-        store.write_manifest(out_dir, _manifest(plan, "complete", run_key, options, described, done, dist))
-    dist.barrier()
-    table = SignalTable.open(out_dir)
-    if keepalive is not None:
-        table = SignalTable(table.path, table.manifest, keepalive)
-    return table

@@ -6,8 +6,8 @@
                                       layers, finished shards, per-layer statistics
     OUT/shards/shard-000000.parquet   the rows of shard 0 (batches 0 … k−1), one row group per layer
 
-A shard is streamed (one row group per batch and site) into a hidden temporary
-file and renamed when complete, so a ``shard-*.parquet`` file is always whole:
+A shard is streamed (row groups of one site each) into a hidden temporary file
+and renamed when complete, so a ``shard-*.parquet`` file is always whole:
 its presence is what marks it finished. Each shard carries its own metadata (the run key, its inputs, its
 per-layer counts) in the Parquet footer, so a resumed run, and the manifest,
 can be built from the shards alone.
@@ -65,18 +65,23 @@ def shard_path(out: Path, index: int) -> Path:
 class ShardWriter:
     """Streams the rows of one shard into a hidden temporary file; :meth:`commit` renames it into place.
 
-    Each :meth:`add` (one batch of one site) is written at once as its own row
-    group, so memory holds one batch, not one shard, and every row group holds
-    a single site (a per-layer query skips the others by their statistics).
+    Rows are kept per site until ``row_group_rows`` of them are pending, then
+    written as one row group of that site alone (a per-layer query skips the
+    other row groups by their statistics). Memory: at most ``row_group_rows``
+    rows per site, whatever the shard size.
     """
 
-    def __init__(self, path: Path, index: int, float64: bool) -> None:
+    def __init__(self, path: Path, index: int, float64: bool, row_group_rows: int = 1 << 17) -> None:
         self.path, self.index, self.float64 = path, index, float64
         self.batches: list[int] = []
         self.inputs = 0
         self.influential: dict[str, int] = {}
+        self.row_group_rows = row_group_rows
         self._schema = schema(float64)
         self._fdt = np.float64 if float64 else np.float32
+        self._pending: dict[str, list[tuple[np.ndarray, ...]]] = {}
+        self._rows: dict[str, int] = {}
+        self._info: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
@@ -85,26 +90,43 @@ class ShardWriter:
     def add(self, site: str, ids: np.ndarray, labels: np.ndarray, signal: np.ndarray, mask: np.ndarray,
             weight: np.ndarray, groups: np.ndarray, neurons: np.ndarray, sigma: np.ndarray) -> None:
         """One batch of one site: ``signal``, ``mask``, ``weight`` ``(B, K)``; ``groups``, ``neurons``, ``sigma`` ``(K,)``."""
-        B, K = signal.shape
-        n = B * K
-        fdt = self._fdt
+        self._info.setdefault(site, (groups, neurons, sigma))
+        self._pending.setdefault(site, []).append((ids, labels, signal, mask, weight))
+        self._rows[site] = self._rows.get(site, 0) + signal.size
+        self.influential[site] = self.influential.get(site, 0) + int(mask.sum())
+        if self._rows[site] >= self.row_group_rows:
+            self._flush(site)
+
+    def _flush(self, site: str) -> None:
+        parts = self._pending.pop(site, [])
+        self._rows.pop(site, None)
+        if not parts:
+            return
+        groups, neurons, sigma = self._info[site]
+        K = groups.size
+        ids = np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False)
+        B, n, fdt = ids.size, ids.size * K, self._fdt
+        name = site.encode()
+        offsets = np.arange(n + 1, dtype=np.int32) * len(name)
+        layer = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(name * n))
         table = pa.Table.from_arrays([
-            pa.array(np.repeat(ids.astype(np.int64, copy=False), K)),
-            pa.array(np.repeat(labels.astype(np.int64, copy=False), K)),
-            pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), [site]).cast(pa.string()),
+            pa.array(np.repeat(ids, K)),
+            pa.array(np.repeat(np.concatenate([p[1] for p in parts]).astype(np.int64, copy=False), K)),
+            layer,
             pa.array(np.tile(groups.astype(np.int32, copy=False), B)),
             pa.array(np.tile(neurons.astype(np.int32, copy=False), B)),
             pa.array(np.tile(sigma.astype(fdt, copy=False), B)),
-            pa.array(signal.reshape(-1).astype(fdt, copy=False)),
-            pa.array(mask.reshape(-1).astype(bool, copy=False)),
-            pa.array(weight.reshape(-1).astype(fdt, copy=False)),
+            pa.array(np.concatenate([p[2].reshape(-1) for p in parts]).astype(fdt, copy=False)),
+            pa.array(np.concatenate([p[3].reshape(-1) for p in parts]).astype(bool, copy=False)),
+            pa.array(np.concatenate([p[4].reshape(-1) for p in parts]).astype(fdt, copy=False)),
         ], schema=self._schema)
         assert self._writer is not None
         self._writer.write_table(table, row_group_size=max(1, n))
-        self.influential[site] = self.influential.get(site, 0) + int(mask.sum())
 
     def commit(self, meta: dict[str, object]) -> None:
         """Store ``meta`` (JSON) in the footer, close, and rename onto the shard's name."""
+        for site in list(self._pending):
+            self._flush(site)
         assert self._writer is not None
         self._writer.add_key_value_metadata({META_KEY.decode(): json.dumps(meta)})
         self._writer.close()

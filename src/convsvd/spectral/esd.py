@@ -23,7 +23,7 @@ Conventions (exactly those of the design document):
 from __future__ import annotations
 
 import math
-from typing import Literal, Union
+from typing import Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ __all__ = [
 DISTANCE_METHODS: tuple[str, ...] = ("js", "ks", "ww")
 """The methods :func:`esd_distance` knows."""
 
-Generator = Union[torch.Generator, np.random.Generator, int, None]
+Generator: TypeAlias = "torch.Generator | np.random.Generator | int | None"
 
 
 def _eps(values: ArrayLike) -> float:
@@ -58,9 +58,7 @@ def _eps(values: ArrayLike) -> float:
     return float(np.finfo(np.float64).eps)
 
 
-def esd_from_singular_values(
-    S: ArrayLike, shape: tuple[int, int]
-) -> Union[np.ndarray, torch.Tensor]:
+def esd_from_singular_values(S: ArrayLike, shape: tuple[int, int]) -> np.ndarray | torch.Tensor:
     """Eigenvalues ``λ = σ² / N`` of one matrix, or pooled over several of one shape.
 
     Parameters
@@ -203,7 +201,7 @@ def log_spectral_norm(S: ArrayLike, N: int) -> float:
     return math.log10(top) if top > 0 else -math.inf
 
 
-def randomize(W: Union[np.ndarray, torch.Tensor], generator: Generator = None) -> Union[np.ndarray, torch.Tensor]:
+def randomize(W: np.ndarray | torch.Tensor, generator: Generator = None) -> np.ndarray | torch.Tensor:
     """Shuffle the entries of a layer's weight (same values, same shape, new places).
 
     The ESD of the result is the null model of "no learned structure": for i.i.d.

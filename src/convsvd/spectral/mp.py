@@ -29,8 +29,10 @@ eigenvalue of ``WᵀW`` fluctuates around ``(√N + √M)²`` on the scale
 
     s_TW = σ² · Q^{-1/2} · M^{-2/3} · (1 + Q^{-1/2})^{4/3}.
 
-The default ``t = 3`` lies beyond the 99.5 % quantile of the TW₁ law (≈ 2.42), so a
-pure-noise matrix shows a spurious spike rarely.
+The default ``t = 3`` lies well beyond the 99 % quantile of the TW₁ law (≈ 2.02), so
+a pure-noise matrix rarely shows a spurious spike; the margin also absorbs the small
+error of the fitted ``σ²`` (``λ₊`` is about ``Q^{1/2} M^{2/3}`` TW scales from 0, so a
+relative error δ in ``σ²`` moves ``λ₊`` by ``δ·Q^{1/2} M^{2/3}`` scales).
 """
 
 from __future__ import annotations

@@ -19,10 +19,16 @@ with it to rounding:
   limit of the empirical CDF), and ``F_fit(u) = 1 − (u / x_min)^(1−α)``;
 * ties in ``D`` go to the smallest ``x_min``; ``σ = (α − 1)/√n_tail``.
 
+Where the data are degenerate ``powerlaw`` returns infinities (a fixed ``x_min``
+leaving one value, or only equal values, in the tail); here such fits have NaN fields
+and a ``status`` instead (:data:`FIT_STATUSES`). ``powerlaw``'s ``xmax`` argument,
+which switches it to a numerical fit truncated at ``xmax``, is not reproduced.
+
 The search is one vectorised computation: the values are sorted once, suffix sums of
 ``ln x`` give every ``α`` in O(N), and ``D`` for all candidates is evaluated on
-(candidate × value) blocks of at most ``chunk_size`` entries, so memory stays bounded
-while the O(N²) work runs in large tensor operations (CPU or CUDA, float64). Many
+(candidate × value) blocks of at most ``chunk_size`` entries: O(N²) work in large
+array operations with bounded memory. It runs in NumPy on the CPU (float64, no thread
+pool, so timings stay stable on busy machines) and in torch on CUDA tensors. Many
 layers are fitted together by padding them to a common length with a mask
 (:func:`fit_power_law_batch`).
 
@@ -37,8 +43,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -75,7 +81,8 @@ FIT_STATUSES: tuple[str, ...] = (
 ``x_min`` (in ``xmin_range``) keeps ``min_tail`` values in its tail. ``constant``: the
 positive values (or the tail at a fixed ``x_min``) are all equal. ``nonfinite``: NaN or
 ±Inf in the input. ``nonpositive``: no value is > 0. ``tpl_failed``: the truncated
-power-law optimiser did not converge (the power-law ``x_min`` is still reported).
+power-law optimiser did not converge (α, λ and D are NaN; ``x_min`` and ``n_tail`` of
+the power-law search are kept).
 """
 
 DEFAULT_MIN_TAIL = 2
@@ -338,7 +345,7 @@ def _failed(status: str, n: int) -> PowerLawFit:
     return PowerLawFit(alpha=nan, xmin=nan, D=nan, sigma=nan, n_tail=0, n=n, status=status)
 
 
-def _screen(ops: Ops, x: Array, min_tail: int) -> PowerLawFit | Array:
+def _screen(ops: Ops[Any], x: Array, min_tail: int) -> PowerLawFit | Array:
     """Sorted positive values, or the failed fit explaining why there are none to fit."""
     if len(x) and not ops.isfinite_all(x):
         return _failed("nonfinite", len(x))
@@ -353,7 +360,7 @@ def _screen(ops: Ops, x: Array, min_tail: int) -> PowerLawFit | Array:
 # --------------------------------------------------------------------------- kernels
 
 
-def _first_index(ops: Ops, V: Array, valid: Array) -> Array:
+def _first_index(ops: Ops[Any], V: Array, valid: Array) -> Array:
     """For each sorted value, the index of the first occurrence of that value."""
     new = ops.true_like(valid)
     new[:, 1:] = V[:, 1:] != V[:, :-1]
@@ -362,7 +369,7 @@ def _first_index(ops: Ops, V: Array, valid: Array) -> Array:
 
 
 def _search_xmin(
-    ops: Ops,
+    ops: Ops[Any],
     V: Array,
     L: Array,
     xmin_range: tuple[float, float] | None,
@@ -419,13 +426,15 @@ def _search_xmin(
     return V[rows, best], ops.rowany(cand)
 
 
-def _fit_at(ops: Ops, V: Array, L: Array, xm: Array) -> tuple[Array, Array, Array]:
+def _fit_at(ops: Ops[Any], V: Array, L: Array, xm: Array) -> tuple[Array, Array, Array]:
     """α, D and tail size of each row of V at its cut-off xm (B,), as powerlaw computes them."""
     valid = ops.arange(V.shape[1])[None, :] < L[:, None]
     tail = valid & (V >= xm[:, None])
     n = ops.rowsum(tail)
     ratio = ops.where(tail, ops.log(V / xm[:, None]), 0.0)
-    total = ops.rowsum(ratio)
+    # Summed from the top down, so padding (zeros past each row's end) cannot change
+    # the rounding: a set fitted alone or in a batch gives the same bits.
+    total = ops.suffix_sum(ratio)[:, 0]
     alpha = ops.where(total > 0, 1.0 + n / ops.where(total > 0, total, 1.0), math.inf)
     below = (L - n)[:, None]
     empirical = ops.as_float(_first_index(ops, V, valid) - below) / ops.where(n > 0, n, 1)[:, None]
@@ -499,48 +508,66 @@ def _tpl_survival(alpha: float, mu: float, t: np.ndarray) -> np.ndarray:
     return above[np.searchsorted(edges, v)] / above[0]
 
 
-def _truncated(fit: PowerLawFit, data: np.ndarray) -> PowerLawFit:
-    """Refit ``fit``'s tail with the truncated power law x^(−α) e^(−λx)."""
-    from dataclasses import replace
+def _tpl_mle(tail: np.ndarray) -> tuple[float, float] | None:
+    """Maximum-likelihood (α, μ) of the truncated power law on ``tail = x/x_min ≥ 1``.
 
-    if not fit.ok:
-        return replace(fit, distribution="truncated_power_law")
+    Minimises the mean negative log-likelihood ``α·mean(ln t) + μ·mean(t) + ln J(α, μ)``
+    (``μ = λ x_min``) with L-BFGS-B and its exact gradient
+    ``(mean ln t − E[ln t], mean t − E[t])`` over ``α ∈ (1, 10³]``, ``μ ∈ (0, 10⁶]``.
+    Returns None if the optimiser does not converge.
+    """
     from scipy.optimize import minimize
 
-    tail = data[data >= fit.xmin] / fit.xmin
     mean_log, mean_t = float(np.mean(np.log(tail))), float(np.mean(tail))
+    bounds = [(1.0 + 1e-9, 1e3), (1e-12, 1e6)]
+    low, high = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
 
     def objective(p: np.ndarray) -> tuple[float, np.ndarray]:
         log_j, e_log, e_t = _tpl_moments(float(p[0]), float(p[1]))
-        value = p[0] * mean_log + p[1] * mean_t + log_j
-        return float(value), np.array([mean_log - e_log, mean_t - e_t])
+        return float(p[0] * mean_log + p[1] * mean_t + log_j), np.array([mean_log - e_log, mean_t - e_t])
 
-    start = np.array([fit.alpha, 1.0 / mean_t])
+    start = np.array([1.0 + tail.size / np.sum(np.log(tail)), 1.0 / mean_t])
     try:
-        res = minimize(
-            objective,
-            start,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=[(1.0 + 1e-9, 1e3), (1e-12, 1e6)],
-            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000},
-        )
-        alpha, mu = float(res.x[0]), float(res.x[1])
-        ok = bool(res.success) and math.isfinite(alpha) and math.isfinite(mu)
+        for _ in range(2):  # a stalled line search is restarted once from where it stopped
+            res = minimize(
+                objective,
+                start,
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
+                options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000},
+            )
+            if res.success or not np.all(np.isfinite(res.x)):
+                break
+            start = res.x
     except (ValueError, ArithmeticError, FloatingPointError):
-        ok = False
-    if not ok:
-        return replace(fit, distribution="truncated_power_law", status="tpl_failed", sigma=math.nan)
+        return None
+    if not np.all(np.isfinite(res.x)):
+        return None
+    if not res.success:  # accept a stall only where the projected gradient vanishes
+        grad = np.array(res.jac, dtype=np.float64)
+        grad[(res.x <= low) & (grad > 0)] = 0.0
+        grad[(res.x >= high) & (grad < 0)] = 0.0
+        if np.max(np.abs(grad)) >= 1e-5:
+            return None
+    return float(res.x[0]), float(res.x[1])
 
-    u, first = np.unique(tail, return_index=True)
-    survival = _tpl_survival(alpha, mu, u)
-    empirical = first / tail.size
-    D = float(np.max(np.abs((1.0 - survival) - empirical)))
+
+def _truncated(fit: PowerLawFit, data: np.ndarray) -> PowerLawFit:
+    """Refit ``fit``'s tail (``data`` sorted) with the truncated power law x^(−α) e^(−λx)."""
+    if not fit.ok:
+        return replace(fit, distribution="truncated_power_law")
+    tail = data[data >= fit.xmin] / fit.xmin
+    mle = _tpl_mle(tail)
+    if mle is None:
+        nan = math.nan
+        return replace(
+            fit, distribution="truncated_power_law", status="tpl_failed", alpha=nan, D=nan, sigma=nan
+        )
+    alpha, mu = mle
+    distinct, first = np.unique(tail, return_index=True)
+    fitted_cdf = 1.0 - _tpl_survival(alpha, mu, distinct)
+    D = float(np.max(np.abs(fitted_cdf - first / tail.size)))
     return replace(
-        fit,
-        alpha=alpha,
-        lam=mu / fit.xmin,
-        D=D,
-        sigma=math.nan,
-        distribution="truncated_power_law",
+        fit, alpha=alpha, lam=mu / fit.xmin, D=D, sigma=math.nan, distribution="truncated_power_law"
     )

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
+from typing import TypeAlias
 
 import numpy as np
 import torch
@@ -40,13 +40,13 @@ from convsvd.errors import InputError
 
 __all__ = ["operator_singular_values", "slice_singular_values"]
 
-SizeLike = Union[int, Sequence[int]]
+SizeLike: TypeAlias = "int | Sequence[int]"
 
 DEFAULT_CHUNK_ELEMENTS = 2**22
 """Default maximum number of complex entries of ``Ŵ`` held at once."""
 
 
-def _as_weight(W: Union[torch.Tensor, np.ndarray], groups: int) -> torch.Tensor:
+def _as_weight(W: torch.Tensor | np.ndarray, groups: int) -> torch.Tensor:
     t = W.detach() if isinstance(W, torch.Tensor) else torch.as_tensor(np.asarray(W))
     if t.dim() < 3:
         raise InputError(f"W: expected a conv weight (d, c/g, *kernel), got shape {tuple(t.shape)}")
@@ -66,7 +66,7 @@ def _per_dim(value: SizeLike, dims: int, name: str) -> tuple[int, ...]:
     return out
 
 
-def slice_singular_values(W: Union[torch.Tensor, np.ndarray], groups: int = 1) -> torch.Tensor:
+def slice_singular_values(W: torch.Tensor | np.ndarray, groups: int = 1) -> torch.Tensor:
     """Singular values of the per-tap slices ``W[:, :, i, j]`` (WeightWatcher's view).
 
     Parameters
@@ -97,7 +97,7 @@ def slice_singular_values(W: Union[torch.Tensor, np.ndarray], groups: int = 1) -
 
 
 def operator_singular_values(
-    W: Union[torch.Tensor, np.ndarray],
+    W: torch.Tensor | np.ndarray,
     n: SizeLike,
     *,
     groups: int = 1,
