@@ -22,11 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-# This folder is sys.path[0] for a script run from it, and benchmarks/profile.py would then shadow the
-# standard library's `profile` (which torch.optim imports through cProfile): keep the folder off the path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
 import torch  # noqa: E402
 
 from convsvd import zoo  # noqa: E402

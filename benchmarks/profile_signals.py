@@ -1,6 +1,6 @@
 """Speed and memory of convsvd.signals.profile, measured in the same run.
 
-    .venv/bin/python benchmarks/profile.py [--inputs 512] [--repeat 5] [--ddp-images 24] [--threads N]
+    .venv/bin/python benchmarks/profile_signals.py [--inputs 512] [--repeat 5] [--ddp-images 24] [--threads N]
                                            [--device cpu|cuda] [--peers .peers-venv] [--memory 1000,10000]
                                            [--skip-ddp]
 
