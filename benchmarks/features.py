@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch  # noqa: E402
 
+HERE = Path(__file__).resolve().parent
+
 from convsvd import zoo  # noqa: E402
 from convsvd.features import featureviz  # noqa: E402
 
