@@ -139,3 +139,15 @@ def test_console_script_is_installed():
     exe = os.path.join(os.path.dirname(sys.executable), "convsvd")
     res = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.startswith("convsvd ")
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    from convsvd._meta import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "f.txt", lambda p: open(p, "w").write("x"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temporary left behind

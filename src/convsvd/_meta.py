@@ -37,6 +37,12 @@ def run_metadata(source: str, model_hash: str, options: dict[str, object], **ext
     return json.dumps(meta, indent=2, default=str)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: PathLike, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: never a half-written file."""
     path = Path(path)
@@ -44,6 +50,7 @@ def write_atomic(path: PathLike, write: Callable[[str], object]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

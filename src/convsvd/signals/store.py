@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from convsvd._meta import write_atomic
+from convsvd._meta import _umask, write_atomic
 from convsvd.errors import InputError
 
 __all__ = ["COLUMNS", "FORMAT", "MANIFEST", "SHARDS", "ShardWriter", "schema", "shard_path"]
@@ -131,6 +131,7 @@ class ShardWriter:
         self._writer.add_key_value_metadata({META_KEY.decode(): json.dumps(meta)})
         self._writer.close()
         self._writer = None
+        os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
