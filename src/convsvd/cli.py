@@ -337,6 +337,119 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- hypergraph
+
+
+def _hypergraph_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("signals", metavar="SIGNALS_DIR", help="the --out folder of a finished profile run")
+    p.add_argument("--layer", metavar="L",
+                   help="layer(s), comma-separated, whose class hypergraph is drawn and exported (default: all)")
+    p.add_argument("--classes", metavar="C", help="comma-separated class names to analyse (default: every class)")
+    p.add_argument("--min-share", type=float, default=0.5, metavar="P",
+                   help="a neuron joins a class's hyperedge when influential for this share of its inputs (default 0.5)")
+    p.add_argument("--folds", type=int, default=5, metavar="K", help="NCC cross-validation folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the NCC folds and of any subsample (default 0)")
+    p.add_argument("--max-inputs", type=int, metavar="N",
+                   help="measure modularity on a stratified subsample of about N inputs (default: all)")
+    p.add_argument("--out", metavar="DIR", default="hypergraph-out", help="output folder (default: hypergraph-out)")
+
+
+def _names(text: str | None, what: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise InputError(f"{what} {text!r}: expected comma-separated names")
+    return names
+
+
+@command("hypergraph", "class hypergraphs of a profile run: how its SVD neurons separate the classes, layer by layer",
+         _hypergraph_args)
+def cmd_hypergraph(args: argparse.Namespace) -> int:
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convsvd._meta import run_metadata, write_atomic
+    from convsvd.hypergraph import class_hypergraph, class_separation, incidence_frame, input_hypergraph, write_hif
+    from convsvd.signals import SignalTable
+    from convsvd.viz import plot_class_hypergraph, plot_class_overlap, plot_incidence, plot_separation
+
+    table = SignalTable.open(args.signals)
+    layers = _names(args.layer, "--layer") or table.layers
+    for name in layers:
+        if name not in table.layers:
+            raise InputError(f"--layer {name!r}: not profiled in {args.signals} (layers: {', '.join(table.layers)})")
+    classes = _names(args.classes, "--classes")
+    out = _writable_dir(args.out)
+    t0 = time.perf_counter()
+    result = class_separation(table, min_share=args.min_share, classes=classes, folds=args.folds, seed=args.seed,
+                              max_inputs=args.max_inputs)
+    dt = time.perf_counter() - t0
+    written: list[Path] = []
+
+    def save_csv(frame, name: str) -> None:  # type: ignore[no-untyped-def]
+        write_atomic(out / name, lambda p: frame.to_csv(p, index=False))
+        written.append(out / name)
+
+    def save_png(fig, name: str) -> None:  # type: ignore[no-untyped-def]
+        try:
+            write_atomic(out / name, lambda p: fig.savefig(p, format="png", dpi=100))
+        finally:
+            plt.close(fig)
+        written.append(out / name)
+
+    frame = result.to_frame()
+    save_csv(frame, "separation.csv")
+    save_csv(result.exclusive_frame(), "exclusive.csv")
+    save_csv(result.pairs_frame(), "pairs.csv")
+    deepest = result.deepest_shared()
+    save_csv(deepest, "deepest-shared.csv")
+    save_png(plot_separation(result), "separation.png")
+    meta = dict(signals=str(args.signals), layer=None, min_share=args.min_share)
+    for name in layers:
+        layer = result[name]
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        save_png(plot_class_hypergraph(layer).figure, f"class-hypergraph-{safe}.png")
+        save_png(plot_incidence(layer).figure, f"incidence-{safe}.png")
+        save_png(plot_class_overlap(layer).figure, f"overlap-{safe}.png")
+        save_csv(layer.incidence.to_frame(), f"class-incidence-{safe}.csv")
+        save_csv(layer.overlap_frame().reset_index(), f"overlap-{safe}.csv")
+        H_in = input_hypergraph(table, name, classes=classes)
+        save_csv(incidence_frame(H_in), f"input-incidence-{safe}.csv")
+        meta["layer"] = name
+        for H, stem in ((class_hypergraph(layer.incidence), "class"), (H_in, "input")):
+            written.append(write_hif(H, out / f"{stem}-hypergraph-{safe}.hif.json", metadata=meta))
+    options = dict(signals=str(args.signals), layers=layers, classes=classes, min_share=args.min_share,
+                   folds=args.folds, seed=args.seed, max_inputs=args.max_inputs)
+    m = table.manifest
+    text = run_metadata(str(m.get("source")), str(m.get("model_hash")), options, files=[p.name for p in written],
+                        dataset=m.get("dataset", {}).get("name"), time_s=round(dt, 3))  # type: ignore[union-attr]
+    write_atomic(out / "hypergraph.json", lambda p: Path(p).write_text(text))
+    shown = frame.drop(columns=["inputs", "classes", "min_share", "modularity_inputs", "ncc_folds", "message"])
+    num = shown.select_dtypes("float").columns
+    shown[num] = shown[num].round(4) + 0.0  # a modularity of −1e-100 prints as 0
+    shown = shown.rename(columns=dict(mean_size="size", empty_hyperedges="empty", jaccard_mean="jaccard",
+                                      exclusive_mean="exclusive", components_s1="s=1", components_s2="s=2",
+                                      components_s3="s=3", ncc_accuracy="NCC"))
+    n_inputs, n_classes = int(frame["inputs"].iloc[0]), int(frame["classes"].iloc[0])
+    print_frame(shown, title=f"separation of {n_classes} classes ({n_inputs} inputs) by SVD neurons at share "
+                             f"p = {args.min_share:g} ({dt:.2f} s)")
+    err = _console(stderr=True)
+    for row in frame.itertuples():
+        if row.status != "ok":
+            err.print(f"[yellow]{row.layer}: {row.message}[/]")
+    top = deepest[deepest["depth"] == deepest["depth"].max()] if len(deepest) else deepest
+    if len(top) and top["depth"].iloc[0] >= 0:
+        pairs = ", ".join(f"{a}–{b}" for a, b in zip(top["class_a"], top["class_b"]))
+        _console().print(f"classes sharing SVD neurons deepest ({top['deepest_layer'].iloc[0]}): {pairs}")
+    _console().print(f"wrote {len(written) + 1} files in {out}/")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry
 
 

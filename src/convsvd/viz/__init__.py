@@ -9,3 +9,12 @@ from convsvd.viz.features import (
 )
 
 __all__ = ["features_figure", "plot_exemplars", "plot_featureviz", "plot_filter_rebuild", "plot_singular_filters"]
+
+from convsvd.viz.hypergraph import (  # noqa: E402  (appended after the features figures)
+    plot_class_hypergraph,
+    plot_class_overlap,
+    plot_incidence,
+    plot_separation,
+)
+
+__all__ += ["plot_class_hypergraph", "plot_class_overlap", "plot_incidence", "plot_separation"]
