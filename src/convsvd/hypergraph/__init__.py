@@ -20,7 +20,7 @@ for neuron ``i`` of group ``g`` when the layer has several groups).
 - **Export**: HIF JSON (:func:`write_hif`, :func:`read_hif`) and CSV incidence
   tables (:meth:`ClassIncidence.to_frame`, :func:`incidence_frame`).
 
-HyperNetX (``pip install 'convsvd[hypergraph]'``) is imported on first use.
+HyperNetX is imported on first use (it is slow to import).
 
 >>> from convsvd import zoo
 >>> from convsvd.signals import profile

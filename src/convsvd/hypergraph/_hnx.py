@@ -26,8 +26,8 @@ def hnx() -> ModuleType:
     try:
         import hypernetx
     except ImportError:
-        raise ConvSVDError("hypergraphs need the hypernetx package: pip install 'convsvd[hypergraph]' "
-                           "(or pip install 'hypernetx>=2.3')") from None
+        raise ConvSVDError("hypergraphs need the hypernetx package, a dependency of convsvd: "
+                           "pip install 'hypernetx>=2.3'") from None
     finally:
         matplotlib.rcParams["figure.figsize"] = size
     return hypernetx
