@@ -16,7 +16,7 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.test: $(VENV)/.base
 	$(PIP) install -e '.[test]'
-	bash scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh chromium fonts-dejavu-core
 	touch $@
 
 setup: $(VENV)/.base
@@ -30,6 +30,8 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.base
 	$(BIN)/python benchmarks/decompose.py
+	$(BIN)/python benchmarks/features.py
+	@echo "peer benchmarks (spectrum, powerlaw_fit, profile_signals) need the peers: bash ../shared/peers/install-peers.sh .peers-venv"
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache
