@@ -2,7 +2,9 @@
 
 ``powerlaw`` (a test-only dependency) is the reference: α, x_min, D and σ must agree
 to 1e-6. ``_loop_reference`` restates its rules as a readable per-candidate loop, so
-the rules themselves stay tested where ``powerlaw`` is not installed.
+the rules themselves stay tested where ``powerlaw`` is not installed. The NumPy
+backend's bound-and-prune search must give bit for bit the fits of the exhaustive
+search (``_exhaustive_fits``), on ties, duplicates, tiny sets and flat optima too.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import pytest
 import torch
 
 from convsvd.errors import InputError
-from convsvd.spectral import PowerLawFit, fit_power_law, fit_power_law_batch
-from convsvd.spectral.powerlaw import _tpl_moments
+from convsvd.spectral import PowerLawFit, _xmin_search, fit_power_law, fit_power_law_batch, mp_quantile
+from convsvd.spectral.powerlaw import _exhaustive_fits, _tpl_moments
 
 TOL = 1e-6
 
@@ -309,3 +311,187 @@ def test_result_tables() -> None:
     for field in fields(fit):
         with pytest.raises(FrozenInstanceError):
             setattr(fit, field.name, 3.0)
+
+
+# ----------------------------------------------------------------- bound and prune
+# The NumPy backend finds x_min by bounding D from below on a few points of each tail
+# and computing it in full only where the bound cannot rule a candidate out. It must
+# give the very fits, bit for bit, of the exhaustive O(N²) search.
+
+
+def _exhaustive_numpy(sets: list[Any], **kwargs: Any) -> list[PowerLawFit]:
+    return _exhaustive_fits(sets, backend="numpy", **kwargs)
+
+
+def _assert_identical(fits: list[PowerLawFit], reference: list[PowerLawFit]) -> None:
+    """Every field equal, bit for bit (NaN where the reference has NaN)."""
+    assert len(fits) == len(reference)
+    for fit, ref in zip(fits, reference):
+        for a, b in zip(fit.to_dict().values(), ref.to_dict().values()):
+            assert a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b)), (fit, ref)
+
+
+def _quantiles(alpha: float, n: int) -> np.ndarray:
+    """An ideal power-law sample: many candidates fit it almost equally well."""
+    return (1.0 - (np.arange(n) + 0.5) / n) ** (-1.0 / (alpha - 1.0))
+
+
+def _seeded_sets(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 1500))
+    return [
+        _pareto(rng, float(rng.uniform(1.3, 4.0)), n),
+        np.round(_pareto(rng, 2.0, n), int(rng.integers(0, 3))),  # ties
+        _spectrum(rng.standard_normal((n + int(rng.integers(0, n)), max(2, n // 2)))),
+        _spectrum(rng.standard_t(float(rng.uniform(1.5, 4.0)), size=(n, max(2, n // 3)))),
+        rng.integers(1, int(rng.integers(2, 40)), size=n).astype(np.float64),  # few values
+        np.concatenate([_pareto(rng, 2.5, n), np.full(int(rng.integers(1, 50)), 1e3)]),  # top ties
+    ]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_pruned_search_equals_exhaustive_search(seed: int) -> None:
+    sets = _seeded_sets(seed)
+    reference = _exhaustive_numpy(sets)
+    _assert_identical(fit_power_law_batch(sets), reference)
+    _assert_identical([fit_power_law(x) for x in sets], reference)
+    assert all(f.ok for f in reference)
+
+
+def test_pruned_search_on_nearly_equal_distances() -> None:
+    sets = [_quantiles(alpha, n) for alpha, n in [(2.0, 3000), (3.0, 2000), (1.5, 1000)]]
+    rng = np.random.default_rng(21)
+    sets.append(_quantiles(2.5, 2500) * (1.0 + 1e-9 * rng.standard_normal(2500)))
+    sets.append(np.geomspace(1.0, 1e3, 2000))  # every tail the same shape
+    _assert_identical(fit_power_law_batch(sets), _exhaustive_numpy(sets))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1.0, 2.0],
+        [2.0, 1.0, 2.0],
+        [1.0, 1.0, 2.0],
+        [1.0, 2.0, 3.0],
+        [5.0, 5.0, 5.0, 7.0, 7.0],
+        [1.0, 1.0 + 2**-52, 1.0 + 2**-51],  # adjacent doubles
+        [1e-300, 1e-150, 1.0, 1e150, 1e300],  # ratios overflow: NaN D in both
+        [0.0, 3.0, 4.0, -1.0, 4.0],
+    ],
+)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_pruned_search_on_tiny_sets(values: list[float]) -> None:
+    x = np.asarray(values)
+    for kwargs in ({}, {"min_tail": 3}, {"xmin_range": (1.0, 4.0)}):
+        _assert_identical([fit_power_law(x, **kwargs)], _exhaustive_numpy([x], **kwargs))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pruned_search_with_options_equals_exhaustive(seed: int) -> None:
+    sets = _seeded_sets(100 + seed) + [np.array([1.0, 1.0]), np.array([np.nan, 2.0]), np.array([3.0])]
+    rng = np.random.default_rng(seed)
+    lo, hi = sorted(rng.uniform(0.0, 20.0, 2))
+    cut = float(np.median(sets[0]))
+    for kwargs in (
+        {"xmin_range": (lo, hi)},
+        {"xmin_range": (hi, lo)},
+        {"xmin_range": (0.0, float(np.quantile(sets[0], 0.1)))},
+        {"xmin_range": (float(np.max(sets[0])), math.inf)},  # only the top: no candidate
+        {"min_tail": int(rng.integers(3, 200))},
+        {"min_tail": 10, "xmin_range": (lo, hi)},
+        {"xmin": cut},  # no search: α and D at a fixed cut, the NumPy kernel against the padded one
+        {"xmin": float(sets[2][3])},
+    ):
+        _assert_identical(fit_power_law_batch(sets, **kwargs), _exhaustive_numpy(sets, **kwargs))
+
+
+def test_pruned_search_computes_few_distances_in_full() -> None:
+    rng = np.random.default_rng(22)
+    n = 3000  # a Marchenko–Pastur bulk and a power-law tail above it
+    bulk, tail = mp_quantile(rng.random(n - 450), 1.0, 2.0), 2.9 * (1.0 - rng.random(450)) ** -0.6
+    x = np.sort(np.concatenate([bulk, tail]))
+    rows = _xmin_search._Rows([x])
+    k, _ = _xmin_search._candidates(rows, None, 2)
+    counted = {"terms": 0}
+    terms = _xmin_search._Rows.terms
+
+    def counting(self: Any, j: np.ndarray, kk: np.ndarray) -> np.ndarray:
+        counted["terms"] += j.size
+        return terms(self, j, kk)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_xmin_search._Rows, "terms", counting)
+        fit = fit_power_law(x)
+    _assert_identical([fit], _exhaustive_numpy([x]))
+    exhaustive_terms = int((n - k).sum())
+    assert counted["terms"] < exhaustive_terms / 20, (counted["terms"], exhaustive_terms)
+
+
+def _first_argmin_of_full_maxima(rows: list[np.ndarray], xmin_range: Any, min_tail: int) -> np.ndarray:
+    """The search's rule without pruning: each row's first candidate of smallest D."""
+    R = _xmin_search._Rows(rows)
+    k, row = _xmin_search._candidates(R, xmin_range, min_tail)
+    D = R.full_max(k) if k.size else np.zeros(0)
+    best = np.zeros(len(rows), dtype=np.int64)
+    for b in range(len(rows)):
+        Db, kb = D[row == b], k[row == b]
+        if Db.size and np.isfinite(Db.min()):
+            best[b] = kb[np.argmin(Db)] - R.starts[b]
+    return best
+
+
+@pytest.mark.parametrize("grid", [0.25, 0.05, 1e-3])
+def test_pruning_keeps_the_first_minimum_under_exact_ties(grid: float) -> None:
+    # Terms rounded to a coarse grid make many candidates tie exactly, with bounds equal
+    # to the best D: the pruned search must still return each row's first minimum.
+    terms = _xmin_search._Rows.terms
+
+    def rounded(self: Any, j: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return np.round(terms(self, j, k) / grid) * grid
+
+    rng = np.random.default_rng(23)
+    rows = [np.sort(_pareto(rng, 2.0, n)) for n in (2, 3, 40, 300, 1200)] + [np.sort(_quantiles(2.0, 800))]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_xmin_search._Rows, "terms", rounded)
+        for xmin_range, min_tail in ((None, 2), ((1.0, 3.0), 2), (None, 30)):
+            best, found = _xmin_search.search_xmin(rows, xmin_range, min_tail)
+            assert best.tolist() == _first_argmin_of_full_maxima(rows, xmin_range, min_tail).tolist()
+
+
+def test_undefined_distances_rank_last() -> None:
+    # A NaN term makes D undefined (+inf, as in the exhaustive search); a row whose
+    # every D is undefined gets position 0, as the exhaustive search returns.
+    terms = _xmin_search._Rows.terms
+
+    def poisoned(self: Any, j: np.ndarray, k: np.ndarray) -> np.ndarray:
+        out = terms(self, j, k)
+        return np.where((k % 3 == 0) & (j == k + 1), np.nan, out)
+
+    rng = np.random.default_rng(24)
+    rows = [np.sort(_pareto(rng, 2.0, n)) for n in (50, 400)] + [np.array([1.0, 2.0, 3.0])]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_xmin_search._Rows, "terms", poisoned)
+        best, found = _xmin_search.search_xmin(rows, None, 2)
+        assert best.tolist() == _first_argmin_of_full_maxima(rows, None, 2).tolist()
+        assert found.all()
+
+
+_SAMPLE_SIZES = sorted({_xmin_search._FIRST, *(m for r in _xmin_search._ROUNDS for m in r if m)})
+
+
+@pytest.mark.parametrize("m", _SAMPLE_SIZES)
+def test_spread_positions_cover_short_windows(m: int) -> None:
+    # A window of at most m positions is sampled whole: its maximum is D itself.
+    span = np.arange(m)
+    lo = np.arange(m) * 7 + 3
+    out = np.empty((m, m), dtype=np.int64)
+    _xmin_search._spread(lo, lo + span, m, out)
+    for s in range(m):
+        assert set(out[s].tolist()) == set(range(lo[s], lo[s] + s + 1))
+    # Longer windows: positions inside [lo, hi], both ends included.
+    span = np.random.default_rng(m).integers(m, 10**7, 500)
+    lo = np.random.default_rng(m + 1).integers(0, 10**6, 500)
+    out = np.empty((500, m), dtype=np.int64)
+    _xmin_search._spread(lo, lo + span, m, out)
+    assert (out >= lo[:, None]).all() and (out <= (lo + span)[:, None]).all()
+    assert (out[:, 0] == lo).all() and (out[:, -1] == lo + span).all()

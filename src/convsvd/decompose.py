@@ -11,6 +11,24 @@ Routes (``mode`` × ``method``):
   relative error of ``σ_i`` is about ``1e-16·(σ_max/σ_i)²``: below 1e-6 for every
   ``σ_i ≥ 1e-5·σ_max``. Values below ``≈1e-8·σ_max`` are noise (down to 0); ask
   ``method="svd"`` when the tiny singular values matter (rank studies).
+  ``method="gram32"`` (values only, never chosen by ``"auto"``) forms the Gram
+  matrix in float32 — on the CPU, for large layers (≥ 10¹⁰ multiply–adds), with
+  BLAS ``ssyrk``, which computes one triangle, half the flops of a matrix product;
+  otherwise with a float32 matrix product — and takes its eigenvalues with a
+  float64 ``eigvalsh``; ``S`` is returned in float64. On a 4096×25088 layer it
+  is about 2× faster than ``"gram"`` (the Gram product alone 3×). Its error on
+  ``σ_i²`` is that of the float32 Gram entries (Weyl's inequality:
+  ``|σ̃_i² − σ_i²| ≤ ‖G̃ − G‖₂``). Guaranteed: ``|G̃_jk − G_jk| ≤ γ_n Σ_l |a_jl||a_kl|``
+  with ``γ_n = n·u/(1 − n·u)``, ``u = 2⁻²⁴`` and ``n`` the summed (longer) side,
+  hence ``|σ̃_i² − σ_i²| ≤ γ_n ‖W̄‖_F²`` — a weak bound for long rows (1.5e-3·‖W̄‖_F²
+  at ``n = 25088``). Typical, with rounding errors that do not all add up:
+  ``max_i |σ̃_i² − σ_i²| ≤ u·√n·σ_max²``; measured on seeded Gaussian, Student-t(2.5),
+  Student-t(1.5) and low-rank-plus-noise matrices at most 0.2× that
+  (≤ 6.5e-7·σ_max² for Student-t(1.5) entries, ~2e-8·σ_max² for Gaussian ones). So
+  the leading eigenvalues (the power-law tail) keep about 6 correct digits, while
+  values below ``≈ u·√n·σ_max²`` (``σ_i ≲ 3e-3·σ_max`` at ``n = 25088``) are noise:
+  ask ``"gram"`` or ``"svd"`` for rank studies. A CUDA matrix product may use
+  TF32 if the user enabled it (``torch.backends.cuda.matmul``); it is off by default.
 - ``mode="topk"``: the leading ``k`` triplets. ``method="auto"`` takes an exact
   SVD and truncates when the smaller side is ≤ 1024, else the Gram route
   (``eigh`` of the float64 Gram matrix, the other singular vectors by
@@ -45,7 +63,7 @@ from convsvd.layers import as_weights, fold_batchnorm, unfolded
 __all__ = ["LayerSVD", "Decomposition", "decompose", "MODES", "METHODS"]
 
 MODES = ("full", "values", "topk")
-METHODS = ("auto", "svd", "gram", "lanczos", "randomized")
+METHODS = ("auto", "svd", "gram", "gram32", "lanczos", "randomized")
 _CACHE_VERSION = "convsvd-svd-1"
 _BATCH_BYTES = 256 * 2**20  # largest stacked batch handed to one LAPACK call
 
@@ -62,7 +80,8 @@ class LayerSVD:
         ``(m, n)`` of each group's unfolded matrix ``W̄_j``.
     weight_shape : tuple of int
     S : torch.Tensor
-        ``(g, r)`` singular values, descending within each group.
+        ``(g, r)`` singular values, descending within each group (float64 for
+        ``method="gram32"``, whose eigenvalues come from a float64 solver).
     U : torch.Tensor or None
         ``(g, m, r)`` left singular vectors (columns); None for values only.
     Vh : torch.Tensor or None
@@ -118,7 +137,7 @@ class LayerSVD:
         """Numerical rank: values above ``max(m, n)·ε·σ_max`` (NumPy's rule), summed over groups."""
         if not self.complete:
             return None
-        eps = torch.finfo(self.S.dtype).eps
+        eps = torch.finfo(torch.float32 if self.method == "gram32" else self.S.dtype).eps
         tol = self.S.amax(dim=-1, keepdim=True) * max(self.shape) * eps
         return int((self.S > tol).sum())
 
@@ -257,7 +276,33 @@ def _gram_eigh(A: torch.Tensor, vectors: bool) -> tuple[torch.Tensor, torch.Tens
     return torch.linalg.eigvalsh(G).flip(-1), None, left
 
 
+_SYRK_MIN_MACS = 1e10
+"""Gram matrices of at least this many multiply–adds use SciPy's ``ssyrk`` on the CPU.
+
+Smaller ones use torch's float32 product: waking SciPy's BLAS thread pool costs more
+than ``ssyrk`` saves on them, and its spinning threads slow torch's next operation.
+"""
+
+
+def _gram32_eigvalsh(A: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues (descending, float64) of the smaller Gram matrix of each ``A[b]``, formed in float32."""
+    m, n = A.shape[-2:]
+    A32 = A.to(torch.float32)
+    if A32.device.type != "cpu" or float(min(m, n)) ** 2 * max(m, n) < _SYRK_MIN_MACS:
+        G = A32 @ A32.mT if m <= n else A32.mT @ A32
+        return torch.linalg.eigvalsh(G.to(torch.float64)).flip(-1)
+    from scipy.linalg.blas import ssyrk
+
+    # a.T is the Fortran-order view of a C-order (m, n) block: ssyrk reads it without a
+    # copy; trans=1 gives (aᵀ)ᵀaᵀ = a aᵀ, trans=0 gives aᵀa. Only the lower triangle is filled.
+    grams = [ssyrk(1.0, a.T, trans=int(m <= n), lower=1) for a in A32.contiguous().numpy()]
+    G64 = torch.from_numpy(np.stack(grams).astype(np.float64))
+    return torch.linalg.eigvalsh(G64, UPLO="L").flip(-1)
+
+
 def _values(A: torch.Tensor, method: str) -> torch.Tensor:
+    if method == "gram32":
+        return _gram32_eigvalsh(A).clamp_min(0).sqrt()
     if method == "svd":
         m, n = A.shape[-2:]
         return torch.linalg.svdvals(A.mT.contiguous() if m < n else A)
@@ -407,7 +452,7 @@ def decompose(
         Precision of the SVD; default: the weights' own (half precisions → float32).
     device : str or torch.device, optional
         Default: CUDA when present, else CPU. Results stay on this device.
-    method : {"auto", "svd", "gram", "lanczos", "randomized"}
+    method : {"auto", "svd", "gram", "gram32", "lanczos", "randomized"}
         See the module docstring for what each route does and when it is accurate.
     fold_bn : bool
         Fold a BatchNorm that directly follows a layer into it (the model is unchanged).
@@ -430,6 +475,10 @@ def decompose(
         raise InputError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     if method not in METHODS:
         raise InputError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    if method == "gram32" and mode != "values":
+        raise InputError(f"method 'gram32': computes singular values only; expected mode='values', got {mode!r}")
+    if method == "gram32" and dtype in ("float64", torch.float64):
+        raise InputError("dtype float64: method 'gram32' forms the Gram matrix in float32; use method='gram' for float64")
     if mode == "topk" and (k is None or int(k) < 1):
         raise InputError(f"k={k!r}: mode='topk' needs a positive number of singular triplets")
     if isinstance(dtype, str):
@@ -449,6 +498,8 @@ def decompose(
     mw = mw.select(layers)
 
     def target_dtype(spec: LayerSpec) -> torch.dtype:
+        if method == "gram32":
+            return torch.float32
         if dtype is not None:
             return dtype  # type: ignore[return-value]
         return spec.weight.dtype if spec.weight.dtype in (torch.float32, torch.float64) else torch.float32

@@ -6,6 +6,9 @@
   fit (same α, x_min, D as the ``powerlaw`` package), batched over layers.
 * :mod:`~convsvd.spectral.mp` — Marchenko–Pastur law, bulk fit and spikes.
 * :mod:`~convsvd.spectral.views` — the k×k-slice and FFT-operator spectra of a conv.
+* :mod:`~convsvd.spectral.shuffle` — fast shuffling of a layer's entries (randomised baseline).
+* :mod:`~convsvd.spectral.metrics` — the per-layer metrics row, statuses, phenomenology, α̂.
+* :mod:`~convsvd.spectral.analysis` — :func:`spectrum` of a whole model and :func:`compare`.
 """
 
 from convsvd.spectral.esd import (
@@ -65,4 +68,42 @@ __all__ = [
     "slice_singular_values",
     "stable_rank",
     "tracy_widom_scale",
+]
+
+from convsvd.spectral.analysis import (  # noqa: E402  (the model-level analysis, on the kernels above)
+    DEFAULT_OPERATOR_N,
+    VIEWS,
+    SpectrumResult,
+    compare,
+    spectrum,
+)
+from convsvd.spectral.metrics import (  # noqa: E402
+    DEFAULT_MIN_EVALS,
+    FRAME_COLUMNS,
+    LAYER_STATUSES,
+    PHENOMENOLOGIES,
+    SUMMARY_KEYS,
+    LayerSpectrum,
+    RandomBaseline,
+    classify,
+    summarize,
+)
+from convsvd.spectral.shuffle import shuffle_entries  # noqa: E402
+
+__all__ += [
+    "DEFAULT_MIN_EVALS",
+    "DEFAULT_OPERATOR_N",
+    "FRAME_COLUMNS",
+    "LAYER_STATUSES",
+    "PHENOMENOLOGIES",
+    "SUMMARY_KEYS",
+    "VIEWS",
+    "LayerSpectrum",
+    "RandomBaseline",
+    "SpectrumResult",
+    "classify",
+    "compare",
+    "shuffle_entries",
+    "spectrum",
+    "summarize",
 ]

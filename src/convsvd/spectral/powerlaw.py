@@ -24,12 +24,15 @@ leaving one value, or only equal values, in the tail); here such fits have NaN f
 and a ``status`` instead (:data:`FIT_STATUSES`). ``powerlaw``'s ``xmax`` argument,
 which switches it to a numerical fit truncated at ``xmax``, is not reproduced.
 
-The search is one vectorised computation: the values are sorted once, suffix sums of
-``ln x`` give every ``α`` in O(N), and ``D`` for all candidates is evaluated on
-(candidate × value) blocks of at most ``chunk_size`` entries: O(N²) work in large
-array operations with bounded memory. It runs in NumPy on the CPU (float64, no thread
-pool, so timings stay stable on busy machines) and in torch on CUDA tensors. Many
-layers are fitted together by padding them to a common length with a mask
+The values are sorted once and suffix sums of ``ln x`` give every candidate's ``α``
+in O(N). Computing ``D`` for every candidate costs O(N²); on the CPU (NumPy, float64,
+no thread pool, so timings stay stable on busy machines) the search bounds ``D`` from
+below on a few points of each tail and computes it in full only for the candidates
+whose bound does not rule them out (:mod:`convsvd.spectral._xmin_search`): the same
+terms, so the same ``x_min``, bit for bit, as the exhaustive search, which is kept as
+the reference (:func:`_exhaustive_fits`). torch (CUDA tensors, or on request) runs
+the exhaustive search on (candidate × value) blocks of at most ``chunk_size``
+entries, a few large array operations on a GPU. Many layers are fitted in one call
 (:func:`fit_power_law_batch`).
 
 ``distribution="truncated_power_law"`` keeps the ``x_min`` chosen by the power-law
@@ -52,7 +55,8 @@ import torch
 
 from convsvd.errors import InputError
 from convsvd.spectral._arrays import ArrayLike, DeviceLike
-from convsvd.spectral._backend import Array, Backend, Ops, ops_for
+from convsvd.spectral._backend import Array, Backend, NumpyOps, Ops, ops_for
+from convsvd.spectral._xmin_search import search_xmin
 
 __all__ = [
     "DEFAULT_MIN_TAIL",
@@ -183,7 +187,8 @@ def fit_power_law(
         Array library of the search: ``"auto"`` uses NumPy on the CPU and torch on a
         GPU. Both give the same fit.
     chunk_size : int
-        Maximum number of (candidate, value) pairs held in memory at once.
+        Maximum number of (candidate, value) pairs held in memory at once by the
+        exhaustive search of the torch backend (the NumPy search needs far fewer).
 
     Returns
     -------
@@ -253,6 +258,50 @@ def fit_power_law_batch(
     >>> [f.status for f in fits]
     ['ok', 'ok']
     """
+    return _fit_batch(
+        evals_list,
+        xmin=xmin,
+        xmin_range=xmin_range,
+        min_tail=min_tail,
+        distribution=distribution,
+        device=device,
+        backend=backend,
+        chunk_size=chunk_size,
+        exhaustive=False,
+    )
+
+
+def _exhaustive_fits(evals_list: Sequence[ArrayLike], **options: Any) -> list[PowerLawFit]:
+    """:func:`fit_power_law_batch` with the exhaustive O(N²) search on every backend.
+
+    The reference for the bound-and-prune search of the NumPy backend
+    (:mod:`convsvd.spectral._xmin_search`), which must give the very same fits.
+    """
+    defaults: dict[str, Any] = {
+        "xmin": None,
+        "xmin_range": None,
+        "min_tail": DEFAULT_MIN_TAIL,
+        "distribution": "power_law",
+        "device": None,
+        "backend": "auto",
+        "chunk_size": DEFAULT_CHUNK_SIZE,
+    }
+    return _fit_batch(evals_list, **{**defaults, **options}, exhaustive=True)
+
+
+def _fit_batch(
+    evals_list: Sequence[ArrayLike],
+    *,
+    xmin: float | None,
+    xmin_range: tuple[float, float] | None,
+    min_tail: int,
+    distribution: Distribution,
+    device: DeviceLike,
+    backend: Backend,
+    chunk_size: int,
+    exhaustive: bool,
+) -> list[PowerLawFit]:
+    """:func:`fit_power_law_batch`; ``exhaustive`` picks the reference search on NumPy."""
     _check_options(xmin, xmin_range, min_tail, distribution, chunk_size)
     if isinstance(evals_list, (np.ndarray, torch.Tensor)) and evals_list.ndim == 1:
         raise InputError("evals_list: expected a sequence of arrays, got one 1-D array")
@@ -274,18 +323,12 @@ def fit_power_law_batch(
             row_of.append(i)
 
     if rows:
-        lengths = [len(r) for r in rows]
-        V, L = ops.stack_padded(rows, max(lengths)), ops.ints(lengths)
-        if xmin is not None:
-            xm = ops.full((len(rows),), float(xmin))
-            found = np.ones(len(rows), dtype=bool)
+        if isinstance(ops, NumpyOps) and not exhaustive:
+            xm, alpha, D, n_tail, found = _fit_rows_numpy(rows, xmin, xmin_range, min_tail)
         else:
-            xm, found_b = _search_xmin(ops, V, L, xmin_range, min_tail, chunk_size)
-            found = ops.to_numpy(found_b)
-        alpha, D, n_tail = (ops.to_numpy(v) for v in _fit_at(ops, V, L, xm))
-        xm_np = ops.to_numpy(xm)
+            xm, alpha, D, n_tail, found = _fit_rows(ops, rows, xmin, xmin_range, min_tail, chunk_size)
         for r, i in enumerate(row_of):
-            n, nt, a = lengths[r], int(n_tail[r]), float(alpha[r])
+            n, nt, a = len(rows[r]), int(n_tail[r]), float(alpha[r])
             if not found[r]:
                 distinct = bool(ops.to_numpy(rows[r] != rows[r][0]).any())
                 fit = _failed("too_few" if distinct else "constant", n)
@@ -296,7 +339,7 @@ def fit_power_law_batch(
             else:
                 fit = PowerLawFit(
                     alpha=a,
-                    xmin=float(xm_np[r]),
+                    xmin=float(xm[r]),
                     D=float(D[r]),
                     sigma=(a - 1.0) / math.sqrt(nt),
                     n_tail=nt,
@@ -359,6 +402,55 @@ def _screen(ops: Ops[Any], x: Array, min_tail: int) -> PowerLawFit | Array:
 
 # --------------------------------------------------------------------------- kernels
 
+_Fits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""x_min, α, D, n_tail and whether a candidate existed, one entry per row."""
+
+
+def _fit_rows_numpy(
+    rows: list[np.ndarray],
+    xmin: float | None,
+    xmin_range: tuple[float, float] | None,
+    min_tail: int,
+) -> _Fits:
+    """The fits of sorted positive rows in NumPy: bound-and-prune search, then α and D.
+
+    Bitwise the fits of :func:`_fit_rows` (see :mod:`convsvd.spectral._xmin_search`
+    and :func:`_fit_at_row`).
+    """
+    if xmin is not None:
+        xm = np.full(len(rows), float(xmin))
+        found = np.ones(len(rows), dtype=bool)
+    else:
+        best, found = search_xmin(rows, xmin_range, min_tail)
+        xm = np.array([r[b] for r, b in zip(rows, best.tolist())])
+    fits = [_fit_at_row(r, c) for r, c in zip(rows, xm.tolist())]
+    alpha, D, n_tail = (np.array(v) for v in zip(*fits))
+    return xm, alpha, D, n_tail, found
+
+
+def _fit_rows(
+    ops: Ops[Any],
+    rows: list[Array],
+    xmin: float | None,
+    xmin_range: tuple[float, float] | None,
+    min_tail: int,
+    chunk_size: int,
+) -> _Fits:
+    """The fits of sorted positive rows, padded into one array, with the exhaustive search.
+
+    What the torch backend runs (on a GPU the O(N²) search is a few large array
+    operations); on NumPy, the reference for :func:`_fit_rows_numpy`.
+    """
+    V, L = ops.stack_padded(rows, max(len(r) for r in rows)), ops.ints([len(r) for r in rows])
+    if xmin is not None:
+        xm = ops.full((len(rows),), float(xmin))
+        found = np.ones(len(rows), dtype=bool)
+    else:
+        xm, found_b = _search_xmin_exhaustive(ops, V, L, xmin_range, min_tail, chunk_size)
+        found = ops.to_numpy(found_b)
+    alpha, D, n_tail = (ops.to_numpy(v) for v in _fit_at(ops, V, L, xm))
+    return ops.to_numpy(xm), alpha, D, n_tail, found
+
 
 def _first_index(ops: Ops[Any], V: Array, valid: Array) -> Array:
     """For each sorted value, the index of the first occurrence of that value."""
@@ -368,7 +460,7 @@ def _first_index(ops: Ops[Any], V: Array, valid: Array) -> Array:
     return ops.cummax(ops.where(new & valid, j, 0))
 
 
-def _search_xmin(
+def _search_xmin_exhaustive(
     ops: Ops[Any],
     V: Array,
     L: Array,
@@ -442,6 +534,32 @@ def _fit_at(ops: Ops[Any], V: Array, L: Array, xm: Array) -> tuple[Array, Array,
     gap = ops.where(tail, ops.abs_(fitted - empirical), 0.0)
     D = ops.where(n >= 2, ops.rowmax(gap), math.nan)
     return alpha, D, n
+
+
+def _fit_at_row(x: np.ndarray, cut: float) -> tuple[float, float, int]:
+    """:func:`_fit_at` for one sorted row in NumPy, with the same operations in the same order.
+
+    Bitwise equal to it: the tail is the suffix ``x ≥ cut``; the sum of ``ln(x/cut)``
+    is the same sequential top-down sum (the zeros that :func:`_fit_at` adds below the
+    tail and in the padding change no bit).
+    """
+    start = int(np.searchsorted(x, cut, side="left"))
+    n = x.size - start
+    if n == 0:
+        return math.inf, math.nan, 0
+    tail = x[start:]
+    ratio = np.log(tail / cut)
+    total = float(np.cumsum(ratio[::-1])[-1])
+    alpha = 1.0 + n / total if total > 0 else math.inf
+    if n < 2:
+        return alpha, math.nan, n
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(tail[1:], tail[:-1], out=new[1:])
+    empirical = np.maximum.accumulate(np.where(new, np.arange(n), 0)) / n
+    with np.errstate(over="ignore", invalid="ignore"):
+        fitted = -np.expm1((1.0 - alpha) * ratio)
+    return alpha, float(np.max(np.abs(fitted - empirical))), n
 
 
 # --------------------------------------------------------------------------- truncated

@@ -18,3 +18,13 @@ from convsvd.viz.hypergraph import (  # noqa: E402  (appended after the features
 )
 
 __all__ += ["plot_class_hypergraph", "plot_class_overlap", "plot_incidence", "plot_separation"]
+
+from convsvd.viz.spectral import (  # noqa: E402  (appended after the figures above)
+    esd_figure,
+    plot_alpha_depth,
+    plot_esd,
+    plot_trained_vs_random,
+    plot_views,
+)
+
+__all__ += ["esd_figure", "plot_alpha_depth", "plot_esd", "plot_trained_vs_random", "plot_views"]

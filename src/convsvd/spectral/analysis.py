@@ -1,0 +1,539 @@
+"""Random-matrix spectral analysis of every layer of a model: :func:`spectrum` and :func:`compare`.
+
+One call computes, for every conv and linear layer, its ESD in one of three views, the
+power-law fit of its tail, the norm metrics, and optionally the Marchenko–Pastur fit
+and a randomised baseline; see :mod:`convsvd.spectral.metrics` for the metrics, the
+statuses and the phenomenology rule.
+
+**Views** of a conv weight ``W ∈ R^{d × c/g × k1 × k2}`` (a linear layer is its own
+matrix in every view):
+
+* ``"unfold"`` (default, the paper's): the ``g`` unfolded matrices
+  ``W̄_j ∈ R^{(d/g) × (c/g·k1·k2)}``, pooled; ``N = max(d/g, c/g·k1·k2)``.
+* ``"slices"`` (WeightWatcher's): the ``k1·k2`` per-tap matrices ``W[:, :, a, b]``, each
+  split into its ``g`` diagonal blocks ``(d/g) × (c/g)``, pooled;
+  ``N = max(d/g, c/g)``.
+* ``"operator"``: the singular values of the whole convolution on an ``n × n`` input
+  with circular padding and stride 1, i.e. of the ``n²`` complex per-frequency
+  matrices ``Ŵ_j(ω) ∈ C^{(d/g) × (c/g)}`` (Sedghi, Gupta & Long 2019), pooled. The
+  normalisation is ``N = max(d/g, c/g)``, the larger side of one per-frequency block —
+  equivalently the larger side of the operator matrix of one group divided by ``n²``.
+  With it, the ESD, ``λ_max`` (``= ‖conv‖₂² / N``, the squared operator norm) and an
+  MP fit (``σ² = k1·k2·Var(w)`` for an i.i.d. kernel, aspect ratio
+  ``max(d/g, c/g)/min(d/g, c/g)``) do not depend on ``n``: a larger grid only samples
+  the frequencies more finely. Dividing by the full operator side ``max(d, c)·n²``
+  instead would scale every λ by ``1/n²`` and make α̂ depend on the grid. The norms
+  are the operator's: ``Σσ² = n²‖W‖_F²`` (Parseval). Stride is ignored (a strided conv
+  is this operator followed by subsampling). Default grid ``n = 32`` (the CLI uses the
+  input side of a built-in model); the cost grows as ``n²``, so large models are best
+  analysed in this view a few layers at a time.
+
+**Speed.** In the unfold view the eigenvalues of all layers come from one batched
+values-only :func:`~convsvd.decompose.decompose` call (layers of one shape stacked);
+with float32 weights it forms the Gram matrices in float32 with BLAS ``ssyrk`` and
+takes float64 eigenvalues (``method="gram32"``; error bound in
+:mod:`convsvd.decompose`), and with ``dtype="float64"`` it uses the float64 Gram route.
+All power-law fits are one :func:`~convsvd.spectral.fit_power_law_batch` call. The
+randomised baseline shuffles every layer (:func:`~convsvd.spectral.shuffle_entries`,
+seeded per layer) and recomputes all the eigenvalues in one more batched pass.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from convsvd._progress import progress as _progress
+from convsvd.errors import InputError
+from convsvd.io import LayerSpec, ModelWeights
+from convsvd.spectral.esd import DISTANCE_METHODS, esd_distance
+from convsvd.spectral.metrics import (
+    DEFAULT_MIN_EVALS,
+    FRAME_COLUMNS,
+    SUMMARY_KEYS,
+    LayerSpectrum,
+    RandomBaseline,
+    classify,
+    layer_status,
+    norms,
+    summarize,
+)
+from convsvd.spectral.mp import fit_marchenko_pastur
+from convsvd.spectral.powerlaw import DISTRIBUTIONS, PowerLawFit, fit_power_law_batch
+from convsvd.spectral.shuffle import layer_seed, shuffle_entries
+from convsvd.spectral.views import operator_singular_values, slice_singular_values
+
+__all__ = ["DEFAULT_OPERATOR_N", "VIEWS", "SpectrumResult", "compare", "spectrum"]
+
+View = Literal["unfold", "slices", "operator"]
+VIEWS: tuple[str, ...] = ("unfold", "slices", "operator")
+"""The views of a conv layer's spectrum (module docstring)."""
+
+DEFAULT_OPERATOR_N = 32
+"""Input side of the ``operator`` view when ``n`` is not given."""
+
+ProgressArg = "bool | None | Callable[[int, int, str], None]"
+
+# Reasons (from convsvd.io.spec.check_weight and the module reader) for which a *layer*
+# was not loaded; other skipped entries are parameters of non-linear modules.
+_LAYER_SKIP_REASONS = ("zero-size weight", "weight has ", "weight dtype ", "lazy module")
+
+
+@dataclass(frozen=True, eq=False)
+class SpectrumResult:
+    """The spectral analysis of a model: one :class:`LayerSpectrum` per layer.
+
+    Attributes
+    ----------
+    layers : tuple of LayerSpectrum
+        In model order; layers that could not be analysed are included with a status.
+    view : str
+    source : str
+        The model's source, as loaded.
+    model_hash : str
+        SHA-256 of the analysed weights.
+    options : dict
+        The options of the run (for the run metadata).
+    """
+
+    layers: tuple[LayerSpectrum, ...]
+    view: str
+    source: str = ""
+    model_hash: str = ""
+    options: dict[str, object] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> LayerSpectrum:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise InputError(f"layer {name!r}: not in this result (layers: {', '.join(self.names[:8])})")
+
+    def __iter__(self) -> Iterator[LayerSpectrum]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def names(self) -> list[str]:
+        """Layer names, in order."""
+        return [layer.name for layer in self.layers]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per layer, columns :data:`~convsvd.spectral.metrics.FRAME_COLUMNS`."""
+        return pd.DataFrame([layer.row() for layer in self.layers], columns=list(FRAME_COLUMNS))
+
+    def summary(self) -> dict[str, float | int]:
+        """α̂ and the means of the metrics over the ``ok`` layers (see :func:`summarize`)."""
+        return summarize(self.layers)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _precision(specs: Sequence[LayerSpec], dtype: torch.dtype | str | None) -> torch.dtype:
+    if isinstance(dtype, str):
+        if dtype not in ("float32", "float64"):
+            raise InputError(f"dtype {dtype!r}: expected float32 or float64")
+        return getattr(torch, dtype)
+    if dtype is not None:
+        if dtype not in (torch.float32, torch.float64):
+            raise InputError(f"dtype {dtype}: expected torch.float32 or torch.float64")
+        return dtype
+    return torch.float64 if any(s.weight.dtype == torch.float64 for s in specs) else torch.float32
+
+
+def _check_options(view: str, n: int | None, min_evals: int, distance: str, distribution: str) -> None:
+    if view not in VIEWS:
+        raise InputError(f"view {view!r}: expected one of {', '.join(VIEWS)}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise InputError(f"n={n!r}: expected a positive input side for the operator view")
+    if isinstance(min_evals, bool) or not isinstance(min_evals, (int, np.integer)) or min_evals < 2:
+        raise InputError(f"min_evals={min_evals!r}: expected an integer >= 2")
+    if distance not in DISTANCE_METHODS:
+        raise InputError(f"distance {distance!r}: expected one of {', '.join(DISTANCE_METHODS)}")
+    if distribution not in DISTRIBUTIONS:
+        raise InputError(f"distribution {distribution!r}: expected one of {', '.join(DISTRIBUTIONS)}")
+
+
+def _select(mw: ModelWeights, patterns: str | Sequence[str] | None) -> tuple[ModelWeights, list[tuple[str, tuple[int, ...], str]]]:
+    """The selected layers, and the selected layers that were not loaded (name, shape, reason)."""
+    failed = [(s.name, tuple(s.shape), s.reason) for s in mw.skipped if s.reason.startswith(_LAYER_SKIP_REASONS)]
+    if patterns is None:
+        return mw, failed
+    pats = [p for p in patterns.split(",") if p] if isinstance(patterns, str) else list(patterns)
+    hit = lambda name, p: name == p or fnmatch.fnmatchcase(name, p)  # noqa: E731
+    loaded = [p for p in pats if any(hit(name, p) for name in mw.names)]
+    failed = [f for f in failed if any(hit(f[0], p) for p in pats)]
+    unknown = [p for p in pats if p not in loaded and not any(hit(f[0], p) for f in failed)]
+    if unknown:
+        mw.select(unknown)  # raises the one-line error naming the pattern and the layers
+    return mw.select(loaded), failed
+
+
+# --------------------------------------------------------------------------- eigenvalues
+
+
+@dataclass(frozen=True)
+class _Spectrum:
+    """Eigenvalues of one layer in one view, with what normalises them."""
+
+    evals: np.ndarray  # ascending float64
+    shape: tuple[int, int]  # one pooled matrix
+    n_matrices: int
+
+
+def _to_evals(S: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    s = S.detach().to("cpu", torch.float64).reshape(-1).numpy()
+    return np.sort(s * s / max(shape))
+
+
+def _unfold_spectra(
+    specs: Sequence[LayerSpec],
+    precision: torch.dtype,
+    device: str | torch.device | None,
+    progress: object,
+) -> tuple[dict[str, _Spectrum], str]:
+    """Unfolded spectra of ``specs`` and the content hash of their weights."""
+    from convsvd.decompose import decompose
+
+    mw = ModelWeights(tuple(specs), source="<spectrum>")
+    if not specs:
+        return {}, mw.content_hash()
+    if precision == torch.float32:
+        dec = decompose(mw, mode="values", method="gram32", device=device, progress=progress)
+    else:
+        dec = decompose(mw, mode="values", method="gram", dtype=torch.float64, device=device, progress=progress)
+    out = {
+        name: _Spectrum(_to_evals(layer.S, layer.shape), tuple(layer.shape), layer.groups)  # type: ignore[arg-type]
+        for name, layer in dec.items()
+    }
+    return out, dec.weights_hash
+
+
+def _conv_spectrum(
+    spec: LayerSpec,
+    view: str,
+    n: int,
+    precision: torch.dtype,
+    device: torch.device,
+) -> _Spectrum:
+    W = spec.weight.detach().to(device=device, dtype=precision)
+    g = spec.groups
+    shape = (int(W.shape[0]) // g, int(W.shape[1]))
+    if view == "slices":
+        S = slice_singular_values(W, groups=g)
+        return _Spectrum(_to_evals(S, shape), shape, int(S.shape[0]) * g)
+    dilation = spec.dilation or 1
+    S = operator_singular_values(W, n, groups=g, dilation=dilation)
+    return _Spectrum(_to_evals(S, shape), shape, int(np.prod(S.shape[:-1])))
+
+
+def _spectra(
+    specs: Sequence[LayerSpec],
+    view: str,
+    n: int,
+    precision: torch.dtype,
+    device: str | torch.device | None,
+    progress: object,
+    what: str,
+) -> tuple[dict[str, _Spectrum], str]:
+    """Eigenvalues of every layer (convs in their view, the rest unfolded), and the weights' hash."""
+    if view == "unfold":
+        return _unfold_spectra(specs, precision, device, progress)
+    convs = [s for s in specs if s.kind != "linear"]
+    out, _ = _unfold_spectra([s for s in specs if s.kind == "linear"], precision, device, progress)
+    from convsvd.decompose import default_device
+
+    dev = torch.device(device) if device is not None else default_device()
+    with _progress(len(convs), f"{what} ({view})", progress) as bar:
+        for spec in convs:
+            out[spec.name] = _conv_spectrum(spec, view, n, precision, dev)
+            bar.advance(1, spec.name)
+    return out, ModelWeights(tuple(specs)).content_hash()
+
+
+def _random_baselines(
+    specs: Sequence[LayerSpec],
+    own: dict[str, _Spectrum],
+    view: str,
+    n: int,
+    precision: torch.dtype,
+    device: str | torch.device | None,
+    seed: int,
+    distance: str,
+    progress: object,
+) -> dict[str, RandomBaseline]:
+    shuffled = []
+    with _progress(len(specs), "shuffling", progress) as bar:
+        for spec in specs:
+            W = shuffle_entries(spec.weight.detach(), layer_seed(seed, spec.name))
+            shuffled.append(replace(spec, weight=W))
+            bar.advance(1, spec.name)
+    rand, _ = _spectra(shuffled, view, n, precision, device, progress, "random baseline")
+    out = {}
+    for spec in specs:
+        r = rand[spec.name].evals
+        out[spec.name] = RandomBaseline(
+            evals=r, distance=esd_distance(own[spec.name].evals, r, method=distance),  # type: ignore[arg-type]
+            lambda_max=float(r[-1]) if r.size else math.nan, method=distance,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def spectrum(
+    model: object,
+    *,
+    view: View = "unfold",
+    layers: str | Sequence[str] | None = None,
+    mp: bool = False,
+    random_baseline: bool = False,
+    n: int | None = None,
+    xmin_range: tuple[float, float] | None = None,
+    distribution: Literal["power_law", "truncated_power_law"] = "power_law",
+    min_evals: int = DEFAULT_MIN_EVALS,
+    distance: Literal["ks", "js", "ww"] = "ks",
+    dtype: torch.dtype | str | None = None,
+    fold_bn: bool = False,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool | None | Callable[[int, int, str], None] = None,
+) -> SpectrumResult:
+    """Spectral (random-matrix) analysis of every conv and linear layer of a model.
+
+    Parameters
+    ----------
+    model : nn.Module, ModelWeights, path or ``"pkg.module:factory"``
+        Anything :func:`convsvd.io.load` reads.
+    view : {"unfold", "slices", "operator"}, default "unfold"
+        Which matrices of a conv layer make its ESD (module docstring).
+    layers : str or list of str, optional
+        Glob patterns of layer names (comma-separated in a string).
+    mp : bool, default False
+        Fit the Marchenko–Pastur law to each bulk (``num_spikes``, ``mp_softrank``,
+        and the MP-based phenomenology labels).
+    random_baseline : bool, default False
+        Shuffle each layer's weights and compare the two ESDs (``rand_distance``,
+        ``rand_lambda_max``).
+    n : int, optional
+        Input side of the ``operator`` view (default :data:`DEFAULT_OPERATOR_N`).
+    xmin_range : (float, float), optional
+        Search the power-law cut-off only in ``[lo, hi]`` (in units of λ, every layer).
+    distribution : {"power_law", "truncated_power_law"}
+        Model fitted to the tail.
+    min_evals : int, default 10
+        Fewest eigenvalues a layer needs to be fitted (else status ``too_few``).
+    distance : {"ks", "js", "ww"}, default "ks"
+        ESD distance of the randomised baseline (:func:`~convsvd.spectral.esd_distance`);
+        the Kolmogorov–Smirnov distance needs no binning, so it is also meaningful for
+        layers with a few dozen eigenvalues. For an i.i.d. Gaussian layer it is of
+        order ``1/M`` (below 0.05 for ``M ≥ 100`` in the tests); for a layer with
+        learned low-rank structure it is close to 1.
+    dtype : {"float32", "float64"} or torch.dtype, optional
+        Precision of the spectra. Default: float32 for float32 (or half) weights —
+        float32 Gram matrices with float64 eigenvalues in the unfold view, error bound
+        in :mod:`convsvd.decompose` (leading eigenvalues to about 6 digits) — and float64
+        when any weight is float64. ``"float64"`` gives the float64 Gram route.
+    fold_bn : bool, default False
+        Fold a BatchNorm that directly follows a layer into it first.
+    device : str or torch.device, optional
+        Where the eigenvalues are computed (default: CUDA when available for the unfold
+        view, else the CPU). Fits run on the CPU.
+    seed : int, default 0
+        Seed of the shuffles; each layer's shuffle depends only on ``seed`` and its name.
+    progress : bool, None or callable
+        Progress bars (None: automatic for many layers) or ``fn(done, total, what)``.
+
+    Returns
+    -------
+    SpectrumResult
+        ``.layers`` (one :class:`LayerSpectrum` each), ``.to_frame()``, ``.summary()``.
+        Degenerate layers (NaN weights, all zero, rank one, fewer than ``min_evals``
+        eigenvalues) are listed with NaN metrics and a status; the others are analysed.
+
+    Raises
+    ------
+    InputError
+        An unreadable model, an unknown view or option, a pattern matching no layer.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> res = spectrum(nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 32)))
+    >>> res.to_frame()[["name", "n_evals", "status"]].values.tolist()
+    [['0', 64, 'ok'], ['2', 32, 'ok']]
+    """
+    from convsvd.layers import as_weights, fold_batchnorm
+
+    _check_options(view, n, min_evals, distance, distribution)
+    grid = int(n) if n is not None else DEFAULT_OPERATOR_N
+    mw = as_weights(model)
+    if fold_bn:
+        mw = fold_batchnorm(mw)
+    mw, not_loaded = _select(mw, layers)
+    precision = _precision(mw.layers, dtype)
+    eps = float(torch.finfo(precision).eps)
+
+    finite = [s for s in mw.layers if _finite(s.weight)]
+    own, model_hash = _spectra(finite, view, grid, precision, device, progress, "spectra")
+    status = {name: layer_status(sp.evals, min_evals) for name, sp in own.items()}
+    fittable = [s for s in finite if status[s.name] == "ok"]
+
+    fits: dict[str, PowerLawFit] = dict(zip(
+        (s.name for s in fittable),
+        fit_power_law_batch([own[s.name].evals for s in fittable], xmin_range=xmin_range, distribution=distribution),
+    ))
+    for name, fit in fits.items():
+        if not fit.ok:
+            status[name] = f"fit_{fit.status}"
+    fitted = [s for s in fittable if status[s.name] == "ok"]
+
+    mps = {}
+    if mp:
+        with _progress(len(fitted), "MP fits", progress) as bar:
+            for s in fitted:
+                sp = own[s.name]
+                mps[s.name] = fit_marchenko_pastur(sp.evals, Q=max(sp.shape) / min(sp.shape), M=min(sp.shape))
+                bar.advance(1, s.name)
+    rands = {}
+    if random_baseline and fitted:
+        rands = _random_baselines(fitted, own, view, grid, precision, device, seed, distance, progress)
+
+    built: dict[str, LayerSpectrum] = {}
+    for spec in mw.layers:
+        name = spec.name
+        sp = own.get(name)
+        st = status.get(name, "nonfinite")
+        evals = sp.evals if sp is not None else np.empty(0)
+        shape = sp.shape if sp is not None else spec.unfolded_shape
+        fit = fits.get(name)
+        built[name] = LayerSpectrum(
+            name=name, kind=spec.kind, view=view, shape=shape, n_matrices=sp.n_matrices if sp else 0,
+            evals=evals, fit=fit, mp=mps.get(name), random=rands.get(name), status=st,
+            phenomenology=classify(evals, fit.alpha, mps.get(name)) if st == "ok" and fit else "",
+            **norms(evals, max(shape), eps),
+        )
+    for name, shp, reason in not_loaded:
+        built[name] = LayerSpectrum(
+            name=name, kind="", view=view, shape=(), n_matrices=0, evals=np.empty(0),  # type: ignore[arg-type]
+            fit=None, mp=None, random=None, status="nonfinite" if "NaN/Inf" in reason else "skipped",
+            phenomenology="", **norms(np.empty(0), 1, eps),
+        )
+    ordered = _model_order(mw, list(built))
+    options = dict(view=view, layers=layers, mp=mp, random_baseline=random_baseline,
+                   n=grid if view == "operator" else None, xmin_range=xmin_range, distribution=distribution,
+                   min_evals=min_evals, distance=distance, dtype=str(precision).replace("torch.", ""),
+                   fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed)
+    return SpectrumResult(tuple(built[k] for k in ordered), view, mw.source, model_hash, options)
+
+
+def _finite(W: torch.Tensor) -> bool:
+    """Whether every weight is finite (the sum is NaN/Inf whenever an entry is; full check only then)."""
+    if W.numel() == 0 or not W.is_floating_point():
+        return False
+    return math.isfinite(float(W.detach().sum(dtype=torch.float64))) or bool(torch.isfinite(W).all())
+
+
+def _model_order(mw: ModelWeights, names: list[str]) -> list[str]:
+    """``names`` in the order of the module tree when there is one (else as given)."""
+    if mw.model is None:
+        return names
+    position = {name or "<root>": i for i, (name, _) in enumerate(mw.model.named_modules())}
+    return sorted(names, key=lambda k: (position.get(k, len(position)), names.index(k)))
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _default_label(source: object, index: int) -> str:
+    if isinstance(source, SpectrumResult):
+        return source.source or f"model{index}"
+    if isinstance(source, ModelWeights):
+        return source.source
+    if isinstance(source, nn.Module):
+        return type(source).__name__
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(os.fspath(source))
+        return path.stem if path.suffix else str(source)
+    return f"model{index}"
+
+
+def compare(
+    sources: Sequence[object],
+    *,
+    labels: Sequence[str] | None = None,
+    view: View = "unfold",
+    layers: str | Sequence[str] | None = None,
+    mp: bool = False,
+    random_baseline: bool = False,
+    n: int | None = None,
+    min_evals: int = DEFAULT_MIN_EVALS,
+    dtype: torch.dtype | str | None = None,
+    fold_bn: bool = False,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool | None | Callable[[int, int, str], None] = None,
+) -> pd.DataFrame:
+    """The spectral summary of several models (or checkpoints of one), one row each.
+
+    Parameters
+    ----------
+    sources : sequence
+        Models: ``nn.Module``, :class:`~convsvd.io.ModelWeights`, anything
+        :func:`convsvd.io.load` reads (checkpoint and safetensors files, ...), or
+        :class:`SpectrumResult` objects already computed.
+    labels : sequence of str, optional
+        One per source (default: the file stem, class name or source; repeated names
+        get ``#2``, ``#3``, ...).
+    view, layers, mp, random_baseline, n, min_evals, dtype, fold_bn, device, seed, progress
+        As in :func:`spectrum`, for every source.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``label, source, view`` then :data:`~convsvd.spectral.metrics.SUMMARY_KEYS`
+        (``alpha_hat`` = α̂, the means of the metrics over the layers analysed, and the
+        numbers of layers, analysed and failed).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> a, b = nn.Linear(64, 128), nn.Linear(64, 128)
+    >>> compare([a, b], labels=["a", "b"])[["label", "n_analysed"]].values.tolist()
+    [['a', 1], ['b', 1]]
+    """
+    if isinstance(sources, (str, os.PathLike, nn.Module)) or not isinstance(sources, Sequence):
+        raise InputError("sources: expected a list of models, files or checkpoints")
+    if not sources:
+        raise InputError("sources: expected at least one model")
+    if labels is not None and len(labels) != len(sources):
+        raise InputError(f"labels: expected {len(sources)} labels (one per model), got {len(labels)}")
+    names = [str(x) for x in labels] if labels is not None else [_default_label(s, i) for i, s in enumerate(sources)]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    rows = []
+    with _progress(len(sources), "models", progress, threshold=2) as bar:
+        for label, source in zip(unique, sources):
+            res = source if isinstance(source, SpectrumResult) else spectrum(
+                source, view=view, layers=layers, mp=mp, random_baseline=random_baseline, n=n,
+                min_evals=min_evals, dtype=dtype, fold_bn=fold_bn, device=device, seed=seed, progress=False,
+            )
+            rows.append({"label": label, "source": res.source, "view": res.view, **res.summary()})
+            bar.advance(1, label)
+    return pd.DataFrame(rows, columns=["label", "source", "view", *SUMMARY_KEYS])

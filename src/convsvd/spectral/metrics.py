@@ -1,0 +1,414 @@
+"""The per-layer spectral metrics row, the phenomenology label, and the model summary.
+
+Everything here is a pure function of one layer's eigenvalues ``λ = σ²/N`` (``N`` the
+larger side of the matrix whose ESD is pooled, see :mod:`convsvd.spectral.esd`) and of
+the fits made on them; :func:`convsvd.spectral.spectrum` computes those for a model.
+
+Metrics (one row per layer, :data:`FRAME_COLUMNS`):
+
+* ``alpha``, ``xmin``, ``D``, ``sigma``, ``num_pl_spikes`` — the power-law fit of the
+  tail (:func:`~convsvd.spectral.fit_power_law`; ``num_pl_spikes`` is its number of
+  tail eigenvalues ``λ ≥ x_min``); ``alpha_weighted = α · log10 λ_max``.
+* ``lambda_max``; ``log_norm = log10 ‖W‖_F² = log10 Σσ²``;
+  ``log_spectral_norm = log10 λ_max``; ``stable_rank = Σλ / λ_max``; ``entropy`` —
+  the normalised matrix entropy (:func:`~convsvd.spectral.matrix_entropy`), with the
+  rank tolerance of the precision the spectrum was computed in.
+* ``num_spikes``, ``mp_softrank = λ₊/λ_max`` — the Marchenko–Pastur fit
+  (:func:`~convsvd.spectral.fit_marchenko_pastur`), when asked for.
+* ``rand_distance``, ``rand_lambda_max`` — the randomised baseline: the distance
+  between the layer's ESD and the ESD of its shuffled weights, and the largest
+  eigenvalue of the shuffled layer (a "correlation trap" shows as a ``rand_lambda_max``
+  far above the MP edge of the shuffled layer).
+
+**Statuses** (:data:`LAYER_STATUSES`): ``ok``; ``nonfinite`` (NaN/Inf weights or
+eigenvalues); ``skipped`` (not loaded: zero-size, non-float, unmaterialised);
+``zero`` (all eigenvalues 0); ``too_few`` (fewer than ``min_evals`` eigenvalues);
+``rank_one`` (at most one eigenvalue above ``RANK_TOL · λ_max``); ``fit_<status>``
+(the power-law fit failed, e.g. ``fit_constant``). Any status but ``ok`` leaves every
+fitted metric NaN; the norms are still given where they are defined.
+
+**Phenomenology** (Martin & Mahoney's 5+1 phases, as a rule on α and the MP fit;
+the first rule that applies wins):
+
+1. ``rank-collapse`` — at least half of the eigenvalues are ≤ ``RANK_TOL · λ_max``
+   (``RANK_TOL = 1e-5``, far above the rounding noise of float32 and float64 routes);
+2. ``very heavy-tailed`` — ``α < 2``;
+3. ``heavy-tailed`` — ``2 ≤ α ≤ 6``;
+4. for ``α > 6`` the bulk is nearly Marchenko–Pastur, and the MP fit, when it was
+   made (``mp=True``) and succeeded, tells the three MP-like phases apart:
+   ``random-like`` — no spike above the Tracy–Widom threshold;
+   ``bleeding-out`` — spikes, but ``λ_max ≤ 2 λ₊`` (``mp_softrank ≥ 0.5``): eigenvalues
+   leak just past the bulk edge;
+   ``bulk+spikes`` — spikes and ``λ_max > 2 λ₊``: well separated outliers.
+   Without an MP fit every ``α > 6`` layer is ``random-like``.
+
+A layer whose status is not ``ok`` has an empty label.
+
+**Summary** (:func:`summarize`): ``alpha_hat`` is the mean of ``alpha_weighted``
+(``α̂ = mean over layers of α·log10 λ_max``, the design's definition); the other
+entries are the means of the per-layer metrics. Only ``ok`` layers enter the means;
+``n_failed`` counts the others. With the ``λ = σ²/N`` convention, ``λ_max < 1`` for
+small layers, so ``log10 λ_max < 0`` and α̂ can be negative.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from convsvd.spectral.esd import matrix_entropy
+from convsvd.spectral.mp import MPFit
+from convsvd.spectral.powerlaw import PowerLawFit
+
+__all__ = [
+    "DEFAULT_MIN_EVALS",
+    "FRAME_COLUMNS",
+    "LAYER_STATUSES",
+    "PHENOMENOLOGIES",
+    "RANK_TOL",
+    "SUMMARY_KEYS",
+    "LayerSpectrum",
+    "RandomBaseline",
+    "classify",
+    "layer_status",
+    "summarize",
+]
+
+DEFAULT_MIN_EVALS = 10
+"""Fewest eigenvalues a layer needs for its fits (WeightWatcher's default too)."""
+
+RANK_TOL = 1e-5
+"""Eigenvalues ≤ ``RANK_TOL · λ_max`` count as zero (rank-one status, rank collapse)."""
+
+COLLAPSE_FRACTION = 0.5
+"""Share of (numerically) zero eigenvalues from which a layer is ``rank-collapse``."""
+
+ALPHA_HEAVY = 2.0
+"""Below it: ``very heavy-tailed``."""
+
+ALPHA_MP = 6.0
+"""Above it: one of the MP-like phases."""
+
+BLEEDING_SOFTRANK = 0.5
+"""``mp_softrank`` from which spikes are ``bleeding-out`` rather than ``bulk+spikes``."""
+
+PHENOMENOLOGIES: tuple[str, ...] = (
+    "random-like",
+    "bleeding-out",
+    "bulk+spikes",
+    "heavy-tailed",
+    "very heavy-tailed",
+    "rank-collapse",
+)
+"""Every phenomenology label (a layer that could not be fitted has ``""``)."""
+
+LAYER_STATUSES: tuple[str, ...] = ("ok", "nonfinite", "skipped", "zero", "too_few", "rank_one", "fit_<status>")
+"""Every layer status (``fit_<status>``: the power-law fit's own status, e.g. ``fit_constant``)."""
+
+FRAME_COLUMNS: tuple[str, ...] = (
+    "name",
+    "view",
+    "kind",
+    "shape",
+    "n_evals",
+    "alpha",
+    "alpha_weighted",
+    "xmin",
+    "D",
+    "sigma",
+    "num_pl_spikes",
+    "lambda_max",
+    "log_norm",
+    "log_spectral_norm",
+    "stable_rank",
+    "entropy",
+    "num_spikes",
+    "mp_softrank",
+    "rand_distance",
+    "rand_lambda_max",
+    "status",
+    "phenomenology",
+)
+"""Columns of :meth:`LayerSpectrum.to_frame` (``shape``: ``"m×n"`` of one pooled matrix)."""
+
+_MEAN_KEYS: tuple[str, ...] = (
+    "alpha",
+    "D",
+    "lambda_max",
+    "log_norm",
+    "log_spectral_norm",
+    "stable_rank",
+    "entropy",
+    "num_spikes",
+    "mp_softrank",
+    "rand_distance",
+)
+
+SUMMARY_KEYS: tuple[str, ...] = ("alpha_hat", *_MEAN_KEYS, "n_layers", "n_analysed", "n_failed")
+"""Keys of :func:`summarize` (and columns of ``compare``, after the model's label)."""
+
+
+@dataclass(frozen=True, eq=False)
+class RandomBaseline:
+    """The ESD of a layer whose weights were shuffled, compared with the layer's own.
+
+    Attributes
+    ----------
+    evals : numpy.ndarray, shape (k,)
+        Eigenvalues of the shuffled layer, ascending (same view and normalisation).
+    distance : float
+        Distance between the two ESDs (see :func:`convsvd.spectral.esd_distance`).
+    lambda_max : float
+        Largest eigenvalue of the shuffled layer.
+    method : str
+        The distance's method (``"ks"``, ``"js"`` or ``"ww"``).
+    """
+
+    evals: np.ndarray = field(repr=False)
+    distance: float
+    lambda_max: float
+    method: str
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSpectrum:
+    """The ESD of one layer in one view, its fits and its metrics.
+
+    Attributes
+    ----------
+    name, kind : str
+        Layer name and kind (``"conv2d"``, ``"linear"``, ...; ``""`` if not loaded).
+    view : str
+        ``"unfold"``, ``"slices"`` or ``"operator"``.
+    shape : (int, int)
+        ``(rows, cols)`` of one of the pooled matrices; ``N = max(shape)``.
+    n_matrices : int
+        How many such matrices are pooled (groups, groups × taps, groups × frequencies).
+    evals : numpy.ndarray, shape (n_evals,)
+        The eigenvalues ``λ = σ²/N``, ascending, float64.
+    fit : PowerLawFit or None
+        The power-law fit (None when the layer was not fitted).
+    mp : MPFit or None
+        The Marchenko–Pastur fit, when asked for and possible.
+    random : RandomBaseline or None
+        The randomised baseline, when asked for and possible.
+    status, phenomenology : str
+        See the module docstring.
+    lambda_max, log_norm, log_spectral_norm, stable_rank, entropy : float
+        Norm-based metrics (NaN where undefined).
+    """
+
+    name: str
+    kind: str
+    view: str
+    shape: tuple[int, int]
+    n_matrices: int
+    evals: np.ndarray = field(repr=False)
+    fit: PowerLawFit | None
+    mp: MPFit | None
+    random: RandomBaseline | None
+    status: str
+    phenomenology: str
+    lambda_max: float
+    log_norm: float
+    log_spectral_norm: float
+    stable_rank: float
+    entropy: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether every metric could be computed (``status == "ok"``)."""
+        return self.status == "ok"
+
+    @property
+    def alpha(self) -> float:
+        """Power-law exponent α (NaN unless ``ok``)."""
+        return self.fit.alpha if self.ok and self.fit is not None else math.nan
+
+    @property
+    def alpha_weighted(self) -> float:
+        """``α · log10 λ_max``."""
+        if not (self.ok and self.lambda_max > 0):
+            return math.nan
+        return self.alpha * math.log10(self.lambda_max)
+
+    def row(self) -> dict[str, object]:
+        """The metrics as one table row (keys: :data:`FRAME_COLUMNS`)."""
+        nan = math.nan
+        fit = self.fit if self.ok and self.fit is not None else None
+        mp = self.mp if self.ok and self.mp is not None and self.mp.status in ("ok", "not_converged") else None
+        rnd = self.random if self.ok else None
+        return {
+            "name": self.name,
+            "view": self.view,
+            "kind": self.kind,
+            "shape": f"{self.shape[0]}×{self.shape[1]}" if self.shape else "",
+            "n_evals": int(self.evals.size),
+            "alpha": fit.alpha if fit else nan,
+            "alpha_weighted": self.alpha_weighted,
+            "xmin": fit.xmin if fit else nan,
+            "D": fit.D if fit else nan,
+            "sigma": fit.sigma if fit else nan,
+            "num_pl_spikes": fit.n_tail if fit else nan,
+            "lambda_max": self.lambda_max,
+            "log_norm": self.log_norm,
+            "log_spectral_norm": self.log_spectral_norm,
+            "stable_rank": self.stable_rank,
+            "entropy": self.entropy,
+            "num_spikes": mp.num_spikes if mp else nan,
+            "mp_softrank": mp.mp_softrank if mp else nan,
+            "rand_distance": rnd.distance if rnd else nan,
+            "rand_lambda_max": rnd.lambda_max if rnd else nan,
+            "status": self.status,
+            "phenomenology": self.phenomenology,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """The metrics as a one-row DataFrame with the columns :data:`FRAME_COLUMNS`."""
+        return pd.DataFrame([self.row()], columns=list(FRAME_COLUMNS))
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def layer_status(evals: np.ndarray, min_evals: int = DEFAULT_MIN_EVALS) -> str:
+    """Status of a layer before its fit: ``ok`` or why it cannot be fitted.
+
+    Parameters
+    ----------
+    evals : numpy.ndarray, shape (k,)
+        Eigenvalues (any order).
+    min_evals : int
+        Fewest eigenvalues needed.
+
+    Returns
+    -------
+    str
+        ``"nonfinite"``, ``"zero"``, ``"too_few"``, ``"rank_one"`` or ``"ok"``.
+
+    Examples
+    --------
+    >>> layer_status(np.array([0.0, 0.0, 2.0]), min_evals=2)
+    'rank_one'
+    """
+    lam = np.asarray(evals, dtype=np.float64)
+    if lam.size and not np.isfinite(lam).all():
+        return "nonfinite"
+    if lam.size == 0 or lam.max() <= 0:
+        return "zero" if lam.size else "too_few"
+    if lam.size < min_evals:
+        return "too_few"
+    if int(np.count_nonzero(lam > RANK_TOL * lam.max())) <= 1:
+        return "rank_one"
+    return "ok"
+
+
+def classify(evals: np.ndarray, alpha: float, mp: MPFit | None = None) -> str:
+    """The phenomenology label of a fitted layer (rule in the module docstring).
+
+    Parameters
+    ----------
+    evals : numpy.ndarray, shape (k,)
+        Eigenvalues.
+    alpha : float
+        Power-law exponent (NaN gives ``""``).
+    mp : MPFit, optional
+        Marchenko–Pastur fit, to tell the MP-like phases apart when ``α > 6``.
+
+    Returns
+    -------
+    str
+        One of :data:`PHENOMENOLOGIES`, or ``""``.
+
+    Examples
+    --------
+    >>> classify(np.linspace(1.0, 2.0, 50), alpha=3.1)
+    'heavy-tailed'
+    """
+    lam = np.asarray(evals, dtype=np.float64)
+    if not math.isfinite(alpha) or lam.size == 0 or lam.max() <= 0:
+        return ""
+    if np.mean(lam <= RANK_TOL * lam.max()) >= COLLAPSE_FRACTION:
+        return "rank-collapse"
+    if alpha < ALPHA_HEAVY:
+        return "very heavy-tailed"
+    if alpha <= ALPHA_MP:
+        return "heavy-tailed"
+    if mp is None or mp.status not in ("ok", "not_converged") or mp.num_spikes == 0:
+        return "random-like"
+    return "bleeding-out" if mp.mp_softrank >= BLEEDING_SOFTRANK else "bulk+spikes"
+
+
+def norms(evals: np.ndarray, N: int, eps: float) -> dict[str, float]:
+    """``lambda_max, log_norm, log_spectral_norm, stable_rank, entropy`` of one ESD.
+
+    Parameters
+    ----------
+    evals : numpy.ndarray, shape (k,)
+        Eigenvalues ``λ = σ²/N``.
+    N : int
+        The larger side of one pooled matrix.
+    eps : float
+        Machine epsilon of the precision the spectrum was computed in (the entropy's
+        rank tolerance is ``σ_max · N · eps``).
+
+    Returns
+    -------
+    dict of str to float
+        NaN where undefined (no positive or a non-finite eigenvalue).
+    """
+    lam = np.asarray(evals, dtype=np.float64)
+    nan = math.nan
+    keys = ("lambda_max", "log_norm", "log_spectral_norm", "stable_rank", "entropy")
+    if lam.size == 0 or not np.isfinite(lam).all() or lam.max() <= 0:
+        return dict.fromkeys(keys, nan)
+    top = float(lam.max())
+    total = float(lam.sum())
+    sv = np.sqrt(np.clip(lam, 0.0, None) * N)
+    return {
+        "lambda_max": top,
+        "log_norm": math.log10(total * N),
+        "log_spectral_norm": math.log10(top),
+        "stable_rank": total / top,
+        "entropy": _entropy(sv, N, eps),
+    }
+
+
+def _entropy(sv: np.ndarray, N: int, eps: float) -> float:
+    """matrix_entropy with the rank tolerance of the computing precision ``eps``."""
+    if eps >= float(np.finfo(np.float32).eps):
+        return matrix_entropy(sv.astype(np.float32), N)
+    return matrix_entropy(sv, N)
+
+
+def summarize(layers: list[LayerSpectrum] | tuple[LayerSpectrum, ...]) -> dict[str, float | int]:
+    """Model summary: α̂ and the means of the metrics over the ``ok`` layers.
+
+    Parameters
+    ----------
+    layers : sequence of LayerSpectrum
+
+    Returns
+    -------
+    dict
+        Keys :data:`SUMMARY_KEYS`: ``alpha_hat`` (mean of ``α·log10 λ_max``), the mean
+        of each metric (NaN when no ``ok`` layer has it), ``n_layers``,
+        ``n_analysed`` (``ok`` layers) and ``n_failed`` (the others).
+    """
+    rows = [layer.row() for layer in layers if layer.ok]
+    out: dict[str, float | int] = {"alpha_hat": _mean([r["alpha_weighted"] for r in rows])}
+    for key in _MEAN_KEYS:
+        out[key] = _mean([r[key] for r in rows])
+    out["n_layers"] = len(layers)
+    out["n_analysed"] = len(rows)
+    out["n_failed"] = len(layers) - len(rows)
+    return out
+
+
+def _mean(values: list[object]) -> float:
+    arr = np.asarray([float(v) for v in values], dtype=np.float64)  # type: ignore[arg-type]
+    arr = arr[np.isfinite(arr)]
+    return float(arr.mean()) if arr.size else math.nan
