@@ -234,9 +234,9 @@ def fit_power_law_batch(
 ) -> list[PowerLawFit]:
     """Fit a power law to each of many sets of eigenvalues in one computation.
 
-    The sets are padded to a common length and masked, so the search over every
-    candidate of every set runs as the same few array operations; the result equals
-    calling :func:`fit_power_law` on each set.
+    The search over every candidate of every set runs as the same few array
+    operations (on the concatenated sets in NumPy, on sets padded to a common length
+    in torch); the result equals calling :func:`fit_power_law` on each set.
 
     Parameters
     ----------
