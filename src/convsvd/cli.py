@@ -69,10 +69,15 @@ def resolve_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from convsvd.io import load
 
     name = args.model
-    if name in zoo.available() and not Path(name).exists():
+    base, at, epoch = name.partition("@")  # "digits-cnn@3": the checkpoint saved after epoch 3
+    if base in zoo.available() and not Path(name).exists():
         from convsvd.io import from_module
 
-        return from_module(zoo.load(name), source=name)
+        if not at:
+            return from_module(zoo.load(name), source=name)
+        if not epoch.isdigit():
+            raise InputError(f"{name}: expected NAME@EPOCH with a whole-number epoch, e.g. {base}@3")
+        return from_module(zoo.load(base, epoch=int(epoch)), source=name)
     return load(name, weights=getattr(args, "weights", None), trust_pickle=getattr(args, "trust_pickle", False))
 
 
@@ -215,28 +220,93 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- demo
+# --------------------------------------------------------------------------- report, demo
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="skip the slowest parts: fewer SVD neurons, feature-visualisation steps and exemplars, "
+                        "no shuffled-weights baseline of the spectra")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    from convsvd.report import DEFAULTS
+
+    add_model_args(p)
+    p.add_argument("data", metavar="DATA", nargs="?",
+                   help="optional: 'digits' (or digits:train|test|all), an image folder (one subfolder per class), "
+                        "or a .npz/.pt file of inputs and labels; without it only the weight sections are made")
+    p.add_argument("--out", metavar="FILE", default="report.html",
+                   help="the HTML file, or a folder for report.html (default: report.html); the numbers go to "
+                        "<stem>-data/ beside it")
+    _report_options(p)
+    p.add_argument("--layers", metavar="GLOB", help="comma-separated glob patterns of layer names (default: all)")
+    p.add_argument("--neurons", type=int, metavar="N",
+                   help=f"top SVD neurons shown per layer (default {DEFAULTS['neurons']})")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help=f"feature-visualisation steps (default {DEFAULTS['steps']})")
+    p.add_argument("--k", type=int, metavar="K", help=f"dataset exemplars per side (default {DEFAULTS['k']})")
+    p.add_argument("--input-size", type=int, metavar="S",
+                   help="side of the model's input (default: known for built-in models, else the data's, else 224)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N", help="inputs per forward pass (default 128)")
+    p.add_argument("--device", help="cpu or cuda (default: CUDA for the SVD when available; the model runs where it is)")
+    p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
+    p.add_argument("--init", metavar="MODEL",
+                   help="the same model at its random initialisation (e.g. an epoch-0 checkpoint), for the spectra "
+                        "(default: a built-in model's own initialisation; else none)")
+    p.add_argument("--title", help="title of the page (default: the model)")
+
+
+def _print_report(result) -> None:  # type: ignore[no-untyped-def]
+    con = _console()
+    for s in result.sections:
+        if s.status != "done":
+            for n in s.notes:
+                if n.kind == "missing":
+                    _console(stderr=True).print(f"[yellow]{s.title}: {n.text}[/]")
+    n_fig = sum(len(s.figures) for s in result.sections)
+    con.print(f"wrote {result.path} ({len(result.sections)} sections, {n_fig} figures) and "
+              f"{len(result.files)} data files in {result.data_dir}/ in {sum(result.timings.values()):.1f} s")
+
+
+@command("report", "one self-contained HTML report of a model (and a dataset): every analysis, every figure",
+         _report_args)
+def cmd_report(args: argparse.Namespace) -> int:
+    from convsvd import zoo
+    from convsvd.io import from_module, load
+    from convsvd.report import report
+
+    mw = resolve_model(args)
+    shape, init = None, None
+    base = args.model.partition("@")[0]  # a built-in model, or one of its checkpoints (NAME@EPOCH)
+    if base in zoo.available() and not Path(args.model).exists():
+        shape = zoo.model_info(base).input_shape
+        init = from_module(zoo.load(base, pretrained=False), source=f"{base} (initialisation)")
+    if args.init is not None:
+        init = load(args.init, trust_pickle=args.trust_pickle)
+    if args.input_size is not None:
+        if args.input_size < 1:
+            raise InputError(f"--input-size {args.input_size}: expected a positive side in pixels")
+        first = mw.layers[0] if len(mw.layers) else None
+        shape = (first.in_channels if first is not None else 3, args.input_size, args.input_size)
+    result = report(mw, args.data, out=args.out, quick=args.quick, layers=args.layers, neurons=args.neurons,
+                    steps=args.steps, k=args.k, input_shape=shape, batch_size=args.batch_size, device=args.device,
+                    fold_bn=args.fold_bn, init=init, title=args.title, progress=True)
+    _print_report(result)
+    return 0
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", metavar="DIR", default="demo-out", help="output folder (default: demo-out)")
-    p.add_argument("--quick", action="store_true", help="skip the slowest parts")
+    p.add_argument("--out", metavar="DIR", default="demo-out",
+                   help="output folder: report.html and report-data/ (default: demo-out)")
+    _report_options(p)
 
 
-@command("demo", "run convsvd on the built-in digits CNN", _demo_args)
+@command("demo", "the report of the built-in digits CNN on the held-out digits (DIR/report.html)", _demo_args)
 def cmd_demo(args: argparse.Namespace) -> int:
-    from convsvd import zoo
-    from convsvd.decompose import decompose
-    from convsvd.io import from_module
-    from convsvd.layers import describe
+    from convsvd.report import demo
 
-    out = _writable_dir(args.out)
-    mw = from_module(zoo.load("digits-cnn"), source="digits-cnn")
-    print_frame(describe(mw), title="digits-cnn: layers")
-    dec = decompose(mw, progress=True)
-    print_frame(dec.to_frame(), title="digits-cnn: SVD of every layer")
-    dec.save(out)
-    _console().print(f"results in {out}/")
+    _print_report(demo(Path(args.out), quick=args.quick, progress=True))
     return 0
 
 
@@ -447,6 +517,147 @@ def cmd_hypergraph(args: argparse.Namespace) -> int:
         pairs = ", ".join(f"{a}–{b}" for a, b in zip(top["class_a"], top["class_b"]))
         _console().print(f"classes sharing SVD neurons deepest ({top['deepest_layer'].iloc[0]}): {pairs}")
     _console().print(f"wrote {len(written) + 1} files in {out}/")
+    return 0
+
+
+# --------------------------------------------------------------------------- spectrum, compare
+
+
+def _spectrum_options(p: argparse.ArgumentParser) -> None:
+    from convsvd.spectral import VIEWS
+
+    p.add_argument("--view", choices=VIEWS, default="unfold",
+                   help="a conv layer's matrices: unfold (the paper's W̄, default), slices (WeightWatcher's k×k "
+                        "slices) or operator (the circular convolution on an N×N input)")
+    p.add_argument("--layers", metavar="GLOB", help="comma-separated glob patterns of layer names (default: all)")
+    p.add_argument("--mp", action="store_true", help="fit the Marchenko–Pastur law: spikes, MP soft rank, MP-based labels")
+    p.add_argument("--random-baseline", action="store_true",
+                   help="shuffle each layer's weights and compare the ESDs (rand_distance, rand_lambda_max)")
+    p.add_argument("--n", type=int, metavar="N",
+                   help="input side of the operator view (default: a built-in model's input side, else 32)")
+    p.add_argument("--dtype", choices=["float32", "float64"],
+                   help="precision of the spectra (default: the weights', float32 Gram + float64 eigenvalues)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weight shuffles (default: 0)")
+
+
+def _operator_side(model: str, n: int | None) -> int | None:
+    """--n, else the input side of a built-in model (``name`` or ``name@epoch``)."""
+    from convsvd import zoo
+
+    base = model.partition("@")[0]
+    if n is None and base in zoo.available() and not Path(model).exists():
+        return int(zoo.model_info(base).input_shape[-1])
+    return n
+
+
+def _finite_or_none(values: dict) -> dict:  # type: ignore[type-arg]
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in values.items()}
+
+
+def _spectrum_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    _spectrum_options(p)
+    p.add_argument("--out", metavar="DIR",
+                   help="write spectrum.csv, spectrum.parquet, spectrum.json (run metadata and summary) and PNG figures")
+
+
+@command("spectrum", "random-matrix analysis of every layer's spectrum: power-law α, α̂, MP fit, phenomenology",
+         _spectrum_args)
+def cmd_spectrum(args: argparse.Namespace) -> int:
+    import re
+
+    import pandas as pd
+
+    from convsvd._meta import run_metadata, write_atomic
+    from convsvd._progress import progress
+    from convsvd.spectral import spectrum
+
+    out = _writable_dir(args.out) if args.out else None
+    mw = resolve_model(args)
+    t0 = time.perf_counter()
+    res = spectrum(mw, view=args.view, layers=args.layers, mp=args.mp, random_baseline=args.random_baseline,
+                   n=_operator_side(args.model, args.n), dtype=args.dtype, fold_bn=args.fold_bn, device=args.device,
+                   seed=args.seed, progress=True)
+    dt = time.perf_counter() - t0
+    frame, summary = res.to_frame(), res.summary()
+    hidden = {"view", "xmin", "sigma", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
+        | ({"rand_distance", "rand_lambda_max"} if not args.random_baseline else set())
+    print_frame(frame[[c for c in frame.columns if c not in hidden]],  # every column is in the files
+                title=f"{mw.source}: spectra of {len(res)} layers ({args.view} view) in {dt:.2f} s")
+    shown = {k: v for k, v in summary.items() if k not in hidden and k != "rand_lambda_max"}
+    print_frame(pd.DataFrame([shown]), title=f"summary: α̂ = {summary['alpha_hat']:.4g} "
+                                              f"(mean α·log10 λmax over {summary['n_analysed']} layers)")
+    if out is None:
+        return 0
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convsvd.viz import esd_figure, plot_alpha_depth
+
+    figures = {"alpha-depth.png": lambda: plot_alpha_depth(res).figure}
+    for layer in res.layers:
+        if layer.evals.size:
+            figures[f"esd-{re.sub(r'[^A-Za-z0-9._-]', '_', layer.name)}.png"] = (lambda l=layer: esd_figure(l))
+    with progress(len(figures), "figures", True) as bar:
+        for name, draw in figures.items():
+            fig = draw()
+            try:
+                write_atomic(out / name, lambda p: fig.savefig(p, format="png", dpi=90))
+            finally:
+                plt.close(fig)
+            bar.advance(1, name)
+    write_atomic(out / "spectrum.csv", lambda p: frame.to_csv(p, index=False))
+    write_atomic(out / "spectrum.parquet", lambda p: frame.to_parquet(p, index=False))
+    meta = run_metadata(res.source, res.model_hash, res.options, summary=_finite_or_none(summary),
+                        seconds=round(dt, 3), figures=list(figures))
+    write_atomic(out / "spectrum.json", lambda p: Path(p).write_text(meta))
+    _console().print(f"wrote spectrum.csv, spectrum.parquet, spectrum.json and {len(figures)} figures in {out}/")
+    return 0
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="CKPT",
+                   help="models or checkpoints: built-in names (digits-cnn; digits-cnn@3 = after epoch 3), "
+                        ".pt/.safetensors/.onnx files, folders or 'package.module:factory'")
+    p.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per model (default: as given)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling full-model checkpoints (runs code from the files: only for files you trust)")
+    _spectrum_options(p)
+    p.add_argument("--out", metavar="DIR", help="write compare.csv, compare.parquet and compare.json here")
+
+
+@command("compare", "α̂ and the mean spectral metrics of several models or checkpoints, one row each", _compare_args)
+def cmd_compare(args: argparse.Namespace) -> int:
+    from convsvd._meta import run_metadata, write_atomic
+    from convsvd.spectral import compare
+
+    out = _writable_dir(args.out) if args.out else None
+    if args.labels is not None and len(args.labels) != len(args.models):
+        raise InputError(f"--labels: expected {len(args.models)} labels (one per model), got {len(args.labels)}")
+    sources = [resolve_model(argparse.Namespace(model=m, weights=None, trust_pickle=args.trust_pickle))
+               for m in args.models]
+    sides = {_operator_side(m, args.n) for m in args.models}
+    t0 = time.perf_counter()
+    frame = compare(sources, labels=args.labels or args.models, view=args.view, layers=args.layers, mp=args.mp,
+                    random_baseline=args.random_baseline, n=sides.pop() if len(sides) == 1 else args.n,
+                    dtype=args.dtype, fold_bn=args.fold_bn, device=args.device, seed=args.seed, progress=True)
+    hidden = {"source", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
+        | ({"rand_distance"} if not args.random_baseline else set())
+    print_frame(frame[[c for c in frame.columns if c not in hidden]],
+                title=f"{len(frame)} models ({args.view} view) in {time.perf_counter() - t0:.2f} s; "
+                      "alpha_hat = mean over layers of α·log10 λmax")
+    if out is not None:
+        write_atomic(out / "compare.csv", lambda p: frame.to_csv(p, index=False))
+        write_atomic(out / "compare.parquet", lambda p: frame.to_parquet(p, index=False))
+        options = dict(models=args.models, labels=args.labels, view=args.view, layers=args.layers, mp=args.mp,
+                       random_baseline=args.random_baseline, n=args.n, dtype=args.dtype, seed=args.seed)
+        meta = run_metadata(", ".join(args.models), "", options, model_hashes=[s.content_hash() for s in sources])
+        write_atomic(out / "compare.json", lambda p: Path(p).write_text(meta))
+        _console().print(f"wrote compare.csv, compare.parquet and compare.json in {out}/")
     return 0
 
 

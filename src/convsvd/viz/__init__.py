@@ -28,3 +28,7 @@ from convsvd.viz.spectral import (  # noqa: E402  (appended after the figures ab
 )
 
 __all__ += ["esd_figure", "plot_alpha_depth", "plot_esd", "plot_trained_vs_random", "plot_views"]
+
+from convsvd.viz.svd import plot_energy, plot_singular_values, svd_figure  # noqa: E402  (the report's SVD figures)
+
+__all__ += ["plot_energy", "plot_singular_values", "svd_figure"]

@@ -1,0 +1,307 @@
+"""The computations behind a report: one public API call per step, results kept for the section builders.
+
+:class:`Analysis` holds the model, the data and the options, and one method per
+step (:data:`STEPS`), each filling in its results. A part that cannot be made
+(no data, a weights-only model, a model that does not read images) records why,
+so its section says so instead of failing the whole report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from convsvd.errors import InputError, NotComputedError
+from convsvd.report.content import Note
+
+if TYPE_CHECKING:  # pragma: no cover
+    from convsvd.data import DataSource
+    from convsvd.decompose import Decomposition, LayerSVD
+    from convsvd.features import Exemplars, FeatureVisualization, SingularFilters
+    from convsvd.hypergraph import Separation
+    from convsvd.io import LayerSpec, ModelWeights
+    from convsvd.signals import SignalTable
+    from convsvd.spectral import LayerSpectrum, SpectrumResult
+
+__all__ = ["Analysis", "DEFAULTS", "Options", "QUICK", "STEPS", "top_neurons"]
+
+#: What each step passes on as ``progress=`` to the API calls it makes.
+Progress = Union[bool, Callable[[int, int, str], None]]
+
+#: Defaults of the full report: top SVD neurons per layer, feature-visualisation steps, exemplars per side,
+#: and the most layers whose neurons are shown.
+DEFAULTS: dict[str, int] = dict(neurons=6, steps=256, k=8, feature_layers=8)
+#: The same with ``quick=True``: fewer neurons, steps and exemplars (and no shuffled-weights baseline).
+QUICK: dict[str, int] = dict(neurons=4, steps=48, k=4, feature_layers=8)
+#: Side of the images optimised for a model whose input size is not known.
+GUESSED_SIDE = 224
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options of one report, defaults filled in (see :func:`convsvd.report.report`)."""
+
+    quick: bool = False
+    layers: str | tuple[str, ...] | None = None
+    neurons: int = DEFAULTS["neurons"]
+    steps: int = DEFAULTS["steps"]
+    k: int = DEFAULTS["k"]
+    feature_layers: int = DEFAULTS["feature_layers"]
+    input_shape: tuple[int, ...] | None = None
+    batch_size: int = 128
+    device: str | None = None
+    fold_bn: bool = False
+    seed: int = 0
+    data: str | None = None
+    init: str | None = None
+
+    @classmethod
+    def resolve(cls, *, quick: bool, neurons: int | None, steps: int | None, k: int | None,
+                layers: str | Sequence[str] | None, input_shape: Sequence[int] | None, batch_size: int,
+                device: str | None, fold_bn: bool, seed: int, data: str | None, init: str | None) -> "Options":
+        """Fill the counts from :data:`DEFAULTS` or :data:`QUICK`, checking the ones given."""
+        base = QUICK if quick else DEFAULTS
+        counts = {}
+        for key, value in (("neurons", neurons), ("steps", steps), ("k", k)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{key} {value!r}: expected a positive int")
+            counts[key] = base[key] if value is None else value
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size {batch_size!r}: expected a positive int")
+        return cls(quick=bool(quick), neurons=counts["neurons"], steps=counts["steps"], k=counts["k"],
+                   feature_layers=base["feature_layers"], batch_size=batch_size, device=device, fold_bn=bool(fold_bn),
+                   seed=seed, data=data, init=init, input_shape=tuple(int(s) for s in input_shape) if input_shape else None,
+                   layers=layers if layers is None or isinstance(layers, str) else tuple(layers))
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _evenly_spaced(names: list[str], most: int) -> list[str]:
+    """All names when there are at most ``most``, else ``most`` evenly spaced ones, first and last included."""
+    if len(names) <= most:
+        return names
+    picks = sorted({round(i * (len(names) - 1) / (most - 1)) for i in range(most)})
+    return [names[i] for i in picks]
+
+
+def top_neurons(layer: "LayerSVD", n: int) -> list[int]:
+    """Flat indices ``j·r + i`` of the ``n`` largest singular values of a layer (groups pooled), largest first."""
+    S = layer.S.detach().double().cpu().reshape(-1).numpy()
+    return [int(i) for i in np.argsort(-S, kind="stable")[:n]]
+
+
+def _first_input_shape(source: "DataSource") -> tuple[int, ...] | None:
+    """``(C, *spatial)`` of the first input of a data source (reads one input)."""
+    for _, batch in source.iter_batches(1, [0]):
+        if batch.inputs.shape[0]:
+            return tuple(int(s) for s in batch.inputs.shape[1:])
+    return None
+
+
+@dataclass(eq=False)
+class Analysis:
+    """The results of every step of one report, filled in step by step (:data:`STEPS`)."""
+
+    model: object
+    data: object | None
+    options: Options
+    signals_dir: Path
+    weights: "ModelWeights | None" = None
+    layer_table: pd.DataFrame | None = None
+    source: "DataSource | None" = None
+    svd: "Decomposition | None" = None
+    table: "SignalTable | None" = None
+    input_shape: tuple[int, ...] | None = None
+    top: dict[str, list[int]] = field(default_factory=dict)
+    exemplars: "dict[str, Exemplars]" = field(default_factory=dict)
+    featureviz: "dict[str, FeatureVisualization]" = field(default_factory=dict)
+    neuron_notes: list[Note] = field(default_factory=list)
+    filters: "SingularFilters | None" = None
+    filters_reason: str = ""
+    init: object | None = None
+    init_weights: "ModelWeights | None" = None
+    spectrum: "SpectrumResult | None" = None
+    spectrum_init: "SpectrumResult | None" = None
+    views: "list[LayerSpectrum]" = field(default_factory=list)
+    separation: "Separation | None" = None
+    separation_reason: str = ""
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def mw(self) -> "ModelWeights":
+        """The model's layers (after the load step)."""
+        if self.weights is None:
+            raise NotComputedError("report: the model is not loaded yet (run the load step first)")
+        return self.weights
+
+    @property
+    def dec(self) -> "Decomposition":
+        """The SVD of every layer (after the svd step)."""
+        if self.svd is None:
+            raise NotComputedError("report: the layers are not decomposed yet (run the svd step first)")
+        return self.svd
+
+    @property
+    def first(self) -> "LayerSpec | None":
+        """The model's first layer (registration order): the one that reads the input."""
+        return self.mw.layers[0] if len(self.mw.layers) else None
+
+    @property
+    def runnable(self) -> bool:
+        return self.weights is not None and self.weights.model is not None
+
+    # ------------------------------------------------------------------ steps
+
+    def load(self, progress: Progress) -> None:
+        """Read the model and check the data (cheap: before any heavy work)."""
+        from convsvd.layers import as_weights, describe
+
+        self.weights = as_weights(self.model).select(self.options.layers)
+        self.layer_table = describe(self.weights)
+        self.input_shape = self.options.input_shape
+        if self.init is not None:
+            init = as_weights(self.init)
+            missing = [n for n in self.weights.names if n not in init.names]
+            if missing:
+                raise InputError(f"init {init.source!r}: has no layer {missing[0]!r} (expected the same model at its "
+                                 f"random initialisation)")
+            self.init_weights = init.select(self.weights.names)
+        if self.data is not None:
+            from convsvd.data import as_source
+
+            self.source = as_source(self.data)
+            if not self.runnable:
+                raise InputError(f"model {self.mw.source!r}: the data sections run the model, so it needs an "
+                                 f"nn.Module, not a weights-only {self.mw.format} file (load it with its "
+                                 f"'package.module:factory', or give no data)")
+
+    def decompose(self, progress: Progress) -> None:
+        """Full SVD of every layer, and the top SVD neurons of the layers shown."""
+        from convsvd.decompose import decompose
+
+        o = self.options
+        self.svd = decompose(self.mw, mode="full", device=o.device, fold_bn=o.fold_bn, progress=progress)
+        shown = _evenly_spaced(list(self.dec.layers), o.feature_layers)
+        self.top = {n: top_neurons(self.dec[n], o.neurons) for n in shown}
+        if len(shown) < len(self.dec):
+            self.neuron_notes.append(Note(f"{len(shown)} of the {len(self.dec)} layers are shown, evenly spaced "
+                                          f"in depth."))
+
+    def profile(self, progress: Progress) -> None:
+        """Signals of the dataset on every SVD neuron (a SignalTable in the data folder)."""
+        if self.source is None:
+            return
+        from convsvd.signals import plan_projection, profile
+
+        o = self.options
+        expected = plan_projection(self.mw, svd=self.dec, fold_bn=o.fold_bn).expected_input(self.input_shape)
+        self.source = self.source.conform(expected)
+        self.table = profile(self.mw, self.source, layers=list(self.dec.layers), batch_size=o.batch_size,
+                             device=o.device, fold_bn=o.fold_bn, input_shape=self.input_shape, out=self.signals_dir,
+                             svd=self.dec, progress=progress)
+        self.input_shape = self.input_shape or _first_input_shape(self.source)
+
+    def find_exemplars(self, progress: Progress) -> None:
+        """The dataset inputs with the largest and smallest signal of each top SVD neuron."""
+        if self.table is None:
+            return
+        from convsvd.features import exemplars
+
+        for name, neurons in self.top.items():
+            if name in self.table.layers:
+                self.exemplars[name] = exemplars(self.table, name, k=self.options.k, neurons=neurons, data=self.source)
+
+    def visualise(self, progress: Progress) -> None:
+        """Feature visualisation of the top SVD neurons (needs a runnable model that reads images)."""
+        first = self.first
+        if not self.runnable:
+            self.neuron_notes.append(Note(
+                f"Feature visualisation runs the model; {self.mw.source} is a weights-only {self.mw.format} file "
+                f"(load it with its 'package.module:factory' to add it).", "missing"))
+            return
+        if first is None or first.kind != "conv2d":
+            self.neuron_notes.append(Note("Feature visualisation needs a model that reads images (a first conv2d "
+                                          "layer).", "missing"))
+            return
+        from convsvd.features import featureviz
+
+        o = self.options
+        guessed = not (self.input_shape and len(self.input_shape) == 3)
+        side = (GUESSED_SIDE, GUESSED_SIDE) if guessed else tuple(self.input_shape[1:])  # type: ignore[index]
+        try:
+            for name, neurons in self.top.items():
+                self.featureviz[name] = featureviz(self.mw, name, neurons, steps=o.steps, size=side,
+                                                   input_size=side, seed=o.seed, device=o.device, fold_bn=o.fold_bn,
+                                                   svd=self.dec, progress=progress)
+        except InputError as e:
+            if not guessed:
+                raise
+            self.featureviz = {}  # the size was a guess: say so in the report instead of failing it
+            self.neuron_notes.append(Note(f"Feature visualisation at the default input size {GUESSED_SIDE}×"
+                                          f"{GUESSED_SIDE} failed ({e}); give the model's input size (input_shape=, "
+                                          f"--input-size).", "missing"))
+
+    def singular_filters(self, progress: Progress) -> None:
+        """The first layer's singular filters (a conv2d layer that reads images)."""
+        first = self.first
+        if first is None or first.kind != "conv2d":
+            self.filters_reason = (f"The first layer, {first.name if first else '–'}, is "
+                                   f"{first.kind if first else 'missing'}, not a conv2d layer that reads images.")
+            return
+        from convsvd.features import singular_filters
+
+        self.filters = singular_filters(self.mw, first.name, svd=self.dec, fold_bn=self.options.fold_bn)
+
+    def spectra(self, progress: Progress) -> None:
+        """ESDs, power-law and MP fits of every layer; the same at initialisation; three views of one conv layer.
+
+        The trained layers are also compared with their own weights shuffled (the randomised baseline),
+        except with ``quick``.
+        """
+        from convsvd.spectral import DEFAULT_OPERATOR_N, spectrum
+
+        o = self.options
+        common = dict(mp=True, fold_bn=o.fold_bn, device=o.device, progress=progress)
+        self.spectrum = spectrum(self.mw, random_baseline=not o.quick, **common)  # type: ignore[arg-type]
+        if self.init_weights is not None:
+            self.spectrum_init = spectrum(self.init_weights, **common)  # type: ignore[arg-type]
+        convs = [s for s in self.mw.layers if s.kind == "conv2d"]
+        if convs:
+            conv = max(convs, key=lambda s: s.weight.numel())  # the conv layer with the most weights
+            side = self.input_shape[-1] if self.input_shape and len(self.input_shape) == 3 else DEFAULT_OPERATOR_N
+            self.views = [self.spectrum[conv.name]] + [
+                spectrum(self.mw, view=view, layers=[conv.name], n=int(side), **common)[conv.name]  # type: ignore[arg-type]
+                for view in ("slices", "operator")
+            ]
+
+    def separate(self, progress: Progress) -> None:
+        """Class separation across depth from the signal table (needs class labels)."""
+        if self.table is None:
+            self.separation_reason = "Class separation needs a dataset with class labels: none was given."
+            return
+        labels = self.table.scan(layer=self.table.layers[0], columns=["label"]).column("label").to_numpy()
+        if not (labels >= 0).any():
+            self.separation_reason = "Class separation needs class labels; the data have none."
+            return
+        from convsvd.hypergraph import class_separation
+
+        self.separation = class_separation(self.table)
+
+
+#: The computing steps, in order: (name shown in the progress bar and the timings, method).
+STEPS: tuple[tuple[str, Callable[[Analysis, Progress], None]], ...] = (
+    ("load", Analysis.load),
+    ("svd", Analysis.decompose),
+    ("profile", Analysis.profile),
+    ("exemplars", Analysis.find_exemplars),
+    ("feature visualisation", Analysis.visualise),
+    ("singular filters", Analysis.singular_filters),
+    ("spectra", Analysis.spectra),
+    ("class separation", Analysis.separate),
+)

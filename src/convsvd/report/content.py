@@ -1,0 +1,174 @@
+"""What a report holds, independent of how it is rendered: sections of figures, tables and notes.
+
+A :class:`Section` is built from result objects (by :mod:`convsvd.report.sections`)
+and rendered to HTML by :mod:`convsvd.report.html`. Every figure names the data
+files that hold its numbers; every table is itself written as data; so the
+folder beside the report holds the numbers behind everything it shows.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
+
+import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure as MplFigure
+
+__all__ = ["Block", "Data", "Figure", "Heading", "Html", "Note", "Section", "Table", "file_key", "figure_png"]
+
+#: Resolution of the embedded PNGs; they are shown at 96 CSS pixels per inch, so they stay sharp on HiDPI screens.
+FIGURE_DPI: int = 144
+_CSS_PX_PER_INCH = 96
+
+
+def file_key(text: str) -> str:
+    """A name safe in file names and HTML ids: ``"layer4.0/conv"`` → ``"layer4.0-conv"``."""
+    key = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return key or "x"
+
+
+def figure_png(fig: "MplFigure") -> tuple[bytes, int]:
+    """PNG bytes of a matplotlib figure and its display width in CSS pixels; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight", pad_inches=0.08,
+                    facecolor="white", metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    png = buf.getvalue()
+    width = int.from_bytes(png[16:20], "big")  # IHDR width
+    return png, round(width * _CSS_PX_PER_INCH / FIGURE_DPI)
+
+
+@dataclass(frozen=True, eq=False)
+class Figure:
+    """One embedded image.
+
+    Attributes
+    ----------
+    key : str
+        Unique within the report; the ``id`` of its ``<figure>``.
+    png : bytes
+    width : int
+        Display width in CSS pixels (shrunk to the page width when larger).
+    caption : str
+        Plain text.
+    data : tuple of str
+        Keys of the :class:`Data` entries that hold the numbers behind it.
+    """
+
+    key: str
+    png: bytes = field(repr=False)
+    width: int
+    caption: str
+    data: tuple[str, ...] = ()
+
+    @classmethod
+    def from_matplotlib(cls, key: str, fig: "MplFigure", caption: str, data: tuple[str, ...] = ()) -> "Figure":
+        """Render ``fig`` (and close it)."""
+        png, width = figure_png(fig)
+        return cls(key, png, width, caption, tuple(data))
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """A table shown in the report and written as data under ``key``.
+
+    Attributes
+    ----------
+    key : str
+        Data file stem and the ``id`` of the ``<table>``.
+    frame : pandas.DataFrame
+        Shown as it is (index dropped); floats to ``digits`` significant digits, the exact
+        value kept in each cell's ``data-value`` attribute.
+    caption : str
+    labels : dict of str to str
+        Display names of columns (default: the column names).
+    digits : int
+    """
+
+    key: str
+    frame: pd.DataFrame = field(repr=False)
+    caption: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    digits: int = 4
+
+
+@dataclass(frozen=True)
+class Note:
+    """A paragraph of plain text; ``kind`` ``"info"``, ``"warning"`` or ``"missing"`` (a part that is not there, and why)."""
+
+    text: str
+    kind: str = "info"
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A sub-heading (``<h3>``) inside a section, listed under the section in the table of contents."""
+
+    text: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Html:
+    """Trusted HTML shipped with convsvd (the methods text); never built from user input."""
+
+    markup: str
+
+
+Block = Union[Figure, Table, Note, Heading, Html]
+
+
+@dataclass(frozen=True, eq=False)
+class Data:
+    """Numbers written beside the report but not shown as a table: a frame (Parquet, and CSV when flat) or JSON."""
+
+    key: str
+    value: "pd.DataFrame | dict[str, object] | list[object]" = field(repr=False)
+    description: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Section:
+    """One ``<section>`` of the report.
+
+    Attributes
+    ----------
+    id : str
+        The HTML id (``"model"``, ``"spectra"``, ...).
+    title : str
+    blocks : tuple of Block
+        In display order.
+    data : tuple of Data
+        Extra numbers behind the figures (tables are written anyway).
+    status : str
+        ``"done"``, ``"partial"`` (some parts missing, each said in a note) or ``"missing"``.
+    intro : str
+        One plain-text paragraph under the heading.
+    """
+
+    id: str
+    title: str
+    blocks: tuple[Block, ...] = ()
+    data: tuple[Data, ...] = ()
+    status: str = "done"
+    intro: str = ""
+
+    @property
+    def figures(self) -> list[Figure]:
+        return [b for b in self.blocks if isinstance(b, Figure)]
+
+    @property
+    def tables(self) -> list[Table]:
+        return [b for b in self.blocks if isinstance(b, Table)]
+
+    @property
+    def notes(self) -> list[Note]:
+        return [b for b in self.blocks if isinstance(b, Note)]

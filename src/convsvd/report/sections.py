@@ -1,0 +1,460 @@
+"""Each report section built from result objects: tables, figures (from :mod:`convsvd.viz`) and notes.
+
+Nothing is computed here but the small tables a section shows; every function
+takes the results of the public API calls made by :mod:`convsvd.report.build`
+and returns one :class:`~convsvd.report.content.Section`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from convsvd.report.content import Data, Figure, Heading, Html, Note, Section, Table, file_key
+from convsvd.report.html import package_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure as MplFigure
+
+    from convsvd.decompose import Decomposition, LayerSVD
+    from convsvd.features import Exemplars, FeatureVisualization, SingularFilters
+    from convsvd.hypergraph import Separation
+    from convsvd.io import ModelWeights
+    from convsvd.signals import SignalTable
+    from convsvd.spectral import LayerSpectrum, SpectrumResult
+
+__all__ = [
+    "SECTION_TITLES",
+    "filters_section",
+    "metadata_section",
+    "methods_section",
+    "missing_section",
+    "model_section",
+    "neurons_section",
+    "neuron_frame",
+    "separation_section",
+    "singular_value_frame",
+    "spectra_section",
+]
+
+#: Every section of a report, in order: id → title (the table of contents).
+SECTION_TITLES: dict[str, str] = {
+    "model": "The model",
+    "spectra": "Spectra",
+    "filters": "First-layer singular filters",
+    "neurons": "Top SVD neurons per layer",
+    "separation": "Class separation across depth",
+    "methods": "Methods",
+    "metadata": "Run metadata",
+}
+
+
+def missing_section(sid: str, reason: str) -> Section:
+    """A section that could not be made, saying why."""
+    return Section(sid, SECTION_TITLES[sid], (Note(reason, "missing"),), status="missing")
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def singular_value_frame(svd: "Decomposition") -> pd.DataFrame:
+    """Every singular value: ``layer, group, index, sigma, share, cumulative`` (share of ``Σ_j ‖W̄_j‖²_F``, groups pooled)."""
+    parts = []
+    for name, l in svd.layers.items():
+        S = l.S.detach().double().cpu().numpy()
+        g, r = S.shape
+        share = S**2 / float(l.fro2.double().sum())
+        order = np.argsort(-S.reshape(-1), kind="stable")
+        cumulative = np.empty(g * r)
+        cumulative[order] = np.cumsum(share.reshape(-1)[order])
+        parts.append(pd.DataFrame(dict(layer=name, group=np.repeat(np.arange(g), r), index=np.tile(np.arange(r), g),
+                                       sigma=S.reshape(-1), share=share.reshape(-1), cumulative=cumulative)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def model_section(weights: "ModelWeights", layers: pd.DataFrame, svd: "Decomposition", top_k: int = 10) -> Section:
+    """Every analysed layer, what was skipped and why, and each layer's singular values.
+
+    ``layers`` is :func:`convsvd.layers.describe` of the model.
+    """
+    from convsvd.viz import svd_figure
+
+    analysed = layers[layers["status"] == "analysed"]
+    skipped = layers[layers["status"] == "skipped"][["name", "weight_shape", "params", "reason"]]
+    show = analysed[["name", "type", "weight_shape", "unfolded_shape", "groups", "params"]]
+    if (analysed["reason"] != "").any():
+        show = analysed[["name", "type", "weight_shape", "unfolded_shape", "groups", "params", "reason"]]
+    folded = {name: l.folded for name, l in svd.layers.items() if l.folded}
+    if folded:
+        show = show.assign(folded=show["name"].map(folded).fillna(""))
+    frame = svd.to_frame(top_k=top_k)
+    summary = frame[["name", "kind", "groups", "unfolded_shape", "rank", "sigma_max", "sigma_min", "stable_rank",
+                     "energy_top_k"]]
+    blocks: list = [
+        Table("layers", show.reset_index(drop=True),
+              f"{len(analysed)} linear maps analysed; the unfolded shape is that of each group's matrix W̄_j.",
+              {"weight_shape": "weight shape", "unfolded_shape": "unfolded W̄_j", "params": "parameters",
+               "folded": "BatchNorm folded in"}),
+    ]
+    if len(skipped):
+        blocks.append(Table("skipped", skipped.reset_index(drop=True), f"{len(skipped)} parameters not analysed, and why.",
+                            {"weight_shape": "shape", "params": "parameters"}))
+    else:
+        blocks.append(Note("Nothing was skipped: every parameter belongs to an analysed layer."))
+    blocks += [
+        Figure.from_matplotlib("svd-spectra", svd_figure(svd),
+                               "Left: singular values of each layer divided by its σ_max, against the relative index "
+                               "i/r. Right: share of ‖W̄‖²_F kept by the k leading triplets (dotted: 90 %).",
+                               ("singular_values",)),
+        Table("svd", summary.reset_index(drop=True),
+              f"SVD of every layer (groups pooled). Energy: share of ‖W̄‖²_F in the {top_k} largest singular values.",
+              {"unfolded_shape": "unfolded W̄_j", "sigma_max": "σ_max", "sigma_min": "σ_min",
+               "stable_rank": "stable rank", "energy_top_k": f"energy top {top_k}"}),
+    ]
+    intro = (f"{weights.source} ({weights.format}): {len(analysed)} conv and linear layers, "
+             f"{int(analysed['params'].sum()):,} parameters analysed, {len(skipped)} parameters skipped.")
+    return Section("model", SECTION_TITLES["model"], tuple(blocks),
+                   (Data("singular_values", singular_value_frame(svd), "every singular value of every layer"),),
+                   intro=intro)
+
+
+# --------------------------------------------------------------------------- spectra
+
+
+_SPECTRA_COLUMNS = ["name", "shape", "n_evals", "alpha", "alpha_weighted", "D", "num_pl_spikes", "lambda_max",
+                    "stable_rank", "entropy", "num_spikes", "rand_distance", "phenomenology"]
+_SPECTRA_LABELS = {"n_evals": "λ count", "alpha": "α", "alpha_weighted": "α·log10 λmax", "num_pl_spikes": "tail",
+                   "lambda_max": "λmax", "stable_rank": "stable rank", "num_spikes": "MP spikes",
+                   "rand_distance": "vs shuffled"}
+_SUMMARY_COLUMNS = ["label", "alpha_hat", "alpha", "lambda_max", "stable_rank", "entropy", "num_spikes", "rand_distance",
+                    "n_analysed", "n_failed"]
+
+
+def _shown(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``columns`` of ``frame``, without those that are empty (NaN) everywhere."""
+    return frame[[c for c in columns if not (frame[c].dtype.kind == "f" and frame[c].isna().all())]]
+
+
+def _grid(draw: Callable[[Any, "Axes"], object], items: Sequence[Any], size: tuple[float, float],
+          cols: int = 3) -> "MplFigure":
+    """One panel per item, ``cols`` to a row."""
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(items) // cols)
+    ncols = min(cols, len(items))
+    fig = plt.figure(figsize=(size[0] * ncols, size[1] * rows), layout="constrained")
+    axes = fig.subplots(rows, ncols, squeeze=False).reshape(-1)
+    for ax, item in zip(axes, items):
+        draw(item, ax)
+    for ax in axes[len(items):]:
+        ax.set_visible(False)
+    return fig
+
+
+def _esd_frame(result: "SpectrumResult", model: str) -> pd.DataFrame:
+    """Every eigenvalue of every layer: ``model, layer, view, lambda`` (the shuffled layers' as ``"<model> shuffled"``)."""
+    parts = []
+    for layer in result.layers:
+        parts.append(pd.DataFrame(dict(model=model, layer=layer.name, view=layer.view, **{"lambda": layer.evals})))
+        if layer.random is not None:
+            parts.append(pd.DataFrame(dict(model=f"{model} shuffled", layer=layer.name, view=layer.view,
+                                           **{"lambda": layer.random.evals})))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _alpha_figure(results: Sequence["SpectrumResult"], labels: Sequence[str]) -> "MplFigure":
+    import matplotlib.pyplot as plt
+
+    from convsvd.viz import plot_alpha_depth
+
+    fig = plt.figure(figsize=(7.0, 3.8), layout="constrained")
+    plot_alpha_depth(results, labels=labels, ax=fig.add_subplot(1, 1, 1))
+    return fig
+
+
+def spectra_section(trained: "SpectrumResult", init: "SpectrumResult | None", views: Sequence["LayerSpectrum"],
+                    shown: Sequence[str]) -> Section:
+    """α per layer and α̂; ESDs with their MP and power-law fits; trained vs initialisation; three views of a conv."""
+    from convsvd.spectral import compare
+    from convsvd.viz import plot_esd, plot_trained_vs_random, plot_views
+
+    results = [trained] if init is None else [trained, init]
+    labels = ["trained"] if init is None else ["trained", "initialisation"]
+    summary = _shown(compare(results, labels=labels), _SUMMARY_COLUMNS)
+    layers = [trained[n] for n in shown if n in trained.names]
+    hat = float(summary["alpha_hat"].iloc[0])
+    blocks: list = [
+        Table("spectra_summary", summary,
+              "α̂ = mean over layers of α·log10 λmax, and the means of the layer metrics over the layers fitted"
+              + (" — trained, and at the random initialisation." if init is not None else "."),
+              {"label": "model", "alpha_hat": "α̂", "alpha": "mean α", "lambda_max": "mean λmax",
+               "stable_rank": "mean stable rank", "entropy": "mean entropy", "num_spikes": "mean MP spikes",
+               "rand_distance": "mean distance to shuffled", "n_analysed": "layers fitted",
+               "n_failed": "not fitted"}),
+        Figure.from_matplotlib("spectra-alpha", _alpha_figure(results, labels),
+                               "Power-law exponent α of each layer (solid; the heavy-tailed band 2 ≤ α ≤ 6 shaded) and "
+                               "α·log10 λmax (dashed), across depth.",
+                               ("spectra_layers", "spectra_init") if init is not None else ("spectra_layers",)),
+        Table("spectra", _shown(trained.to_frame(), _SPECTRA_COLUMNS),
+              f"Every layer's ESD (view: {trained.view}): power-law fit of the tail (α, KS distance D, tail size), "
+              f"norms, spikes above the Marchenko–Pastur bulk, the KS distance between the ESD and that of the "
+              f"layer's shuffled weights, and the phenomenology. Every metric, x_min and the MP fit included, is in "
+              f"spectra_layers.", _SPECTRA_LABELS),
+    ]
+    if layers:
+        shuffled = ", and the ESD of the layer's shuffled weights (gray)" if layers[0].random is not None else ""
+        blocks.append(Figure.from_matplotlib(
+            "spectra-esd", _grid(lambda l, ax: plot_esd(l, log=True, ax=ax), layers, (4.2, 3.2)),
+            f"ESD of each layer on log-log axes: histogram of λ = σ²/N, Marchenko–Pastur density of the bulk (solid), "
+            f"fitted power law of the tail (dashed, from x_min){shuffled}.", ("esd",)))
+    pairs = [(l, init[l.name]) for l in layers if l.name in init.names] if init is not None else []
+    if pairs:
+        blocks.append(Figure.from_matplotlib(
+            "spectra-init", _grid(lambda p, ax: plot_trained_vs_random(p[0], p[1], ax=ax), pairs, (4.2, 3.2)),
+            "ESD of each layer trained (blue) and at its random initialisation (gray), each with its "
+            "Marchenko–Pastur fit: training moves eigenvalues out of the random bulk.", ("esd",)))
+    data = [Data("spectra_layers", trained.to_frame(), "every spectral metric of every layer"),
+            Data("esd", pd.concat([_esd_frame(trained, "trained")] + ([_esd_frame(init, "initialisation")]
+                                                                       if init is not None else []),
+                                  ignore_index=True), "every eigenvalue of every layer")]
+    if init is not None:
+        data.append(Data("spectra_init", init.to_frame(), "the layer metrics at the random initialisation"))
+    if views:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(4.2 * len(views), 3.4), layout="constrained")
+        plot_views(views, axes=list(fig.subplots(1, len(views), squeeze=False)[0]))
+        blocks.append(Figure.from_matplotlib(
+            "spectra-views", fig,
+            f"Three views of {views[0].name}, the conv layer with the most weights: its unfolded matrix W̄ (the "
+            f"paper's), its per-tap k×k slices (WeightWatcher's), and the whole convolution as an operator on an "
+            f"n×n input (circular padding, stride 1; n: the model's input side, else 32).",
+            ("views",)))
+        data.append(Data("views", pd.concat([pd.DataFrame(dict(layer=v.name, view=v.view, **{"lambda": v.evals}))
+                                             for v in views], ignore_index=True),
+                         "the eigenvalues of one conv layer in each view"))
+        blocks.append(Table("views_metrics", pd.concat([v.to_frame() for v in views])[
+            ["name", "view", "shape", "n_evals", "alpha", "lambda_max", "stable_rank", "status"]],
+            f"{views[0].name} in each view.", _SPECTRA_LABELS))
+    failed = trained.to_frame().query("status != 'ok'")
+    for _, row in failed.iterrows():
+        blocks.append(Note(f"{row['name']}: not fitted ({row['status']}).", "warning"))
+    intro = (f"The empirical spectral density (ESD) of each layer and its heavy tail: α̂ = {hat:.3g}. Heavy tails "
+             f"(small α) mark layers that learned correlations; α > 6 is close to random.")
+    return Section("spectra", SECTION_TITLES["spectra"], tuple(blocks), tuple(data), intro=intro)
+
+
+# --------------------------------------------------------------------------- first-layer filters
+
+
+def filters_section(sf: "SingularFilters | None", reason: str = "") -> Section:
+    """The first layer's singular filters and its rank-r rebuild."""
+    if sf is None:
+        return missing_section("filters", reason)
+    from convsvd.viz import features_figure
+
+    g, r = sf.sigma.shape
+    fig = features_figure(filters=sf, neurons=list(range(g * r)))
+    values = sf.to_frame().assign(filter=[f.reshape(-1).tolist() for f in sf.filters.reshape(g * r, -1).double()],
+                                  filter_shape=[list(sf.filters.shape[2:])] * (g * r))
+    blocks = (
+        Figure.from_matplotlib("filters", fig,
+                               f"Singular filters of {sf.layer} (rows of Vᵀ reshaped to the kernel; gray is 0), and the "
+                               f"layer's filters beside their rank-{sf.rank} rebuild, which keeps "
+                               f"{100 * sf.energy:.1f} % of ‖W̄‖²_F.", ("filters", "filter_values")),
+        Table("filters", sf.to_frame().drop(columns=["layer"] + (["group"] if g == 1 else [])),
+              f"{sf.layer}: singular value, share of ‖W̄‖²_F and cumulative share of each singular filter; "
+              f"'kept' marks the rank-{sf.rank} rebuild.",
+              {"neuron": "filter", "sigma": "σ", "share": "share", "cumulative": "cumulative"}),
+    )
+    intro = (f"The right singular vectors of the layer that reads the image, {sf.layer}: the input patterns its SVD "
+             f"neurons respond to (signal = σ_i v_iᵀ patch).")
+    return Section("filters", SECTION_TITLES["filters"], blocks,
+                   (Data("filter_values", values, "each singular filter's values, flattened in (c, k1, k2) order"),),
+                   intro=intro)
+
+
+# --------------------------------------------------------------------------- top SVD neurons
+
+
+def neuron_frame(layer: "LayerSVD", neurons: Sequence[int], table: "SignalTable | None" = None) -> pd.DataFrame:
+    """``neuron, group, index, sigma, share, cumulative`` of the chosen SVD neurons of a layer, and with a
+    signal table ``influential`` (share of the inputs for which it is influential) and ``mean_signal``."""
+    S = layer.S.detach().double().cpu()
+    g, r = S.shape
+    flat = S.reshape(-1).numpy()
+    share = flat**2 / float(layer.fro2.double().sum())
+    order = np.argsort(-flat, kind="stable")
+    cumulative = np.empty_like(share)
+    cumulative[order] = np.cumsum(share[order])
+    idx = np.asarray(list(neurons), dtype=np.int64)
+    frame = pd.DataFrame(dict(neuron=idx, group=idx // r, index=idx % r, sigma=flat[idx], share=share[idx],
+                              cumulative=cumulative[idx]))
+    if table is not None and layer.name in table.layers:
+        prof = table.class_profile(layer.name)  # streams the layer's rows: per class × neuron
+        key = prof["group"].to_numpy(np.int64) * r + prof["neuron"].to_numpy(np.int64)
+        sums = pd.DataFrame(dict(key=key, inputs=prof["inputs"], count=prof["influential_count"],
+                                 signal=prof["mean_signal"] * prof["inputs"])).groupby("key").sum()
+        frame["influential"] = (sums["count"] / sums["inputs"]).reindex(idx).to_numpy()
+        frame["mean_signal"] = (sums["signal"] / sums["inputs"]).reindex(idx).to_numpy()
+    if g == 1:
+        frame = frame.drop(columns=["group", "index"])
+    return frame
+
+
+def _fv_frame(fv: "FeatureVisualization") -> pd.DataFrame:
+    """The optimised images with their signals; pixels flattened in (c, h, w) order."""
+    frame = fv.to_frame()
+    frame["image_shape"] = [list(fv.images.shape[1:])] * len(frame)
+    frame["image"] = [im.reshape(-1).tolist() for im in fv.images.double()]
+    return frame
+
+
+def neurons_section(
+    svd: "Decomposition",
+    neurons: Mapping[str, Sequence[int]],
+    table: "SignalTable | None",
+    fvs: Mapping[str, "FeatureVisualization"],
+    exs: Mapping[str, "Exemplars"],
+    notes: Sequence[Note] = (),
+) -> Section:
+    """Per layer: the top SVD neurons' σ and share of energy, their feature visualisations and exemplars."""
+    from convsvd.viz import features_figure
+
+    blocks: list = list(notes)
+    data: list[Data] = []
+    for name, idx in neurons.items():
+        key = file_key(name)
+        blocks.append(Heading(name, f"neurons-{key}"))
+        blocks.append(Table(f"neurons-{key}", neuron_frame(svd[name], idx, table),
+                            f"{name}: the {len(idx)} SVD neurons with the largest singular values. share: σ²/‖W̄‖²_F; "
+                            + ("influential: share of the inputs for which the neuron is influential; mean signal: "
+                               "over the inputs." if table is not None and name in table.layers else ""),
+                            {"sigma": "σ", "influential": "influential", "mean_signal": "mean signal"}))
+        fv, ex = fvs.get(name), exs.get(name)
+        if fv is None and ex is None:
+            continue
+        parts = []
+        if fv is not None:
+            data.append(Data(f"featureviz-{key}", _fv_frame(fv), f"{name}: optimised images"))
+            parts.append(f"featureviz-{key}")
+        if ex is not None:
+            data.append(Data(f"exemplars-{key}", ex.to_frame(), f"{name}: dataset exemplars"))
+            parts.append(f"exemplars-{key}")
+        what = " and ".join(x for x in (
+            "inputs optimised for +u_i and −u_i" if fv is not None else "",
+            f"the {ex.k} dataset inputs with the largest and the smallest signal" if ex is not None else "") if x)
+        blocks.append(Figure.from_matplotlib(f"neurons-{key}", features_figure(fv, ex),
+                                             f"{name}: one row per SVD neuron: {what}.", tuple(parts)))
+    status = "partial" if any(n.kind == "missing" for n in notes) else "done"
+    intro = ("For each layer, the SVD neurons with the largest singular values: how much of the layer's energy "
+             "each carries, what input drives its signal, and which inputs of the dataset drive it most.")
+    return Section("neurons", SECTION_TITLES["neurons"], tuple(blocks), tuple(data), status, intro)
+
+
+# --------------------------------------------------------------------------- class separation
+
+
+_SEPARATION_COLUMNS = ["layer", "neurons", "mean_size", "empty_hyperedges", "jaccard_mean",
+                       "exclusive_mean", "components_s1", "components_s2", "components_s3", "modularity",
+                       "ncc_accuracy", "status"]
+
+
+def _pair_figure(draw: Callable[[Any, "Axes"], object], first: object, last: object,
+                 size: tuple[float, float]) -> "MplFigure":
+    """Two panels side by side, the first layer's and the last layer's (one panel when they are the same)."""
+    import matplotlib.pyplot as plt
+
+    items = [first] if first is last else [first, last]
+    fig = plt.figure(figsize=(size[0] * len(items), size[1]), layout="constrained")
+    for ax, item in zip(fig.subplots(1, len(items), squeeze=False)[0], items):
+        draw(item, ax)
+    return fig
+
+
+def separation_section(sep: "Separation") -> Section:
+    """Separation metrics across depth, the class-overlap matrices and class hypergraphs of the first and last layers."""
+    from convsvd.viz import plot_class_hypergraph, plot_class_overlap, plot_separation
+
+    frame = sep.to_frame()
+    first, last = sep.layers[0], sep.layers[-1]
+    ends = [first] if first is last else [first, last]
+    which = " and ".join(l.layer for l in ends)
+    C = len(first.classes)
+    deepest = sep.deepest_shared()
+    deepest = deepest[deepest["depth"] >= 0].head(10)
+    blocks: list = [
+        Figure.from_matplotlib("separation", plot_separation(sep),
+                               f"Separation metrics layer by layer (p = {sep.min_share:g}: a neuron is in a class's "
+                               f"hyperedge when it is influential for at least that share of the class's inputs); "
+                               f"arrows point the way of more separation.", ("separation",)),
+        Table("separation", frame[_SEPARATION_COLUMNS],
+              f"{int(frame['inputs'].iloc[0])} inputs of {int(frame['classes'].iloc[0])} classes. "
+              "One row per layer: mean hyperedge size, empty hyperedges, mean Jaccard overlap of the class hyperedges, "
+              "mean exclusive share, s-connected components (s = 1, 2, 3), modularity of the classes on the dual "
+              "input hypergraph, and the cross-validated nearest-class-centroid accuracy on the signals.",
+              {"mean_size": "mean size", "empty_hyperedges": "empty", "jaccard_mean": "Jaccard",
+               "exclusive_mean": "exclusive", "components_s1": "comp. s=1", "components_s2": "comp. s=2",
+               "components_s3": "comp. s=3", "ncc_accuracy": "NCC accuracy"}),
+        Figure.from_matplotlib("class-overlap",
+                               _pair_figure(lambda l, ax: plot_class_overlap(l, ax), first, last,
+                                            (max(3.8, 0.42 * C + 2.4), max(3.2, 0.42 * C + 1.4))),
+                               f"Jaccard overlap of the class hyperedges in {which} (gray: a class with no hyperedge).",
+                               ("class_pairs",)),
+        Figure.from_matplotlib("class-hypergraphs",
+                               _pair_figure(lambda l, ax: plot_class_hypergraph(l, ax), first, last, (5.6, 5.2)),
+                               f"Class hypergraphs of {which}: each class is a hyperedge around the SVD neurons that "
+                               f"are influential for at least {sep.min_share:g} of its inputs.", ("class_incidence",)),
+    ]
+    if len(deepest):
+        blocks.append(Table("deepest_shared", deepest,
+                            "Pairs of classes whose hyperedges still share SVD neurons deepest in the network.",
+                            {"class_a": "class a", "class_b": "class b", "deepest_layer": "deepest layer",
+                             "shared_neurons": "shared neurons"}))
+    data = (
+        Data("class_pairs", sep.pairs_frame(), "per layer and pair of classes: shared neurons and Jaccard overlap"),
+        Data("class_exclusive", sep.exclusive_frame(), "per layer and class: hyperedge size and exclusive share"),
+        Data("class_incidence", pd.concat([l.incidence.to_frame() for l in sep.layers], ignore_index=True),
+             "per layer, class and SVD neuron: inputs for which it is influential, share, hyperedge membership"),
+    )
+    notes = frame[frame["status"] != "ok"]
+    for _, row in notes.iterrows():
+        blocks.append(Note(f"{row['layer']}: {row['message']}", "warning"))
+    intro = ("How well the influential SVD neurons of each layer tell the classes apart: each class is a hyperedge "
+             "of the SVD neurons that are influential for most of its inputs.")
+    return Section("separation", SECTION_TITLES["separation"], tuple(blocks), data, intro=intro)
+
+
+# --------------------------------------------------------------------------- methods, metadata
+
+
+def methods_section() -> Section:
+    """The definitions as implemented, and the reference to the paper."""
+    return Section("methods", SECTION_TITLES["methods"], (Html(package_text("methods.html")),))
+
+
+def metadata_section(facts: Sequence[tuple[str, str]], options: Mapping[str, object], timings: Mapping[str, float],
+                     versions: Mapping[str, str]) -> Section:
+    """Model hash, data, options, versions and the time each step took."""
+    blocks = (
+        Table("run", pd.DataFrame(list(facts), columns=["item", "value"]), "What was analysed."),
+        Table("options", pd.DataFrame([(k, _text(v)) for k, v in options.items()], columns=["option", "value"]),
+              "Options of this report."),
+        Table("timings", pd.DataFrame(list(timings.items()), columns=["step", "seconds"]),
+              f"Wall-clock time of each step ({sum(timings.values()):.1f} s in all, the report's own writing excluded).",
+              digits=3),
+        Table("versions", pd.DataFrame(list(versions.items()), columns=["package", "version"]), "Versions."),
+    )
+    return Section("metadata", SECTION_TITLES["metadata"], blocks,
+                   intro="Everything needed to trace this report: the model's hash, the data, the options and versions.")
+
+
+def _text(v: object) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v)) or "–"
+    return str(v)
