@@ -447,3 +447,23 @@ def test_cli_bad_input_is_one_line_and_exit_2(planted, tmp_path, capsys, argv, m
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_ncc_accuracy_does_not_depend_on_row_order():
+    import numpy as np
+
+    from convsvd.hypergraph.separation import LayerData, _separate
+
+    rng = np.random.default_rng(0)
+    n, K = 60, 5
+    labels = np.repeat(np.arange(3), n // 3)
+    signal = rng.normal(size=(n, K)) + labels[:, None] * 0.3  # overlapping classes: folds matter
+    mask = np.abs(signal) > 1.0
+    ids = np.arange(n)
+    common = (np.zeros(K, int), np.arange(K), np.ones(K), [f"L:{i}" for i in range(K)], ["0", "1", "2"])
+    a = _separate(LayerData("L", ids, labels, signal, mask, mask * 1.0, *common), 0.5, 5, 0, None)
+    for _ in range(5):
+        perm = rng.permutation(n)
+        b = _separate(LayerData("L", ids[perm], labels[perm], signal[perm], mask[perm], mask[perm] * 1.0, *common),
+                      0.5, 5, 0, None)
+        assert a.ncc_accuracy == b.ncc_accuracy

@@ -325,9 +325,11 @@ def _ncc(signal: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> tuple
 
 
 def _separate(data: LayerData, min_share: float, folds: int, seed: int, max_inputs: int | None) -> LayerSeparation:
-    labelled = data.labels >= 0
-    data = LayerData(data.layer, data.ids[labelled], data.labels[labelled], data.signal[labelled],
-                     data.mask[labelled], data.weight[labelled], data.groups, data.neurons, data.sigma,
+    # inputs in id order, so the seeded cross-validation folds do not depend on the order the rows arrived in
+    keep = np.flatnonzero(data.labels >= 0)
+    keep = keep[np.argsort(data.ids[keep], kind="stable")]
+    data = LayerData(data.layer, data.ids[keep], data.labels[keep], data.signal[keep],
+                     data.mask[keep], data.weight[keep], data.groups, data.neurons, data.sigma,
                      data.vertices, data.names)
     inc = _incidence_of(data, min_share)
     C, K = inc.count.shape
