@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from convsvd.errors import InputError
+from convsvd.viz._common import new_axes, style_axes
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -38,20 +39,6 @@ _PL_COLOUR = "#C44E52"
 _RAND_COLOUR = "#8C8C8C"
 
 
-def _new_axes(size: tuple[float, float]) -> "Axes":
-    import matplotlib.pyplot as plt
-
-    return plt.figure(figsize=size, layout="constrained").add_subplot(1, 1, 1)
-
-
-def _style(ax: "Axes", xlabel: str, ylabel: str, title: str) -> None:
-    ax.set_xlabel(xlabel, fontsize=9)
-    ax.set_ylabel(ylabel, fontsize=9)
-    ax.set_title(title, fontsize=10)
-    ax.tick_params(labelsize=8)
-    ax.grid(True, which="major", alpha=0.3, linewidth=0.6)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
 
 
 def _bins(values: np.ndarray, log: bool, bins: int | None) -> np.ndarray:
@@ -124,10 +111,10 @@ def plot_esd(
     >>> ax = plot_esd(spectrum(nn.Linear(200, 100), mp=True).layers[0], log=True)
     """
     layer = _check_layer(layer)
-    ax = ax if ax is not None else _new_axes((5.0, 3.4))
+    ax = ax if ax is not None else new_axes((5.0, 3.4))
     lam = layer.evals[layer.evals > 0] if log else layer.evals
     scale = "log" if log else "linear"
-    _style(ax, "eigenvalue λ" + (" (log)" if log else ""), "density" + (" (log)" if log else ""), _title(layer))
+    style_axes(ax, "eigenvalue λ" + (" (log)" if log else ""), "density" + (" (log)" if log else ""), _title(layer))
     if lam.size == 0:
         ax.text(0.5, 0.5, "no eigenvalues", ha="center", va="center", transform=ax.transAxes)
         return ax
@@ -227,12 +214,12 @@ def plot_alpha_depth(
     items = _as_results(results)
     if labels is not None and len(labels) != len(items):
         raise InputError(f"labels: expected {len(items)} labels, got {len(labels)}")
-    ax = ax if ax is not None else _new_axes((6.0, 3.6))
+    ax = ax if ax is not None else new_axes((6.0, 3.6))
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"]
     names = items[0].names
-    _style(ax, "layer (depth order)", "α (solid)", "power-law exponent across depth")
+    style_axes(ax, "layer (depth order)", "α (solid)", "power-law exponent across depth")
     ax.axhspan(2.0, 6.0, color="#55A868", alpha=0.08, linewidth=0)
     twin = ax.twinx()
     twin.set_ylabel("α·log10 λ_max (dashed)", fontsize=9)
@@ -278,7 +265,7 @@ def plot_trained_vs_random(
     matplotlib.axes.Axes
     """
     trained, initial = _check_layer(trained), _check_layer(initial)
-    ax = ax if ax is not None else _new_axes((5.0, 3.4))
+    ax = ax if ax is not None else new_axes((5.0, 3.4))
     pooled = np.concatenate([trained.evals, initial.evals])
     pooled = pooled[pooled > 0] if log else pooled
     if pooled.size == 0:
@@ -301,7 +288,7 @@ def plot_trained_vs_random(
     scale = "log" if log else "linear"
     ax.set_xscale(scale)
     ax.set_yscale(scale)
-    _style(ax, "eigenvalue λ", "density", f"{trained.name} ({trained.view}): trained vs initialisation")
+    style_axes(ax, "eigenvalue λ", "density", f"{trained.name} ({trained.view}): trained vs initialisation")
     ax.legend(fontsize=7, frameon=False, loc="best")
     return ax
 

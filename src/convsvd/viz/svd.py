@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from convsvd.errors import InputError
+from convsvd.viz._common import new_axes, style_axes
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -41,20 +42,6 @@ def _colours(n: int) -> list[tuple[float, float, float, float]]:
     return [cmap(0.9 * i / max(1, n - 1)) for i in range(n)]
 
 
-def _new_axes(size: tuple[float, float]) -> "Axes":
-    import matplotlib.pyplot as plt
-
-    return plt.figure(figsize=size, layout="constrained").add_subplot(1, 1, 1)
-
-
-def _style(ax: "Axes", xlabel: str, ylabel: str, title: str) -> None:
-    ax.set_xlabel(xlabel, fontsize=9)
-    ax.set_ylabel(ylabel, fontsize=9)
-    ax.set_title(title, fontsize=10)
-    ax.tick_params(labelsize=8)
-    ax.grid(True, which="major", alpha=0.3, linewidth=0.6)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
 
 
 def plot_singular_values(dec: "Decomposition", ax: "Axes | None" = None, normalise: bool = True) -> "Axes":
@@ -72,7 +59,7 @@ def plot_singular_values(dec: "Decomposition", ax: "Axes | None" = None, normali
     matplotlib Axes
     """
     curves = _curves(dec)
-    ax = ax if ax is not None else _new_axes((5.0, 3.4))
+    ax = ax if ax is not None else new_axes((5.0, 3.4))
     for (name, s, _), colour in zip(curves, _colours(len(curves))):
         x = (np.arange(s.size) + 0.5) / s.size
         y = s / s[0] if normalise and s[0] > 0 else s
@@ -80,7 +67,7 @@ def plot_singular_values(dec: "Decomposition", ax: "Axes | None" = None, normali
                 color=colour, label=f"{name} ({s.size})")
     ax.set_yscale("log")
     ax.set_xlim(0, 1)
-    _style(ax, "relative index i / r", "σ_i / σ_max" if normalise else "σ_i",
+    style_axes(ax, "relative index i / r", "σ_i / σ_max" if normalise else "σ_i",
            "Singular values per layer" + (" (normalised)" if normalise else ""))
     ax.legend(fontsize=7, frameon=False, loc="lower left", ncol=1 + len(curves) // 9)
     return ax
@@ -89,14 +76,14 @@ def plot_singular_values(dec: "Decomposition", ax: "Axes | None" = None, normali
 def plot_energy(dec: "Decomposition", ax: "Axes | None" = None) -> "Axes":
     """Cumulative share of ``‖W̄‖²_F`` kept by the ``k`` leading singular triplets, per layer."""
     curves = _curves(dec)
-    ax = ax if ax is not None else _new_axes((5.0, 3.4))
+    ax = ax if ax is not None else new_axes((5.0, 3.4))
     for (name, s, fro2), colour in zip(curves, _colours(len(curves))):
         kept = np.cumsum(s**2) / fro2 if fro2 > 0 else np.zeros_like(s)
         ax.step(np.arange(1, s.size + 1) / s.size, kept, where="post", linewidth=1.4, color=colour, label=name)
     ax.axhline(0.9, color="0.5", linewidth=0.8, linestyle=":")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    _style(ax, "share of triplets k / r", "share of ‖W̄‖²_F", "Energy kept by the top-k triplets")
+    style_axes(ax, "share of triplets k / r", "share of ‖W̄‖²_F", "Energy kept by the top-k triplets")
     return ax
 
 
