@@ -71,6 +71,9 @@ def _ww(model, randomize: bool) -> dict[str, float]:  # type: ignore[no-untyped-
     return {str(row.longname): float(row.alpha) for row in details.itertuples()}
 
 
+_LAST_EIGENVALUES: dict[str, object] = {}
+
+
 def _ddp(model) -> dict[str, float]:  # type: ignore[no-untyped-def]
     import deep_data_profiler as ddp
     import torch
@@ -81,7 +84,26 @@ def _ddp(model) -> dict[str, float]:  # type: ignore[no-untyped-def]
         alphas = analysis.fit_power_law(eig_dict=eig)
         analysis.universal_metric(alpha_dict=alphas)
     names = [n for n, m in model.named_modules() if type(m) in (torch.nn.Linear, torch.nn.Conv2d)]
+    _LAST_EIGENVALUES.clear()
+    _LAST_EIGENVALUES.update({names[i - 1]: values for i, (values, _) in eig.items()})
     return {names[i - 1]: float(a) for i, (a, _) in alphas.items()}
+
+
+def _powerlaw15_alphas(eigenvalues: dict[str, object]) -> dict[str, float]:
+    """α of ``powerlaw`` 1.5 (the unbounded analytic fit, in ``<peers>/pl15``) on DDP's own eigenvalues."""
+    import importlib.util
+
+    path = Path(sys.prefix) / "pl15" / "powerlaw.py"
+    if not path.exists():
+        return {}
+    spec = importlib.util.spec_from_file_location("powerlaw15", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    out = {}
+    with _quiet():
+        for name, values in eigenvalues.items():
+            out[name] = float(module.Fit(values, verbose=False).alpha)
+    return out
 
 
 def main() -> None:
@@ -109,8 +131,9 @@ def main() -> None:
         t0 = time.perf_counter()
         alphas = run(model)
         times.append(time.perf_counter() - t0)
+    extra = {"alphas_pl15": _powerlaw15_alphas(_LAST_EIGENVALUES)} if args.tool == "ddp" else {}
     print(json.dumps({"tool": args.tool, "model": args.model, "times": times, "alphas": alphas,
-                      "load": os.getloadavg()}))
+                      "load": os.getloadavg(), **extra}))
 
 
 if __name__ == "__main__":

@@ -132,6 +132,8 @@ def main() -> None:
                     out = _peer(python, name, tool, 1, args.timeout)
                     peers[tool] += out["times"]
                     peer_alphas[tool] = out["alphas"]
+                    if "alphas_pl15" in out:
+                        peer_alphas["ddp_pl15"] = out["alphas_pl15"]
             loads.append(os.getloadavg()[0])
             print(f"   round {r + 1}/{rounds} done, load average {loads[-1]:.2f}", flush=True)
 
@@ -159,6 +161,14 @@ def main() -> None:
               f"{len(diff)} differ by > 1e-3")
         for row in rows if args.show_alphas else diff:
             print(row)
+        if peer_alphas.get("ddp_pl15"):
+            rows = _alpha_rows(ours_alpha, peer_alphas["ddp_pl15"], cap=None)
+            worst = max(abs(ours_alpha[r] - peer_alphas["ddp_pl15"][r]) for r in ours_alpha if r in peer_alphas["ddp_pl15"])
+            diff = [r for r in rows if "differs" in r]
+            print(f"  α vs powerlaw 1.5 on DeepDataProfiler's own eigenvalues (float32 SVD; same definition, unbounded "
+                  f"fit): {len(rows)} layers, max |Δα| {worst:.1e}, {len(diff)} differ by > 1e-3")
+            for row in rows if args.show_alphas else diff:
+                print(row)
         slices = {l.name: l.alpha for l in spectrum(model, view="slices").layers if l.ok}
         rows = _alpha_rows(slices, peer_alphas["ww"], cap=None)
         diff = [r for r in rows if "differs" in r]

@@ -248,6 +248,15 @@ def test_shuffle_is_a_seeded_permutation_of_the_entries() -> None:
         shuffle_entries(torch.empty(0, 3))
 
 
+def test_shuffle_rolls_rows_the_same_way_by_gather_and_row_by_row(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import convsvd.spectral.shuffle as shuffle_module
+
+    W = torch.randn(40, 70, generator=_gen(8))
+    by_gather = shuffle_entries(W, seed=3)
+    monkeypatch.setattr(shuffle_module, "_GATHER_MAX", 0)  # force the row-by-row copies
+    assert torch.equal(shuffle_entries(W, seed=3), by_gather)
+
+
 def test_fast_shuffle_gives_the_esd_of_a_uniform_shuffle() -> None:
     # rows scaled by log-normal factors: the case where a 2-pass shuffle would be biased
     g = _gen(7)

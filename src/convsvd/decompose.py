@@ -295,9 +295,11 @@ def _gram32_eigvalsh(A: torch.Tensor) -> torch.Tensor:
 
     # a.T is the Fortran-order view of a C-order (m, n) block: ssyrk reads it without a
     # copy; trans=1 gives (aᵀ)ᵀaᵀ = a aᵀ, trans=0 gives aᵀa. Only the lower triangle is filled.
-    grams = [ssyrk(1.0, a.T, trans=int(m <= n), lower=1) for a in A32.contiguous().numpy()]
-    G64 = torch.from_numpy(np.stack(grams).astype(np.float64))
-    return torch.linalg.eigvalsh(G64, UPLO="L").flip(-1)
+    k = min(m, n)
+    G64 = np.empty((A32.shape[0], k, k), dtype=np.float64)
+    for b, a in enumerate(A32.contiguous().numpy()):
+        G64[b] = ssyrk(1.0, a.T, trans=int(m <= n), lower=1)
+    return torch.linalg.eigvalsh(torch.from_numpy(G64), UPLO="L").flip(-1)
 
 
 def _values(A: torch.Tensor, method: str) -> torch.Tensor:

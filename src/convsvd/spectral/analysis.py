@@ -82,8 +82,6 @@ VIEWS: tuple[str, ...] = ("unfold", "slices", "operator")
 DEFAULT_OPERATOR_N = 32
 """Input side of the ``operator`` view when ``n`` is not given."""
 
-ProgressArg = "bool | None | Callable[[int, int, str], None]"
-
 # Reasons (from convsvd.io.spec.check_weight and the module reader) for which a *layer*
 # was not loaded; other skipped entries are parameters of non-linear modules.
 _LAYER_SKIP_REASONS = ("zero-size weight", "weight has ", "weight dtype ", "lazy module")
