@@ -132,7 +132,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def report(results: list[SpectrumResult], table: pd.DataFrame, corr: pd.DataFrame, paths: list[Path],
-           out: Path, seconds: float) -> Path:
+           out: Path) -> Path:
     c = corr.set_index("metric")
     first, last = results[0], results[-1]
     per_layer = pd.DataFrame([
@@ -154,7 +154,7 @@ checkpoint (epoch 0 is the random initialisation) the weights alone are analysed
 paper's W̄; λ = σ²/N with N the larger side) and set against the checkpoint's test
 error. `conv1` has 9 eigenvalues, fewer than the minimum of 10, so it is reported with
 status `too_few` and left out of the means. Run `python studies/digits_training.py`
-(≈{seconds:.0f} s on 2 CPU cores) to regenerate this page.
+(a few seconds on 2 CPU cores) to regenerate this page.
 
 ## Headline
 
@@ -227,8 +227,9 @@ def main() -> None:
     results, table = analyse()
     corr = correlations(table)
     paths = figures(results, table, out)
-    path = report(results, table, corr, paths, out, time.perf_counter() - t0)
+    path = report(results, table, corr, paths, out)
     print(corr.to_string(index=False))
+    print(f"done in {time.perf_counter() - t0:.1f} s")
     for p in [path, *paths]:
         print(f"wrote {p} ({p.stat().st_size / 1024:.0f} KB)")
 
