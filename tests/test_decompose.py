@@ -184,3 +184,12 @@ def test_cuda_requested_without_cuda():
 def test_no_layer_model_is_a_clear_error():
     with pytest.raises(InputError, match="no convolutional or linear layer"):
         decompose(nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3)))
+
+
+def test_weights_hash_names_the_weights(tmp_path):
+    model = _model()
+    dec = decompose(model, mode="values")
+    assert dec.weights_hash == from_module(model).content_hash() and len(dec.weights_hash) == 64
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] += 1.0
+    assert decompose(model, mode="values").weights_hash != dec.weights_hash

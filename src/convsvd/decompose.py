@@ -43,6 +43,7 @@ results agree across devices and runs.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import math
 from collections.abc import Mapping
@@ -209,7 +210,12 @@ class Decomposition(Mapping):
     skipped: tuple[SkippedParam, ...] = ()
     source: str = ""
     options: dict[str, object] = field(default_factory=dict)
-    weights_hash: str = ""
+    weights: ModelWeights | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def weights_hash(self) -> str:
+        """SHA-256 of the decomposed weights (computed on first use: hashing a large model takes time)."""
+        return self.weights.content_hash() if self.weights is not None else ""
 
     def __getitem__(self, name: str) -> LayerSVD:
         try:
@@ -567,4 +573,4 @@ def decompose(
         )
     options = dict(mode=mode, k=k, dtype=str(dtype) if dtype else "weights", device=str(dev), method=method,
                    fold_bn=fold_bn, layers=layers)
-    return Decomposition(out, mw.skipped, mw.source, options, mw.content_hash())
+    return Decomposition(out, mw.skipped, mw.source, options, mw)
