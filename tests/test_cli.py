@@ -151,3 +151,17 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         os.umask(old)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temporary left behind
+
+
+def test_zoo_checkpoint_names_work_in_every_command(tmp_path, capsys):
+    from convsvd.cli import zoo_base, zoo_input_shape
+
+    assert zoo_base("digits-cnn@3") == "digits-cnn" and zoo_base("nope@3") is None
+    assert zoo_input_shape("digits-cnn@3") == (1, 8, 8)
+    code, stdout, stderr = _run(["profile", "digits-cnn@20", "digits:test", "--top-k", "2",
+                                 "--out", str(tmp_path / "run")], capsys)
+    assert code == 0, stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["source"] == "digits-cnn@20"
+    code, _, stderr = _run(["profile", "digits-cnn@x", "digits:test"], capsys)
+    assert code == 2 and "NAME@EPOCH" in stderr

@@ -63,6 +63,25 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="allow unpickling a full-model checkpoint (runs code from the file: only for files you trust)")
 
 
+def zoo_base(name: str) -> str | None:
+    """The built-in model a MODEL argument names (``digits-cnn`` or ``digits-cnn@3``), or None.
+
+    A path that exists on disk always wins over a built-in name.
+    """
+    from convsvd import zoo
+
+    base = name.partition("@")[0]
+    return base if base in zoo.available() and not Path(name).exists() else None
+
+
+def zoo_input_shape(name: str) -> tuple[int, ...] | None:
+    """Input shape ``(c, h, w)`` of a built-in model (or one of its checkpoints), else None."""
+    from convsvd import zoo
+
+    base = zoo_base(name)
+    return tuple(zoo.model_info(base).input_shape) if base else None
+
+
 def resolve_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """A built-in zoo name → its nn.Module; anything else → :func:`convsvd.io.load`."""
     from convsvd import zoo
@@ -70,7 +89,7 @@ def resolve_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     name = args.model
     base, at, epoch = name.partition("@")  # "digits-cnn@3": the checkpoint saved after epoch 3
-    if base in zoo.available() and not Path(name).exists():
+    if zoo_base(name):
         from convsvd.io import from_module
 
         if not at:
@@ -190,14 +209,13 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
 def cmd_profile(args: argparse.Namespace) -> int:
     import os
 
-    from convsvd import zoo
     from convsvd.data import as_source
     from convsvd.signals import profile
 
     out = _writable_dir(args.out)
     mw = resolve_model(args)
     data = as_source(args.data)
-    shape = zoo.model_info(args.model).input_shape if args.model in zoo.available() else None
+    shape = zoo_input_shape(args.model)
     t0 = time.perf_counter()
     table = profile(mw, data, layers=args.layers, aggregate=args.aggregate, threshold=args.threshold,
                     top_k=args.top_k, batch_size=args.batch_size, device=args.device, fold_bn=args.fold_bn,
@@ -278,9 +296,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     mw = resolve_model(args)
     shape, init = None, None
-    base = args.model.partition("@")[0]  # a built-in model, or one of its checkpoints (NAME@EPOCH)
-    if base in zoo.available() and not Path(args.model).exists():
-        shape = zoo.model_info(base).input_shape
+    base = zoo_base(args.model)  # a built-in model, or one of its checkpoints (NAME@EPOCH)
+    if base:
+        shape = zoo_input_shape(args.model)
         init = from_module(zoo.load(base, pretrained=False), source=f"{base} (initialisation)")
     if args.init is not None:
         init = load(args.init, trust_pickle=args.trust_pickle)
@@ -358,7 +376,6 @@ def cmd_features(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from convsvd import zoo
     from convsvd._meta import run_metadata, write_atomic
     from convsvd.features import exemplars, featureviz, singular_filters
     from convsvd.signals import profile
@@ -371,8 +388,8 @@ def cmd_features(args: argparse.Namespace) -> int:
         mw[name]  # one line naming the layers when unknown
     neurons = _neuron_list(args.neurons)
     input_size = args.input_size
-    if input_size is None and args.model in zoo.available() and not Path(args.model).exists():
-        input_size = zoo.model_info(args.model).input_shape[1:]
+    if input_size is None and zoo_base(args.model):
+        input_size = zoo_input_shape(args.model)[1:]  # type: ignore[index]
     size = args.size if args.size is not None else input_size
     fvs = {name: featureviz(mw, name, neurons, steps=args.steps, size=size, input_size=input_size,
                             directions=args.directions, location=args.location, seed=args.seed, device=args.device,
@@ -544,11 +561,9 @@ def _spectrum_options(p: argparse.ArgumentParser) -> None:
 
 def _operator_side(model: str, n: int | None) -> int | None:
     """--n, else the input side of a built-in model (``name`` or ``name@epoch``)."""
-    from convsvd import zoo
 
-    base = model.partition("@")[0]
-    if n is None and base in zoo.available() and not Path(model).exists():
-        return int(zoo.model_info(base).input_shape[-1])
+    if n is None and zoo_base(model):
+        return int(zoo_input_shape(model)[-1])  # type: ignore[index]
     return n
 
 
