@@ -42,7 +42,6 @@ results agree across devices and runs.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import hashlib
 import math
@@ -65,7 +64,7 @@ __all__ = ["LayerSVD", "Decomposition", "decompose", "MODES", "METHODS"]
 
 MODES = ("full", "values", "topk")
 METHODS = ("auto", "svd", "gram", "gram32", "lanczos", "randomized")
-_CACHE_VERSION = "convsvd-svd-1"
+_CACHE_VERSION = "convsvd-svd-2"
 _BATCH_BYTES = 256 * 2**20  # largest stacked batch handed to one LAPACK call
 
 
@@ -407,6 +406,11 @@ def _cache_key(matrix: torch.Tensor, mode: str, method: str, k: int | None) -> s
     return h.hexdigest()
 
 
+def _fro2(A: torch.Tensor) -> torch.Tensor:
+    """Squared Frobenius norm of each group's matrix, accumulated in float64."""
+    return torch.linalg.vector_norm(A, dim=(-2, -1), dtype=torch.float64).pow(2).cpu()
+
+
 def _cache_read(path: Path) -> dict[str, torch.Tensor] | None:
     from safetensors.torch import load_file
 
@@ -520,13 +524,11 @@ def decompose(
     cache = Path(cache_dir) if cache_dir is not None else None
     keys: dict[str, str] = {}
     if cache is not None:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:  # sha256 releases the GIL
-            futs = {n: pool.submit(_cache_key, A, mode, methods[n], k) for n, A in mats.items()}
-            keys = {n: f.result() for n, f in futs.items()}
+        keys = {n: _cache_key(A, mode, methods[n], k) for n, A in mats.items()}
         for n, key in keys.items():
             hit = _cache_read(cache / f"{key}.safetensors")
-            if hit is not None:
-                results[n] = (hit.get("U"), hit["S"], hit.get("Vh"))
+            if hit is not None and "S" in hit and "fro2" in hit:
+                results[n] = (hit.get("U"), hit["S"], hit.get("Vh"), hit["fro2"])
 
     from convsvd._progress import progress as _progress
 
@@ -551,24 +553,24 @@ def decompose(
                     for c in chunk:
                         g = specs[c].groups
                         sl = slice(off, off + g)
-                        res = (None if U is None else U[sl], S[sl], None if Vh is None else Vh[sl])
+                        res = (None if U is None else U[sl], S[sl], None if Vh is None else Vh[sl], _fro2(mats[c]))
                         results[c] = res
                         if cache is not None:
                             _cache_write(cache / f"{keys[c]}.safetensors",
-                                         {kk: v for kk, v in zip(("U", "S", "Vh"), res) if v is not None})
+                                         {kk: v for kk, v in zip(("U", "S", "Vh", "fro2"), res) if v is not None})
                         off += g
                     bar.advance(len(chunk), f"{shape[0]}×{shape[1]}")
                     chunk, groups_in_chunk = [], 0
 
     out: dict[str, LayerSVD] = {}
     for n, A in mats.items():
-        U, S, Vh = results[n]
+        U, S, Vh, fro2 = results[n]
         spec = specs[n]
         out[n] = LayerSVD(
             name=n, kind=spec.kind, groups=spec.groups, shape=spec.unfolded_shape,
             weight_shape=tuple(spec.weight.shape),
             S=S.to(dev), U=None if U is None else U.to(dev), Vh=None if Vh is None else Vh.to(dev),
-            fro2=A.to(torch.float64).pow(2).sum(dim=(-2, -1)).to(dev),
+            fro2=fro2.to(dev),
             mode=mode, method=methods[n], folded=spec.folded,
         )
     options = dict(mode=mode, k=k, dtype=str(dtype) if dtype else "weights", device=str(dev), method=method,
