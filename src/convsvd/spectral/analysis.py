@@ -35,11 +35,15 @@ takes float64 eigenvalues (``method="gram32"``; error bound in
 :mod:`convsvd.decompose`), and with ``dtype="float64"`` it uses the float64 Gram route.
 All power-law fits are one :func:`~convsvd.spectral.fit_power_law_batch` call. The
 randomised baseline shuffles every layer (:func:`~convsvd.spectral.shuffle_entries`,
-seeded per layer) and recomputes all the eigenvalues in one more batched pass.
+seeded per layer) and recomputes all the eigenvalues in one more batched pass; with
+float32 precision that pass also solves in float32 (``decompose(method="gram32",
+dtype="float32")``, about 2e-5·λ_max absolute error), far below the sampling spread of
+a shuffled layer's ESD.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import fnmatch
 import math
 import os
@@ -201,22 +205,25 @@ def _unfold_spectra(
     precision: torch.dtype,
     device: str | torch.device | None,
     progress: object,
+    baseline: bool = False,
 ) -> tuple[dict[str, _Spectrum], str]:
-    """Unfolded spectra of ``specs`` and the content hash of their weights."""
+    """Unfolded spectra of ``specs`` and the content hash of their weights (not for a baseline)."""
     from convsvd.decompose import decompose
 
     mw = ModelWeights(tuple(specs), source="<spectrum>")
     if not specs:
-        return {}, mw.content_hash()
+        return {}, "" if baseline else mw.content_hash()
     if precision == torch.float32:
-        dec = decompose(mw, mode="values", method="gram32", device=device, progress=progress)
+        # a shuffled layer's ESD is a random sample: float32 eigenvalues are ample (decompose docs)
+        dec = decompose(mw, mode="values", method="gram32", dtype=torch.float32 if baseline else None,
+                        device=device, progress=progress)
     else:
         dec = decompose(mw, mode="values", method="gram", dtype=torch.float64, device=device, progress=progress)
     out = {
         name: _Spectrum(_to_evals(layer.S, layer.shape), tuple(layer.shape), layer.groups)  # type: ignore[arg-type]
         for name, layer in dec.items()
     }
-    return out, dec.weights_hash
+    return out, "" if baseline else dec.weights_hash
 
 
 def _conv_spectrum(
@@ -245,12 +252,13 @@ def _spectra(
     device: str | torch.device | None,
     progress: object,
     what: str,
+    baseline: bool = False,
 ) -> tuple[dict[str, _Spectrum], str]:
     """Eigenvalues of every layer (convs in their view, the rest unfolded), and the weights' hash."""
     if view == "unfold":
-        return _unfold_spectra(specs, precision, device, progress)
+        return _unfold_spectra(specs, precision, device, progress, baseline)
     convs = [s for s in specs if s.kind != "linear"]
-    out, _ = _unfold_spectra([s for s in specs if s.kind == "linear"], precision, device, progress)
+    out, _ = _unfold_spectra([s for s in specs if s.kind == "linear"], precision, device, progress, baseline)
     from convsvd.decompose import default_device
 
     dev = torch.device(device) if device is not None else default_device()
@@ -258,7 +266,11 @@ def _spectra(
         for spec in convs:
             out[spec.name] = _conv_spectrum(spec, view, n, precision, dev)
             bar.advance(1, spec.name)
-    return out, ModelWeights(tuple(specs)).content_hash()
+    return out, "" if baseline else ModelWeights(tuple(specs)).content_hash()
+
+
+def _shuffled(spec: LayerSpec, seed: int) -> LayerSpec:
+    return replace(spec, weight=shuffle_entries(spec.weight.detach(), layer_seed(seed, spec.name)))
 
 
 def _random_baselines(
@@ -271,14 +283,11 @@ def _random_baselines(
     seed: int,
     distance: str,
     progress: object,
+    shuffling: concurrent.futures.Future | None = None,  # type: ignore[type-arg]
 ) -> dict[str, RandomBaseline]:
-    shuffled = []
-    with _progress(len(specs), "shuffling", progress) as bar:
-        for spec in specs:
-            W = shuffle_entries(spec.weight.detach(), layer_seed(seed, spec.name))
-            shuffled.append(replace(spec, weight=W))
-            bar.advance(1, spec.name)
-    rand, _ = _spectra(shuffled, view, n, precision, device, progress, "random baseline")
+    done = shuffling.result() if shuffling is not None else {}
+    shuffled = [done[s.name] if s.name in done else _shuffled(s, seed) for s in specs]
+    rand, _ = _spectra(shuffled, view, n, precision, device, progress, "random baseline", baseline=True)
     out = {}
     for spec in specs:
         r = rand[spec.name].evals
@@ -383,10 +392,50 @@ def spectrum(
         mw = fold_batchnorm(mw)
     mw, not_loaded = _select(mw, layers)
     precision = _precision(mw.layers, dtype)
-    eps = float(torch.finfo(precision).eps)
 
     finite = [s for s in mw.layers if _finite(s.weight)]
-    own, model_hash = _spectra(finite, view, grid, precision, device, progress, "spectra")
+    pool = shuffling = None
+    if random_baseline and finite:
+        # Shuffling is memory-bound single-threaded work: it runs beside the eigenvalue
+        # solvers (torch releases the GIL), which do not keep both cores busy throughout.
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        shuffling = pool.submit(lambda: {sp.name: _shuffled(sp, seed) for sp in finite})
+    try:
+        own, model_hash = _spectra(finite, view, grid, precision, device, progress, "spectra")
+        result = _analyse(mw, finite, own, model_hash, not_loaded, view, grid, precision, device, progress, mp,
+                          random_baseline, shuffling, xmin_range, distribution, min_evals, distance, seed)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    options = dict(view=view, layers=layers, mp=mp, random_baseline=random_baseline,
+                   n=grid if view == "operator" else None, xmin_range=xmin_range, distribution=distribution,
+                   min_evals=min_evals, distance=distance, dtype=str(precision).replace("torch.", ""),
+                   fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed)
+    return SpectrumResult(result, view, mw.source, model_hash, options)
+
+
+def _analyse(
+    mw: ModelWeights,
+    finite: list[LayerSpec],
+    own: dict[str, _Spectrum],
+    model_hash: str,
+    not_loaded: list[tuple[str, tuple[int, ...], str]],
+    view: str,
+    grid: int,
+    precision: torch.dtype,
+    device: str | torch.device | None,
+    progress: object,
+    mp: bool,
+    random_baseline: bool,
+    shuffling: concurrent.futures.Future | None,  # type: ignore[type-arg]
+    xmin_range: tuple[float, float] | None,
+    distribution: str,
+    min_evals: int,
+    distance: str,
+    seed: int,
+) -> tuple[LayerSpectrum, ...]:
+    """Fits, metrics and baselines of every layer, in model order."""
+    eps = float(torch.finfo(precision).eps)
     status = {name: layer_status(sp.evals, min_evals) for name, sp in own.items()}
     fittable = [s for s in finite if status[s.name] == "ok"]
 
@@ -408,7 +457,7 @@ def spectrum(
                 bar.advance(1, s.name)
     rands = {}
     if random_baseline and fitted:
-        rands = _random_baselines(fitted, own, view, grid, precision, device, seed, distance, progress)
+        rands = _random_baselines(fitted, own, view, grid, precision, device, seed, distance, progress, shuffling)
 
     built: dict[str, LayerSpectrum] = {}
     for spec in mw.layers:
@@ -430,19 +479,15 @@ def spectrum(
             fit=None, mp=None, random=None, status="nonfinite" if "NaN/Inf" in reason else "skipped",
             phenomenology="", **norms(np.empty(0), 1, eps),
         )
-    ordered = _model_order(mw, list(built))
-    options = dict(view=view, layers=layers, mp=mp, random_baseline=random_baseline,
-                   n=grid if view == "operator" else None, xmin_range=xmin_range, distribution=distribution,
-                   min_evals=min_evals, distance=distance, dtype=str(precision).replace("torch.", ""),
-                   fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed)
-    return SpectrumResult(tuple(built[k] for k in ordered), view, mw.source, model_hash, options)
+    return tuple(built[k] for k in _model_order(mw, list(built)))
 
 
 def _finite(W: torch.Tensor) -> bool:
-    """Whether every weight is finite (the sum is NaN/Inf whenever an entry is; full check only then)."""
+    """Whether every weight is finite (the sum is NaN/Inf whenever an entry is; full check only then,
+    which also settles a sum that overflowed)."""
     if W.numel() == 0 or not W.is_floating_point():
         return False
-    return math.isfinite(float(W.detach().sum(dtype=torch.float64))) or bool(torch.isfinite(W).all())
+    return math.isfinite(float(W.detach().sum())) or bool(torch.isfinite(W).all())
 
 
 def _model_order(mw: ModelWeights, names: list[str]) -> list[str]:
