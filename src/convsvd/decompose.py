@@ -219,7 +219,7 @@ class Decomposition(Mapping):
 
     @functools.cached_property
     def weights_hash(self) -> str:
-        """SHA-256 of the decomposed weights (computed on first use: hashing a large model takes time)."""
+        """Digest (XXH3-128) of the decomposed weights (computed on first use: hashing a large model takes time)."""
         return self.weights.content_hash() if self.weights is not None else ""
 
     def __getitem__(self, name: str) -> LayerSVD:

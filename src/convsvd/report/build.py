@@ -246,7 +246,7 @@ def _write(a: Analysis, clock: _Clock, paths: files.ReportPaths, staging: Path, 
         last = a.separation.layers[-1]
         facts.append((f"class accuracy at {last.layer}", f"{100 * last.ncc_accuracy:.1f} % (NCC)"))
     facts.append(("model hash", model_hash[:12]))
-    run = [("model", mw.source), ("format", mw.format), ("model hash (SHA-256)", model_hash), ("data", data_name)]
+    run = [("model", mw.source), ("format", mw.format), ("model hash (XXH3-128)", model_hash), ("data", data_name)]
     if table is not None:
         ds: dict = table.manifest["dataset"]  # type: ignore[assignment]
         run += [("data transform", str(ds.get("transform", "–"))), ("data fingerprint", str(ds.get("fingerprint", "–"))),

@@ -103,7 +103,7 @@ class SpectrumResult:
     source : str
         The model's source, as loaded.
     model_hash : str
-        SHA-256 of the analysed weights.
+        Digest of the analysed weights (:meth:`convsvd.io.ModelWeights.content_hash`).
     options : dict
         The options of the run (for the run metadata).
     """
