@@ -379,3 +379,18 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], capsys) -> None:  # t
     assert code == 2
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"convsvd {argv[0]}: error:"), stderr
+
+
+def test_random_baseline_is_the_spectrum_of_the_seeded_shuffle() -> None:
+    # float32 weights: the shuffled spectra are solved in float32 (documented error ~2e-5·λmax)
+    g = torch.Generator().manual_seed(7)
+    model = nn.Sequential(_linear(torch.randn(96, 640, generator=g) * 0.05), nn.ReLU(),
+                          _linear(torch.randn(48, 96, generator=g) * 0.1))
+    res = spectrum(model, random_baseline=True, seed=3)
+    for name, lin in (("0", model[0]), ("2", model[2])):
+        X = shuffle_entries(lin.weight.detach(), layer_seed(3, name)).double()
+        ref = np.sort(torch.linalg.svdvals(X).numpy() ** 2 / max(X.shape))
+        got = res[name].random.evals
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= 2e-5 * ref.max()
+        assert res[name].random.lambda_max == pytest.approx(ref[-1], rel=2e-5)
