@@ -504,3 +504,19 @@ def test_factory_errors(model: SmallCNN, sd_file: Path, tmp_path: Path, monkeypa
         load(sd_file, weights=sd_file)
     with pytest.raises(InputError, match="missing.pt: no such weights file"):
         load("convsvd_factory_bad:make", weights=tmp_path / "missing.pt")
+
+
+def test_tensor_digest_keys_content_dtype_and_shape() -> None:
+    from convsvd.io.spec import tensor_digest
+
+    a = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    key = tensor_digest(a)
+    assert tensor_digest(a.T.contiguous().T) == key  # layout does not matter, content does
+    assert tensor_digest(a.clone()) == key
+    b = a.clone()
+    b[3, 2] = torch.nextafter(b[3, 2], torch.tensor(float("inf")))  # one ulp in one entry
+    assert tensor_digest(b) != key
+    assert tensor_digest(a.reshape(5, 6)) != key
+    assert tensor_digest(a.double()) != key
+    assert len({tensor_digest(torch.tensor(x)) for x in (0.0, 1.0, -0.0)}) == 3  # 0-dim tensors too
+    assert tensor_digest(torch.empty(0, 3)) != tensor_digest(torch.empty(3, 0))

@@ -198,7 +198,8 @@ def tensor_digest(t: torch.Tensor) -> str:
     h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
     c = t.detach().to("cpu").contiguous()
     if c.numel():
-        h.update(c.view(torch.uint8).numpy() if c.dtype != torch.bool else c.numpy())
+        flat = c.reshape(-1)
+        h.update(flat.view(torch.uint8).numpy() if c.dtype != torch.bool else flat.numpy())
     return h.hexdigest()
 
 
