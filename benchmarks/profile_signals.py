@@ -194,10 +194,10 @@ DDP_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def bench_ddp(peers: Path, n_images: int, ours_per_s: float, forward_per_s: float, device: str, threads: int) -> None:
-    python = peers / "bin" / "python"
+def bench_ddp(python: Path, n_images: int, ours_per_s: float, forward_per_s: float, device: str, threads: int) -> None:
+    """DeepDataProfiler one image at a time, run by ``python`` (an interpreter where it is installed)."""
     if not python.exists():
-        print(f"2. DeepDataProfiler: skipped ({python} not found; bash shared/peers/install-peers.sh {peers})")
+        print(f"2. DeepDataProfiler: skipped ({python} not found; bash shared/peers/install-peers.sh DIR)")
         return
     res = subprocess.run([str(python), "-c", DDP_SCRIPT, str(HERE), str(n_images), str(BATCH), device, str(threads)],
                          capture_output=True, text=True, timeout=1800)
@@ -280,7 +280,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; vgg_small, float32")
     t_prof, t_fwd = bench_forward(args.inputs, args.repeat, args.device)
     if not args.skip_ddp:
-        bench_ddp(args.peers, args.ddp_images, args.inputs / t_prof, args.inputs / t_fwd, args.device, args.threads)
+        bench_ddp(args.peers / "bin" / "python", args.ddp_images, args.inputs / t_prof, args.inputs / t_fwd, args.device, args.threads)
     if args.memory:
         bench_memory([int(s) for s in args.memory.split(",") if s], args.threads)
 
