@@ -394,71 +394,36 @@ def spectrum(
     precision = _precision(mw.layers, dtype)
 
     finite = [s for s in mw.layers if _finite(s.weight)]
-    pool = shuffling = None
-    if random_baseline and finite:
-        # Shuffling is memory-bound single-threaded work: it runs beside the eigenvalue
-        # solvers (torch releases the GIL), which do not keep both cores busy throughout.
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        shuffling = pool.submit(lambda: {sp.name: _shuffled(sp, seed) for sp in finite})
-    try:
+    # Shuffling for the baseline is memory-bound single-threaded work: it runs beside the
+    # eigenvalue solvers (torch releases the GIL), which leave the cores partly idle.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        shuffling = (pool.submit(lambda: {sp.name: _shuffled(sp, seed) for sp in finite})
+                     if random_baseline and finite else None)
         own, model_hash = _spectra(finite, view, grid, precision, device, progress, "spectra")
-        result = _analyse(mw, finite, own, model_hash, not_loaded, view, grid, precision, device, progress, mp,
-                          random_baseline, shuffling, xmin_range, distribution, min_evals, distance, seed)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    options = dict(view=view, layers=layers, mp=mp, random_baseline=random_baseline,
-                   n=grid if view == "operator" else None, xmin_range=xmin_range, distribution=distribution,
-                   min_evals=min_evals, distance=distance, dtype=str(precision).replace("torch.", ""),
-                   fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed)
-    return SpectrumResult(result, view, mw.source, model_hash, options)
+        status = {name: layer_status(sp.evals, min_evals) for name, sp in own.items()}
+        fittable = [s for s in finite if status[s.name] == "ok"]
 
+        fits: dict[str, PowerLawFit] = dict(zip(
+            (s.name for s in fittable),
+            fit_power_law_batch([own[s.name].evals for s in fittable], xmin_range=xmin_range, distribution=distribution),
+        ))
+        for name, fit in fits.items():
+            if not fit.ok:
+                status[name] = f"fit_{fit.status}"
+        fitted = [s for s in fittable if status[s.name] == "ok"]
 
-def _analyse(
-    mw: ModelWeights,
-    finite: list[LayerSpec],
-    own: dict[str, _Spectrum],
-    model_hash: str,
-    not_loaded: list[tuple[str, tuple[int, ...], str]],
-    view: str,
-    grid: int,
-    precision: torch.dtype,
-    device: str | torch.device | None,
-    progress: object,
-    mp: bool,
-    random_baseline: bool,
-    shuffling: concurrent.futures.Future | None,  # type: ignore[type-arg]
-    xmin_range: tuple[float, float] | None,
-    distribution: str,
-    min_evals: int,
-    distance: str,
-    seed: int,
-) -> tuple[LayerSpectrum, ...]:
-    """Fits, metrics and baselines of every layer, in model order."""
+        mps = {}
+        if mp:
+            with _progress(len(fitted), "MP fits", progress) as bar:
+                for s in fitted:
+                    sp = own[s.name]
+                    mps[s.name] = fit_marchenko_pastur(sp.evals, Q=max(sp.shape) / min(sp.shape), M=min(sp.shape))
+                    bar.advance(1, s.name)
+        rands = {}
+        if random_baseline and fitted:
+            rands = _random_baselines(fitted, own, view, grid, precision, device, seed, distance, progress, shuffling)
+
     eps = float(torch.finfo(precision).eps)
-    status = {name: layer_status(sp.evals, min_evals) for name, sp in own.items()}
-    fittable = [s for s in finite if status[s.name] == "ok"]
-
-    fits: dict[str, PowerLawFit] = dict(zip(
-        (s.name for s in fittable),
-        fit_power_law_batch([own[s.name].evals for s in fittable], xmin_range=xmin_range, distribution=distribution),
-    ))
-    for name, fit in fits.items():
-        if not fit.ok:
-            status[name] = f"fit_{fit.status}"
-    fitted = [s for s in fittable if status[s.name] == "ok"]
-
-    mps = {}
-    if mp:
-        with _progress(len(fitted), "MP fits", progress) as bar:
-            for s in fitted:
-                sp = own[s.name]
-                mps[s.name] = fit_marchenko_pastur(sp.evals, Q=max(sp.shape) / min(sp.shape), M=min(sp.shape))
-                bar.advance(1, s.name)
-    rands = {}
-    if random_baseline and fitted:
-        rands = _random_baselines(fitted, own, view, grid, precision, device, seed, distance, progress, shuffling)
-
     built: dict[str, LayerSpectrum] = {}
     for spec in mw.layers:
         name = spec.name
@@ -479,7 +444,12 @@ def _analyse(
             fit=None, mp=None, random=None, status="nonfinite" if "NaN/Inf" in reason else "skipped",
             phenomenology="", **norms(np.empty(0), 1, eps),
         )
-    return tuple(built[k] for k in _model_order(mw, list(built)))
+    options = dict(view=view, layers=layers, mp=mp, random_baseline=random_baseline,
+                   n=grid if view == "operator" else None, xmin_range=xmin_range, distribution=distribution,
+                   min_evals=min_evals, distance=distance, dtype=str(precision).replace("torch.", ""),
+                   fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed)
+    ordered = tuple(built[k] for k in _model_order(mw, list(built)))
+    return SpectrumResult(ordered, view, mw.source, model_hash, options)
 
 
 def _finite(W: torch.Tensor) -> bool:
