@@ -520,3 +520,13 @@ def test_tensor_digest_keys_content_dtype_and_shape() -> None:
     assert tensor_digest(a.double()) != key
     assert len({tensor_digest(torch.tensor(x)) for x in (0.0, 1.0, -0.0)}) == 3  # 0-dim tensors too
     assert tensor_digest(torch.empty(0, 3)) != tensor_digest(torch.empty(3, 0))
+
+
+def test_check_weight_counts_non_finite_entries_also_when_the_sum_overflows() -> None:
+    from convsvd.io.spec import check_weight
+
+    assert check_weight("w", torch.ones(5)) is None
+    assert check_weight("w", torch.full((4,), 6e4, dtype=torch.float16)) is None  # the sum overflows, entries are fine
+    assert check_weight("w", torch.tensor([1.0, math.inf, -math.inf])) == "weight has 2 NaN/Inf entries"
+    assert check_weight("w", torch.tensor([1.0, math.nan])) == "weight has 1 NaN/Inf entry"
+    assert check_weight("w", torch.tensor([1 + 1j, complex(math.nan, 0)])) == "weight has 1 NaN/Inf entry"

@@ -208,7 +208,10 @@ def check_weight(name: str, weight: torch.Tensor) -> str | None:
     if weight.numel() == 0:
         return f"zero-size weight {tuple(weight.shape)}"
     if weight.is_floating_point() or weight.is_complex():
-        bad = int((~torch.isfinite(weight.detach())).sum())
+        w = weight.detach()
+        if bool(torch.isfinite(w.sum())):  # NaN and ±Inf reach the sum; count them only then
+            return None                    # (a sum that overflowed is counted too, and finds none)
+        bad = int((~torch.isfinite(w)).sum())
         if bad:
             return f"weight has {bad} NaN/Inf entr{'y' if bad == 1 else 'ies'}"
     else:
