@@ -206,24 +206,23 @@ def _unfold_spectra(
     device: str | torch.device | None,
     progress: object,
     baseline: bool = False,
-) -> tuple[dict[str, _Spectrum], str]:
-    """Unfolded spectra of ``specs`` and the content hash of their weights (not for a baseline)."""
+) -> dict[str, _Spectrum]:
+    """Unfolded spectra of ``specs`` (a ``baseline``'s solved in float32 when ``precision`` is float32)."""
     from convsvd.decompose import decompose
 
-    mw = ModelWeights(tuple(specs), source="<spectrum>")
     if not specs:
-        return {}, "" if baseline else mw.content_hash()
+        return {}
+    mw = ModelWeights(tuple(specs), source="<spectrum>")
     if precision == torch.float32:
         # a shuffled layer's ESD is a random sample: float32 eigenvalues are ample (decompose docs)
         dec = decompose(mw, mode="values", method="gram32", dtype=torch.float32 if baseline else None,
                         device=device, progress=progress)
     else:
         dec = decompose(mw, mode="values", method="gram", dtype=torch.float64, device=device, progress=progress)
-    out = {
+    return {
         name: _Spectrum(_to_evals(layer.S, layer.shape), tuple(layer.shape), layer.groups)  # type: ignore[arg-type]
         for name, layer in dec.items()
     }
-    return out, "" if baseline else dec.weights_hash
 
 
 def _conv_spectrum(
@@ -253,12 +252,12 @@ def _spectra(
     progress: object,
     what: str,
     baseline: bool = False,
-) -> tuple[dict[str, _Spectrum], str]:
-    """Eigenvalues of every layer (convs in their view, the rest unfolded), and the weights' hash."""
+) -> dict[str, _Spectrum]:
+    """Eigenvalues of every layer (convs in their view, the rest unfolded)."""
     if view == "unfold":
         return _unfold_spectra(specs, precision, device, progress, baseline)
     convs = [s for s in specs if s.kind != "linear"]
-    out, _ = _unfold_spectra([s for s in specs if s.kind == "linear"], precision, device, progress, baseline)
+    out = _unfold_spectra([s for s in specs if s.kind == "linear"], precision, device, progress, baseline)
     from convsvd.decompose import default_device
 
     dev = torch.device(device) if device is not None else default_device()
@@ -266,7 +265,7 @@ def _spectra(
         for spec in convs:
             out[spec.name] = _conv_spectrum(spec, view, n, precision, dev)
             bar.advance(1, spec.name)
-    return out, "" if baseline else ModelWeights(tuple(specs)).content_hash()
+    return out
 
 
 def _shuffled(spec: LayerSpec, seed: int) -> LayerSpec:
@@ -280,14 +279,13 @@ def _random_baselines(
     n: int,
     precision: torch.dtype,
     device: str | torch.device | None,
-    seed: int,
     distance: str,
     progress: object,
-    shuffling: concurrent.futures.Future | None = None,  # type: ignore[type-arg]
+    shuffled: dict[str, LayerSpec],
 ) -> dict[str, RandomBaseline]:
-    done = shuffling.result() if shuffling is not None else {}
-    shuffled = [done[s.name] if s.name in done else _shuffled(s, seed) for s in specs]
-    rand, _ = _spectra(shuffled, view, n, precision, device, progress, "random baseline", baseline=True)
+    """Spectra of the shuffled ``specs`` (``shuffled[name]``) and their distance to the layers' own."""
+    rand = _spectra([shuffled[s.name] for s in specs], view, n, precision, device, progress, "random baseline",
+                    baseline=True)
     out = {}
     for spec in specs:
         r = rand[spec.name].evals
@@ -399,7 +397,7 @@ def spectrum(
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         shuffling = (pool.submit(lambda: {sp.name: _shuffled(sp, seed) for sp in finite})
                      if random_baseline and finite else None)
-        own, model_hash = _spectra(finite, view, grid, precision, device, progress, "spectra")
+        own = _spectra(finite, view, grid, precision, device, progress, "spectra")
         status = {name: layer_status(sp.evals, min_evals) for name, sp in own.items()}
         fittable = [s for s in finite if status[s.name] == "ok"]
 
@@ -421,7 +419,8 @@ def spectrum(
                     bar.advance(1, s.name)
         rands = {}
         if random_baseline and fitted:
-            rands = _random_baselines(fitted, own, view, grid, precision, device, seed, distance, progress, shuffling)
+            rands = _random_baselines(fitted, own, view, grid, precision, device, distance, progress,
+                                      shuffling.result())  # type: ignore[union-attr]
 
     eps = float(torch.finfo(precision).eps)
     built: dict[str, LayerSpectrum] = {}
@@ -449,7 +448,7 @@ def spectrum(
                    min_evals=min_evals, distance=distance, dtype=str(precision).replace("torch.", ""),
                    fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed)
     ordered = tuple(built[k] for k in _model_order(mw, list(built)))
-    return SpectrumResult(ordered, view, mw.source, model_hash, options)
+    return SpectrumResult(ordered, view, mw.source, ModelWeights(tuple(finite)).content_hash(), options)
 
 
 def _finite(W: torch.Tensor) -> bool:
