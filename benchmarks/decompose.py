@@ -11,7 +11,6 @@ Ratios > 1 mean convsvd is faster. Times are medians over --repeat runs.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -21,19 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _models import MODELS  # noqa: E402
+from _timing import median_time  # noqa: E402
 
 from convsvd.decompose import decompose  # noqa: E402
 from convsvd.io import from_module  # noqa: E402
 from convsvd.layers import unfolded  # noqa: E402
-
-
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def plain_loop(mw, full: bool):

@@ -16,37 +16,17 @@ neurons of ``features.10`` (conv3_1), batched, on ``--device`` (meant for a GPU)
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import statistics
-import time
+import sys
 from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _models import MODELS  # noqa: E402
+from _timing import median_time  # noqa: E402
 
 from convsvd import zoo  # noqa: E402
 from convsvd.features import featureviz  # noqa: E402
-
-
-def _vgg16():
-    spec = importlib.util.spec_from_file_location("_bench_models", HERE / "_models.py")
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod.MODELS["vgg16"]()
-
-
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -83,7 +63,7 @@ def main() -> None:
     print(f"ratio                  {t_single / t_batch:8.1f}×   (same images: {same})")
 
     if args.vgg:
-        vgg = _vgg16().to(args.device)
+        vgg = MODELS["vgg16"]().to(args.device)
         layer = "0.10"
         featureviz(vgg, layer, [0], steps=2, size=224, device=args.device)  # warm-up
         t = median_time(lambda: featureviz(vgg, layer, neurons, steps=args.steps, size=224, device=args.device),

@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +43,7 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _models import MODELS  # noqa: E402
+from _timing import median_time  # noqa: E402
 
 from convsvd import zoo  # noqa: E402
 from convsvd.data import load_digits  # noqa: E402
@@ -62,23 +61,6 @@ def check(what: str, worst: float, tol: float) -> None:
     if not ok:
         FAILED.append(what)
     print(f"   {what:62s} worst {worst:9.2e}  (≤ {tol:.0e})  {'PASS' if ok else 'FAIL'}", flush=True)
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def median_time(fn, repeat: int, device: str) -> float:  # type: ignore[no-untyped-def]
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _conv_zoo() -> nn.Module:
@@ -182,6 +164,7 @@ def timings(device: str, repeat: int, models: list[str]) -> None:
         ]
         print(f"   == {name}")
         for what, fn in rows:
+            fn()  # warm-up
             t = median_time(fn, repeat, device)
             note = f"  (target on an H100 ≤ {targets[name]} s)" if what == "spectrum, full analysis" else ""
             print(f"      {what:44s} {t:8.3f} s{note}", flush=True)

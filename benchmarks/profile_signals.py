@@ -41,6 +41,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _models import vgg_small  # noqa: E402
+from _timing import median_time, sync  # noqa: E402
 
 from convsvd.data import Batch, ExpectedInput  # noqa: E402
 from convsvd.decompose import decompose  # noqa: E402
@@ -87,21 +88,7 @@ class Synthetic:
                     fingerprint=f"synthetic:{self.n}", skipped=[])
 
 
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 # --------------------------------------------------------------------------- 1. vs the forward pass
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def bench_forward(n: int, repeat: int, device: str) -> tuple[float, float]:
@@ -116,18 +103,18 @@ def bench_forward(n: int, repeat: int, device: str) -> tuple[float, float]:
         with torch.no_grad():
             for b in batches:
                 model(b.inputs.to(device))
-        _sync(device)
+        sync(device)
 
     def run() -> None:
         with tempfile.TemporaryDirectory() as out:
             profile(model, data, batch_size=BATCH, svd=svd, out=out, progress=False)
-        _sync(device)
+        sync(device)
 
     forward(), run()  # warm-up
     t_fwd, t_prof = [], []
     for _ in range(repeat):  # interleaved, so that load from other processes hits both alike
-        t_fwd.append(median_time(forward, 1))
-        t_prof.append(median_time(run, 1))
+        t_fwd.append(median_time(forward, 1, device))
+        t_prof.append(median_time(run, 1, device))
     f, p = min(t_fwd), min(t_prof)
     print(f"1. {n} inputs, batch {BATCH}, 8 layers, mean aggregation (SVD of all layers, once per model: {t_svd:.2f} s)")
     print(f"   bare forward {f:7.3f} s | profile {p:7.3f} s | ratio {p / f:5.2f}x  (target ≤ 1.3x; min of {repeat}; "
