@@ -209,17 +209,25 @@ class _Reader:
         )
         self._keep(spec)
 
+    def _constant_matrix(self, node: Any, index: int, left: str, right: str, not_2d: str) -> np.ndarray | None:
+        """The constant 2-D right operand of a Gemm / MatMul, or None once the node is handled otherwise
+        (a constant left operand is reported; a constant of another rank is skipped with ``not_2d``)."""
+        array = self._const(right)
+        if array is None:
+            self._left_constant(node, index, left)
+            return None
+        if array.ndim != 2:
+            self._use(right)
+            self._skip_node(node, index, array.shape, not_2d.format(array.ndim))
+            return None
+        return array
+
     def gemm(self, node: Any, index: int) -> None:
         inputs = list(node.input)
         left, right = inputs[0], inputs[1]
         bias_value = inputs[2] if len(inputs) > 2 and inputs[2] else None
-        array = self._const(right)
+        array = self._constant_matrix(node, index, left, right, "Gemm operand B is {}-D, expected 2-D")
         if array is None:
-            self._left_constant(node, index, left)
-            return
-        if array.ndim != 2:
-            self._use(right)
-            self._skip_node(node, index, array.shape, f"Gemm operand B is {array.ndim}-D, expected 2-D")
             return
         name = self._claim(node, index, right, bias_value, array.shape)
         if name is None:
@@ -234,13 +242,9 @@ class _Reader:
 
     def matmul(self, node: Any, index: int) -> None:
         left, right = node.input[0], node.input[1]
-        array = self._const(right)
+        array = self._constant_matrix(node, index, left, right,
+                                      "MatMul constant is {}-D; only a 2-D right operand is a linear layer")
         if array is None:
-            self._left_constant(node, index, left)
-            return
-        if array.ndim != 2:
-            self._use(right)
-            self._skip_node(node, index, array.shape, f"MatMul constant is {array.ndim}-D; only a 2-D right operand is a linear layer")
             return
         out = int(array.shape[1])
         bias_value = self._following_add(node, out)
