@@ -530,3 +530,24 @@ def test_check_weight_counts_non_finite_entries_also_when_the_sum_overflows() ->
     assert check_weight("w", torch.tensor([1.0, math.inf, -math.inf])) == "weight has 2 NaN/Inf entries"
     assert check_weight("w", torch.tensor([1.0, math.nan])) == "weight has 1 NaN/Inf entry"
     assert check_weight("w", torch.tensor([1 + 1j, complex(math.nan, 0)])) == "weight has 1 NaN/Inf entry"
+
+
+def test_onnx_gemm_and_matmul_operands_that_are_not_linear_layers_are_skipped_with_a_reason() -> None:
+    rng = np.random.default_rng(4)
+    w3 = rng.standard_normal((2, 4, 4)).astype(np.float32)  # a batched (3-D) MatMul constant
+    w_left = rng.standard_normal((3, 2)).astype(np.float32)  # y = W·x layout
+    nodes = [
+        helper.make_node("MatMul", ["x", "w3"], ["h"], name="bmm"),
+        helper.make_node("MatMul", ["w_left", "h"], ["y"], name="left"),
+        helper.make_node("Gemm", ["x", "ok.weight"], ["z"], name="ok", transB=1),  # the one linear layer
+    ]
+    ok = numpy_helper.from_array(rng.standard_normal((5, 4)).astype(np.float32), "ok.weight")
+    inits = [numpy_helper.from_array(w3, "w3"), numpy_helper.from_array(w_left, "w_left"), ok]
+    mw = from_onnx(_graph_model(nodes, inits, [2, 2, 4]))
+    reasons = {s.name: (s.shape, s.reason) for s in mw.skipped}
+    assert mw.names == ["ok"]
+    assert reasons["bmm"] == ((2, 4, 4), "MatMul constant is 3-D; only a 2-D right operand is a linear layer")
+    assert reasons["left"][0] == (3, 2) and "constant left operand" in reasons["left"][1]
+    gemm = helper.make_node("Gemm", ["x", "B3"], ["y"], name="g3")
+    mw = from_onnx(_graph_model([gemm, nodes[-1]], [numpy_helper.from_array(w3, "B3"), ok], [2, 4]))
+    assert {s.name: s.reason for s in mw.skipped}["g3"] == "Gemm operand B is 3-D, expected 2-D"
