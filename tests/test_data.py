@@ -203,3 +203,16 @@ def test_profile_a_dataloader_equals_the_arrays(tmp_path):
     b = profile(net, DataLoader(TensorDataset(x, y), batch_size=4), out=tmp_path / "b").to_frame()
     key = ["id", "layer", "neuron"]
     assert a.sort_values(key).reset_index(drop=True).equals(b.sort_values(key).reset_index(drop=True))
+
+
+def test_files_and_loader_batches_name_their_arrays_the_same_ways(tmp_path):
+    from convsvd.data.protocol import ID_KEYS, INPUT_KEYS, LABEL_KEYS
+
+    x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
+    for xk, yk, ik in zip(INPUT_KEYS, LABEL_KEYS * 2, ID_KEYS * 2):
+        np.savez(tmp_path / "d.npz", **{xk: x, yk: np.arange(4), ik: np.arange(10, 14)})
+        _, batch = next(iter(as_source(tmp_path / "d.npz").iter_batches(4)))
+        assert batch.ids.tolist() == [10, 11, 12, 13] and batch.labels.tolist() == [0, 1, 2, 3], (xk, yk, ik)
+        items = [{xk: torch.from_numpy(x[i]), yk: i, ik: 10 + i} for i in range(4)]
+        _, batch = next(iter(as_source(DataLoader(items, batch_size=4)).iter_batches(4)))
+        assert batch.ids.tolist() == [10, 11, 12, 13] and batch.labels.tolist() == [0, 1, 2, 3], (xk, yk, ik)

@@ -11,7 +11,17 @@ import numpy as np
 import torch
 
 from convsvd._typing import PathLike
-from convsvd.data.protocol import Batch, ExpectedInput, batch_ranges, check_batch_size, fingerprint
+from convsvd.data.protocol import (
+    ID_KEYS,
+    INPUT_KEYS,
+    LABEL_KEYS,
+    Batch,
+    ExpectedInput,
+    batch_ranges,
+    check_batch_size,
+    fingerprint,
+    pick,
+)
 from convsvd.errors import InputError
 
 __all__ = ["ArrayData", "load_arrays"]
@@ -134,17 +144,6 @@ class ArrayData:
                     fingerprint=fingerprint(self.ids, self.labels, self.inputs), skipped=[])
 
 
-_INPUT_KEYS = ("inputs", "images", "x", "X", "data")
-_LABEL_KEYS = ("labels", "targets", "target", "y")
-
-
-def _pick(mapping: dict, keys: Sequence[str]) -> object | None:
-    for k in keys:
-        if k in mapping:
-            return mapping[k]
-    return None
-
-
 def load_arrays(path: PathLike) -> ArrayData:
     """Inputs and labels from a ``.npz`` or ``.pt`` file.
 
@@ -176,12 +175,12 @@ def load_arrays(path: PathLike) -> ArrayData:
     if not isinstance(content, dict):
         raise InputError(f"data {os.fspath(p)!r}: expected a dict of arrays or a tuple (inputs, labels), "
                          f"got {type(content).__name__}")
-    inputs = _pick(content, _INPUT_KEYS)
+    inputs = pick(content, INPUT_KEYS)
     if inputs is None:
         found = ", ".join(map(str, content)) or "nothing"
-        raise InputError(f"data {os.fspath(p)!r}: no inputs array (expected one named {', '.join(_INPUT_KEYS)}; "
+        raise InputError(f"data {os.fspath(p)!r}: no inputs array (expected one named {', '.join(INPUT_KEYS)}; "
                          f"found {found})")
     classes = content.get("classes")
     if classes is not None:
         classes = [str(c) for c in (classes.tolist() if hasattr(classes, "tolist") else classes)]
-    return ArrayData(inputs, _pick(content, _LABEL_KEYS), content.get("ids"), classes, name=name)
+    return ArrayData(inputs, pick(content, LABEL_KEYS), pick(content, ID_KEYS), classes, name=name)

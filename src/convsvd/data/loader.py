@@ -22,22 +22,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torch.utils.data.dataloader import default_collate
 
-from convsvd.data.protocol import Batch, ExpectedInput, batch_ranges, check_batch_size
+from convsvd.data.protocol import (
+    ID_KEYS,
+    INPUT_KEYS,
+    LABEL_KEYS,
+    Batch,
+    ExpectedInput,
+    batch_ranges,
+    check_batch_size,
+    pick,
+)
 from convsvd.errors import InputError
 
 __all__ = ["LoaderData"]
-
-_X = ("inputs", "input", "images", "image", "x", "pixel_values")
-_Y = ("labels", "label", "targets", "target", "y")
-_I = ("ids", "id", "index", "indices")
-
-
-def _first(d: dict, keys: Sequence[str]) -> object | None:
-    for k in keys:
-        if k in d:
-            return d[k]
-    return None
-
 
 class LoaderData:
     """Batches of a torch ``DataLoader`` or items of a map-style ``Dataset``.
@@ -117,9 +114,9 @@ class LoaderData:
 
     def _split(self, item: object, offset: int) -> Batch:
         if isinstance(item, dict):
-            x, y, i = _first(item, _X), _first(item, _Y), _first(item, _I)
+            x, y, i = pick(item, INPUT_KEYS), pick(item, LABEL_KEYS), pick(item, ID_KEYS)
             if x is None:
-                raise InputError(f"{self.name}: batch dict has no inputs (expected a key among {', '.join(_X)})")
+                raise InputError(f"{self.name}: batch dict has no inputs (expected a key among {', '.join(INPUT_KEYS)})")
         elif isinstance(item, (tuple, list)):
             if not 1 <= len(item) <= 3:
                 raise InputError(f"{self.name}: expected batches (inputs[, labels[, ids]]), got {len(item)} parts")
@@ -172,7 +169,7 @@ class LoaderData:
     @staticmethod
     def _size_of(item: object) -> int:
         if isinstance(item, dict):
-            x = _first(item, _X)
+            x = pick(item, INPUT_KEYS)
         elif isinstance(item, (tuple, list)):
             x = item[0] if item else None
         else:

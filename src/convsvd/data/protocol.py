@@ -123,6 +123,22 @@ def batch_ranges(n: int, batch_size: int, which: Sequence[int] | None) -> Iterat
             yield b, b * batch_size, min(n, (b + 1) * batch_size)
 
 
+INPUT_KEYS = ("inputs", "input", "images", "image", "x", "X", "data", "pixel_values")
+"""Names under which a dict (a ``.npz`` / ``.pt`` file, a DataLoader batch) holds the inputs, in order of preference."""
+LABEL_KEYS = ("labels", "label", "targets", "target", "y")
+"""Names of the labels, likewise."""
+ID_KEYS = ("ids", "id", "index", "indices")
+"""Names of stable input ids, likewise."""
+
+
+def pick(mapping: dict, keys: Sequence[str]) -> object | None:  # type: ignore[type-arg]
+    """The value of the first of ``keys`` present in ``mapping``, or None."""
+    for k in keys:
+        if k in mapping:
+            return mapping[k]
+    return None
+
+
 def check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size: expected a positive int, got {batch_size!r}")
