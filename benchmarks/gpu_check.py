@@ -26,6 +26,12 @@ It takes about 3–5 minutes on an H100 (the CPU references included). ``--devic
 3. **Profiling on CUDA**: ``benchmarks/profile_signals.py``'s forward-vs-profile
    comparison, and DeepDataProfiler one image at a time when ``deep_data_profiler``
    imports in this interpreter (carry its wheels; issue 4's target is ≥ 20×).
+4. **WeightWatcher on the same machine**, when ``weightwatcher`` imports here (its wheels
+   come with the ones above): ``analyze()`` and ``analyze(randomize=True, mp_fit=True)``
+   on each model, once, in a subprocess (``benchmarks/_spectrum_peers.py``; WeightWatcher
+   moves its matrices to CUDA by itself), with the ratios to convsvd's CUDA timings of
+   step 2. ``--peer-budget`` seconds bound this step: a run that would start after it is
+   skipped and said so.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import argparse
 import importlib.util
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -147,8 +154,9 @@ def eig_floor(model: nn.Module, device: str) -> None:
         torch.linalg.eigvalsh(G)
 
 
-def timings(device: str, repeat: int, models: list[str]) -> None:
+def timings(device: str, repeat: int, models: list[str]) -> dict[tuple[str, str], float]:
     print(f"2. timings on {device} (median of {repeat} after a warm-up)")
+    out: dict[tuple[str, str], float] = {}
     targets = {"vgg16": 0.5, "resnet50": 0.3}
     for name in models:
         model = MODELS[name]()
@@ -165,9 +173,10 @@ def timings(device: str, repeat: int, models: list[str]) -> None:
         print(f"   == {name}")
         for what, fn in rows:
             fn()  # warm-up
-            t = median_time(fn, repeat, device)
+            t = out[name, what] = median_time(fn, repeat, device)
             note = f"  (target on an H100 ≤ {targets[name]} s)" if what == "spectrum, full analysis" else ""
             print(f"      {what:44s} {t:8.3f} s{note}", flush=True)
+    return out
 
 
 def profiling(device: str, repeat: int) -> None:
@@ -181,11 +190,37 @@ def profiling(device: str, repeat: int) -> None:
     profile_signals.bench_ddp(Path(sys.executable), 24, 512 / t_prof, 512 / t_fwd, device, 0)
 
 
+def weightwatcher(ours: dict[tuple[str, str], float], models: list[str], budget: float) -> None:
+    from spectrum import _peer
+
+    print("4. WeightWatcher 0.7.7 on this machine (it uses CUDA by itself), one run each after a warm-up")
+    if importlib.util.find_spec("weightwatcher") is None:
+        print("   not importable here (carry its wheels: bash scripts/gpu-peer-wheels.sh)")
+        return
+    start = time.perf_counter()
+    for tool, what, label in (("ww", "spectrum, full analysis", "analyze()"),
+                              ("ww_rand", "spectrum, MP + randomised baseline", "analyze(randomize=True, mp_fit=True)")):
+        for name in models:
+            left = budget - (time.perf_counter() - start)
+            if left < 10:
+                print(f"   {name}: WeightWatcher {label} skipped (--peer-budget {budget:.0f} s spent)")
+                continue
+            try:
+                t = _peer(sys.executable, name, tool, 1, left)["times"][0]
+            except Exception as err:  # a timeout or a failure of the peer is reported, not fatal
+                print(f"   {name}: WeightWatcher {label} did not finish: {str(err).splitlines()[0]}")
+                continue
+            mine = ours.get((name, what))
+            ratio = f"ratio {t / mine:7.1f}x  (convsvd {what}: {mine:.3f} s)" if mine else ""
+            print(f"   {name}: WeightWatcher {label:38s} {t:8.2f} s   {ratio}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--models", default="vgg16,resnet50")
+    ap.add_argument("--peer-budget", type=float, default=180.0, help="seconds for step 4 (WeightWatcher)")
     ap.add_argument("--quick", action="store_true", help="small checks only and no VGG-16 (a dry run of the script)")
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -197,8 +232,9 @@ def main() -> None:
     check_spectrum(args.device)
     check_profile(args.device, args.quick)
     models = ["resnet50"] if args.quick else args.models.split(",")
-    timings(args.device, 1 if args.quick else args.repeat, models)
+    ours = timings(args.device, 1 if args.quick else args.repeat, models)
     profiling(args.device, 1 if args.quick else args.repeat)
+    weightwatcher(ours, models, args.peer_budget)
     print(f"\n{len(FAILED)} check(s) failed" + (": " + "; ".join(FAILED) if FAILED else ""))
     sys.exit(1 if FAILED else 0)
 
