@@ -179,15 +179,15 @@ def timings(device: str, repeat: int, models: list[str]) -> dict[tuple[str, str]
     return out
 
 
-def profiling(device: str, repeat: int) -> None:
+def profiling(device: str, repeat: int, n: int) -> None:
     import profile_signals
 
     print(f"3. profiling on {device}")
-    t_prof, t_fwd = profile_signals.bench_forward(512, repeat, device)
+    t_prof, t_fwd = profile_signals.bench_forward(n, repeat, device)
     if importlib.util.find_spec("deep_data_profiler") is None:
         print("   DeepDataProfiler: not importable here (carry its wheels to compare; issue 4)")
         return
-    profile_signals.bench_ddp(Path(sys.executable), 24, 512 / t_prof, 512 / t_fwd, device, 0)
+    profile_signals.bench_ddp(Path(sys.executable), 64, n / t_prof, n / t_fwd, device, 0)
 
 
 def weightwatcher(ours: dict[tuple[str, str], float], models: list[str], budget: float) -> None:
@@ -220,6 +220,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--models", default="vgg16,resnet50")
+    ap.add_argument("--steps", default="1,2,3,4", help="which of the steps 1–4 to run")
+    ap.add_argument("--profile-inputs", type=int, default=4096, help="inputs profiled in step 3")
+    ap.add_argument("--peer-models", help="models of step 4 (default: --models)")
     ap.add_argument("--peer-budget", type=float, default=180.0, help="seconds for step 4 (WeightWatcher)")
     ap.add_argument("--quick", action="store_true", help="small checks only and no VGG-16 (a dry run of the script)")
     args = ap.parse_args()
@@ -227,14 +230,19 @@ def main() -> None:
         ap.error("--device cuda: no CUDA device here (use --device cpu --quick for a dry run)")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"torch {torch.__version__}, device {args.device} ({name}), {torch.get_num_threads()} CPU threads")
-    small = {"digits-cnn": zoo.load("digits-cnn"), "digits-resnet": zoo.load("digits-resnet"), "conv grid": _conv_zoo()}
-    check_decompose(args.device, small)
-    check_spectrum(args.device)
-    check_profile(args.device, args.quick)
+    steps = {int(s) for s in args.steps.split(",")}
+    repeat = 1 if args.quick else args.repeat
+    if 1 in steps:
+        small = {"digits-cnn": zoo.load("digits-cnn"), "digits-resnet": zoo.load("digits-resnet"), "conv grid": _conv_zoo()}
+        check_decompose(args.device, small)
+        check_spectrum(args.device)
+        check_profile(args.device, args.quick)
     models = ["resnet50"] if args.quick else args.models.split(",")
-    ours = timings(args.device, 1 if args.quick else args.repeat, models)
-    profiling(args.device, 1 if args.quick else args.repeat)
-    weightwatcher(ours, models, args.peer_budget)
+    ours = timings(args.device, repeat, models) if 2 in steps else {}
+    if 3 in steps:
+        profiling(args.device, repeat, 512 if args.quick else args.profile_inputs)
+    if 4 in steps:
+        weightwatcher(ours, args.peer_models.split(",") if args.peer_models else models, args.peer_budget)
     print(f"\n{len(FAILED)} check(s) failed" + (": " + "; ".join(FAILED) if FAILED else ""))
     sys.exit(1 if FAILED else 0)
 

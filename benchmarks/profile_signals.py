@@ -164,6 +164,7 @@ DDP_SCRIPT = textwrap.dedent('''
         torch.set_num_threads(threads)
     model = vgg_small().to(device)
     prof = ddp.SVDProfiler(model, device=torch.device(device))
+    model.to(device)  # its constructor moves the model to the CPU, whatever device it is given
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, 32, 32, generator=g)[:n].to(device)
     prof.create_influential(x[:1])  # warm-up
