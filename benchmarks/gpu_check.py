@@ -184,10 +184,15 @@ def profiling(device: str, repeat: int, n: int) -> None:
 
     print(f"3. profiling on {device}")
     t_prof, t_fwd = profile_signals.bench_forward(n, repeat, device)
+    if device != "cpu":  # the per-batch work on the host weighs less with larger batches
+        profile_signals.bench_forward(n, repeat, device, batch=512)
     if importlib.util.find_spec("deep_data_profiler") is None:
         print("   DeepDataProfiler: not importable here (carry its wheels to compare; issue 4)")
         return
-    profile_signals.bench_ddp(Path(sys.executable), 64, n / t_prof, n / t_fwd, device, 0)
+    if not profile_signals.bench_ddp(Path(sys.executable), 64, n / t_prof, n / t_fwd, device, 0) and device != "cpu":
+        print("   DeepDataProfiler's SVDProfiler fails on CUDA (it turns CUDA tensors into numpy arrays); "
+              "its CPU path on this machine's cores instead:")
+        profile_signals.bench_ddp(Path(sys.executable), 64, n / t_prof, n / t_fwd, "cpu", 0)
 
 
 def weightwatcher(ours: dict[tuple[str, str], float], models: list[str], budget: float) -> None:

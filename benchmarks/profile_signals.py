@@ -91,10 +91,10 @@ class Synthetic:
 # --------------------------------------------------------------------------- 1. vs the forward pass
 
 
-def bench_forward(n: int, repeat: int, device: str) -> tuple[float, float]:
+def bench_forward(n: int, repeat: int, device: str, batch: int = BATCH) -> tuple[float, float]:
     model = vgg_small().to(device)
     data = Synthetic(n)
-    batches = [b for _, b in data.iter_batches(BATCH)]
+    batches = [b for _, b in data.iter_batches(batch)]
     t0 = time.perf_counter()
     svd = decompose(model, mode="full", device=device)
     t_svd = time.perf_counter() - t0
@@ -107,7 +107,7 @@ def bench_forward(n: int, repeat: int, device: str) -> tuple[float, float]:
 
     def run() -> None:
         with tempfile.TemporaryDirectory() as out:
-            profile(model, data, batch_size=BATCH, svd=svd, out=out, progress=False)
+            profile(model, data, batch_size=batch, svd=svd, out=out, progress=False)
         sync(device)
 
     forward(), run()  # warm-up
@@ -116,7 +116,7 @@ def bench_forward(n: int, repeat: int, device: str) -> tuple[float, float]:
         t_fwd.append(median_time(forward, 1, device))
         t_prof.append(median_time(run, 1, device))
     f, p = min(t_fwd), min(t_prof)
-    print(f"1. {n} inputs, batch {BATCH}, 8 layers, mean aggregation (SVD of all layers, once per model: {t_svd:.2f} s)")
+    print(f"1. {n} inputs, batch {batch}, 8 layers, mean aggregation (SVD of all layers, once per model: {t_svd:.2f} s)")
     print(f"   bare forward {f:7.3f} s | profile {p:7.3f} s | ratio {p / f:5.2f}x  (target ≤ 1.3x; min of {repeat}; "
           f"medians {statistics.median(t_fwd):.3f} / {statistics.median(t_prof):.3f} s)")
     return p, f
@@ -182,19 +182,20 @@ DDP_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def bench_ddp(python: Path, n_images: int, ours_per_s: float, forward_per_s: float, device: str, threads: int) -> None:
-    """DeepDataProfiler one image at a time, run by ``python`` (an interpreter where it is installed)."""
+def bench_ddp(python: Path, n_images: int, ours_per_s: float, forward_per_s: float, device: str, threads: int) -> bool:
+    """DeepDataProfiler one image at a time, run by ``python`` (an interpreter where it is installed); False if it failed."""
     if not python.exists():
         print(f"2. DeepDataProfiler: skipped ({python} not found; bash shared/peers/install-peers.sh DIR)")
-        return
+        return False
     res = subprocess.run([str(python), "-c", DDP_SCRIPT, str(HERE), str(n_images), str(BATCH), device, str(threads)],
                          capture_output=True, text=True, timeout=1800)
     if res.returncode != 0:
-        print(f"2. DeepDataProfiler: failed ({res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode})")
-        return
+        print(f"2. DeepDataProfiler on {device}: failed "
+              f"({res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode})")
+        return False
     out = json.loads(res.stdout.strip().splitlines()[-1])
     ddp_per_s = out["images"] / out["seconds"]
-    print(f"2. DeepDataProfiler SVDProfiler.create_influential, one image at a time ({out['images']} images)")
+    print(f"2. DeepDataProfiler SVDProfiler.create_influential on {device}, one image at a time ({out['images']} images)")
     print(f"   DDP {ddp_per_s:8.2f} inputs/s | convsvd {ours_per_s:8.2f} inputs/s | ratio {ours_per_s / ddp_per_s:6.1f}x  "
           f"(target ≥ 20x)")
     print(f"   (ceiling here: the bare batched forward pass alone runs {forward_per_s:.2f} inputs/s, "
@@ -214,6 +215,7 @@ def bench_ddp(python: Path, n_images: int, ours_per_s: float, forward_per_s: flo
         worst = max(worst, float((a - b).abs().max() / b.abs().max()))
     print(f"   same signals as DDP (layer output − bias, projected on U, mean over locations; float64): "
           f"max |Δ| / max |signal| = {worst:.1e} over {len(out['means'])} layers")
+    return True
 
 
 # --------------------------------------------------------------------------- 3. memory

@@ -245,3 +245,55 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
     assert [s["rank"] for s in two.manifest["shards"]] == [i % 2 for i in range(15)]  # rank r: shards r, r+2, …
     pd.testing.assert_frame_equal(sorted_frame(two), sorted_frame(one), check_exact=True)
     assert two.manifest["layers"] == one.manifest["layers"]
+
+
+def _shard_rows(writer, sites: dict[str, int], batches: int, B: int = 4) -> pd.DataFrame:
+    """Add ``batches`` batches of each site (K neurons) to ``writer``; the rows expected, as a frame."""
+    rows = []
+    for b in range(batches):
+        ids = np.arange(b * B, (b + 1) * B, dtype=np.int64)
+        for site, K in sites.items():
+            sig = (ids[:, None] * 100 + np.arange(K)[None, :]).astype(np.float32) + (0.5 if site == "b" else 0.0)
+            mask = (np.arange(K)[None, :] == (ids[:, None] % K))
+            weight = np.where(mask, 1.0, 0.0).astype(np.float32)
+            writer.add(site, ids, ids % 3, sig, mask, weight, np.zeros(K, np.int32), np.arange(K, dtype=np.int32),
+                       np.linspace(2, 1, K).astype(np.float32))
+            rows += [dict(id=int(i), layer=site, neuron=k, signal=float(sig[r, k]), influential=bool(mask[r, k]))
+                     for r, i in enumerate(ids) for k in range(K)]
+    return pd.DataFrame(rows)
+
+
+def test_shard_writer_writes_row_groups_in_the_background_with_every_row(tmp_path):
+    import pyarrow.parquet as pq
+
+    from convsvd.signals import store
+
+    path = tmp_path / "shards" / "shard-000000.parquet"
+    w = store.ShardWriter(path, 0, float64=False, row_group_rows=30)  # "a": 12 rows a batch, "b": 20
+    expected = _shard_rows(w, {"a": 3, "b": 5}, batches=7)
+    w.commit({"shard": 0})
+    got = pq.read_table(path).to_pandas()
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3 + 4  # flushed after 3, 6 (+ rest) and 2, 4, 6 (+ rest)
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    cols = ["id", "layer", "neuron", "signal", "influential"]
+    got = got[cols].sort_values(["layer", "id", "neuron"]).reset_index(drop=True)
+    exp = expected[cols].sort_values(["layer", "id", "neuron"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, exp, check_dtype=False)
+
+
+def test_shard_writer_error_in_the_background_is_raised_and_no_file_is_left(tmp_path, monkeypatch):
+    from convsvd.signals import store
+
+    path = tmp_path / "shards" / "shard-000000.parquet"
+    w = store.ShardWriter(path, 0, float64=False, row_group_rows=10)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.ShardWriter, "_write", lambda self, site, parts: full_disk())
+    with pytest.raises(OSError, match="No space left"):
+        _shard_rows(w, {"a": 3}, batches=3)  # the second row group waits for the first, and raises its error
+        w.commit({"shard": 0})
+    w.abort()
+    assert not path.exists()
+    assert list(path.parent.iterdir()) == []

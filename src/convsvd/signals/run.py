@@ -218,10 +218,11 @@ class _Run:
                         results.clear()
                         run_forward(plan, inputs, on_output)
                         ids_np, labels_np = ids.cpu().numpy(), labels.cpu().numpy()
-                        for site, (key, values) in results.items():
-                            inf = influence(values, threshold, top_k)  # type: ignore[arg-type]
-                            writer.add(site, ids_np, labels_np, values.cpu().numpy(), inf.mask.cpu().numpy(),
-                                       inf.weight.cpu().numpy(), *columns[key])
+                        sites = list(results.items())
+                        infs = [influence(values, threshold, top_k) for _, (_, values) in sites]  # type: ignore[arg-type]
+                        host = _to_host([t for (_, (_, v)), inf in zip(sites, infs) for t in (v, inf.mask, inf.weight)])
+                        for i, (site, (key, _)) in enumerate(sites):
+                            writer.add(site, ids_np, labels_np, *host[3 * i : 3 * i + 3], *columns[key])
                         writer.inputs += int(ids.numel())
                     bar.advance(1, f"batch {b}")
                 if writer is not None:
@@ -249,6 +250,16 @@ class _Run:
         self.dist.barrier()
         table = SignalTable.open(self.out)
         return SignalTable(table.path, table.manifest, self.keepalive) if self.keepalive is not None else table
+
+
+def _to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """The tensors as numpy arrays; from CUDA with asynchronous copies and one wait, not one wait each."""
+    if any(t.device.type == "cuda" for t in tensors):
+        copies = [t.to("cpu", non_blocking=True) for t in tensors]
+        for device in {t.device for t in tensors if t.device.type == "cuda"}:
+            torch.cuda.synchronize(device)  # the copies are complete only after this
+        return [c.numpy() for c in copies]
+    return [t.cpu().numpy() for t in tensors]
 
 
 def profile(

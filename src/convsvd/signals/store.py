@@ -31,6 +31,7 @@ Floats are float32, or float64 when the projection ran in float64.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import tempfile
@@ -67,8 +68,11 @@ class ShardWriter:
 
     Rows are kept per site until ``row_group_rows`` of them are pending, then
     written as one row group of that site alone (a per-layer query skips the
-    other row groups by their statistics). Memory: at most ``row_group_rows``
-    rows per site, whatever the shard size.
+    other row groups by their statistics). The row group is encoded and written
+    by a background thread while the next batches are computed, one row group at
+    a time: the next one waits for it, and its error, if any, is raised there or
+    by :meth:`commit`. Memory: at most ``row_group_rows`` rows per site plus the
+    row group being written, whatever the shard size.
     """
 
     def __init__(self, path: Path, index: int, float64: bool, row_group_rows: int = 1 << 17) -> None:
@@ -86,6 +90,8 @@ class ShardWriter:
         fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._tmp, self._schema)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._writing: concurrent.futures.Future[None] | None = None
 
     def add(self, site: str, ids: np.ndarray, labels: np.ndarray, signal: np.ndarray, mask: np.ndarray,
             weight: np.ndarray, groups: np.ndarray, neurons: np.ndarray, sigma: np.ndarray) -> None:
@@ -102,6 +108,23 @@ class ShardWriter:
         self._rows.pop(site, None)
         if not parts:
             return
+        self._wait()  # one row group in flight at most
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="convsvd-shard")
+        self._writing = self._pool.submit(self._write, site, parts)
+
+    def _wait(self) -> None:
+        """Wait for the row group being written; raise its error, if any."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _write(self, site: str, parts: list[tuple[np.ndarray, ...]]) -> None:
         groups, neurons, sigma = self._info[site]
         K = groups.size
         ids = np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False)
@@ -127,6 +150,8 @@ class ShardWriter:
         """Store ``meta`` (JSON) in the footer, close, and rename onto the shard's name."""
         for site in list(self._pending):
             self._flush(site)
+        self._wait()
+        self._shutdown()
         assert self._writer is not None
         self._writer.add_key_value_metadata({META_KEY.decode(): json.dumps(meta)})
         self._writer.close()
@@ -136,6 +161,11 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop the temporary file (after an error or an interruption)."""
+        try:
+            self._wait()
+        except Exception:  # the file is removed anyway
+            pass
+        self._shutdown()
         if self._writer is not None:
             try:
                 self._writer.close()
