@@ -5,13 +5,14 @@ onnx, rich, matplotlib, scikit-learn and xxhash; convsvd itself runs from ``src`
 
     PYTHONPATH=src PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py 2>&1 | tee $OUT/gpu-check.log
 
-To compare with DeepDataProfiler there too, make its wheels here first
-(``bash scripts/gpu-peer-wheels.sh``, about 1 MB in ``.whl``), carry ``.whl``, and start
+To compare with DeepDataProfiler and WeightWatcher there too, make their wheels here first
+(``bash scripts/gpu-peer-wheels.sh``, about 1.3 MB in ``.whl``), carry ``.whl``, and start
 the command with ``python3 -m pip install -q --no-index --no-deps --target /tmp/site
 .whl/*.whl && export PYTHONPATH=src:/tmp/site &&``.
 
-It takes about 3–5 minutes on an H100 (the CPU references included). ``--device cpu
---quick`` runs every step on the CPU against itself, to check the script here.
+It takes about 4 minutes on an H100 (the CPU references included); ``--steps`` runs some
+of the steps only. ``--device cpu --quick`` runs every step on the CPU against itself, to
+check the script here.
 
 1. **CUDA = CPU** (each line ends in PASS or FAIL): ``decompose`` full / values (Gram
    and float32-Gram routes) of the digits CNNs and of a grouped / depthwise /
@@ -24,8 +25,10 @@ It takes about 3–5 minutes on an H100 (the CPU references included). ``--devic
    floor the targets were set from, every layer's Gram matrix + float64 ``eigvalsh``
    in a plain loop.
 3. **Profiling on CUDA**: ``benchmarks/profile_signals.py``'s forward-vs-profile
-   comparison, and DeepDataProfiler one image at a time when ``deep_data_profiler``
-   imports in this interpreter (carry its wheels; issue 4's target is ≥ 20×).
+   comparison (``--profile-inputs``, batch 64 and 512), and DeepDataProfiler one image
+   at a time when ``deep_data_profiler`` imports in this interpreter (carry its wheels;
+   issue 4's target is ≥ 20×). Its ``SVDProfiler`` fails on CUDA, so its CPU path on
+   the machine's cores is timed then, and said so.
 4. **WeightWatcher on the same machine**, when ``weightwatcher`` imports here (its wheels
    come with the ones above): ``analyze()`` and ``analyze(randomize=True, mp_fit=True)``
    on each model, once, in a subprocess (``benchmarks/_spectrum_peers.py``; WeightWatcher

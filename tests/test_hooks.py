@@ -42,7 +42,7 @@ class Exploding(nn.Module):
         self.conv = nn.Conv2d(1, 2, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
+        self.conv(x)
         raise RuntimeError("boom inside forward")
 
 
