@@ -1,0 +1,256 @@
+"""Output sets published whole, one run at a time per folder.
+
+Every command that writes a folder of results (``--out DIR``) goes through
+:class:`OutputSet`:
+
+1. an OS file lock (``fcntl.flock``) on ``.DIR.lock`` beside the folder: a second
+   run into the same folder fails at once with one line naming the holder's pid;
+2. leftovers of killed runs (``.DIR.staging-*``, ``.DIR.old-*``) are removed, and a
+   folder lost between the two renames of a fallback swap is restored first;
+3. the results are written into a fresh staging folder beside ``DIR`` (same file
+   system), with ``convsvd-files.json`` listing every file's size and XXH3-128;
+4. the staging folder is swapped in by one atomic exchange (``renameat2`` with
+   ``RENAME_EXCHANGE`` on Linux; elsewhere two renames whose gap the next run
+   repairs), and the old folder is deleted.
+
+After a kill at any point either the complete old set or the complete new set
+is at ``DIR``, never a mix. Environment faults while writing (disk full,
+read-only target, permission denied) become one-line :class:`InputError`\\ s, and
+the earlier outputs stay intact.
+
+>>> import tempfile, pathlib
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> with OutputSet(root / "out") as staging:
+...     _ = (staging / "a.txt").write_text("hello")
+>>> sorted(p.name for p in (root / "out").iterdir())
+['a.txt', 'convsvd-files.json']
+>>> verify_set(root / "out")
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+import xxhash
+
+from convsvd._typing import PathLike
+from convsvd.errors import InputError
+
+__all__ = ["OutputSet", "MANIFEST", "file_digest", "verify_set", "environment_error", "exchange"]
+
+MANIFEST = "convsvd-files.json"
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def file_digest(path: PathLike) -> str:
+    """XXH3-128 of a file's bytes, as hex."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def environment_error(exc: OSError, what: str, where: PathLike) -> InputError:
+    """One line for an environment fault while writing ``what`` at ``where``."""
+    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+              errno.EPERM: "permission denied"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return InputError(f"{where}: could not write {what} ({reason}); earlier outputs were left as they were")
+
+
+def _libc_renameat2():  # type: ignore[no-untyped-def]
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        fn = ctypes.CDLL(name, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _libc_renameat2()
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths; False where the platform cannot (the caller falls back)."""
+    if _renameat2 is None:
+        return False
+    rc = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_manifest(folder: Path) -> None:
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            files[p.relative_to(folder).as_posix()] = {"bytes": p.stat().st_size, "xxh3_128": file_digest(p)}
+    with open(folder / MANIFEST, "w") as f:
+        json.dump({"files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def verify_set(folder: PathLike) -> None:
+    """Check every file listed in ``folder``'s ``convsvd-files.json`` against its size and checksum.
+
+    Raises
+    ------
+    InputError
+        The list is missing or a file is missing, truncated or damaged (naming the file).
+    """
+    folder = Path(folder)
+    try:
+        listed = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{folder}: not a complete convsvd output folder ({MANIFEST} missing or unreadable)") from exc
+    for name, info in listed.items():
+        p = folder / name
+        if not p.is_file():
+            raise InputError(f"{p}: listed in {MANIFEST} but missing")
+        if p.stat().st_size != info["bytes"] or file_digest(p) != info["xxh3_128"]:
+            raise InputError(f"{p}: damaged (its checksum does not match {MANIFEST}); run the command again")
+
+
+class OutputSet:
+    """Context manager that publishes a folder of outputs whole (see the module docstring).
+
+    Parameters
+    ----------
+    out : path-like
+        The folder the outputs belong in. It may exist (it is replaced whole on success)
+        but must not be a file.
+    what : str
+        Words for messages ("SVD results", "the report data").
+
+    ``with OutputSet(out) as staging:`` yields the staging folder to write into. On an
+    exception the staging folder is removed, ``out`` is untouched and the lock released;
+    an ``OSError`` from a full disk or a read-only target is re-raised as ``InputError``.
+    """
+
+    def __init__(self, out: PathLike, what: str = "the outputs") -> None:
+        self.out = Path(out)
+        self.what = what
+        self.staging: Path | None = None
+        self._lock_fd: int | None = None
+
+    # -- paths ---------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.out.parent / f".{self.out.name}.lock"
+
+    def _leftovers(self, kind: str) -> list[Path]:
+        return sorted(self.out.parent.glob(f".{self.out.name}.{kind}-*"))
+
+    # -- steps ---------------------------------------------------------------------
+    def _lock(self) -> None:
+        import fcntl
+
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise InputError(f"{self.out}: another convsvd run is writing there (pid {holder}); "
+                             "wait for it to finish or choose another output folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock; the file stays (removing it would race)
+            self._lock_fd = None
+
+    def recover(self) -> None:
+        """Restore a folder lost between two renames, and remove what killed runs left behind."""
+        old = self._leftovers("old")
+        if not self.out.exists() and old:
+            os.replace(old[-1], self.out)
+            old = old[:-1]
+        for p in old + self._leftovers("staging"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"{self.out}: exists and is not a folder (expected an output folder)")
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        except OSError as exc:
+            raise environment_error(exc, self.what, self.out) from exc
+        try:
+            self.recover()
+            self.staging = self.out.parent / f".{self.out.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self.staging.mkdir()
+        except OSError as exc:
+            self._unlock()
+            raise environment_error(exc, self.what, self.out) from exc
+        except BaseException:
+            self._unlock()
+            raise
+        return self.staging
+
+    def _publish(self) -> None:
+        assert self.staging is not None
+        _write_manifest(self.staging)
+        _fsync_dir(self.staging)
+        if not self.out.exists():
+            os.replace(self.staging, self.out)
+        elif exchange(self.staging, self.out):
+            shutil.rmtree(self.staging, ignore_errors=True)  # now holds the old set
+        else:
+            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            os.replace(self.out, old)
+            os.replace(self.staging, self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(self.out.parent)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if exc is None:
+                try:
+                    self._publish()
+                except OSError as err:
+                    raise environment_error(err, self.what, self.out) from err
+            elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                                                            errno.EACCES, errno.EPERM):
+                raise environment_error(exc, self.what, self.out) from exc
+        finally:
+            if self.staging is not None and self.staging.exists():
+                shutil.rmtree(self.staging, ignore_errors=True)
+            self._unlock()
