@@ -20,9 +20,9 @@ import pandas as pd
 
 from convsvd.hypergraph._hnx import hnx
 from convsvd.hypergraph._layer import LayerData, read_layer, resolve_classes
-from convsvd.hypergraph.build import ClassIncidence, _incidence_of, _input_hypergraph_of, class_hypergraph
+from convsvd.hypergraph.build import ClassIncidence, _incidence_of, _input_hypergraph_of, _subsample, class_hypergraph
 from convsvd.hypergraph.metrics import exclusive_share, jaccard
-from convsvd.hypergraph.separation import S_VALUES, _labelled, _subsample
+from convsvd.hypergraph.separation import S_VALUES, _labelled
 from convsvd.signals.table import SignalTable
 
 __all__ = ["hnx_components", "hnx_modularity", "reference_layer", "reference_separation", "sklearn_ncc"]

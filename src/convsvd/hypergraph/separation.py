@@ -58,7 +58,7 @@ from convsvd._progress import ProgressArg
 from convsvd._progress import progress as _progress
 from convsvd.errors import InputError
 from convsvd.hypergraph._layer import LayerData, read_layer, resolve_classes
-from convsvd.hypergraph.build import ClassIncidence, _incidence_of, check_min_share
+from convsvd.hypergraph.build import ClassIncidence, _incidence_of, _subsample, check_min_share
 from convsvd.hypergraph.metrics import exclusive_counts, exclusive_share, jaccard, modularity, ncc_predict, s_components
 from convsvd.signals.table import SignalTable
 
@@ -276,18 +276,6 @@ def _components(inc: ClassIncidence) -> tuple[float, float, float]:
     if not inc.member.any():
         return (math.nan, math.nan, math.nan)
     return tuple(float(s_components(inc.member, s)) for s in S_VALUES)  # type: ignore[return-value]
-
-
-def _subsample(labels: np.ndarray, max_inputs: int, seed: int) -> np.ndarray:
-    """Indices of a stratified random subsample of about ``max_inputs`` (each class keeps its share, at least 1)."""
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    keep = []
-    for c in np.unique(labels):  # one step per class, not per input
-        idx = np.flatnonzero(labels == c)
-        take = max(1, int(round(len(idx) * max_inputs / n)))
-        keep.append(np.sort(rng.permutation(idx)[:take]))
-    return np.sort(np.concatenate(keep))
 
 
 def _clean(q: float) -> float:
