@@ -38,6 +38,7 @@ them on random hypergraphs to 1e-9):
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
 import numpy as np
@@ -277,6 +278,25 @@ def modularity(B: np.ndarray | sp.sparray | sp.spmatrix, parts: np.ndarray, *, w
 
 # --------------------------------------------------------------------------- nearest centroid
 
+_SMALL_GEMM = 2e8  # multiply-adds below which one BLAS thread beats several (thread start-up and waits dominate)
+
+
+_CONTROLLER: list[object] = []  # threadpoolctl's controller, found once (finding the libraries takes ~20 ms)
+
+
+def _blas_threads(flops: float) -> AbstractContextManager[object]:
+    """One BLAS thread for a small product (on a busy CPU several threads are up to 10× slower there)."""
+    if flops >= _SMALL_GEMM:
+        return nullcontext()
+    if not _CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController  # installed with scikit-learn
+        except ImportError:  # pragma: no cover - scikit-learn always brings it
+            return nullcontext()
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")  # type: ignore[attr-defined, no-any-return]
+
+
 
 def ncc_predict(signal: np.ndarray, codes: np.ndarray, fold: np.ndarray) -> np.ndarray:
     """Held-out nearest-class-centroid predictions (Euclidean) for every fold at once.
@@ -313,14 +333,17 @@ def ncc_predict(signal: np.ndarray, codes: np.ndarray, fold: np.ndarray) -> np.n
     cnt = np.bincount(cell, minlength=F * C).reshape(F, C)
     total, ntot = sums.sum(axis=0), cnt.sum(axis=0)
     pred = np.empty(N, dtype=np.int64)
-    for f in range(F):  # a handful of folds; each step is one matrix product over the fold's inputs
-        rows = np.flatnonzero(fold == f)
-        if rows.size == 0:
-            continue
-        n = ntot - cnt[f]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mu = (total - sums[f]) / n[:, None]
-        score = (mu * mu).sum(axis=1)[None, :] - 2.0 * (X[rows] @ mu.T)
-        score[:, n == 0] = np.inf
-        pred[rows] = np.argmin(score, axis=1)
+    order = np.argsort(fold, kind="stable")
+    bounds = np.searchsorted(fold[order], np.arange(F + 1))
+    with _blas_threads(float(N) * K * C):
+        for f in range(F):  # a handful of folds; each step is one matrix product over the fold's inputs
+            rows = order[bounds[f]:bounds[f + 1]]
+            if rows.size == 0:
+                continue
+            n = ntot - cnt[f]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mu = (total - sums[f]) / n[:, None]
+            score = (mu * mu).sum(axis=1)[None, :] - 2.0 * (X[rows] @ mu.T)
+            score[:, n == 0] = np.inf
+            pred[rows] = np.argmin(score, axis=1)
     return pred
