@@ -109,7 +109,8 @@ def test_modularity_equals_hypernetx_with_weighted_hyperedges(seed, rule):
 
 @pytest.mark.parametrize("seed", SEEDS[:4])
 def test_modularity_with_fractional_weights_follows_the_definition(seed):
-    # HyperNetX 2.4 accumulates weighted volumes in integer arrays (fractions truncated): the definition is the reference
+    # HyperNetX 2.4 accumulates weighted volumes in integer arrays (fractions truncated): the definition is the
+    # reference here
     B = random_incidence(seed)
     rng = np.random.default_rng(300 + seed)
     parts, weights = rng.integers(0, 3, B.shape[0]), rng.uniform(0.1, 3.0, B.shape[1])

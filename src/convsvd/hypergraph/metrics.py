@@ -48,8 +48,8 @@ from scipy.stats import binom
 
 from convsvd.errors import InputError
 
-__all__ = ["RULES", "Rule", "class_counts", "exclusive_share", "incidence", "jaccard", "modularity", "ncc_predict",
-           "s_components"]
+__all__ = ["RULES", "Rule", "class_counts", "components_of_shared", "exclusive_counts", "exclusive_share", "incidence",
+           "jaccard", "modularity", "ncc_predict", "s_components"]
 
 Rule = Literal["linear", "majority", "strict"]
 RULES: tuple[str, ...] = ("linear", "majority", "strict")
@@ -170,17 +170,20 @@ def s_components(member: np.ndarray | sp.sparray | sp.spmatrix, s: int = 1) -> i
     >>> s_components(np.array([[1, 1, 0], [0, 1, 1], [0, 0, 1]], bool), s=2)
     3
     """
+    M = incidence(member)
+    return components_of_shared(np.asarray((M @ M.T).toarray()), s)
+
+
+def components_of_shared(shared: np.ndarray, s: int = 1) -> int:
+    """:func:`s_components` from the ``(E, E)`` matrix of shared vertices (``M Mᵀ``; the diagonal: the sizes)."""
     if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
         raise InputError(f"s: expected an int ≥ 1, got {s!r}")
-    M = incidence(member)
-    M = M[np.flatnonzero(np.diff(M.indptr) > 0)]
-    if M.shape[0] == 0:
+    edges = np.flatnonzero(np.diag(shared) > 0)
+    if edges.size == 0:
         return 0
-    A = (M @ M.T).tocsr()
-    A.setdiag(0)
-    A.data = (A.data >= s).astype(np.int8)
-    A.eliminate_zeros()
-    return int(connected_components(A, directed=False)[0])
+    A = np.asarray(shared)[np.ix_(edges, edges)] >= s
+    np.fill_diagonal(A, False)
+    return int(connected_components(sp.csr_array(A), directed=False)[0])
 
 
 # --------------------------------------------------------------------------- modularity
@@ -207,13 +210,13 @@ def _contribution(rule: str, d: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def _tax(rule: str, d: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """``Σ_{c=⌊d/2⌋+1}^{d} f(d, c) · Binom(c; d, p)`` for every ``d`` (rows) and ``p`` (columns), in closed form."""
+    """``Σ_{c=⌊d/2⌋+1}^{d} f(d, c) · Binom(c; d, p)`` for every ``d`` (rows) and ``p`` (columns), closed form."""
     d = d.astype(np.int64)[:, None]
     p = np.asarray(p, dtype=np.float64)[None, :]
     half = d // 2
     with np.errstate(all="ignore"):
         if rule == "linear":
-            # (c/d)·C(d,c) p^c q^(d−c) = p·C(d−1,c−1) p^(c−1) q^(d−c): the tail of Binom(d−1, p) from ⌊d/2⌋
+            # (c/d)·C(d,c) p^c q^(d−c) = p·C(d−1,c−1) p^(c−1) q^(d−c): Binom(d−1, p)'s tail from ⌊d/2⌋
             out = p * binom.sf(half - 1, d - 1, p)
         elif rule == "majority":
             out = binom.sf(half, d, p)
@@ -247,7 +250,7 @@ def modularity(B: np.ndarray | sp.sparray | sp.spmatrix, parts: np.ndarray, *, w
     >>> round(modularity(B, np.array([0, 0, 1, 1])), 6)
     0.138889
     """
-    rule = _check_rule(rule)
+    how = _check_rule(rule)
     M = incidence(B)
     V, E = M.shape
     parts = np.asarray(parts).reshape(-1)
@@ -267,12 +270,12 @@ def modularity(B: np.ndarray | sp.sparray | sp.spmatrix, parts: np.ndarray, *, w
     if np.all(w == w[0]):
         w = np.ones_like(w)  # HyperNetX's unweighted branch: the common weight cancels
     c = count.max(axis=0)
-    ec = float(np.sum(w * _contribution(rule, d, c)))
+    ec = float(np.sum(w * _contribution(how, d, c)))
     vol = count @ w                                    # (P,) Σ_e w_e |e ∩ P|
     vol = vol / vol.sum()
     sizes, inv = np.unique(d, return_inverse=True)
     cnt = np.bincount(inv.reshape(-1), weights=w, minlength=len(sizes))  # Σ w over hyperedges of each size
-    dt = float(np.sum(cnt * _tax(rule, sizes, vol).sum(axis=1)))
+    dt = float(np.sum(cnt * _tax(how, sizes, vol).sum(axis=1)))
     return (ec - dt) / float(w.sum())
 
 

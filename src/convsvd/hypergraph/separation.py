@@ -47,19 +47,26 @@ comma-separated list of codes, ``ok`` when none; ``message`` says it in words):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-from convsvd._progress import ProgressArg
 from convsvd._progress import progress as _progress
 from convsvd.errors import InputError
 from convsvd.hypergraph._layer import LayerData, read_layer, resolve_classes
 from convsvd.hypergraph.build import ClassIncidence, _incidence_of, _subsample, check_min_share
-from convsvd.hypergraph.metrics import exclusive_counts, exclusive_share, jaccard, modularity, ncc_predict, s_components
+from convsvd.hypergraph.metrics import (
+    components_of_shared,
+    exclusive_counts,
+    exclusive_share,
+    jaccard,
+    modularity,
+    ncc_predict,
+)
 from convsvd.signals.table import SignalTable
 
 __all__ = ["LayerSeparation", "Separation", "class_separation", "layer_separation", "separation"]
@@ -156,7 +163,8 @@ class LayerSeparation:
                    classes=len(self.classes), min_share=self.incidence.min_share,
                    mean_size=float(sizes[sizes > 0].mean()) if (sizes > 0).any() else math.nan,
                    collapsed=self.collapsed, influential_mean=self.influential_mean,
-                   influential_median=self.influential_median, empty_hyperedges=int((sizes == 0).sum()), jaccard_mean=self.jaccard_mean,
+                   influential_median=self.influential_median, empty_hyperedges=int((sizes == 0).sum()),
+                   jaccard_mean=self.jaccard_mean,
                    exclusive_mean=self.exclusive_mean, components_s1=self.components[0],
                    components_s2=self.components[1], components_s3=self.components[2], modularity=self.modularity,
                    modularity_inputs=self.modularity_inputs, ncc_accuracy=self.ncc_accuracy, ncc_chance=self.ncc_chance,
@@ -271,11 +279,11 @@ class Separation:
 # --------------------------------------------------------------------------- metrics
 
 
-def _components(inc: ClassIncidence) -> tuple[float, float, float]:
-    """s-components of the class hypergraph for s = 1, 2, 3; NaN without a hyperedge."""
-    if not inc.member.any():
+def _components(shared: np.ndarray) -> tuple[float, float, float]:
+    """s-components of the class hypergraph for s = 1, 2, 3 from its shared-neuron matrix; NaN without a hyperedge."""
+    if not (np.diag(shared) > 0).any():
         return (math.nan, math.nan, math.nan)
-    return tuple(float(s_components(inc.member, s)) for s in S_VALUES)  # type: ignore[return-value]
+    return tuple(float(components_of_shared(shared, s)) for s in S_VALUES)  # type: ignore[return-value]
 
 
 def _clean(q: float) -> float:
@@ -307,20 +315,41 @@ def _folds(labels: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, int]:
     return fold, k
 
 
+@functools.lru_cache(maxsize=8)
+def _plan(key: bytes, folds: int, seed: int, shuffles: int) -> tuple[tuple[np.ndarray, np.ndarray, int], ...]:
+    """Class codes, folds and fold count of the labels (first) and of ``shuffles`` seeded permutations of them.
+
+    Every layer of a run has the same labelled inputs, so the plan is made once per run
+    (cached on the labels' bytes) instead of once per layer.
+    """
+    labels = np.frombuffer(key, dtype=np.int64)
+    out = []
+    for i in range(shuffles + 1):
+        lab = labels if i == 0 else np.random.default_rng([seed, i - 1]).permutation(labels)
+        fold, k = _folds(lab, folds, seed)
+        codes = np.unique(lab, return_inverse=True)[1].reshape(-1)
+        for a in (codes, fold):
+            a.flags.writeable = False
+        out.append((codes, fold, k))
+    return tuple(out)
+
+
+def _accuracy(signal: np.ndarray, codes: np.ndarray, fold: np.ndarray) -> float:
+    return float(np.mean(ncc_predict(signal, codes, fold) == codes))
+
+
 def _ncc(signal: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> tuple[float, int]:
     """Pooled held-out accuracy of the nearest class centroid under stratified k-fold; classes need ≥ 2 inputs."""
-    fold, k = _folds(labels, folds, seed)
-    classes, codes = np.unique(labels, return_inverse=True)
-    pred = ncc_predict(signal, codes.reshape(-1), fold)
-    return float(np.mean(pred == codes.reshape(-1))), k
+    codes, fold, k = _plan(np.ascontiguousarray(labels, dtype=np.int64).tobytes(), folds, seed, 0)[0]
+    return _accuracy(signal, codes, fold), k
 
 
 def _ncc_shuffled(signal: np.ndarray, labels: np.ndarray, folds: int, seed: int, shuffles: int) -> float:
     """Mean NCC accuracy over ``shuffles`` random permutations of the labels (seeded by ``(seed, i)``)."""
     if shuffles == 0:
         return math.nan
-    acc = [_ncc(signal, np.random.default_rng([seed, i]).permutation(labels), folds, seed)[0] for i in range(shuffles)]
-    return float(np.mean(acc))
+    plan = _plan(np.ascontiguousarray(labels, dtype=np.int64).tobytes(), folds, seed, shuffles)
+    return float(np.mean([_accuracy(signal, codes, fold) for codes, fold, _ in plan[1:]]))
 
 
 def _labelled(data: LayerData) -> LayerData:
@@ -354,7 +383,7 @@ def _separate(data: LayerData, min_share: float, folds: int, seed: int, max_inpu
     member = inc.member
     overlap, shared = jaccard(member)
     exclusive = exclusive_share(member)
-    components = _components(inc)
+    components = _components(shared)
     if C >= 2:
         q, mod_inputs = _modularity(data, max_inputs, seed)
         if mod_inputs == 0:
@@ -409,7 +438,7 @@ def layer_separation(table: SignalTable, layer: str, *, min_share: float = 0.5,
 def class_separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequence[str] | None = None,
                      classes: Sequence[str | int] | None = None, folds: int = 5, seed: int = 0,
                      max_inputs: int | None = None, shuffles: int = SHUFFLES,
-                     progress: ProgressArg = None) -> Separation:  # type: ignore[valid-type]
+                     progress: bool | None | Callable[[int, int, str], None] = None) -> Separation:
     """Separation metrics of every layer, as result objects (the matrices and per-class values included).
 
     Every metric is computed on sparse incidence matrices, vectorised over inputs
@@ -468,7 +497,7 @@ def class_separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequ
 def separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequence[str] | None = None,
                classes: Sequence[str | int] | None = None, folds: int = 5, seed: int = 0,
                max_inputs: int | None = None, shuffles: int = SHUFFLES,
-               progress: ProgressArg = None) -> pd.DataFrame:  # type: ignore[valid-type]
+               progress: bool | None | Callable[[int, int, str], None] = None) -> pd.DataFrame:
     """Separation of the classes by the SVD neurons, one row per layer.
 
     Same parameters as :func:`class_separation` (which keeps the matrices).
