@@ -344,14 +344,6 @@ def _ncc(signal: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> tuple
     return _accuracy(signal, codes, fold), k
 
 
-def _ncc_shuffled(signal: np.ndarray, labels: np.ndarray, folds: int, seed: int, shuffles: int) -> float:
-    """Mean NCC accuracy over ``shuffles`` random permutations of the labels (seeded by ``(seed, i)``)."""
-    if shuffles == 0:
-        return math.nan
-    plan = _plan(np.ascontiguousarray(labels, dtype=np.int64).tobytes(), folds, seed, shuffles)
-    return float(np.mean([_accuracy(signal, codes, fold) for codes, fold, _ in plan[1:]]))
-
-
 def _labelled(data: LayerData) -> LayerData:
     """The labelled inputs of ``data`` in id order (so seeded folds do not depend on the order rows arrived in)."""
     keep = np.flatnonzero(data.labels >= 0)
@@ -395,9 +387,12 @@ def _separate(data: LayerData, min_share: float, folds: int, seed: int, max_inpu
     if len(np.unique(data.labels[keep])) >= 2:
         signal, labels = data.signal[keep], data.labels[keep]
         if np.isfinite(signal).all():
-            accuracy, nfolds = _ncc(signal, labels, folds, seed)
-            chance = float(np.unique(labels, return_counts=True)[1].max() / len(labels))
-            shuffled = _ncc_shuffled(signal, labels, folds, seed, shuffles)
+            plan = _plan(np.ascontiguousarray(labels, dtype=np.int64).tobytes(), folds, seed, shuffles)
+            (codes, fold, nfolds), shuffled_plan = plan[0], plan[1:]
+            accuracy = _accuracy(signal, codes, fold)
+            chance = float(np.bincount(codes).max() / len(codes))
+            if shuffled_plan:
+                shuffled = float(np.mean([_accuracy(signal, c, f) for c, f, _ in shuffled_plan]))
         else:
             notes.append(("non-finite", "some signals are NaN or infinite: the NCC accuracy is undefined"))
     set_sizes = data.mask.sum(axis=1)
