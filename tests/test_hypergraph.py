@@ -466,3 +466,34 @@ def test_ncc_accuracy_does_not_depend_on_row_order():
         b = _separate(LayerData("L", ids[perm], labels[perm], signal[perm], mask[perm], mask[perm] * 1.0, *common),
                       0.5, 5, 0, None)
         assert a.ncc_accuracy == b.ncc_accuracy
+
+
+def test_input_hypergraph_is_capped_by_a_stratified_seeded_sample(planted):
+    full = input_hypergraph(planted, "a", max_inputs=None)
+    assert len(full.edges) == 11 and full.name == "a inputs"
+    H = input_hypergraph(planted, "a", max_inputs=6, seed=1)
+    kept = sorted(H.edges)
+    assert 4 <= len(kept) <= 7 and H.name == f"a inputs (sample of {len(kept)} of 11)"
+    assert set(H.edges.to_dataframe["class"]) == {"A", "B", "C", "D"}  # every class keeps at least one input
+    assert sorted(input_hypergraph(planted, "a", max_inputs=6, seed=1).edges) == kept
+    for e in kept:  # a sampled input keeps its whole hyperedge
+        assert sorted(H.incidence_dict[e]) == sorted(full.incidence_dict[e])
+    with pytest.raises(InputError, match=r"^max_inputs: expected an int ≥ 1 or None, got 0$"):
+        input_hypergraph(planted, "a", max_inputs=0)
+
+
+def test_separation_equals_the_hypernetx_computation_on_every_layer(planted):
+    from convsvd.hypergraph._reference import reference_separation
+
+    seen = []
+    ours = separation(planted, progress=lambda done, total, layer: seen.append((done, total, layer)))
+    assert seen == [(1, 4, "a"), (2, 4, "b"), (3, 4, "c"), (4, 4, "d")]
+    ref = reference_separation(planted)
+    for col in ref.columns:
+        if col == "layer":
+            assert ours[col].tolist() == ref[col].tolist()
+        else:
+            np.testing.assert_allclose(ours[col].astype(float), ref[col].astype(float), rtol=0, atol=1e-9,
+                                       equal_nan=True, err_msg=col)
+    assert ours["influential_median"].tolist() == [2.0, 1.0, 1.0, 1.0]  # c: (10, 1) and (1, 10) need both neurons
+    assert ours["influential_mean"].tolist() == pytest.approx([23 / 11, 7 / 11, 13 / 11, 9 / 11])

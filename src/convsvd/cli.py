@@ -517,6 +517,8 @@ def cmd_hypergraph(args: argparse.Namespace) -> int:
                         dataset=m.get("dataset", {}).get("name"), time_s=round(dt, 3))  # type: ignore[union-attr]
     write_atomic(out / "hypergraph.json", lambda p: Path(p).write_text(text))
     shown = frame.drop(columns=["inputs", "classes", "min_share", "modularity_inputs", "ncc_folds", "message"])
+    shown = shown.drop(columns=["collapsed", "influential_mean", "influential_median", "ncc_chance", "ncc_shuffled"],
+                       errors="ignore")  # in separation.csv; the console keeps the columns it had
     num = shown.select_dtypes("float").columns
     shown[num] = shown[num].round(4) + 0.0  # a modularity of −1e-100 prints as 0
     shown = shown.rename(columns=dict(mean_size="size", empty_hyperedges="empty", jaccard_mean="jaccard",

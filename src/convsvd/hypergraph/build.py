@@ -24,14 +24,16 @@ import pandas as pd
 from convsvd.errors import InputError
 from convsvd.hypergraph._hnx import hnx
 from convsvd.hypergraph._layer import LayerData, read_layer, resolve_classes
+from convsvd.hypergraph.metrics import class_counts
 from convsvd.signals.table import SignalTable
 
 if TYPE_CHECKING:  # pragma: no cover
     import hypernetx
 
-__all__ = ["ClassIncidence", "check_min_share", "class_hypergraph", "class_incidence", "incidence_frame",
-           "input_hypergraph"]
+__all__ = ["DRAW_MAX_INPUTS", "ClassIncidence", "check_min_share", "class_hypergraph", "class_incidence",
+           "incidence_frame", "input_hypergraph"]
 
+DRAW_MAX_INPUTS = 5000  # default cap of input_hypergraph: a HyperNetX object of more inputs takes seconds to build
 _TOL = 1e-9  # "at least a share p" is compared as count ≥ p·n up to rounding (0.7 · 10 is 7.000000000000001)
 
 
@@ -120,15 +122,28 @@ class ClassIncidence:
 
 
 def _incidence_of(data: LayerData, min_share: float) -> ClassIncidence:
-    """The class incidence of the labelled inputs of ``data``."""
+    """The class incidence of the labelled inputs of ``data`` (one sparse product: cost ∝ influential cells)."""
     labelled = data.labels >= 0
-    labels = np.unique(data.labels[labelled])
+    labels, codes = np.unique(data.labels[labelled], return_inverse=True)
     if labels.size == 0:
         raise InputError(f"layer {data.layer!r}: no labelled input (class hypergraphs need class labels)")
-    onehot = (data.labels[labelled][:, None] == labels[None, :]).astype(np.int64)  # (N, C)
-    count = onehot.T @ data.mask[labelled].astype(np.int64)
+    codes = codes.reshape(-1)
+    count = class_counts(data.mask[labelled], codes, labels.size)
     return ClassIncidence(data.layer, min_share, labels, tuple(data.class_name(int(c)) for c in labels),
-                          onehot.sum(axis=0), data.vertices, data.groups, data.neurons, data.sigma, count)
+                          np.bincount(codes, minlength=labels.size).astype(np.int64), data.vertices, data.groups,
+                          data.neurons, data.sigma, count)
+
+
+def _subsample(labels: np.ndarray, max_inputs: int, seed: int) -> np.ndarray:
+    """Indices of a stratified random subsample of about ``max_inputs`` (each class keeps its share, at least 1)."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    keep = []
+    for c in np.unique(labels):  # one step per class, not per input
+        idx = np.flatnonzero(labels == c)
+        take = max(1, int(round(len(idx) * max_inputs / n)))
+        keep.append(np.sort(rng.permutation(idx)[:take]))
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
 def class_incidence(table: SignalTable, layer: str, *, min_share: float = 0.5,
@@ -208,7 +223,7 @@ def class_hypergraph(source: SignalTable | ClassIncidence, layer: str | None = N
     return H.dual(name=f"{inc.layer} classes (p={inc.min_share:g}) dual") if dual else H
 
 
-def _input_hypergraph_of(data: LayerData, dual: bool = False) -> "hypernetx.Hypergraph":
+def _input_hypergraph_of(data: LayerData, dual: bool = False, name: str | None = None) -> "hypernetx.Hypergraph":
     h = hnx()
     i, k = np.nonzero(data.mask)
     cells = pd.DataFrame(dict(edge=data.ids[i], vertex=np.array(data.vertices, dtype=object)[k],
@@ -216,13 +231,20 @@ def _input_hypergraph_of(data: LayerData, dual: bool = False) -> "hypernetx.Hype
     edges = pd.DataFrame(dict(edge=data.ids, id=data.ids, label=data.labels,
                               **{"class": [data.class_name(int(l)) if l >= 0 else None for l in data.labels]}))
     vertices = _vertex_properties(data.layer, data.vertices, data.groups, data.neurons, data.sigma)
+    name = name or f"{data.layer} inputs"
     H = h.Hypergraph(cells, edge_col="edge", node_col="vertex", cell_weight_col="weight", edge_properties=edges,
-                     node_properties=vertices, name=f"{data.layer} inputs")
-    return H.dual(name=f"{data.layer} inputs dual") if dual else H
+                     node_properties=vertices, name=name)
+    return H.dual(name=f"{name} dual") if dual else H
+
+
+def _rows(data: LayerData, rows: np.ndarray) -> LayerData:
+    return LayerData(data.layer, data.ids[rows], data.labels[rows], data.signal[rows], data.mask[rows],
+                     data.weight[rows], data.groups, data.neurons, data.sigma, data.vertices, data.names)
 
 
 def input_hypergraph(table: SignalTable, layer: str, *, classes: Sequence[str | int] | None = None,
-                     ids: Sequence[int] | None = None, dual: bool = False) -> "hypernetx.Hypergraph":
+                     ids: Sequence[int] | None = None, dual: bool = False, max_inputs: int | None = DRAW_MAX_INPUTS,
+                     seed: int = 0) -> "hypernetx.Hypergraph":
     """The input hypergraph of a layer: a hyperedge per input (its id), of its influential SVD neurons.
 
     Parameters
@@ -236,6 +258,13 @@ def input_hypergraph(table: SignalTable, layer: str, *, classes: Sequence[str | 
     dual : bool
         Return the dual: a hyperedge per SVD neuron, of the inputs for which it is influential
         (the hypergraph whose modularity :func:`~convsvd.hypergraph.class_separation` reports).
+    max_inputs : int or None
+        Cap on the inputs, for drawing and export: above it, a stratified random sample of
+        about ``max_inputs`` inputs (each class keeps its share, seeded by ``seed``; the name
+        says ``sample of n of N``). Default :data:`DRAW_MAX_INPUTS` (5000); None keeps every
+        input. The separation metrics never build this object.
+    seed : int
+        Seeds the sample.
 
     Returns
     -------
@@ -246,12 +275,17 @@ def input_hypergraph(table: SignalTable, layer: str, *, classes: Sequence[str | 
 
     >>> H = input_hypergraph(table, "fc2", classes=["3", "5"])   # doctest: +SKIP
     """
+    if max_inputs is not None and (isinstance(max_inputs, bool) or not isinstance(max_inputs, int) or max_inputs < 1):
+        raise InputError(f"max_inputs: expected an int ≥ 1 or None, got {max_inputs!r}")
     data = read_layer(table, layer, resolve_classes(table, classes))
     if ids is not None:
-        keep = np.isin(data.ids, np.asarray(list(ids), dtype=np.int64))
-        data = LayerData(data.layer, data.ids[keep], data.labels[keep], data.signal[keep], data.mask[keep],
-                         data.weight[keep], data.groups, data.neurons, data.sigma, data.vertices, data.names)
-    return _input_hypergraph_of(data, dual)
+        data = _rows(data, np.flatnonzero(np.isin(data.ids, np.asarray(list(ids), dtype=np.int64))))
+    name = None
+    if max_inputs is not None and len(data.ids) > max_inputs:
+        n = len(data.ids)
+        data = _rows(data, _subsample(data.labels, max_inputs, seed))
+        name = f"{data.layer} inputs (sample of {len(data.ids)} of {n})"
+    return _input_hypergraph_of(data, dual, name)
 
 
 def incidence_frame(H: "hypernetx.Hypergraph") -> pd.DataFrame:

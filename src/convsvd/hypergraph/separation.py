@@ -7,16 +7,29 @@ Per layer, with ``E_c`` the hyperedge of class ``c`` in the class hypergraph at 
 - **Exclusive share** of class ``c``: ``|E_c \\ ∪_{b≠c} E_b| / |E_c|``, the share of its
   neurons no other class has; ``exclusive_mean`` averages it over non-empty hyperedges.
 - **s-components** for s = 1, 2, 3: the s-edge-connected components of the class
-  hypergraph (HyperNetX), singletons included: two classes are s-adjacent when they
-  share at least ``s`` neurons. More components, more separation.
+  hypergraph, singletons included: two classes are s-adjacent when they share at
+  least ``s`` neurons (HyperNetX's ``s_connected_components``). More components, more separation.
 - **Modularity** of the class partition of the inputs on the dual of the input
   hypergraph (inputs as vertices, one hyperedge per SVD neuron: the inputs for
   which it is influential), with HyperNetX's hypergraph modularity
   (Kamiński et al., ``linear`` edge-contribution rule, every hyperedge weight 1).
-  Inputs with no influential neuron are not vertices of the dual.
-- **NCC accuracy**: a nearest-class-centroid rule (scikit-learn ``NearestCentroid``,
-  Euclidean) on the aggregated signals ``(N, K)``, stratified k-fold (shuffled,
-  seeded); each input is predicted once, by the fold that holds it out.
+  Inputs with no influential neuron are not vertices of the dual. Values within
+  float noise of 0 (``|q| < 1e-12``) are reported as 0.0.
+- **NCC accuracy**: a nearest-class-centroid rule (Euclidean, class means of the
+  training folds) on the aggregated signals ``(N, K)``, stratified k-fold
+  (scikit-learn's ``StratifiedKFold``, shuffled, seeded); each input is predicted
+  once, by the fold that holds it out. Read it against ``ncc_chance`` (always
+  predicting the largest class) and ``ncc_shuffled`` (the same procedure on
+  randomly permuted labels, mean of ``shuffles`` seeded permutations).
+- **Influential sets**: ``influential_mean`` / ``influential_median`` are the mean and
+  median number of influential SVD neurons per input; ``collapsed`` is set when the
+  class hyperedges have collapsed to one neuron each (mean size ≤ 1), where overlap,
+  exclusivity and components say little.
+
+Every metric is computed on sparse incidence matrices, vectorised over inputs
+(:mod:`convsvd.hypergraph.metrics`), and equals the value HyperNetX gives on the
+same hypergraphs (:mod:`convsvd.hypergraph._reference` keeps that computation for
+the tests and the benchmark); no HyperNetX object is built here.
 
 Metrics that are undefined are NaN and the ``status`` column names why (a
 comma-separated list of codes, ``ok`` when none; ``message`` says it in words):
@@ -34,33 +47,38 @@ comma-separated list of codes, ``ok`` when none; ``message`` says it in words):
 
 from __future__ import annotations
 
+import functools
 import math
-import warnings
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
+from convsvd._progress import progress as _progress
 from convsvd.errors import InputError
-from convsvd.hypergraph._hnx import hnx
 from convsvd.hypergraph._layer import LayerData, read_layer, resolve_classes
-from convsvd.hypergraph.build import (
-    ClassIncidence,
-    _incidence_of,
-    _input_hypergraph_of,
-    check_min_share,
-    class_hypergraph,
+from convsvd.hypergraph.build import ClassIncidence, _incidence_of, _subsample, check_min_share
+from convsvd.hypergraph.metrics import (
+    components_of_shared,
+    exclusive_counts,
+    exclusive_share,
+    jaccard,
+    modularity,
+    ncc_predict,
 )
 from convsvd.signals.table import SignalTable
 
 __all__ = ["LayerSeparation", "Separation", "class_separation", "layer_separation", "separation"]
 
 S_VALUES = (1, 2, 3)
+SHUFFLES = 3      # label shuffles averaged for the NCC baseline
+ZERO = 1e-12      # |modularity| below this is float noise around 0 and reported as 0.0
 
-COLUMNS = ["layer", "neurons", "inputs", "classes", "min_share", "mean_size", "empty_hyperedges", "jaccard_mean",
-           "exclusive_mean", "components_s1", "components_s2", "components_s3", "modularity", "modularity_inputs",
-           "ncc_accuracy", "ncc_folds", "status", "message"]
+COLUMNS = ["layer", "neurons", "inputs", "classes", "min_share", "mean_size", "collapsed", "influential_mean",
+           "influential_median", "empty_hyperedges", "jaccard_mean", "exclusive_mean", "components_s1",
+           "components_s2", "components_s3", "modularity", "modularity_inputs", "ncc_accuracy", "ncc_chance",
+           "ncc_shuffled", "ncc_folds", "status", "message"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +107,17 @@ class LayerSeparation:
     ncc_folds : int
         0 when NCC was not run.
     status, message : str
+    influential_mean, influential_median : float
+        Mean and median size of the influential set of an input (SVD neurons), over the ``inputs``.
+    collapsed : bool
+        The class hyperedges have collapsed to single neurons: their mean size (non-empty
+        ones) is ≤ 1, so overlap, exclusivity and components compare one neuron per class.
+    ncc_chance : float
+        Accuracy of always predicting the largest class (its share of the NCC inputs).
+    ncc_shuffled : float
+        Mean NCC accuracy, same folds procedure, over ``ncc_shuffles`` random permutations of the labels.
+    ncc_shuffles : int
+        0 when NCC was not run.
     """
 
     layer: str
@@ -104,6 +133,12 @@ class LayerSeparation:
     ncc_folds: int
     status: str
     message: str
+    influential_mean: float = math.nan
+    influential_median: float = math.nan
+    collapsed: bool = False
+    ncc_chance: float = math.nan
+    ncc_shuffled: float = math.nan
+    ncc_shuffles: int = 0
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -127,10 +162,13 @@ class LayerSeparation:
         row = dict(layer=self.layer, neurons=len(self.incidence.vertices), inputs=self.inputs,
                    classes=len(self.classes), min_share=self.incidence.min_share,
                    mean_size=float(sizes[sizes > 0].mean()) if (sizes > 0).any() else math.nan,
-                   empty_hyperedges=int((sizes == 0).sum()), jaccard_mean=self.jaccard_mean,
+                   collapsed=self.collapsed, influential_mean=self.influential_mean,
+                   influential_median=self.influential_median, empty_hyperedges=int((sizes == 0).sum()),
+                   jaccard_mean=self.jaccard_mean,
                    exclusive_mean=self.exclusive_mean, components_s1=self.components[0],
                    components_s2=self.components[1], components_s3=self.components[2], modularity=self.modularity,
-                   modularity_inputs=self.modularity_inputs, ncc_accuracy=self.ncc_accuracy, ncc_folds=self.ncc_folds,
+                   modularity_inputs=self.modularity_inputs, ncc_accuracy=self.ncc_accuracy, ncc_chance=self.ncc_chance,
+                   ncc_shuffled=self.ncc_shuffled, ncc_folds=self.ncc_folds,
                    status=self.status, message=self.message)
         return pd.DataFrame([row], columns=COLUMNS)
 
@@ -143,7 +181,7 @@ class LayerSeparation:
         """One row per class: ``layer, label, class, inputs, size, exclusive_neurons, exclusive_share``."""
         inc = self.incidence
         return pd.DataFrame(dict(layer=self.layer, label=inc.labels, **{"class": list(inc.classes)}, inputs=inc.inputs,
-                                 size=inc.sizes, exclusive_neurons=_exclusive_counts(inc.member),
+                                 size=inc.sizes, exclusive_neurons=exclusive_counts(inc.member),
                                  exclusive_share=self.exclusive))
 
     def pairs_frame(self) -> pd.DataFrame:
@@ -169,6 +207,8 @@ class Separation:
         NCC cross-validation.
     max_inputs : int or None
         Modularity subsampling bound.
+    shuffles : int
+        Label shuffles of the NCC baseline.
     """
 
     layers: tuple[LayerSeparation, ...]
@@ -176,6 +216,7 @@ class Separation:
     folds: int
     seed: int
     max_inputs: int | None
+    shuffles: int = SHUFFLES
 
     @property
     def names(self) -> list[str]:
@@ -238,55 +279,16 @@ class Separation:
 # --------------------------------------------------------------------------- metrics
 
 
-def _overlap(member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(C, C)`` Jaccard (NaN where a hyperedge is empty) and shared counts."""
-    m = member.astype(np.int64)
-    shared = m @ m.T
-    sizes = np.diag(shared)
-    union = sizes[:, None] + sizes[None, :] - shared
-    ok = (sizes[:, None] > 0) & (sizes[None, :] > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        jac = np.where(ok, shared / np.where(union > 0, union, 1), np.nan)
-    return jac, shared
-
-
-def _exclusive_counts(member: np.ndarray) -> np.ndarray:
-    """``(C,)`` neurons of each class hyperedge that no other class has (0 with a single class)."""
-    C = member.shape[0]
-    if C < 2:
-        return np.zeros(C, dtype=np.int64)
-    in_others = member.sum(axis=0, keepdims=True) - member.astype(np.int64) > 0
-    return (member & ~in_others).sum(axis=1)
-
-
-def _exclusive(member: np.ndarray) -> np.ndarray:
-    """``(C,)`` exclusive share of each class; NaN for an empty hyperedge, and for all with a single class."""
-    sizes = member.sum(axis=1)
-    out = np.full(member.shape[0], np.nan)
-    if member.shape[0] >= 2:
-        ok = sizes > 0
-        out[ok] = _exclusive_counts(member)[ok] / sizes[ok]
-    return out
-
-
-def _components(inc: ClassIncidence) -> tuple[float, float, float]:
-    if not inc.member.any():
+def _components(shared: np.ndarray) -> tuple[float, float, float]:
+    """s-components of the class hypergraph for s = 1, 2, 3 from its shared-neuron matrix; NaN without a hyperedge."""
+    if not (np.diag(shared) > 0).any():
         return (math.nan, math.nan, math.nan)
-    H = class_hypergraph(inc)
-    return tuple(float(sum(1 for _ in H.s_connected_components(s=s, edges=True, return_singletons=True)))
-                 for s in S_VALUES)  # type: ignore[return-value]
+    return tuple(float(components_of_shared(shared, s)) for s in S_VALUES)  # type: ignore[return-value]
 
 
-def _subsample(labels: np.ndarray, max_inputs: int, seed: int) -> np.ndarray:
-    """Indices of a stratified random subsample of about ``max_inputs`` (each class keeps its share, at least 1)."""
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    keep = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        take = max(1, int(round(len(idx) * max_inputs / n)))
-        keep.append(np.sort(rng.permutation(idx)[:take]))
-    return np.sort(np.concatenate(keep))
+def _clean(q: float) -> float:
+    """``q`` with float noise around 0 (``|q| < ZERO``) set to 0.0."""
+    return 0.0 if math.isfinite(q) and abs(q) < ZERO else q
 
 
 def _modularity(data: LayerData, max_inputs: int | None, seed: int) -> tuple[float, int]:
@@ -296,41 +298,63 @@ def _modularity(data: LayerData, max_inputs: int | None, seed: int) -> tuple[flo
         return math.nan, 0
     if max_inputs is not None and rows.size > max_inputs:
         rows = rows[_subsample(data.labels[rows], max_inputs, seed)]
-    sub = LayerData(data.layer, data.ids[rows], data.labels[rows], data.signal[rows], data.mask[rows],
-                    data.weight[rows], data.groups, data.neurons, data.sigma, data.vertices, data.names)
-    dual = _input_hypergraph_of(sub, dual=True)
-    from hypernetx.algorithms import hypergraph_modularity as hmod
-
-    parts = [set(sub.ids[sub.labels == c].tolist()) for c in np.unique(sub.labels)]
-    return float(hmod.modularity(dual, parts)), int(rows.size)
+    # the dual's vertices are the inputs and its hyperedges the SVD neurons: B is the (inputs, neurons) mask
+    return _clean(modularity(data.mask[rows], data.labels[rows])), int(rows.size)
 
 
-def _ncc(signal: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> tuple[float, int]:
-    """Pooled held-out accuracy of NearestCentroid under stratified k-fold; classes need ≥ 2 inputs (caller's job)."""
+def _folds(labels: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, int]:
+    """``(N,)`` stratified fold of each input (shuffled, seeded) and the number of folds."""
     from sklearn.model_selection import StratifiedKFold
-    from sklearn.neighbors import NearestCentroid
 
     counts = np.unique(labels, return_counts=True)[1]
     k = int(min(folds, counts.min()))
-    correct = 0
-    with warnings.catch_warnings():
-        # scikit-learn ≥ 1.5 also fits per-class spreads (for its decision function, unused here) and warns
-        # when a feature is constant within a class, as zero signals often are
-        warnings.filterwarnings("ignore", message=".*zero standard deviation", category=UserWarning)
-        warnings.filterwarnings("ignore", message="divide by zero", category=RuntimeWarning)
-        for train, test in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(signal, labels):
-            model = NearestCentroid().fit(signal[train], labels[train])
-            correct += int((model.predict(signal[test]) == labels[test]).sum())
-    return correct / len(labels), k
+    fold = np.empty(len(labels), dtype=np.int64)
+    split = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros((len(labels), 1)), labels)
+    for f, (_, test) in enumerate(split):
+        fold[test] = f
+    return fold, k
 
 
-def _separate(data: LayerData, min_share: float, folds: int, seed: int, max_inputs: int | None) -> LayerSeparation:
-    # inputs in id order, so the seeded cross-validation folds do not depend on the order the rows arrived in
+@functools.lru_cache(maxsize=8)
+def _plan(key: bytes, folds: int, seed: int, shuffles: int) -> tuple[tuple[np.ndarray, np.ndarray, int], ...]:
+    """Class codes, folds and fold count of the labels (first) and of ``shuffles`` seeded permutations of them.
+
+    Every layer of a run has the same labelled inputs, so the plan is made once per run
+    (cached on the labels' bytes) instead of once per layer.
+    """
+    labels = np.frombuffer(key, dtype=np.int64)
+    out = []
+    for i in range(shuffles + 1):
+        lab = labels if i == 0 else np.random.default_rng([seed, i - 1]).permutation(labels)
+        fold, k = _folds(lab, folds, seed)
+        codes = np.unique(lab, return_inverse=True)[1].reshape(-1)
+        for a in (codes, fold):
+            a.flags.writeable = False
+        out.append((codes, fold, k))
+    return tuple(out)
+
+
+def _accuracy(signal: np.ndarray, codes: np.ndarray, fold: np.ndarray) -> float:
+    return float(np.mean(ncc_predict(signal, codes, fold) == codes))
+
+
+def _ncc(signal: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> tuple[float, int]:
+    """Pooled held-out accuracy of the nearest class centroid under stratified k-fold; classes need ≥ 2 inputs."""
+    codes, fold, k = _plan(np.ascontiguousarray(labels, dtype=np.int64).tobytes(), folds, seed, 0)[0]
+    return _accuracy(signal, codes, fold), k
+
+
+def _labelled(data: LayerData) -> LayerData:
+    """The labelled inputs of ``data`` in id order (so seeded folds do not depend on the order rows arrived in)."""
     keep = np.flatnonzero(data.labels >= 0)
     keep = keep[np.argsort(data.ids[keep], kind="stable")]
-    data = LayerData(data.layer, data.ids[keep], data.labels[keep], data.signal[keep],
-                     data.mask[keep], data.weight[keep], data.groups, data.neurons, data.sigma,
-                     data.vertices, data.names)
+    return LayerData(data.layer, data.ids[keep], data.labels[keep], data.signal[keep], data.mask[keep],
+                     data.weight[keep], data.groups, data.neurons, data.sigma, data.vertices, data.names)
+
+
+def _separate(data: LayerData, min_share: float, folds: int, seed: int, max_inputs: int | None,
+              shuffles: int = SHUFFLES) -> LayerSeparation:
+    data = _labelled(data)
     inc = _incidence_of(data, min_share)
     C, K = inc.count.shape
     notes: list[tuple[str, str]] = []
@@ -348,50 +372,74 @@ def _separate(data: LayerData, min_share: float, folds: int, seed: int, max_inpu
                                          f"left out of the overlap, exclusivity and components"))
     if K == 1:
         notes.append(("one-neuron", "the layer has a single SVD neuron: the metrics are coarse"))
-    overlap, shared = _overlap(inc.member)
-    exclusive = _exclusive(inc.member)
-    components = _components(inc)
+    member = inc.member
+    overlap, shared = jaccard(member)
+    exclusive = exclusive_share(member)
+    components = _components(shared)
     if C >= 2:
-        modularity, mod_inputs = _modularity(data, max_inputs, seed)
+        q, mod_inputs = _modularity(data, max_inputs, seed)
         if mod_inputs == 0:
             notes.append(("no-influential", "no input has an influential neuron: modularity is undefined"))
     else:
-        modularity, mod_inputs = math.nan, 0
-    accuracy, nfolds = math.nan, 0
+        q, mod_inputs = math.nan, 0
+    accuracy, nfolds, chance, shuffled = math.nan, 0, math.nan, math.nan
     keep = np.isin(data.labels, inc.labels[inc.inputs >= 2])
     if len(np.unique(data.labels[keep])) >= 2:
-        if np.isfinite(data.signal[keep]).all():
-            accuracy, nfolds = _ncc(data.signal[keep], data.labels[keep], folds, seed)
+        signal, labels = data.signal[keep], data.labels[keep]
+        if np.isfinite(signal).all():
+            plan = _plan(np.ascontiguousarray(labels, dtype=np.int64).tobytes(), folds, seed, shuffles)
+            (codes, fold, nfolds), shuffled_plan = plan[0], plan[1:]
+            accuracy = _accuracy(signal, codes, fold)
+            chance = float(np.bincount(codes).max() / len(codes))
+            if shuffled_plan:
+                shuffled = float(np.mean([_accuracy(signal, c, f) for c, f, _ in shuffled_plan]))
         else:
             notes.append(("non-finite", "some signals are NaN or infinite: the NCC accuracy is undefined"))
+    set_sizes = data.mask.sum(axis=1)
+    sizes = inc.sizes
     status = ",".join(code for code, _ in notes) or "ok"
-    return LayerSeparation(data.layer, inc, int(len(data.ids)), overlap, shared, exclusive, components, modularity,
-                           mod_inputs, accuracy, nfolds, status, "; ".join(text for _, text in notes))
+    return LayerSeparation(data.layer, inc, int(len(data.ids)), overlap, shared, exclusive, components, q,
+                           mod_inputs, accuracy, nfolds, status, "; ".join(text for _, text in notes),
+                           influential_mean=float(set_sizes.mean()) if set_sizes.size else math.nan,
+                           influential_median=float(np.median(set_sizes)) if set_sizes.size else math.nan,
+                           collapsed=bool((sizes > 0).any() and sizes[sizes > 0].mean() <= 1),
+                           ncc_chance=chance, ncc_shuffled=shuffled, ncc_shuffles=shuffles if nfolds else 0)
 
 
-def _check_options(folds: int, seed: int, max_inputs: int | None) -> None:
+def _check_options(folds: int, seed: int, max_inputs: int | None, shuffles: int = SHUFFLES) -> None:
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise InputError(f"folds: expected an int ≥ 2 (cross-validation folds), got {folds!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"seed: expected an int, got {seed!r}")
     if max_inputs is not None and (isinstance(max_inputs, bool) or not isinstance(max_inputs, int) or max_inputs < 2):
         raise InputError(f"max_inputs: expected an int ≥ 2 or None, got {max_inputs!r}")
+    if isinstance(shuffles, bool) or not isinstance(shuffles, int) or shuffles < 0:
+        raise InputError(f"shuffles: expected an int ≥ 0 (label shuffles of the NCC baseline), got {shuffles!r}")
 
 
 def layer_separation(table: SignalTable, layer: str, *, min_share: float = 0.5,
                      classes: Sequence[str | int] | None = None, folds: int = 5, seed: int = 0,
-                     max_inputs: int | None = None) -> LayerSeparation:
-    """Separation metrics of one layer (see :func:`class_separation`)."""
+                     max_inputs: int | None = None, shuffles: int = SHUFFLES) -> LayerSeparation:
+    """Separation metrics of one layer (see :func:`class_separation`).
+
+    >>> layer_separation(table, "fc2").to_frame()   # doctest: +SKIP
+    """
     min_share = check_min_share(min_share)
-    _check_options(folds, seed, max_inputs)
-    hnx()  # fail early, with the install hint, when HyperNetX is missing
-    return _separate(read_layer(table, layer, resolve_classes(table, classes)), min_share, folds, seed, max_inputs)
+    _check_options(folds, seed, max_inputs, shuffles)
+    return _separate(read_layer(table, layer, resolve_classes(table, classes)), min_share, folds, seed, max_inputs,
+                     shuffles)
 
 
 def class_separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequence[str] | None = None,
                      classes: Sequence[str | int] | None = None, folds: int = 5, seed: int = 0,
-                     max_inputs: int | None = None) -> Separation:
+                     max_inputs: int | None = None, shuffles: int = SHUFFLES,
+                     progress: bool | None | Callable[[int, int, str], None] = None) -> Separation:
     """Separation metrics of every layer, as result objects (the matrices and per-class values included).
+
+    Every metric is computed on sparse incidence matrices, vectorised over inputs
+    (:mod:`convsvd.hypergraph.metrics`); no HyperNetX object is built. The cost of a
+    layer is one read of its signals plus a few sparse products and
+    ``(folds + shuffles · folds)`` centroid matrix products.
 
     Parameters
     ----------
@@ -406,10 +454,14 @@ def class_separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequ
     folds : int
         NCC cross-validation folds (fewer when the smallest class has fewer inputs).
     seed : int
-        Seeds the fold shuffling and the modularity subsample.
+        Seeds the fold shuffling, the label shuffles of the NCC baseline and the modularity subsample.
     max_inputs : int, optional
         Measure the modularity on a stratified random subsample of at most about this
         many inputs (the ``modularity_inputs`` column says how many); default all.
+    shuffles : int
+        Label permutations averaged for the ``ncc_shuffled`` baseline (0: none, NaN).
+    progress : bool, callable or None
+        A bar over the layers (None: on a terminal when there are ≥ 8 layers), or ``fn(done, total, layer)``.
 
     Returns
     -------
@@ -424,19 +476,23 @@ def class_separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequ
     >>> result["fc2"].overlap_frame()               # doctest: +SKIP
     """
     min_share = check_min_share(min_share)
-    _check_options(folds, seed, max_inputs)
+    _check_options(folds, seed, max_inputs, shuffles)
     names = list(table.layers) if layers is None else ([layers] if isinstance(layers, str) else list(layers))
     if not names:
         raise InputError("layers: the selection is empty (expected at least one profiled layer)")
     labels = resolve_classes(table, classes)
-    hnx()
-    out = tuple(_separate(read_layer(table, name, labels), min_share, folds, seed, max_inputs) for name in names)
-    return Separation(out, min_share, folds, seed, max_inputs)
+    out = []
+    with _progress(len(names), "separation", progress) as bar:
+        for name in names:
+            out.append(_separate(read_layer(table, name, labels), min_share, folds, seed, max_inputs, shuffles))
+            bar.advance(1, name)  # type: ignore[attr-defined]
+    return Separation(tuple(out), min_share, folds, seed, max_inputs, shuffles)
 
 
 def separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequence[str] | None = None,
                classes: Sequence[str | int] | None = None, folds: int = 5, seed: int = 0,
-               max_inputs: int | None = None) -> pd.DataFrame:
+               max_inputs: int | None = None, shuffles: int = SHUFFLES,
+               progress: bool | None | Callable[[int, int, str], None] = None) -> pd.DataFrame:
     """Separation of the classes by the SVD neurons, one row per layer.
 
     Same parameters as :func:`class_separation` (which keeps the matrices).
@@ -444,15 +500,19 @@ def separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequence[s
     Returns
     -------
     pandas.DataFrame
-        ``layer, neurons, inputs, classes, min_share, mean_size, empty_hyperedges,
-        jaccard_mean, exclusive_mean, components_s1, components_s2, components_s3,
-        modularity, modularity_inputs, ncc_accuracy, ncc_folds, status, message``
-        (``mean_size``: mean size of the non-empty class hyperedges).
+        ``layer, neurons, inputs, classes, min_share, mean_size, collapsed,
+        influential_mean, influential_median, empty_hyperedges, jaccard_mean,
+        exclusive_mean, components_s1, components_s2, components_s3, modularity,
+        modularity_inputs, ncc_accuracy, ncc_chance, ncc_shuffled, ncc_folds, status,
+        message`` (``mean_size``: mean size of the non-empty class hyperedges;
+        ``collapsed``: ``mean_size ≤ 1``; ``influential_*``: influential-set size per
+        input; ``ncc_chance``: largest class share; ``ncc_shuffled``: NCC accuracy
+        with shuffled labels).
 
     >>> from convsvd import zoo
     >>> from convsvd.signals import profile
     >>> table = profile(zoo.load("digits-cnn"), "digits:test", progress=False)  # doctest: +SKIP
-    >>> separation(table)[["layer", "jaccard_mean", "ncc_accuracy"]]           # doctest: +SKIP
+    >>> separation(table)[["layer", "jaccard_mean", "ncc_accuracy", "ncc_shuffled"]]  # doctest: +SKIP
     """
     return class_separation(table, min_share=min_share, layers=layers, classes=classes, folds=folds, seed=seed,
-                            max_inputs=max_inputs).to_frame()
+                            max_inputs=max_inputs, shuffles=shuffles, progress=progress).to_frame()
