@@ -131,8 +131,12 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "rand_lambda_max",
     "status",
     "phenomenology",
+    "n",
+    "input_size",
+    "n_reason",
 )
-"""Columns of :meth:`LayerSpectrum.to_frame` (``shape``: ``"m×n"`` of one pooled matrix)."""
+"""Columns of :meth:`LayerSpectrum.to_frame` (``shape``: ``"m×n"`` of one pooled matrix; ``n``, ``input_size``:
+``"h×w"`` grid of the operator view and the size the layer sees, ``""`` in the other views or when unknown)."""
 
 _MEAN_KEYS: tuple[str, ...] = (
     "alpha",
@@ -199,6 +203,12 @@ class LayerSpectrum:
         See the module docstring.
     lambda_max, log_norm, log_spectral_norm, stable_rank, entropy : float
         Norm-based metrics (NaN where undefined).
+    n : tuple of int or None
+        Operator view: the grid the spectrum was computed on (α depends on it).
+    input_size : tuple of int or None
+        Operator view: the spatial size the layer sees (None when unknown).
+    n_reason : str
+        Operator view: why ``n`` differs from ``input_size`` (budget, unknown size, ``n=`` given).
     """
 
     name: str
@@ -217,6 +227,9 @@ class LayerSpectrum:
     log_spectral_norm: float
     stable_rank: float
     entropy: float
+    n: tuple[int, ...] | None = None
+    input_size: tuple[int, ...] | None = None
+    n_reason: str = ""
 
     @property
     def ok(self) -> bool:
@@ -264,6 +277,9 @@ class LayerSpectrum:
             "rand_lambda_max": rnd.lambda_max if rnd else nan,
             "status": self.status,
             "phenomenology": self.phenomenology,
+            "n": "×".join(map(str, self.n)) if self.n else "",
+            "input_size": "×".join(map(str, self.input_size)) if self.input_size else "",
+            "n_reason": self.n_reason,
         }
 
     def to_frame(self) -> pd.DataFrame:
