@@ -267,6 +267,9 @@ def operator(name: str, model: nn.Module, run: Run) -> None:
             total += dt
             worst = max(worst, (spec.name, dt), key=lambda p: p[1])
             own = plan_operator(tuple(W.shape), groups=spec.groups, dilation=spec.dilation, size=size)
+            if dt >= 1.0:
+                print(f"    {spec.name}: {'×'.join(map(str, own.n))}, {own.blocks} blocks of "
+                      f"{W.shape[0] // spec.groups}×{W.shape[1]}: {dt:.2f} s", flush=True)
             side = plan_operator(tuple(W.shape), groups=spec.groups, dilation=spec.dilation, size=(SIDE, SIDE))
             own_ops += own.operations
             side_ops += side.operations

@@ -305,7 +305,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.input_size is not None:
         if args.input_size < 1:
             raise InputError(f"--input-size {args.input_size}: expected a positive side in pixels")
-        first = layers[0] if layers else None
+        first = mw.layers[0] if len(mw.layers) else None
         shape = (first.in_channels if first is not None else 3, args.input_size, args.input_size)
     result = report(mw, args.data, out=args.out, quick=args.quick, layers=args.layers, neurons=args.neurons,
                     steps=args.steps, k=args.k, input_shape=shape, batch_size=args.batch_size, device=args.device,

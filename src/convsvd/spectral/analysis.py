@@ -431,7 +431,8 @@ def spectrum(
     precision = _precision(mw.layers, dtype)
 
     finite = [s for s in mw.layers if _finite(s.weight)]
-    plans, sizes_how = {}, None
+    plans: dict[str, OperatorPlan] = {}
+    sizes_how = None
     if view == "operator":
         plans, sizes_how = _operator_plans(mw, finite, n, input_shape, budget, precision, device)
     # Shuffling for the baseline is memory-bound single-threaded work: it runs beside the
@@ -479,9 +480,9 @@ def spectrum(
             evals=evals, fit=fit, mp=mps.get(name), random=rands.get(name), status=st,
             phenomenology=classify(evals, fit.alpha, mps.get(name)) if st == "ok" and fit else "",
             **norms(evals, max(shape), eps),
-            n=plan.n if plan else None, input_size=plan.size if plan else None,
-            n_reason=plan.reason if plan else "",
         )
+        if plan is not None:
+            built[name] = replace(built[name], n=plan.n, input_size=plan.size, n_reason=plan.reason)
     for name, shp, reason in not_loaded:
         built[name] = LayerSpectrum(
             name=name, kind="", view=view, shape=(), n_matrices=0, evals=np.empty(0),  # type: ignore[arg-type]

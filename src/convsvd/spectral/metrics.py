@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -358,7 +359,17 @@ def classify(evals: np.ndarray, alpha: float, mp: MPFit | None = None) -> str:
     return "bleeding-out" if mp.mp_softrank >= BLEEDING_SOFTRANK else "bulk+spikes"
 
 
-def norms(evals: np.ndarray, N: int, eps: float) -> dict[str, float]:
+class Norms(TypedDict):
+    """The norm-based metrics of one ESD (:func:`norms`)."""
+
+    lambda_max: float
+    log_norm: float
+    log_spectral_norm: float
+    stable_rank: float
+    entropy: float
+
+
+def norms(evals: np.ndarray, N: int, eps: float) -> Norms:
     """``lambda_max, log_norm, log_spectral_norm, stable_rank, entropy`` of one ESD.
 
     Parameters
@@ -373,14 +384,13 @@ def norms(evals: np.ndarray, N: int, eps: float) -> dict[str, float]:
 
     Returns
     -------
-    dict of str to float
-        NaN where undefined (no positive or a non-finite eigenvalue).
+    Norms
+        A dict; NaN where undefined (no positive or a non-finite eigenvalue).
     """
     lam = np.asarray(evals, dtype=np.float64)
     nan = math.nan
-    keys = ("lambda_max", "log_norm", "log_spectral_norm", "stable_rank", "entropy")
     if lam.size == 0 or not np.isfinite(lam).all() or lam.max() <= 0:
-        return dict.fromkeys(keys, nan)
+        return {"lambda_max": nan, "log_norm": nan, "log_spectral_norm": nan, "stable_rank": nan, "entropy": nan}
     top = float(lam.max())
     total = float(lam.sum())
     sv = np.sqrt(np.clip(lam, 0.0, None) * N)
