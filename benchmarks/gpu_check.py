@@ -35,6 +35,12 @@ check the script here.
    moves its matrices to CUDA by itself), with the ratios to convsvd's CUDA timings of
    step 2. ``--peer-budget`` seconds bound this step: a run that would start after it is
    skipped and said so.
+5. **At scale** (``benchmarks/scale.py``'s steps on this device): the VGG-16-shaped model
+   (``--scale-models``) on ``--n`` synthetic 224×224 images (default 50,000, streamed batch
+   by batch, batch ``--scale-batch``): bare forward pass, ``profile`` (signal store bytes
+   per input and SVD neuron), ``separation``, ``featureviz``, the operator view of every
+   conv layer at its own size, with peak memory and the ratios against the targets.
+   ``--device cpu --n 16 --steps 5`` checks it here.
 """
 
 from __future__ import annotations
@@ -228,11 +234,16 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--models", default="vgg16,resnet50")
-    ap.add_argument("--steps", default="1,2,3,4", help="which of the steps 1–4 to run")
+    ap.add_argument("--steps", default="1,2,3,4,5", help="which of the steps 1–5 to run")
     ap.add_argument("--profile-inputs", type=int, default=4096, help="inputs profiled in step 3")
     ap.add_argument("--peer-models", help="models of step 4 (default: --models)")
     ap.add_argument("--peer-budget", type=float, default=180.0, help="seconds for step 4 (WeightWatcher)")
     ap.add_argument("--quick", action="store_true", help="small checks only and no VGG-16 (a dry run of the script)")
+    ap.add_argument("--n", type=int, default=50000, help="synthetic 224×224 images of step 5 (default 50000)")
+    ap.add_argument("--scale-models", default="vgg16", help="models of step 5 (default vgg16)")
+    ap.add_argument("--scale-batch", type=int, default=256, help="batch size of step 5 (default 256)")
+    ap.add_argument("--scale-steps", default="forward,profile,separation,featureviz,operator",
+                    help="benchmarks/scale.py steps of step 5")
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device here (use --device cpu --quick for a dry run)")
@@ -251,6 +262,12 @@ def main() -> None:
         profiling(args.device, repeat, 512 if args.quick else args.profile_inputs)
     if 4 in steps:
         weightwatcher(ours, args.peer_models.split(",") if args.peer_models else models, args.peer_budget)
+    if 5 in steps:
+        import scale  # benchmarks/scale.py, beside this file
+
+        print(f"\n5. at scale: benchmarks/scale.py on {args.device}, {args.n} images", flush=True)
+        scale.main(["--device", args.device, "--n", str(args.n), "--models", args.scale_models,
+                    "--batch-size", str(min(args.scale_batch, args.n)), "--steps", args.scale_steps])
     print(f"\n{len(FAILED)} check(s) failed" + (": " + "; ".join(FAILED) if FAILED else ""))
     sys.exit(1 if FAILED else 0)
 

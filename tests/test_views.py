@@ -160,3 +160,108 @@ def test_invalid_inputs_raise() -> None:
         slice_singular_values(torch.ones(4, 4))
     with pytest.raises(InputError):
         slice_singular_values(torch.ones(4, 4, 3, 3, dtype=torch.int64))
+
+
+# --------------------------------------------------------------------------- each layer at its own size
+
+
+def _two_layer_net() -> torch.nn.Module:
+    torch.manual_seed(12)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="circular"),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"),
+    ).double()
+
+
+def test_operator_view_at_each_layers_own_size_equals_the_explicit_operator() -> None:
+    from convsvd.spectral import spectrum
+
+    net = _two_layer_net()
+    res = spectrum(net, view="operator", input_shape=(2, 10, 9))
+    for name, size in (("0", (10, 9)), ("2", (5, 5))):  # the stride-2 first layer halves the maps
+        layer = res[name]
+        assert layer.n == layer.input_size == size and layer.n_reason == ""
+        W = net[int(name)].weight.detach()
+        exact = torch.linalg.svdvals(_operator_matrix(W, size))
+        mine = torch.sort(torch.from_numpy(layer.evals * max(layer.shape)).sqrt(), descending=True).values
+        torch.testing.assert_close(mine, exact[: mine.numel()], rtol=1e-10, atol=1e-10)
+    row = res.to_frame().set_index("name").loc["2"]
+    assert (row["n"], row["input_size"], row["n_reason"]) == ("5×5", "5×5", "")
+
+
+def test_without_a_size_the_default_grid_is_used_and_said() -> None:
+    from convsvd.spectral import DEFAULT_OPERATOR_N, spectrum
+
+    layer = spectrum(_two_layer_net(), view="operator")["2"]
+    assert layer.n == (DEFAULT_OPERATOR_N,) * 2 and layer.input_size is None
+    assert "unknown" in layer.n_reason and "input shape" in layer.n_reason
+    given = spectrum(_two_layer_net(), view="operator", n=7, input_shape=(2, 10, 9))["2"]
+    assert given.n == (7, 7) and given.input_size is None and given.n_reason == ""  # n given: nothing traced
+
+
+def test_budget_fallback_picks_the_largest_grid_that_fits_and_states_the_reason() -> None:
+    from convsvd.spectral import operator_blocks, plan_operator
+    from convsvd.spectral.cost import block_operations
+
+    per_block = block_operations(64, 32, taps=9)
+    rate = 1e9
+    plan = plan_operator((64, 32, 3, 3), size=(56, 48), budget=0.5, rate=rate)
+    assert plan.size == (56, 48) and plan.n[0] < 56 and plan.n[1] < 48
+    assert plan.blocks == operator_blocks(plan.n) and plan.seconds <= 0.5
+    assert plan.seconds == pytest.approx(plan.blocks * per_block / rate)
+    bigger = tuple(s + 1 for s in plan.n)
+    assert operator_blocks(bigger) * per_block / rate > 0.5  # one more row and column would not fit
+    assert plan.reason.startswith("budget 0.5 s") and "56×48" in plan.reason and "×".join(map(str, plan.n)) in plan.reason
+    roomy = plan_operator((64, 32, 3, 3), size=(56, 48), budget=1e6, rate=rate)
+    assert roomy.n == (56, 48) and roomy.reason == ""
+    tiny = plan_operator((64, 32, 3, 3), size=(56, 48), budget=1e-12, rate=rate)
+    assert tiny.n == (3, 3) and "smallest grid" in tiny.reason
+    small = plan_operator((8, 8, 5, 5), size=(3, 3))  # a map smaller than the kernel: the kernel's extent
+    assert small.n == (5, 5) and "less than its dilated kernel" in small.reason
+    with pytest.raises(InputError, match="budget"):
+        plan_operator((8, 8, 3, 3), size=(8, 8), budget=0.0)
+
+
+def test_spectrum_budget_reduces_n_in_the_result() -> None:
+    from convsvd.spectral import spectrum
+
+    res = spectrum(_two_layer_net(), view="operator", input_shape=(2, 40, 40), budget=1e-9)
+    frame = res.to_frame().set_index("name")
+    for name, size in (("0", (40, 40)), ("2", (20, 20))):
+        assert res[name].input_size == size and res[name].n == (3, 3)
+        assert frame.loc[name, "n"] == "3×3" and "budget" in frame.loc[name, "n_reason"]
+    assert res.options["budget"] == 1e-9
+    with pytest.raises(InputError, match="budget"):
+        spectrum(_two_layer_net(), view="operator", budget=-1)
+
+
+def test_progress_within_a_layer_counts_every_frequency_once() -> None:
+    W = _weight(4, 3, 3, 3, seed=13)
+    seen: list[tuple[int, int]] = []
+    operator_singular_values(W, (6, 5), chunk_elements=4 * 3 * 4, progress=lambda d, t: seen.append((d, t)))
+    total = (6 * 5 + 2) // 2  # one of each ±ω pair: (F + self-conjugate frequencies) / 2
+    assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted({d for d, _ in seen})
+    assert len(seen) == -(-total // 4)
+
+
+def test_cli_operator_view_uses_each_layers_size_and_the_budget(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    from convsvd import zoo
+    from convsvd.cli import main
+    from convsvd.shapes import trace_input_sizes
+
+    traced = trace_input_sizes(zoo.load("digits-cnn"), zoo.model_info("digits-cnn").input_shape)
+    assert main(["spectrum", "digits-cnn", "--view", "operator", "--out", str(tmp_path / "a")]) == 0
+    frame = pd.read_csv(tmp_path / "a" / "spectrum.csv", keep_default_na=False).set_index("name")
+    for name, size in traced.items():  # a map smaller than the 3×3 kernel is analysed on 3×3
+        assert frame.loc[name, "input_size"] == "×".join(map(str, size))
+        assert frame.loc[name, "n"] == "×".join(str(max(s, 3)) for s in size)
+    assert main(["spectrum", "digits-cnn", "--view", "operator", "--view-budget", "1e-9", "--layers", "conv2",
+                 "--out", str(tmp_path / "b")]) == 0
+    row = pd.read_csv(tmp_path / "b" / "spectrum.csv", keep_default_na=False).iloc[0]
+    assert row["n"] == "3×3" and "budget" in row["n_reason"]
+    capsys.readouterr()
+    assert main(["spectrum", "digits-cnn", "--view", "operator", "--view-budget", "0"]) == 2
+    assert "view-budget" in capsys.readouterr().err

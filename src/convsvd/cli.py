@@ -553,7 +553,13 @@ def _spectrum_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-baseline", action="store_true",
                    help="shuffle each layer's weights and compare the ESDs (rand_distance, rand_lambda_max)")
     p.add_argument("--n", type=int, metavar="N",
-                   help="input side of the operator view (default: a built-in model's input side, else 32)")
+                   help="grid side of the operator view for every conv layer (default: the size each layer sees, "
+                        "traced from --input-size / a built-in model's input / an ONNX file's shapes, else 32)")
+    p.add_argument("--input-size", type=int, metavar="S",
+                   help="side of the model's input, to trace the size each conv layer sees (operator view)")
+    p.add_argument("--view-budget", type=float, metavar="SECONDS",
+                   help="seconds one layer's operator view may take (estimated first); a layer over it runs on a "
+                        "smaller grid, stated in n_reason (default: no bound)")
     p.add_argument("--dtype", choices=["float32", "float64"],
                    help="precision of the spectra (default: the weights', float32 Gram + float64 eigenvalues)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -561,12 +567,16 @@ def _spectrum_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the weight shuffles (default: 0)")
 
 
-def _operator_side(model: str, n: int | None) -> int | None:
-    """--n, else the input side of a built-in model (``name`` or ``name@epoch``)."""
-
-    if n is None and zoo_base(model):
-        return int(zoo_input_shape(model)[-1])  # type: ignore[index]
-    return n
+def _operator_input(model: str, layers: tuple, args: argparse.Namespace) -> tuple[int, ...] | None:  # type: ignore[type-arg]
+    """The input shape the operator view traces: from --input-size, else a built-in model's; checks --view-budget."""
+    if args.view_budget is not None and not args.view_budget > 0:
+        raise InputError(f"--view-budget {args.view_budget}: expected a positive number of seconds")
+    if args.input_size is not None:
+        if args.input_size < 1:
+            raise InputError(f"--input-size {args.input_size}: expected a positive side in pixels")
+        first = layers[0] if layers else None
+        return (first.in_channels if first is not None else 3, args.input_size, args.input_size)
+    return tuple(zoo_input_shape(model)) if zoo_base(model) else None  # type: ignore[arg-type]
 
 
 def _finite_or_none(values: dict) -> dict:  # type: ignore[type-arg]
@@ -595,12 +605,14 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     mw = resolve_model(args)
     t0 = time.perf_counter()
     res = spectrum(mw, view=args.view, layers=args.layers, mp=args.mp, random_baseline=args.random_baseline,
-                   n=_operator_side(args.model, args.n), dtype=args.dtype, fold_bn=args.fold_bn, device=args.device,
-                   seed=args.seed, progress=True)
+                   n=args.n, dtype=args.dtype, fold_bn=args.fold_bn, device=args.device,
+                   seed=args.seed, progress=True, input_shape=_operator_input(args.model, mw.layers, args),
+                   budget=args.view_budget)
     dt = time.perf_counter() - t0
     frame, summary = res.to_frame(), res.summary()
     hidden = {"view", "xmin", "sigma", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
-        | ({"rand_distance", "rand_lambda_max"} if not args.random_baseline else set())
+        | ({"rand_distance", "rand_lambda_max"} if not args.random_baseline else set()) \
+        | ({"n", "input_size", "n_reason"} if args.view != "operator" else set())
     print_frame(frame[[c for c in frame.columns if c not in hidden]],  # every column is in the files
                 title=f"{mw.source}: spectra of {len(res)} layers ({args.view} view) in {dt:.2f} s")
     shown = {k: v for k, v in summary.items() if k not in hidden and k != "rand_lambda_max"}
@@ -657,10 +669,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InputError(f"--labels: expected {len(args.models)} labels (one per model), got {len(args.labels)}")
     sources = [resolve_model(argparse.Namespace(model=m, weights=None, trust_pickle=args.trust_pickle))
                for m in args.models]
-    sides = {_operator_side(m, args.n) for m in args.models}
+    shapes = {_operator_input(m, s.layers, args) for m, s in zip(args.models, sources)}
     t0 = time.perf_counter()
     frame = compare(sources, labels=args.labels or args.models, view=args.view, layers=args.layers, mp=args.mp,
-                    random_baseline=args.random_baseline, n=sides.pop() if len(sides) == 1 else args.n,
+                    random_baseline=args.random_baseline, n=args.n, input_shape=shapes.pop() if len(shapes) == 1 else None,
+                    budget=args.view_budget,
                     dtype=args.dtype, fold_bn=args.fold_bn, device=args.device, seed=args.seed, progress=True)
     hidden = {"source", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
         | ({"rand_distance"} if not args.random_baseline else set())

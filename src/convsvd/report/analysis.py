@@ -39,6 +39,8 @@ DEFAULTS: dict[str, int] = dict(neurons=6, steps=256, k=8, feature_layers=8)
 QUICK: dict[str, int] = dict(neurons=4, steps=48, k=4, feature_layers=8)
 #: Side of the images optimised for a model whose input size is not known.
 GUESSED_SIDE = 224
+#: Seconds the operator view of the report's one conv layer may take (estimated first; a smaller grid otherwise).
+VIEW_BUDGET = 60.0
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,7 @@ class Analysis:
         The trained layers are also compared with their own weights shuffled (the randomised baseline),
         except with ``quick``.
         """
-        from convsvd.spectral import DEFAULT_OPERATOR_N, spectrum
+        from convsvd.spectral import spectrum
 
         o = self.options
         common = dict(mp=True, fold_bn=o.fold_bn, device=o.device, progress=progress)
@@ -274,11 +276,16 @@ class Analysis:
         convs = [s for s in self.mw.layers if s.kind == "conv2d"]
         if convs:
             conv = max(convs, key=lambda s: s.weight.numel())  # the conv layer with the most weights
-            side = self.input_shape[-1] if self.input_shape and len(self.input_shape) == 3 else DEFAULT_OPERATOR_N
-            self.views = [self.spectrum[conv.name]] + [
-                spectrum(self.mw, view=view, layers=[conv.name], n=int(side), **common)[conv.name]  # type: ignore[arg-type]
-                for view in ("slices", "operator")
-            ]
+            # the operator view on the size the layer sees (traced from the input shape), within VIEW_BUDGET
+            shape = self.input_shape if self.runnable else None
+            try:
+                op = spectrum(self.mw, view="operator", layers=[conv.name], input_shape=shape, budget=VIEW_BUDGET,
+                              **common)  # type: ignore[arg-type]
+            except InputError:  # the input shape does not fit the model: the default grid, and the row says so
+                op = spectrum(self.mw, view="operator", layers=[conv.name], budget=VIEW_BUDGET, **common)  # type: ignore[arg-type]
+            self.views = [self.spectrum[conv.name],
+                          spectrum(self.mw, view="slices", layers=[conv.name], **common)[conv.name],  # type: ignore[arg-type]
+                          op[conv.name]]
 
     def separate(self, progress: Progress) -> None:
         """Class separation across depth from the signal table (needs class labels)."""

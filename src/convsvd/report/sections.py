@@ -231,13 +231,15 @@ def spectra_section(trained: "SpectrumResult", init: "SpectrumResult | None", vi
             "spectra-views", fig,
             f"Three views of {views[0].name}, the conv layer with the most weights: its unfolded matrix W̄ (the "
             f"paper's), its per-tap k×k slices (WeightWatcher's), and the whole convolution as an operator on an "
-            f"n×n input (circular padding, stride 1; n: the model's input side, else 32).",
+            f"n×n input (circular padding, stride 1; n: the size the layer sees, traced from the model's input, "
+            f"unless its cost estimate exceeds the budget; see the table).",
             ("views",)))
         data.append(Data("views", pd.concat([pd.DataFrame(dict(layer=v.name, view=v.view, **{"lambda": v.evals}))
                                              for v in views], ignore_index=True),
                          "the eigenvalues of one conv layer in each view"))
         blocks.append(Table("views_metrics", pd.concat([v.to_frame() for v in views])[
-            ["name", "view", "shape", "n_evals", "alpha", "lambda_max", "stable_rank", "status"]],
+            ["name", "view", "shape", "n_evals", "alpha", "lambda_max", "stable_rank", "status", "n", "input_size",
+             "n_reason"]],
             f"{views[0].name} in each view.", _SPECTRA_LABELS))
     failed = trained.to_frame().query("status != 'ok'")
     for _, row in failed.iterrows():

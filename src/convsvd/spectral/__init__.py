@@ -6,6 +6,7 @@
   fit (same α, x_min, D as the ``powerlaw`` package), batched over layers.
 * :mod:`~convsvd.spectral.mp` — Marchenko–Pastur law, bulk fit and spikes.
 * :mod:`~convsvd.spectral.views` — the k×k-slice and FFT-operator spectra of a conv.
+* :mod:`~convsvd.spectral.cost` — the operator view's grid per layer, its cost estimate and budget.
 * :mod:`~convsvd.spectral.shuffle` — fast shuffling of a layer's entries (randomised baseline).
 * :mod:`~convsvd.spectral.metrics` — the per-layer metrics row, statuses, phenomenology, α̂.
 * :mod:`~convsvd.spectral.analysis` — :func:`spectrum` of a whole model and :func:`compare`.
@@ -89,6 +90,7 @@ from convsvd.spectral.metrics import (  # noqa: E402
     summarize,
 )
 from convsvd.spectral.shuffle import shuffle_entries  # noqa: E402
+from convsvd.spectral.cost import OperatorPlan, operator_blocks, plan_operator  # noqa: E402
 
 __all__ += [
     "DEFAULT_MIN_EVALS",
@@ -99,10 +101,13 @@ __all__ += [
     "SUMMARY_KEYS",
     "VIEWS",
     "LayerSpectrum",
+    "OperatorPlan",
     "RandomBaseline",
     "SpectrumResult",
     "classify",
     "compare",
+    "operator_blocks",
+    "plan_operator",
     "shuffle_entries",
     "spectrum",
     "summarize",

@@ -13,8 +13,8 @@ matrix in every view):
 * ``"slices"`` (WeightWatcher's): the ``k1·k2`` per-tap matrices ``W[:, :, a, b]``, each
   split into its ``g`` diagonal blocks ``(d/g) × (c/g)``, pooled;
   ``N = max(d/g, c/g)``.
-* ``"operator"``: the singular values of the whole convolution on an ``n × n`` input
-  with circular padding and stride 1, i.e. of the ``n²`` complex per-frequency
+* ``"operator"``: the singular values of the whole convolution on an ``n1 × n2`` input
+  with circular padding and stride 1, i.e. of the ``n1·n2`` complex per-frequency
   matrices ``Ŵ_j(ω) ∈ C^{(d/g) × (c/g)}`` (Sedghi, Gupta & Long 2019), pooled. The
   normalisation is ``N = max(d/g, c/g)``, the larger side of one per-frequency block —
   equivalently the larger side of the operator matrix of one group divided by ``n²``.
@@ -24,9 +24,15 @@ matrix in every view):
   the frequencies more finely. Dividing by the full operator side ``max(d, c)·n²``
   instead would scale every λ by ``1/n²`` and make α̂ depend on the grid. The norms
   are the operator's: ``Σσ² = n²‖W‖_F²`` (Parseval). Stride is ignored (a strided conv
-  is this operator followed by subsampling). Default grid ``n = 32`` (the CLI uses the
-  input side of a built-in model); the cost grows as ``n²``, so large models are best
-  analysed in this view a few layers at a time.
+  is this operator followed by subsampling). **Grid**: by default each layer's own
+  input size, found by one traced forward pass on ``input_shape`` (or ONNX shape
+  inference; :mod:`convsvd.shapes`); ``n=`` sets one side for every layer; with no
+  size known the grid is :data:`DEFAULT_OPERATOR_N` and the result says why. The
+  cost (``blocks × block-SVD``, :mod:`convsvd.spectral.cost`) is estimated before
+  each layer runs; with ``budget=`` seconds a layer whose estimate exceeds it runs on
+  the largest smaller grid that fits. α depends on the grid (a finer grid samples
+  more frequencies), so every row gives the grid used (``n``), the layer's own size
+  (``input_size``) and the reason when they differ (``n_reason``).
 
 **Speed.** In the unfold view the eigenvalues of all layers come from one batched
 values-only :func:`~convsvd.decompose.decompose` call (layers of one shape stacked);
@@ -60,6 +66,8 @@ from torch import nn
 from convsvd._progress import progress as _progress
 from convsvd.errors import InputError
 from convsvd.io import LayerSpec, ModelWeights
+from convsvd.spectral._meter import meter
+from convsvd.spectral.cost import DEFAULT_OPERATOR_N, OperatorPlan, plan_operator, throughput
 from convsvd.spectral.esd import DISTANCE_METHODS, esd_distance
 from convsvd.spectral.metrics import (
     DEFAULT_MIN_EVALS,
@@ -82,9 +90,6 @@ __all__ = ["DEFAULT_OPERATOR_N", "VIEWS", "SpectrumResult", "compare", "spectrum
 View = Literal["unfold", "slices", "operator"]
 VIEWS: tuple[str, ...] = ("unfold", "slices", "operator")
 """The views of a conv layer's spectrum (module docstring)."""
-
-DEFAULT_OPERATOR_N = 32
-"""Input side of the ``operator`` view when ``n`` is not given."""
 
 # Reasons (from convsvd.io.spec.check_weight and the module reader) for which a *layer*
 # was not loaded; other skipped entries are parameters of non-linear modules.
@@ -155,11 +160,15 @@ def _precision(specs: Sequence[LayerSpec], dtype: torch.dtype | str | None) -> t
     return torch.float64 if any(s.weight.dtype == torch.float64 for s in specs) else torch.float32
 
 
-def _check_options(view: str, n: int | None, min_evals: int, distance: str, distribution: str) -> None:
+def _check_options(view: str, n: int | None, min_evals: int, distance: str, distribution: str,
+                   budget: float | None = None) -> None:
     if view not in VIEWS:
         raise InputError(f"view {view!r}: expected one of {', '.join(VIEWS)}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise InputError(f"n={n!r}: expected a positive input side for the operator view")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float, np.number))
+                               or not budget > 0):
+        raise InputError(f"budget={budget!r}: expected a positive number of seconds per layer")
     if isinstance(min_evals, bool) or not isinstance(min_evals, (int, np.integer)) or min_evals < 2:
         raise InputError(f"min_evals={min_evals!r}: expected an integer >= 2")
     if distance not in DISTANCE_METHODS:
@@ -193,6 +202,7 @@ class _Spectrum:
     evals: np.ndarray  # ascending float64
     shape: tuple[int, int]  # one pooled matrix
     n_matrices: int
+    plan: OperatorPlan | None = None  # the operator view's grid
 
 
 def _to_evals(S: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
@@ -228,9 +238,11 @@ def _unfold_spectra(
 def _conv_spectrum(
     spec: LayerSpec,
     view: str,
-    n: int,
+    plan: OperatorPlan | None,
     precision: torch.dtype,
     device: torch.device,
+    outer: object = None,
+    show: bool = False,
 ) -> _Spectrum:
     W = spec.weight.detach().to(device=device, dtype=precision)
     g = spec.groups
@@ -238,15 +250,27 @@ def _conv_spectrum(
     if view == "slices":
         S = slice_singular_values(W, groups=g)
         return _Spectrum(_to_evals(S, shape), shape, int(S.shape[0]) * g)
+    assert plan is not None  # every conv layer of the operator view has a plan (spectrum)
     dilation = spec.dilation or 1
-    S = operator_singular_values(W, n, groups=g, dilation=dilation)
-    return _Spectrum(_to_evals(S, shape), shape, int(np.prod(S.shape[:-1])))
+    if not show:
+        S = operator_singular_values(W, plan.n, groups=g, dilation=dilation)
+    else:
+        grid = "×".join(map(str, plan.n))
+        with meter(f"operator view of {spec.name} ({grid}, {plan.blocks} blocks of {shape[0]}×{shape[1]})",
+                   plan.blocks, outer) as tick:
+            S = operator_singular_values(W, plan.n, groups=g, dilation=dilation,
+                                         progress=lambda done, total: tick(done * g, total * g))
+    return _Spectrum(_to_evals(S, shape), shape, int(np.prod(S.shape[:-1])), plan)
+
+
+SHOW_WITHIN_LAYER = 2e10
+"""Estimated operations from which one layer's operator view shows its own progress."""
 
 
 def _spectra(
     specs: Sequence[LayerSpec],
     view: str,
-    n: int,
+    plans: dict[str, OperatorPlan],
     precision: torch.dtype,
     device: str | torch.device | None,
     progress: object,
@@ -261,9 +285,12 @@ def _spectra(
     from convsvd.decompose import default_device
 
     dev = torch.device(device) if device is not None else default_device()
+    within = progress is not False and not callable(progress)
     with _progress(len(convs), f"{what} ({view})", progress) as bar:
         for spec in convs:
-            out[spec.name] = _conv_spectrum(spec, view, n, precision, dev)
+            plan = plans.get(spec.name)
+            show = within and plan is not None and plan.operations >= SHOW_WITHIN_LAYER
+            out[spec.name] = _conv_spectrum(spec, view, plan, precision, dev, bar, show)
             bar.advance(1, spec.name)
     return out
 
@@ -276,7 +303,7 @@ def _random_baselines(
     specs: Sequence[LayerSpec],
     own: dict[str, _Spectrum],
     view: str,
-    n: int,
+    plans: dict[str, OperatorPlan],
     precision: torch.dtype,
     device: str | torch.device | None,
     distance: str,
@@ -284,7 +311,7 @@ def _random_baselines(
     shuffled: dict[str, LayerSpec],
 ) -> dict[str, RandomBaseline]:
     """Spectra of the shuffled ``specs`` (``shuffled[name]``) and their distance to the layers' own."""
-    rand = _spectra([shuffled[s.name] for s in specs], view, n, precision, device, progress, "random baseline",
+    rand = _spectra([shuffled[s.name] for s in specs], view, plans, precision, device, progress, "random baseline",
                     baseline=True)
     out = {}
     for spec in specs:
@@ -307,6 +334,8 @@ def spectrum(
     mp: bool = False,
     random_baseline: bool = False,
     n: int | None = None,
+    input_shape: Sequence[int] | None = None,
+    budget: float | None = None,
     xmin_range: tuple[float, float] | None = None,
     distribution: Literal["power_law", "truncated_power_law"] = "power_law",
     min_evals: int = DEFAULT_MIN_EVALS,
@@ -334,7 +363,18 @@ def spectrum(
         Shuffle each layer's weights and compare the two ESDs (``rand_distance``,
         ``rand_lambda_max``).
     n : int, optional
-        Input side of the ``operator`` view (default :data:`DEFAULT_OPERATOR_N`).
+        Grid side of the ``operator`` view for every conv layer. Default: each
+        layer's own input size (traced from ``input_shape``, or from an ONNX file's
+        shapes); :data:`DEFAULT_OPERATOR_N` where no size can be found (the rows say
+        why, column ``n_reason``).
+    input_shape : sequence of int, optional
+        Shape of one input without the batch, e.g. ``(3, 224, 224)``: the model is run
+        once on zeros of that shape to find the size each conv layer sees (operator
+        view only; :func:`convsvd.shapes.layer_input_sizes`).
+    budget : float, optional
+        Seconds one layer's operator view may take (estimated before it runs,
+        :mod:`convsvd.spectral.cost`); a layer over it runs on the largest smaller grid
+        that fits, and its ``n_reason`` says so. Default: no bound.
     xmin_range : (float, float), optional
         Search the power-law cut-off only in ``[lo, hi]`` (in units of λ, every layer).
     distribution : {"power_law", "truncated_power_law"}
@@ -383,8 +423,7 @@ def spectrum(
     """
     from convsvd.layers import as_weights, fold_batchnorm
 
-    _check_options(view, n, min_evals, distance, distribution)
-    grid = int(n) if n is not None else DEFAULT_OPERATOR_N
+    _check_options(view, n, min_evals, distance, distribution, budget)
     mw = as_weights(model)
     if fold_bn:
         mw = fold_batchnorm(mw)
@@ -392,12 +431,16 @@ def spectrum(
     precision = _precision(mw.layers, dtype)
 
     finite = [s for s in mw.layers if _finite(s.weight)]
+    plans: dict[str, OperatorPlan] = {}
+    sizes_how = None
+    if view == "operator":
+        plans, sizes_how = _operator_plans(mw, finite, n, input_shape, budget, precision, device)
     # Shuffling for the baseline is memory-bound single-threaded work: it runs beside the
     # eigenvalue solvers (torch releases the GIL), which leave the cores partly idle.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         shuffling = (pool.submit(lambda: {sp.name: _shuffled(sp, seed) for sp in finite})
                      if random_baseline and finite else None)
-        own = _spectra(finite, view, grid, precision, device, progress, "spectra")
+        own = _spectra(finite, view, plans, precision, device, progress, "spectra")
         status = {name: layer_status(sp.evals, min_evals) for name, sp in own.items()}
         fittable = [s for s in finite if status[s.name] == "ok"]
 
@@ -419,7 +462,7 @@ def spectrum(
                     bar.advance(1, s.name)
         rands = {}
         if random_baseline and fitted:
-            rands = _random_baselines(fitted, own, view, grid, precision, device, distance, progress,
+            rands = _random_baselines(fitted, own, view, plans, precision, device, distance, progress,
                                       shuffling.result())  # type: ignore[union-attr]
 
     eps = float(torch.finfo(precision).eps)
@@ -431,12 +474,15 @@ def spectrum(
         evals = sp.evals if sp is not None else np.empty(0)
         shape = sp.shape if sp is not None else spec.unfolded_shape
         fit = fits.get(name)
+        plan = plans.get(name)
         built[name] = LayerSpectrum(
             name=name, kind=spec.kind, view=view, shape=shape, n_matrices=sp.n_matrices if sp else 0,
             evals=evals, fit=fit, mp=mps.get(name), random=rands.get(name), status=st,
             phenomenology=classify(evals, fit.alpha, mps.get(name)) if st == "ok" and fit else "",
             **norms(evals, max(shape), eps),
         )
+        if plan is not None:
+            built[name] = replace(built[name], n=plan.n, input_size=plan.size, n_reason=plan.reason)
     for name, shp, reason in not_loaded:
         built[name] = LayerSpectrum(
             name=name, kind="", view=view, shape=(), n_matrices=0, evals=np.empty(0),  # type: ignore[arg-type]
@@ -444,11 +490,40 @@ def spectrum(
             phenomenology="", **norms(np.empty(0), 1, eps),
         )
     options = dict(view=view, layers=layers, mp=mp, random_baseline=random_baseline,
-                   n=grid if view == "operator" else None, xmin_range=xmin_range, distribution=distribution,
+                   n=n if view == "operator" else None, budget=budget if view == "operator" else None,
+                   input_shape=list(input_shape) if input_shape is not None else None, sizes=sizes_how,
+                   xmin_range=xmin_range, distribution=distribution,
                    min_evals=min_evals, distance=distance, dtype=str(precision).replace("torch.", ""),
                    fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed)
     ordered = tuple(built[k] for k in _model_order(mw, list(built)))
     return SpectrumResult(ordered, view, mw.source, ModelWeights(tuple(finite)).content_hash(), options)
+
+
+def _operator_plans(
+    mw: ModelWeights,
+    specs: Sequence[LayerSpec],
+    n: int | None,
+    input_shape: Sequence[int] | None,
+    budget: float | None,
+    precision: torch.dtype,
+    device: str | torch.device | None,
+) -> tuple[dict[str, OperatorPlan], str]:
+    """The grid of every conv layer of the operator view, and how the layers' sizes were found."""
+    from convsvd.decompose import default_device
+    from convsvd.shapes import SpatialSizes, layer_input_sizes
+
+    convs = [s for s in specs if s.kind != "linear"]
+    sizes = layer_input_sizes(mw, input_shape) if convs and n is None else SpatialSizes(reason="n given")
+    rate = None
+    if budget is not None and convs:
+        rate = throughput(torch.device(device) if device is not None else default_device(), precision)
+    plans = {
+        s.name: plan_operator(tuple(s.weight.shape), groups=s.groups, dilation=s.dilation or 1,
+                              size=sizes.get(s.name), n=None if n is None else int(n), budget=budget, rate=rate,
+                              unknown=sizes.reason)
+        for s in convs
+    }
+    return plans, f"{sizes.how}: {sizes.reason}" if sizes.reason else sizes.how
 
 
 def _finite(W: torch.Tensor) -> bool:
@@ -498,6 +573,8 @@ def compare(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool | None | Callable[[int, int, str], None] = None,
+    input_shape: Sequence[int] | None = None,
+    budget: float | None = None,
 ) -> pd.DataFrame:
     """The spectral summary of several models (or checkpoints of one), one row each.
 
@@ -510,7 +587,7 @@ def compare(
     labels : sequence of str, optional
         One per source (default: the file stem, class name or source; repeated names
         get ``#2``, ``#3``, ...).
-    view, layers, mp, random_baseline, n, min_evals, dtype, fold_bn, device, seed, progress
+    view, layers, mp, random_baseline, n, min_evals, dtype, fold_bn, device, seed, progress, input_shape, budget
         As in :func:`spectrum`, for every source.
 
     Returns
@@ -545,6 +622,7 @@ def compare(
             res = source if isinstance(source, SpectrumResult) else spectrum(
                 source, view=view, layers=layers, mp=mp, random_baseline=random_baseline, n=n,
                 min_evals=min_evals, dtype=dtype, fold_bn=fold_bn, device=device, seed=seed, progress=False,
+                input_shape=input_shape, budget=budget,
             )
             rows.append({"label": label, "source": res.source, "view": res.view, **res.summary()})
             bar.advance(1, label)

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -131,8 +132,12 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "rand_lambda_max",
     "status",
     "phenomenology",
+    "n",
+    "input_size",
+    "n_reason",
 )
-"""Columns of :meth:`LayerSpectrum.to_frame` (``shape``: ``"m×n"`` of one pooled matrix)."""
+"""Columns of :meth:`LayerSpectrum.to_frame` (``shape``: ``"m×n"`` of one pooled matrix; ``n``, ``input_size``:
+``"h×w"`` grid of the operator view and the size the layer sees, ``""`` in the other views or when unknown)."""
 
 _MEAN_KEYS: tuple[str, ...] = (
     "alpha",
@@ -199,6 +204,12 @@ class LayerSpectrum:
         See the module docstring.
     lambda_max, log_norm, log_spectral_norm, stable_rank, entropy : float
         Norm-based metrics (NaN where undefined).
+    n : tuple of int or None
+        Operator view: the grid the spectrum was computed on (α depends on it).
+    input_size : tuple of int or None
+        Operator view: the spatial size the layer sees (None when unknown).
+    n_reason : str
+        Operator view: why ``n`` differs from ``input_size`` (budget, unknown size, ``n=`` given).
     """
 
     name: str
@@ -217,6 +228,9 @@ class LayerSpectrum:
     log_spectral_norm: float
     stable_rank: float
     entropy: float
+    n: tuple[int, ...] | None = None
+    input_size: tuple[int, ...] | None = None
+    n_reason: str = ""
 
     @property
     def ok(self) -> bool:
@@ -264,6 +278,9 @@ class LayerSpectrum:
             "rand_lambda_max": rnd.lambda_max if rnd else nan,
             "status": self.status,
             "phenomenology": self.phenomenology,
+            "n": "×".join(map(str, self.n)) if self.n else "",
+            "input_size": "×".join(map(str, self.input_size)) if self.input_size else "",
+            "n_reason": self.n_reason,
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -342,7 +359,17 @@ def classify(evals: np.ndarray, alpha: float, mp: MPFit | None = None) -> str:
     return "bleeding-out" if mp.mp_softrank >= BLEEDING_SOFTRANK else "bulk+spikes"
 
 
-def norms(evals: np.ndarray, N: int, eps: float) -> dict[str, float]:
+class Norms(TypedDict):
+    """The norm-based metrics of one ESD (:func:`norms`)."""
+
+    lambda_max: float
+    log_norm: float
+    log_spectral_norm: float
+    stable_rank: float
+    entropy: float
+
+
+def norms(evals: np.ndarray, N: int, eps: float) -> Norms:
     """``lambda_max, log_norm, log_spectral_norm, stable_rank, entropy`` of one ESD.
 
     Parameters
@@ -357,14 +384,13 @@ def norms(evals: np.ndarray, N: int, eps: float) -> dict[str, float]:
 
     Returns
     -------
-    dict of str to float
-        NaN where undefined (no positive or a non-finite eigenvalue).
+    Norms
+        A dict; NaN where undefined (no positive or a non-finite eigenvalue).
     """
     lam = np.asarray(evals, dtype=np.float64)
     nan = math.nan
-    keys = ("lambda_max", "log_norm", "log_spectral_norm", "stable_rank", "entropy")
     if lam.size == 0 or not np.isfinite(lam).all() or lam.max() <= 0:
-        return dict.fromkeys(keys, nan)
+        return {"lambda_max": nan, "log_norm": nan, "log_spectral_norm": nan, "stable_rank": nan, "entropy": nan}
     top = float(lam.max())
     total = float(lam.sum())
     sv = np.sqrt(np.clip(lam, 0.0, None) * N)

@@ -30,7 +30,7 @@ supported (taps at multiples of the dilation); 1-D and 3-D kernels work the same
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 import numpy as np
@@ -103,6 +103,7 @@ def operator_singular_values(
     groups: int = 1,
     dilation: SizeLike = 1,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Exact singular values of the circular convolution operator on an ``n × n`` input.
 
@@ -117,7 +118,11 @@ def operator_singular_values(
         Groups of the convolution; the operator is block-diagonal across them.
     dilation : int or sequence of int, default 1
     chunk_elements : int
-        Maximum number of complex entries of ``Ŵ`` materialised at once.
+        Maximum number of complex entries of ``Ŵ`` materialised at once (the blocks of
+        a chunk go to one batched ``svdvals`` call).
+    progress : callable, optional
+        ``progress(done, total)`` after each chunk, in frequencies decomposed (one of
+        each ``±ω`` pair; times ``groups`` blocks each).
 
     Returns
     -------
@@ -176,6 +181,8 @@ def operator_singular_values(
         phase = torch.polar(torch.ones_like(turns), -2.0 * math.pi * turns)  # (chunk, taps)
         spectrum = (phase @ mats).reshape(-1, g, dg, cg)
         out_rep[s : s + per_chunk] = torch.linalg.svdvals(spectrum).to(t.dtype)
+        if progress is not None:
+            progress(min(s + per_chunk, reps.numel()), reps.numel())
 
     where = torch.full((flat.numel(),), -1, dtype=torch.long, device=dev)
     where[reps] = torch.arange(reps.numel(), device=dev)
