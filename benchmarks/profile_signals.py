@@ -40,7 +40,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _models import vgg_small  # noqa: E402
+from _models import resnet50, vgg16, vgg_small  # noqa: E402
 from _timing import median_time, sync  # noqa: E402
 
 from convsvd.data import Batch, ExpectedInput  # noqa: E402
@@ -120,6 +120,48 @@ def bench_forward(n: int, repeat: int, device: str, batch: int = BATCH) -> tuple
     print(f"   bare forward {f:7.3f} s | profile {p:7.3f} s | ratio {p / f:5.2f}x  (target ≤ 1.3x; min of {repeat}; "
           f"medians {statistics.median(t_fwd):.3f} / {statistics.median(t_prof):.3f} s)")
     return p, f
+
+
+# --------------------------------------------------------------------------- 1b. full-size models at 224×224
+
+BIG = {"resnet50": resnet50, "vgg16": vgg16}
+
+
+def bench_big(name: str, n: int, batch: int, repeat: int, threads: int) -> None:
+    """``name`` (random weights) on ``n`` random 3×224×224 inputs: profile vs the bare batched forward pass, and store size."""
+    model = BIG[name]()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, 224, 224, generator=g)
+    labels = torch.arange(n) % 10
+    t0 = time.perf_counter()
+    svd = decompose(model, mode="full")
+    t_svd = time.perf_counter() - t0
+
+    def forward() -> None:
+        with torch.no_grad():
+            for i in range(0, n, batch):
+                model(x[i:i + batch])
+
+    sizes: list[int] = []
+
+    def run() -> None:
+        with tempfile.TemporaryDirectory() as out:
+            table = profile(model, (x, labels), batch_size=batch, svd=svd, out=out, progress=False)
+            sizes.append(sum(f.stat().st_size for f in table.files))
+            neurons.append(int(sum(l["neurons"] for l in table.manifest["layers"])))
+
+    neurons: list[int] = []
+    t_fwd, t_prof = [], []
+    for _ in range(repeat):  # interleaved, so that load from other processes hits both alike
+        t_fwd.append(median_time(forward, 1, "cpu"))
+        t_prof.append(median_time(run, 1, "cpu"))
+    f, p = min(t_fwd), min(t_prof)
+    per = sizes[-1] / (n * neurons[-1])
+    print(f"1b. {name} at 224x224, {n} random inputs, batch {batch}, {neurons[-1]} SVD neurons in "
+          f"{len(svd.layers)} layers (SVD once per model: {t_svd:.1f} s)")
+    print(f"   bare forward {f:7.2f} s | profile {p:7.2f} s | ratio {p / f:5.2f}x  (target ≤ 1.3x; min of {repeat})")
+    print(f"   store: {sizes[-1] / 2**20:.1f} MiB = {per:.3f} bytes per (input, SVD neuron)  (target ≤ 4 + a small "
+          f"constant per input: {(sizes[-1] - 4 * n * neurons[-1]) / n:.0f} bytes per input beyond 4 per neuron)")
 
 
 # --------------------------------------------------------------------------- 2. vs DeepDataProfiler
@@ -260,6 +302,10 @@ def main() -> None:
     ap.add_argument("--peers", type=Path, default=HERE.parent / ".peers-venv")
     ap.add_argument("--memory", default="1000,10000", help="dataset sizes for the memory comparison ('' to skip)")
     ap.add_argument("--skip-ddp", action="store_true")
+    ap.add_argument("--big", default="", help="full-size models at 224x224, e.g. 'resnet50,vgg16' (default: none)")
+    ap.add_argument("--big-inputs", type=int, default=64, help="random inputs for --big (default 64)")
+    ap.add_argument("--big-batch", type=int, default=32, help="batch size for --big (default 32)")
+    ap.add_argument("--skip-small", action="store_true", help="skip vgg_small (section 1 and 2)")
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
@@ -268,8 +314,11 @@ def main() -> None:
         memory_child(args.memory_child)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; vgg_small, float32")
-    t_prof, t_fwd = bench_forward(args.inputs, args.repeat, args.device)
-    if not args.skip_ddp:
+    for name in [b for b in args.big.split(",") if b]:
+        bench_big(name, args.big_inputs, args.big_batch, max(1, min(args.repeat, 2)), args.threads)
+    if not args.skip_small:
+        t_prof, t_fwd = bench_forward(args.inputs, args.repeat, args.device)
+    if not args.skip_small and not args.skip_ddp:
         bench_ddp(args.peers / "bin" / "python", args.ddp_images, args.inputs / t_prof, args.inputs / t_fwd, args.device, args.threads)
     if args.memory:
         bench_memory([int(s) for s in args.memory.split(",") if s], args.threads)

@@ -125,11 +125,11 @@ def test_interrupted_run_resumes_to_the_clean_table(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         profile(net, data, batch_size=4, shard_size=4, out=out, aggregate="l2", progress=stop_after_five)
     shards = sorted(p.name for p in (out / "shards").iterdir())
-    assert shards == [f"shard-{i:06d}.parquet" for i in range(4)]  # the 5th batch's shard was never written
+    assert shards == [f"shard-{i:06d}.arrow" for i in range(4)]  # the 5th batch's shard was never written
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"
     with pytest.raises(NotComputedError):
         SignalTable.open(out)
-    (out / "shards" / ".shard-000007.parquet.x1y2.tmp").write_bytes(b"half a shard")  # as if killed mid-write
+    (out / "shards" / ".shard-000007.arrow.x1y2.tmp").write_bytes(b"half a shard")  # as if killed mid-write
     calls.clear()
     resumed = profile(net, data, batch_size=4, shard_size=4, out=out, aggregate="l2", progress=lambda d, t, w: calls.append(t))
     assert calls and set(calls) == {6} and len(calls) == 6  # only the 6 missing batches were computed
