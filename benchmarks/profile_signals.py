@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/profile_signals.py [--inputs 512] [--repeat 5] [--ddp-images 24] [--threads N]
                                            [--device cpu|cuda] [--peers .peers-venv] [--memory 1000,10000]
-                                           [--skip-ddp]
+                                           [--skip-ddp] [--big resnet50,vgg16] [--big-inputs 64] [--skip-small]
 
 Model: ``vgg_small()`` (6 conv + 2 linear layers, 32×32×3 inputs, random weights,
 seed 0), float32, CPU. Data: synthetic 32×32 images generated batch by batch
@@ -11,14 +11,19 @@ thread count in every process (on a CPU shared with other jobs, 1 thread gives
 far steadier numbers: idle OpenMP threads otherwise wait on descheduled ones).
 Prints:
 
-1. profiling (batch 64, every conv and linear layer, mean aggregation, Parquet
+1. profiling (batch 64, every conv and linear layer, mean aggregation, dense
    shards written) vs the bare forward pass over the same batches — target ≤ 1.3×;
    the SVD (computed once per model, whatever the data size) is timed apart;
 2. inputs per second vs DeepDataProfiler 2.0.1's ``SVDProfiler.create_influential``,
    one image at a time (the peer environment of ``shared/peers/install-peers.sh``,
    run as a subprocess) — target ≥ 20×; and how far its signals are from ours;
 3. peak resident memory profiling 1,000 vs 10,000 inputs, each in a fresh
-   process — target: within 10 % of each other.
+   process — target: within 10 % of each other; and the store's bytes per
+   (input, SVD neuron) — target ≤ 4 plus a small constant per input.
+
+``--big resnet50,vgg16`` adds the full-size models of ``_models.py`` at
+224×224 on ``--big-inputs`` random inputs (default 64): profile vs the bare
+batched forward pass (target ≤ 1.3×) and bytes per (input, SVD neuron).
 """
 
 from __future__ import annotations
@@ -269,9 +274,11 @@ def memory_child(n: int) -> None:
         t0 = time.perf_counter()
         table = profile(model, Synthetic(n), batch_size=BATCH, out=out, progress=False)
         dt = time.perf_counter() - t0
-        rows = sum(f.stat().st_size for f in table.files)
+        size = sum(f.stat().st_size for f in table.files)
+        neurons = int(sum(l["neurons"] for l in table.manifest["layers"]))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(dict(n=n, peak_mib=peak_mib, seconds=dt, parquet_mib=rows / 2**20)))
+    print(json.dumps(dict(n=n, peak_mib=peak_mib, seconds=dt, store_mib=size / 2**20,
+                          bytes_per=size / (table.n_inputs * neurons))))
 
 
 def bench_memory(sizes: list[int], threads: int) -> None:
@@ -286,7 +293,7 @@ def bench_memory(sizes: list[int], threads: int) -> None:
     print("3. peak resident memory (fresh process each; includes torch itself)")
     for r in results:
         print(f"   {r['n']:6d} inputs: peak {r['peak_mib']:7.1f} MiB | {r['seconds']:6.1f} s | "
-              f"Parquet written {r['parquet_mib']:6.1f} MiB")
+              f"store written {r['store_mib']:6.1f} MiB = {r['bytes_per']:.3f} bytes per (input, SVD neuron)")
     if len(results) >= 2:
         a, b = results[0]["peak_mib"], results[-1]["peak_mib"]
         print(f"   ratio {results[-1]['n']} / {results[0]['n']} inputs: {b / a:5.3f}  (target within 10 %: ≤ 1.10)")

@@ -418,21 +418,22 @@ def profile(
     dist = setup()
     lock: int | None = None
     try:
+        refused: InputError | None = None
+        if dist.rank == 0 and out is not None:  # before anything is written into the folder
+            try:
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+                lock = acquire_lock(Path(out))
+            except InputError as e:
+                refused = e
+            except OSError as e:
+                refused = environment_error(e, "the run's lock file", out)
+        if not dist.all_ok(refused is None):
+            raise refused or InputError(f"out {os.fspath(out)!r}: rank 0 could not lock the folder")  # type: ignore[arg-type]
         plan = plan_projection(model, layers=layers, fold_bn=fold_bn, svd=svd, dtype=dtype, device=device)
         source = as_source(data).conform(plan.expected_input(input_shape))
         run = _Run.create(dist, plan, source, out, aggregate=aggregate, threshold=threshold, top_k=top_k,
                           batch_size=batch_size, shard_size=shard_size, fold_bn=fold_bn, store_dtype=store_dtype,
                           nonfinite=nonfinite)
-        refused: InputError | None = None
-        if dist.rank == 0 and run.keepalive is None:
-            try:
-                lock = acquire_lock(run.out)
-            except InputError as e:
-                refused = e
-            except OSError as e:
-                refused = environment_error(e, "the run's lock file", run.out)
-        if not dist.all_ok(refused is None):
-            raise refused or InputError(f"out {os.fspath(run.out)!r}: rank 0 could not lock the folder")
         try:
             finished = run.start(restart)
             run.stream(finished, progress if dist.rank == 0 else False)

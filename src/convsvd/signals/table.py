@@ -209,8 +209,11 @@ class SignalTable:
         self._check_layer(layer)
         return next(l for l in self.manifest["layers"] if l["layer"] == layer)  # type: ignore[union-attr, index]
 
-    def _chunks(self, layer: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...] | None]]:
-        """Per shard: ``ids (n,), labels (n,), signal (n, K), σ`` of one site (checked against the checksums)."""
+    def chunks(self, layer: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...] | None]]:
+        """One site shard by shard: ``(ids (n,), labels (n,), signal (n, K), σ (K,) or None)`` per shard.
+
+        Each shard's columns are checked against their checksums; memory is one shard's site.
+        """
         info = self._info(layer)
         K = int(info["neurons"])  # type: ignore[call-overload]
         col = store.column_of(layer)
@@ -261,7 +264,7 @@ class SignalTable:
         g, r = int(info["groups"]), int(info["neurons_per_group"])  # type: ignore[call-overload]
         ids, labs, sigs, sigma = [], [], [], None
         want = None if labels is None else np.asarray([self._label(x) for x in labels], dtype=np.int64)
-        for i, lab, sig, sg in self._chunks(layer):
+        for i, lab, sig, sg in self.chunks(layer):
             sigma = sigma or sg
             if want is not None:
                 keep = np.isin(lab, want)
@@ -365,7 +368,7 @@ class SignalTable:
         g, r = int(info["groups"]), int(info["neurons_per_group"])  # type: ignore[call-overload]
         K = g * r
         sums: dict[int, np.ndarray] = {}
-        for _, lab, sig, _ in self._chunks(layer):
+        for _, lab, sig, _ in self.chunks(layer):
             if lab.size == 0:
                 continue
             mask, weight = self._influence(sig)
