@@ -124,6 +124,12 @@ class SiteInfo:
         return cls(str(d["layer"]), int(d["groups"]), int(d["neurons_per_group"]), tuple(float(s) for s in d["sigma"]))
 
 
+def _footer_digest(footer: dict[str, object]) -> str:
+    """XXH3-64 of a footer's JSON (sorted keys) without its own checksum."""
+    return xxhash.xxh3_64_hexdigest(json.dumps({k: v for k, v in footer.items() if k != "footer_xxh3"},
+                                               sort_keys=True).encode())
+
+
 def _digest(values: Sequence[np.ndarray]) -> str:
     h = xxhash.xxh3_64()
     for v in values:
@@ -230,7 +236,9 @@ class ShardWriter:
             self._open([])
         assert self._writer is not None and self._schema is not None and self._file is not None
         footer = dict(meta, shard=self.index, inputs=self.inputs, batches=self.batches, influential=self.influential,
-                      id_range=self._ids or None, checksums={k: h.hexdigest() for k, h in self._hash.items()})
+                      id_range=self._ids or None, checksums={k: h.hexdigest() for k, h in self._hash.items()},
+                      identity_xxh3=xxhash.xxh3_64_hexdigest((self._schema.metadata or {})[META_KEY]))
+        footer["footer_xxh3"] = _footer_digest(footer)
         empty = pa.record_batch([pa.array([], type=f.type) for f in self._schema], schema=self._schema)
         self._writer.write_batch(empty, custom_metadata={FOOTER_KEY: json.dumps(footer).encode()})
         self._writer.close()
@@ -296,7 +304,8 @@ def read_header(path: Path) -> ShardHeader:
     """
     r = _reader(path)
     try:
-        ident = json.loads((r.schema.metadata or {})[META_KEY])
+        raw = (r.schema.metadata or {})[META_KEY]
+        ident = json.loads(raw)
         n = r.num_record_batches
         foot = r.get_batch_with_custom_metadata(n - 1).custom_metadata if n else None
         footer = json.loads(foot[FOOTER_KEY]) if foot is not None else None
@@ -304,6 +313,8 @@ def read_header(path: Path) -> ShardHeader:
         raise ShardError(path, f"unreadable ({type(e).__name__})") from None
     if footer is None or not isinstance(ident, dict) or not isinstance(footer, dict):
         raise ShardError(path, "unreadable (no footer)")
+    if footer.get("footer_xxh3") != _footer_digest(footer) or footer.get("identity_xxh3") != xxhash.xxh3_64_hexdigest(raw):
+        raise ShardError(path, "damaged (its metadata does not match its checksum)")
     return ShardHeader(path, ident, footer)
 
 
