@@ -185,7 +185,7 @@ class _Run:
             # damaged, misplaced or foreign shards are removed here (and recomputed), once, by rank 0
             finished, self.repaired = store.finished_shards(self.out, self.run_key, remove=True)
             if old is not None and not restart:
-                self.repaired = list(old.get("repaired_shards", [])) + self.repaired  # type: ignore[call-overload]
+                self.repaired = list(dict.fromkeys(list(old.get("repaired_shards", [])) + self.repaired))  # type: ignore[call-overload]
             store.write_manifest(self.out, self.manifest("running", finished))
         self.dist.barrier()
         if self.dist.rank != 0:
