@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/profile_signals.py [--inputs 512] [--repeat 5] [--ddp-images 24] [--threads N]
                                            [--device cpu|cuda] [--peers .peers-venv] [--memory 1000,10000]
-                                           [--skip-ddp]
+                                           [--skip-ddp] [--big resnet50,vgg16] [--big-inputs 64] [--skip-small]
 
 Model: ``vgg_small()`` (6 conv + 2 linear layers, 32×32×3 inputs, random weights,
 seed 0), float32, CPU. Data: synthetic 32×32 images generated batch by batch
@@ -11,14 +11,19 @@ thread count in every process (on a CPU shared with other jobs, 1 thread gives
 far steadier numbers: idle OpenMP threads otherwise wait on descheduled ones).
 Prints:
 
-1. profiling (batch 64, every conv and linear layer, mean aggregation, Parquet
+1. profiling (batch 64, every conv and linear layer, mean aggregation, dense
    shards written) vs the bare forward pass over the same batches — target ≤ 1.3×;
    the SVD (computed once per model, whatever the data size) is timed apart;
 2. inputs per second vs DeepDataProfiler 2.0.1's ``SVDProfiler.create_influential``,
    one image at a time (the peer environment of ``shared/peers/install-peers.sh``,
    run as a subprocess) — target ≥ 20×; and how far its signals are from ours;
 3. peak resident memory profiling 1,000 vs 10,000 inputs, each in a fresh
-   process — target: within 10 % of each other.
+   process — target: within 10 % of each other; and the store's bytes per
+   (input, SVD neuron) — target ≤ 4 plus a small constant per input.
+
+``--big resnet50,vgg16`` adds the full-size models of ``_models.py`` at
+224×224 on ``--big-inputs`` random inputs (default 64): profile vs the bare
+batched forward pass (target ≤ 1.3×) and bytes per (input, SVD neuron).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _models import vgg_small  # noqa: E402
+from _models import resnet50, vgg16, vgg_small  # noqa: E402
 from _timing import median_time, sync  # noqa: E402
 
 from convsvd.data import Batch, ExpectedInput  # noqa: E402
@@ -120,6 +125,48 @@ def bench_forward(n: int, repeat: int, device: str, batch: int = BATCH) -> tuple
     print(f"   bare forward {f:7.3f} s | profile {p:7.3f} s | ratio {p / f:5.2f}x  (target ≤ 1.3x; min of {repeat}; "
           f"medians {statistics.median(t_fwd):.3f} / {statistics.median(t_prof):.3f} s)")
     return p, f
+
+
+# --------------------------------------------------------------------------- 1b. full-size models at 224×224
+
+BIG = {"resnet50": resnet50, "vgg16": vgg16}
+
+
+def bench_big(name: str, n: int, batch: int, repeat: int, threads: int) -> None:
+    """``name`` (random weights) on ``n`` random 3×224×224 inputs: profile vs the bare batched forward pass, and store size."""
+    model = BIG[name]()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, 224, 224, generator=g)
+    labels = torch.arange(n) % 10
+    t0 = time.perf_counter()
+    svd = decompose(model, mode="full")
+    t_svd = time.perf_counter() - t0
+
+    def forward() -> None:
+        with torch.no_grad():
+            for i in range(0, n, batch):
+                model(x[i:i + batch])
+
+    sizes: list[int] = []
+
+    def run() -> None:
+        with tempfile.TemporaryDirectory() as out:
+            table = profile(model, (x, labels), batch_size=batch, svd=svd, out=out, progress=False)
+            sizes.append(sum(f.stat().st_size for f in table.files))
+            neurons.append(int(sum(l["neurons"] for l in table.manifest["layers"])))
+
+    neurons: list[int] = []
+    t_fwd, t_prof = [], []
+    for _ in range(repeat):  # interleaved, so that load from other processes hits both alike
+        t_fwd.append(median_time(forward, 1, "cpu"))
+        t_prof.append(median_time(run, 1, "cpu"))
+    f, p = min(t_fwd), min(t_prof)
+    per = sizes[-1] / (n * neurons[-1])
+    print(f"1b. {name} at 224x224, {n} random inputs, batch {batch}, {neurons[-1]} SVD neurons in "
+          f"{len(svd.layers)} layers (SVD once per model: {t_svd:.1f} s)")
+    print(f"   bare forward {f:7.2f} s | profile {p:7.2f} s | ratio {p / f:5.2f}x  (target ≤ 1.3x; min of {repeat})")
+    print(f"   store: {sizes[-1] / 2**20:.1f} MiB = {per:.3f} bytes per (input, SVD neuron)  (target ≤ 4 + a small "
+          f"constant per input: {(sizes[-1] - 4 * n * neurons[-1]) / n:.0f} bytes per input beyond 4 per neuron)")
 
 
 # --------------------------------------------------------------------------- 2. vs DeepDataProfiler
@@ -227,9 +274,11 @@ def memory_child(n: int) -> None:
         t0 = time.perf_counter()
         table = profile(model, Synthetic(n), batch_size=BATCH, out=out, progress=False)
         dt = time.perf_counter() - t0
-        rows = sum(f.stat().st_size for f in table.files)
+        size = sum(f.stat().st_size for f in table.files)
+        neurons = int(sum(l["neurons"] for l in table.manifest["layers"]))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(dict(n=n, peak_mib=peak_mib, seconds=dt, parquet_mib=rows / 2**20)))
+    print(json.dumps(dict(n=n, peak_mib=peak_mib, seconds=dt, store_mib=size / 2**20,
+                          bytes_per=size / (table.n_inputs * neurons))))
 
 
 def bench_memory(sizes: list[int], threads: int) -> None:
@@ -244,7 +293,7 @@ def bench_memory(sizes: list[int], threads: int) -> None:
     print("3. peak resident memory (fresh process each; includes torch itself)")
     for r in results:
         print(f"   {r['n']:6d} inputs: peak {r['peak_mib']:7.1f} MiB | {r['seconds']:6.1f} s | "
-              f"Parquet written {r['parquet_mib']:6.1f} MiB")
+              f"store written {r['store_mib']:6.1f} MiB = {r['bytes_per']:.3f} bytes per (input, SVD neuron)")
     if len(results) >= 2:
         a, b = results[0]["peak_mib"], results[-1]["peak_mib"]
         print(f"   ratio {results[-1]['n']} / {results[0]['n']} inputs: {b / a:5.3f}  (target within 10 %: ≤ 1.10)")
@@ -260,6 +309,10 @@ def main() -> None:
     ap.add_argument("--peers", type=Path, default=HERE.parent / ".peers-venv")
     ap.add_argument("--memory", default="1000,10000", help="dataset sizes for the memory comparison ('' to skip)")
     ap.add_argument("--skip-ddp", action="store_true")
+    ap.add_argument("--big", default="", help="full-size models at 224x224, e.g. 'resnet50,vgg16' (default: none)")
+    ap.add_argument("--big-inputs", type=int, default=64, help="random inputs for --big (default 64)")
+    ap.add_argument("--big-batch", type=int, default=32, help="batch size for --big (default 32)")
+    ap.add_argument("--skip-small", action="store_true", help="skip vgg_small (section 1 and 2)")
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
@@ -268,8 +321,11 @@ def main() -> None:
         memory_child(args.memory_child)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; vgg_small, float32")
-    t_prof, t_fwd = bench_forward(args.inputs, args.repeat, args.device)
-    if not args.skip_ddp:
+    for name in [b for b in args.big.split(",") if b]:
+        bench_big(name, args.big_inputs, args.big_batch, max(1, min(args.repeat, 2)), args.threads)
+    if not args.skip_small:
+        t_prof, t_fwd = bench_forward(args.inputs, args.repeat, args.device)
+    if not args.skip_small and not args.skip_ddp:
         bench_ddp(args.peers / "bin" / "python", args.ddp_images, args.inputs / t_prof, args.inputs / t_fwd, args.device, args.threads)
     if args.memory:
         bench_memory([int(s) for s in args.memory.split(",") if s], args.threads)

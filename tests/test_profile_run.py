@@ -125,11 +125,11 @@ def test_interrupted_run_resumes_to_the_clean_table(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         profile(net, data, batch_size=4, shard_size=4, out=out, aggregate="l2", progress=stop_after_five)
     shards = sorted(p.name for p in (out / "shards").iterdir())
-    assert shards == [f"shard-{i:06d}.parquet" for i in range(4)]  # the 5th batch's shard was never written
+    assert shards == [f"shard-{i:06d}.arrow" for i in range(4)]  # the 5th batch's shard was never written
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"
     with pytest.raises(NotComputedError):
         SignalTable.open(out)
-    (out / "shards" / ".shard-000007.parquet.x1y2.tmp").write_bytes(b"half a shard")  # as if killed mid-write
+    (out / "shards" / ".shard-000007.arrow.x1y2.tmp").write_bytes(b"half a shard")  # as if killed mid-write
     calls.clear()
     resumed = profile(net, data, batch_size=4, shard_size=4, out=out, aggregate="l2", progress=lambda d, t, w: calls.append(t))
     assert calls and set(calls) == {6} and len(calls) == 6  # only the 6 missing batches were computed
@@ -247,53 +247,69 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
     assert two.manifest["layers"] == one.manifest["layers"]
 
 
-def _shard_rows(writer, sites: dict[str, int], batches: int, B: int = 4) -> pd.DataFrame:
-    """Add ``batches`` batches of each site (K neurons) to ``writer``; the rows expected, as a frame."""
-    rows = []
-    for b in range(batches):
-        ids = np.arange(b * B, (b + 1) * B, dtype=np.int64)
-        for site, K in sites.items():
-            sig = (ids[:, None] * 100 + np.arange(K)[None, :]).astype(np.float32) + (0.5 if site == "b" else 0.0)
-            mask = (np.arange(K)[None, :] == (ids[:, None] % K))
-            weight = np.where(mask, 1.0, 0.0).astype(np.float32)
-            writer.add(site, ids, ids % 3, sig, mask, weight, np.zeros(K, np.int32), np.arange(K, dtype=np.int32),
-                       np.linspace(2, 1, K).astype(np.float32))
-            rows += [dict(id=int(i), layer=site, neuron=k, signal=float(sig[r, k]), influential=bool(mask[r, k]))
-                     for r, i in enumerate(ids) for k in range(K)]
-    return pd.DataFrame(rows)
 
-
-def test_shard_writer_writes_row_groups_in_the_background_with_every_row(tmp_path):
-    import pyarrow.parquet as pq
-
+def _write_shard(writer, batches: int, B: int = 4) -> dict[str, list[np.ndarray]]:
+    """Add ``batches`` batches of two sites ("a": 3 neurons, "b": 2 groups of 2) to ``writer``; the values added."""
     from convsvd.signals import store
 
-    path = tmp_path / "shards" / "shard-000000.parquet"
-    w = store.ShardWriter(path, 0, float64=False, row_group_rows=30)  # "a": 12 rows a batch, "b": 20
-    expected = _shard_rows(w, {"a": 3, "b": 5}, batches=7)
-    w.commit({"shard": 0})
-    got = pq.read_table(path).to_pandas()
-    assert pq.ParquetFile(path).metadata.num_row_groups == 3 + 4  # flushed after 3, 6 (+ rest) and 2, 4, 6 (+ rest)
+    sites = [store.SiteInfo("a", 1, 3, (3.0, 2.0, 1.0)), store.SiteInfo("b", 2, 2, (4.0, 3.0, 2.0, 1.0))]
+    added: dict[str, list[np.ndarray]] = {"id": [], "label": [], "s:a": [], "s:b": []}
+    for b in range(batches):
+        ids = np.arange(b * B, (b + 1) * B, dtype=np.int64)
+        sig = {s.layer: (ids[:, None] * 100 + np.arange(s.neurons)[None, :]).astype(np.float32) + (0.5 if s.layer == "b" else 0)
+               for s in sites}
+        writer.batches.append(b)
+        writer.add(ids, ids % 3, sig, sites, {"a": 1, "b": 2})
+        for k, v in (("id", ids), ("label", ids % 3), ("s:a", sig["a"]), ("s:b", sig["b"])):
+            added[k].append(v)
+    return added
+
+
+def test_shard_writer_writes_dense_batches_with_identity_and_checksums(tmp_path):
+    from convsvd.signals import store
+
+    path = tmp_path / "shards" / "shard-000003.arrow"
+    w = store.ShardWriter(path, 3, "float32", dict(run_key="k"))
+    added = _write_shard(w, batches=7)
+    footer = w.commit({"note": "x"})
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
-    cols = ["id", "layer", "neuron", "signal", "influential"]
-    got = got[cols].sort_values(["layer", "id", "neuron"]).reset_index(drop=True)
-    exp = expected[cols].sort_values(["layer", "id", "neuron"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, exp, check_dtype=False)
+    header = store.read_header(path)
+    assert header.identity["run_key"] == "k" and header.identity["shard"] == 3 and header.identity["format"] == store.FORMAT
+    assert [(s.layer, s.groups, s.neurons_per_group, s.sigma) for s in header.sites] == \
+        [("a", 1, 3, (3.0, 2.0, 1.0)), ("b", 2, 2, (4.0, 3.0, 2.0, 1.0))]
+    assert header.footer == footer and footer["inputs"] == 28 and footer["batches"] == list(range(7))
+    assert footer["influential"] == {"a": 7, "b": 14} and footer["id_range"] == [0, 27] and footer["note"] == "x"
+    got = store.read_columns(path, ["id", "label", "s:a", "s:b"])
+    for k, parts in added.items():
+        assert np.array_equal(got[k], np.concatenate(parts)) and got[k].dtype == np.concatenate(parts).dtype
+    data = 28 * (8 + 8 + 4 * (3 + 4))
+    assert data < path.stat().st_size < data + 7 * 400 + 4096  # a few hundred bytes per batch, plus the header
+
+
+def test_shard_writer_float16_halves_the_signals(tmp_path):
+    from convsvd.signals import store
+
+    path = tmp_path / "shard-000000.arrow"
+    w = store.ShardWriter(path, 0, "float16", dict(run_key="k"))
+    added = _write_shard(w, batches=2)
+    w.commit({})
+    got = store.read_columns(path, ["s:b"])["s:b"]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), np.concatenate(added["s:b"]), rtol=2**-11, atol=0)
 
 
 def test_shard_writer_error_in_the_background_is_raised_and_no_file_is_left(tmp_path, monkeypatch):
     from convsvd.signals import store
 
-    path = tmp_path / "shards" / "shard-000000.parquet"
-    w = store.ShardWriter(path, 0, float64=False, row_group_rows=10)
+    path = tmp_path / "shards" / "shard-000000.arrow"
+    w = store.ShardWriter(path, 0, "float32", dict(run_key="k"))
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.ShardWriter, "_write", lambda self, site, parts: full_disk())
+    monkeypatch.setattr(store.ShardWriter, "_write", lambda self, cols: full_disk())
     with pytest.raises(OSError, match="No space left"):
-        _shard_rows(w, {"a": 3}, batches=3)  # the second row group waits for the first, and raises its error
-        w.commit({"shard": 0})
+        _write_shard(w, batches=3)  # the second batch waits for the first, and raises its error
     w.abort()
     assert not path.exists()
     assert list(path.parent.iterdir()) == []

@@ -256,3 +256,119 @@ def test_weight_ranking_shares():
         assert part.energy_share.iloc[0] == pytest.approx(float(l.S.max() ** 2 / l.fro2.sum()))
     top = weight_ranking(dec, top_k=2)
     assert top.groupby("layer").size().max() == 2
+
+
+# --------------------------------------------------------------------------- the dense store against a direct reference
+
+
+def _reference(model: nn.Module, source, batch_size: int, threshold: float | None = None, top_k: int | None = None):
+    """Signals computed directly with :func:`signals`, batch by batch as a run does; influence per batch as the
+    row-per-pair store computed it. ``{site: (ids, labels, signal, mask, weight)}`` as numpy, ids ascending."""
+    import numpy as np
+
+    plan = plan_projection(model)
+    parts: dict[str, list] = {}
+    for _, (ids, x, labels) in source.iter_batches(batch_size):
+        for site, v in signals(model, x, plan=plan).values.items():
+            v = v.reshape(v.shape[0], -1)
+            inf = influence(v, threshold, top_k)
+            parts.setdefault(site, []).append((ids.numpy(), labels.numpy(), v.numpy(), inf.mask.numpy(), inf.weight.numpy()))
+    out = {}
+    for site, ps in parts.items():
+        cols = [np.concatenate([p[i] for p in ps]) for i in range(5)]
+        order = np.argsort(cols[0], kind="stable")
+        out[site] = tuple(c[order] for c in cols)
+    return out
+
+
+def _sorted(m):
+    import numpy as np
+
+    order = np.argsort(m.ids, kind="stable")
+    return m.ids[order], m.labels[order], m.signal[order], m.mask[order], m.weight[order]
+
+
+def _depthwise_net() -> nn.Sequential:
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(6, 6, 3, groups=6), nn.ReLU(),       # depthwise
+        nn.Conv2d(6, 8, 3, groups=2), nn.ReLU(),       # grouped
+        nn.Flatten(), nn.Linear(8 * 4 * 4, 4),
+    ).eval()
+
+
+@pytest.mark.parametrize("which", ["digits-cnn", "depthwise"])
+def test_store_gives_the_signals_influence_and_weights_of_a_direct_computation_bitwise(tmp_path, which):
+    import numpy as np
+
+    from convsvd import zoo
+    from convsvd.data import ArrayData, as_source
+    from convsvd.signals import profile
+
+    if which == "digits-cnn":
+        model, source = zoo.load("digits-cnn"), as_source("digits:test")
+    else:
+        g = torch.Generator().manual_seed(4)
+        model = _depthwise_net()
+        source = ArrayData(torch.randn(70, 1, 8, 8, generator=g), torch.arange(70) % 4, name="random")
+    table = profile(model, source, batch_size=32, shard_size=64, out=tmp_path / "run", threshold=0.2)
+    ref = _reference(model, source, 32, threshold=0.2)
+    assert table.layers == list(ref) and table.n_inputs == len(next(iter(ref.values()))[0])
+    for site, (ids, labels, signal, mask, weight) in ref.items():
+        m = table.matrix(site)
+        assert m.signal.dtype == np.float32 and m.weight.dtype == np.float32
+        got = _sorted(m)
+        assert np.array_equal(got[0], ids) and np.array_equal(got[1], labels)
+        assert np.array_equal(got[2], signal)   # bitwise
+        assert np.array_equal(got[3], mask)
+        assert np.array_equal(got[4], weight)   # bitwise
+        info = next(l for l in table.manifest["layers"] if l["layer"] == site)
+        assert info["mean_influential"] == pytest.approx(mask.sum() / len(ids))
+        sigma = plan_projection(model).projectors[site.split("#")[0]].sigma.reshape(-1).double().numpy()
+        assert np.array_equal(m.sigma, sigma)
+        # the long frame is the same numbers, one row per (input, neuron)
+        frame = table.layer(site).sort_values(["id", "group", "neuron"])
+        assert np.array_equal(frame.signal.to_numpy().reshape(signal.shape), signal)
+        assert np.array_equal(frame.influential.to_numpy().reshape(mask.shape), mask)
+    # bytes on disk: 4 per (input, SVD neuron) plus a small constant per input
+    K = sum(int(l["neurons"]) for l in table.manifest["layers"])
+    size = sum(f.stat().st_size for f in table.files)
+    assert 4 * K * table.n_inputs < size < (4 * K + 64) * table.n_inputs + 64 * 1024 * len(table.files)
+
+
+def test_store_float16_is_within_its_rounding_and_half_the_size(tmp_path):
+    import numpy as np
+
+    from convsvd import zoo
+    from convsvd.data import as_source
+    from convsvd.signals import profile
+
+    model, source = zoo.load("digits-cnn"), as_source("digits:test")
+    t32 = profile(model, source, batch_size=64, shard_size=512, out=tmp_path / "f32")
+    t16 = profile(model, source, batch_size=64, shard_size=512, out=tmp_path / "f16", store_dtype="float16")
+    assert t16.manifest["options"]["store_dtype"] == "float16"
+    same_sets = []
+    for site in t32.layers:
+        a, b = t32.matrix(site), t16.matrix(site)
+        assert b.signal.dtype == np.float16 and np.array_equal(a.ids, b.ids)
+        # documented tolerance: float16 rounding, relative 2^-11 (absolute 2^-25 below its smallest normal)
+        np.testing.assert_allclose(b.signal.astype(np.float32), a.signal, rtol=2**-11, atol=2**-25)
+        same_sets.append((a.mask == b.mask).all(axis=1).mean())
+    assert min(same_sets) >= 0.95  # influential sets of the rounded signals: the same for almost every input
+    size32 = sum(f.stat().st_size for f in t32.files)
+    size16 = sum(f.stat().st_size for f in t16.files)
+    assert size16 < 0.6 * size32
+
+
+def test_old_layout_is_refused_with_one_line(tmp_path):
+    import json
+
+    from convsvd.signals import SignalTable
+
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "shard-000000.parquet").write_bytes(b"PAR1")
+    (tmp_path / "manifest.json").write_text(json.dumps(dict(format="convsvd-signals/1", status="complete", shards=[])))
+    with pytest.raises(InputError, match=r"old layout \(convsvd-signals/1.*run profile again with --restart") as e:
+        SignalTable.open(tmp_path)
+    assert "\n" not in str(e.value)

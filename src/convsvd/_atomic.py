@@ -36,15 +36,18 @@ import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Iterator
 
 import xxhash
 
 from convsvd._typing import PathLike
 from convsvd.errors import InputError
 
-__all__ = ["OutputSet", "MANIFEST", "file_digest", "verify_set", "environment_error", "exchange"]
+__all__ = ["OutputSet", "MANIFEST", "acquire_lock", "file_digest", "folder_lock", "release_lock", "verify_set",
+           "environment_error", "exchange"]
 
 MANIFEST = "convsvd-files.json"
 _RENAME_EXCHANGE = 2
@@ -142,6 +145,69 @@ def verify_set(folder: PathLike) -> None:
             raise InputError(f"{p}: damaged (its checksum does not match {MANIFEST}); run the command again")
 
 
+def lock_path(out: Path) -> Path:
+    """``.DIR.lock`` beside the folder ``DIR``."""
+    return out.parent / f".{out.name}.lock"
+
+
+def acquire_lock(out: PathLike) -> int:
+    """Take the OS lock (``flock``) of folder ``out``; the open file descriptor holding it.
+
+    Raises
+    ------
+    InputError
+        Another process holds it (naming its pid).
+    """
+    import fcntl
+
+    out = Path(out)
+    fd = os.open(lock_path(out), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise InputError(f"{out}: another convsvd run is writing there (pid {holder}); "
+                         "wait for it to finish or choose another output folder") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    """Release a lock taken by :func:`acquire_lock`."""
+    os.close(fd)  # closing releases the flock; the file stays (removing it would race)
+
+
+@contextmanager
+def folder_lock(out: PathLike, what: str = "the outputs") -> Iterator[Path]:
+    """Hold folder ``out``'s lock for the ``with`` block (for folders written in place, such as resumable runs).
+
+    Raises
+    ------
+    InputError
+        Another process holds it (naming its pid), or the lock file cannot be created (disk full, read-only).
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> with folder_lock(root / "run") as out:
+    ...     out.name
+    'run'
+    """
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = acquire_lock(out)
+    except OSError as exc:
+        raise environment_error(exc, what, out) from exc
+    try:
+        yield out
+    finally:
+        release_lock(fd)
+
+
 class OutputSet:
     """Context manager that publishes a folder of outputs whole (see the module docstring).
 
@@ -167,32 +233,18 @@ class OutputSet:
     # -- paths ---------------------------------------------------------------------
     @property
     def lock_path(self) -> Path:
-        return self.out.parent / f".{self.out.name}.lock"
+        return lock_path(self.out)
 
     def _leftovers(self, kind: str) -> list[Path]:
         return sorted(self.out.parent.glob(f".{self.out.name}.{kind}-*"))
 
     # -- steps ---------------------------------------------------------------------
     def _lock(self) -> None:
-        import fcntl
-
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            try:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            finally:
-                os.close(fd)
-            raise InputError(f"{self.out}: another convsvd run is writing there (pid {holder}); "
-                             "wait for it to finish or choose another output folder") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = acquire_lock(self.out)
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the flock; the file stays (removing it would race)
+            release_lock(self._lock_fd)
             self._lock_fd = None
 
     def recover(self) -> None:

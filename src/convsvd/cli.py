@@ -199,10 +199,14 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda (default: where the model is)")
     p.add_argument("--fold-bn", action="store_true", help="profile conv → BatchNorm pairs as one map")
     p.add_argument("--shard-size", type=int, default=1024, metavar="N",
-                   help="inputs per Parquet shard, the unit of resume and of torchrun ranks (default 1024)")
+                   help="inputs per shard, the unit of resume and of torchrun ranks (default 1024)")
+    p.add_argument("--store-dtype", choices=("float32", "float16", "float64"),
+                   help="precision of the stored signals (default: the projection's; float16 halves the store)")
+    p.add_argument("--nonfinite", choices=("skip", "error"), default="skip",
+                   help="inputs with NaN/inf values: leave them out and list them (default), or stop with an error")
     p.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
     p.add_argument("--out", metavar="DIR", default="profile-out",
-                   help="run folder: manifest.json and shards/*.parquet (default: profile-out)")
+                   help="run folder: manifest.json and shards/*.arrow (default: profile-out)")
 
 
 @command("profile", "signals of a dataset on every SVD neuron, and each input's influential neurons", _profile_args)
@@ -219,7 +223,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     table = profile(mw, data, layers=args.layers, aggregate=args.aggregate, threshold=args.threshold,
                     top_k=args.top_k, batch_size=args.batch_size, device=args.device, fold_bn=args.fold_bn,
-                    input_shape=shape, out=out, shard_size=args.shard_size, restart=args.restart, progress=True)
+                    input_shape=shape, out=out, shard_size=args.shard_size, restart=args.restart, progress=True,
+                    store_dtype=args.store_dtype, nonfinite=args.nonfinite)
     dt = time.perf_counter() - t0
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -232,8 +237,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     con.print(f"data: {m['dataset']['transform']}")
     for item in m["not_profiled"]:
         err.print(f"[yellow]not profiled {item['layer']}: {item['reason']}[/]")
+    nonfinite = [item for item, reason in m["skipped_inputs"] if reason.startswith("non-finite")]
+    if nonfinite:
+        err.print(f"[yellow]skipped {len(nonfinite)} inputs with non-finite values (NaN or inf): ids "
+                  f"{', '.join(nonfinite[:5])}{' ...' if len(nonfinite) > 5 else ''} (all listed in manifest.json)[/]")
     for item, reason in m["skipped_inputs"]:
-        err.print(f"[yellow]skipped {item}: {reason}[/]")
+        if not reason.startswith("non-finite"):
+            err.print(f"[yellow]skipped {item}: {reason}[/]")
+    for item in m.get("repaired_shards", []):
+        err.print(f"[yellow]recomputed {item}[/]")
     con.print(f"wrote {out / 'manifest.json'} and {len(m['shards'])} shards in {out / 'shards'}")
     return 0
 

@@ -1,7 +1,8 @@
 """Dataset exemplars: for each SVD neuron, the inputs with the largest and the smallest signal.
 
-From a :class:`~convsvd.signals.SignalTable` (streamed batch by batch: memory
-is one batch plus ``2·k`` candidates per neuron) or a DataFrame with the
+From a :class:`~convsvd.signals.SignalTable` (its dense store read shard by
+shard, one site's column only: memory is one shard's ``inputs × K`` plus ``2·k``
+candidates per neuron; no second pass over the data) or a DataFrame with the
 table's columns (``id``, ``label``, ``layer``, ``group``, ``neuron``, ``signal``).
 Order: ``top`` by signal descending, ``bottom`` by signal ascending; ties by
 ``id`` ascending, so the result equals a stable sort of the whole table. NaN
@@ -142,14 +143,16 @@ def _frame_batches(frame: pd.DataFrame, layer: str, wanted: set[tuple[int, int]]
 
 
 def _table_batches(table: object, layer: str, wanted: set[tuple[int, int]] | None):  # type: ignore[no-untyped-def]
-    import pyarrow.compute as pc
-
     table._check_layer(layer)  # type: ignore[attr-defined]
-    scanner = table.dataset().scanner(columns=list(_COLUMNS), filter=pc.field("layer") == layer)  # type: ignore[attr-defined]
-    for batch in scanner.to_batches():
-        if batch.num_rows:
-            yield _only({c: batch.column(c).to_numpy().astype(np.float64 if c == "signal" else np.int64)
-                         for c in _COLUMNS}, wanted)
+    g, r = _layer_shape(table, layer) or (1, 0)
+    cols = np.arange(g * r) if wanted is None else np.asarray(sorted(a * r + b for a, b in wanted), dtype=np.int64)
+    for ids, labels, signal, _ in table.chunks(layer):  # type: ignore[attr-defined]
+        n, k = ids.size, cols.size
+        if n == 0 or k == 0:
+            continue
+        yield {"id": np.repeat(ids.astype(np.int64), k), "label": np.repeat(labels.astype(np.int64), k),
+               "group": np.tile(cols // r, n), "neuron": np.tile(cols % r, n),
+               "signal": signal[:, cols].astype(np.float64).reshape(-1)}
 
 
 def _only(cols: dict[str, np.ndarray], wanted: set[tuple[int, int]] | None) -> dict[str, np.ndarray]:
@@ -209,7 +212,7 @@ def exemplars(
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"k {k!r}: expected a positive int (exemplars per side)")
     is_frame = isinstance(table, pd.DataFrame)
-    if not is_frame and not (hasattr(table, "dataset") and hasattr(table, "manifest")):
+    if not is_frame and not (hasattr(table, "chunks") and hasattr(table, "manifest")):
         raise InputError(f"table: expected a SignalTable or a pandas DataFrame of signals, got {type(table).__name__}")
     if is_frame:
         frame = table

@@ -97,44 +97,26 @@ def resolve_classes(table: SignalTable, classes: Sequence[str | int] | None) -> 
 
 
 def read_layer(table: SignalTable, layer: str, labels: Sequence[int] | None = None) -> LayerData:
-    """Scan one site of ``table`` into dense ``(N, K)`` arrays, keeping only the inputs of ``labels`` when given.
+    """One site of ``table`` as dense ``(N, K)`` arrays (:meth:`SignalTable.matrix`), ids ascending,
+    keeping only the inputs of ``labels`` when given.
 
     Memory: two ``N × K`` float64 arrays (signal, weight) and an ``N × K`` bool mask.
     """
     if not isinstance(layer, str) or layer not in table.layers:
         shown = ", ".join(table.layers[:8]) + (" ..." if len(table.layers) > 8 else "")
         raise InputError(f"layer {layer!r}: not profiled in this run (layers: {shown})")
-    info = next(l for l in table.manifest["layers"] if l["layer"] == layer)  # type: ignore[union-attr, index]
-    g, r = int(info["groups"]), int(info["neurons_per_group"])  # type: ignore[call-overload]
-    K = g * r
-    t = table.scan(layer=layer, columns=["id", "label", "group", "neuron", "sigma", "signal", "influential", "weight"])
-    ids_all = t.column("id").to_numpy()
-    lab_all = t.column("label").to_numpy()
+    m = table.matrix(layer, labels=None if labels is None else [int(x) for x in labels])
     if labels is not None:
-        keep = np.isin(lab_all, np.asarray(list(labels), dtype=np.int64))
-        missing = sorted(set(labels) - set(np.unique(lab_all[keep]).tolist()))
+        missing = sorted(set(labels) - set(np.unique(m.labels).tolist()))
         if missing:
             names = _names(table)
-            which = ", ".join(names[m] if m < len(names) else str(m) for m in missing)
+            which = ", ".join(names[m_] if m_ < len(names) else str(m_) for m_ in missing)
             raise InputError(f"classes {which}: no input of {'this class' if len(missing) == 1 else 'these classes'} "
                              f"in layer {layer!r} of this run")
-    else:
-        keep = np.ones(len(ids_all), dtype=bool)
-    ids_all, lab_all = ids_all[keep], lab_all[keep]
-    k = (t.column("group").to_numpy()[keep].astype(np.int64) * r + t.column("neuron").to_numpy()[keep])
-    ids, row = np.unique(ids_all, return_inverse=True)
-    N = len(ids)
-    signal = np.zeros((N, K))
-    weight = np.zeros((N, K))
-    mask = np.zeros((N, K), dtype=bool)
-    signal[row, k] = t.column("signal").to_numpy()[keep]
-    weight[row, k] = t.column("weight").to_numpy()[keep]
-    mask[row, k] = t.column("influential").to_numpy(zero_copy_only=False)[keep]
-    labels_out = np.full(N, -1, dtype=np.int64)
-    labels_out[row] = lab_all
-    sigma = np.zeros(K)
-    sigma[k] = t.column("sigma").to_numpy()[keep]
-    groups, neurons = np.repeat(np.arange(g), r), np.tile(np.arange(r), g)
-    return LayerData(layer, ids.astype(np.int64), labels_out, signal, mask, weight, groups, neurons, sigma,
+    order = np.argsort(m.ids, kind="stable")
+    g = int(m.groups.max()) + 1 if m.groups.size else 1
+    groups, neurons = m.groups.astype(np.int64), m.neurons.astype(np.int64)
+    return LayerData(layer, m.ids[order], m.labels[order], m.signal[order].astype(np.float64),
+                     m.mask[order], m.weight[order].astype(np.float64), groups, neurons, m.sigma.astype(np.float64),
                      tuple(vertex_label(layer, int(a), int(b), g) for a, b in zip(groups, neurons)),
                      tuple(_names(table)))

@@ -18,12 +18,13 @@ from convsvd.signals.project import (
     signals,
 )
 from convsvd.signals.run import profile
-from convsvd.signals.table import SignalTable
+from convsvd.signals.table import LayerMatrix, SignalTable
 
 __all__ = [
     "AGGREGATIONS",
     "Capture",
     "Influence",
+    "LayerMatrix",
     "ProjectionPlan",
     "Projector",
     "SignalTable",

@@ -32,6 +32,17 @@ class Dist:
 
             dist.barrier()
 
+    def all_ok(self, ok: bool) -> bool:
+        """True when ``ok`` is true on every rank (an all-reduce; ``ok`` itself outside torchrun)."""
+        if self.world <= 1:
+            return ok
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
     def close(self) -> None:
         if self.owns_group:
             import torch.distributed as dist

@@ -1,4 +1,4 @@
-"""Profile a whole dataset: stream batches, write Parquet shards, resume, split across torchrun ranks.
+"""Profile a whole dataset: stream batches, write dense Arrow shards, resume, split across torchrun ranks.
 
 The dataset is cut into batches of ``batch_size`` and the batches into shards
 of ``⌈shard_size / batch_size⌉`` consecutive batches; shard ``s`` is computed by
@@ -7,11 +7,19 @@ takes batches ``r, r+N, …``. Each rank writes its own shards; a shard on disk
 is finished, so an interrupted run started again with the same options computes
 only the missing shards, and its table equals an uninterrupted run's. After a
 barrier, rank 0 writes the complete manifest. Memory holds one batch: each
-batch's rows are written out (as Parquet row groups) before the next is read.
+batch's signals are written out (one Arrow record batch) while the next is computed.
+
+Integrity: the run folder is locked (``.OUT.lock`` beside it, held by rank 0)
+so a second run into it fails at once naming the holder; on resume every shard
+on disk is verified (identity, checksums) and a damaged or misplaced one is
+recomputed and listed in the manifest (``repaired_shards``); a full disk or a
+read-only folder is one line, with the finished shards left intact. Inputs with
+NaN or infinite values are left out and listed (``nonfinite="skip"``), or refused.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -26,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from convsvd._atomic import acquire_lock, environment_error, release_lock
 from convsvd._meta import run_metadata
 from convsvd._progress import progress as _progress
 from convsvd._typing import PathLike
@@ -40,6 +49,10 @@ from convsvd.signals.project import AGGREGATIONS, ProjectionPlan, Projector, key
 from convsvd.signals.table import SignalTable
 
 __all__ = ["profile"]
+
+NONFINITE = ("skip", "error")
+NONFINITE_REASON = "non-finite values (NaN or inf) in the input"
+_ENVIRONMENT = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _run_key(plan: ProjectionPlan, options: dict[str, object], dataset: dict[str, object]) -> str:
@@ -67,10 +80,9 @@ def _difference(old: dict[str, object], model_hash: str, options: dict[str, obje
     return "another format version" if same_data else "other data"
 
 
-def _site_columns(p: Projector) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Constant columns of a site: group and neuron index and σ of each of its ``g·r`` neurons."""
-    return (np.repeat(np.arange(p.groups), p.rank), np.tile(np.arange(p.rank), p.groups),
-            p.sigma.reshape(-1).detach().cpu().numpy())
+def _site_info(site: str, p: Projector) -> store.SiteInfo:
+    """The constant description of a site: groups, neurons per group, σ of each of its ``g·r`` neurons."""
+    return store.SiteInfo(site, p.groups, p.rank, tuple(p.sigma.reshape(-1).detach().cpu().double().tolist()))
 
 
 @dataclass(eq=False)
@@ -88,11 +100,14 @@ class _Run:
     batch_size: int
     per_shard: int
     n_batches: int | None
+    nonfinite: str = "skip"
     known: dict[int, dict[str, object]] = field(default_factory=dict)
+    repaired: list[str] = field(default_factory=list)
 
     @classmethod
     def create(cls, dist: Dist, plan: ProjectionPlan, source: DataSource, out: PathLike | None, *, aggregate: str,
-               threshold: float | None, top_k: int | None, batch_size: int, shard_size: int, fold_bn: bool) -> "_Run":
+               threshold: float | None, top_k: int | None, batch_size: int, shard_size: int, fold_bn: bool,
+               store_dtype: str | None, nonfinite: str) -> "_Run":
         keepalive = None
         if out is None:
             if dist.world > 1:
@@ -106,16 +121,17 @@ class _Run:
         bsz = getattr(source, "fixed_batch_size", None) or batch_size  # a DataLoader keeps its own
         per_shard = max(1, math.ceil(shard_size / bsz))
         float64 = next(iter(plan.projectors.values())).Ut.dtype == torch.float64
+        dtype = "float64" if float64 else "float32"
         options: dict[str, object] = dict(
             layers=list(plan.projectors), aggregate=aggregate, threshold=threshold, top_k=top_k, batch_size=bsz,
-            shard_batches=per_shard, fold_bn=fold_bn, dtype="float64" if float64 else "float32")
+            shard_batches=per_shard, fold_bn=fold_bn, dtype=dtype, store_dtype=store_dtype or dtype)
         described = source.describe()
         return cls(dist, plan, source, Path(out), keepalive, options, described, _run_key(plan, options, described),
-                   bsz, per_shard, source.num_batches(bsz))
+                   bsz, per_shard, source.num_batches(bsz), nonfinite)
 
     @property
-    def float64(self) -> bool:
-        return self.options["dtype"] == "float64"
+    def store_dtype(self) -> str:
+        return str(self.options["store_dtype"])
 
     def manifest(self, status: str, shards: dict[int, dict[str, object]]) -> str:
         """Manifest text, built from the finished shards' own metadata."""
@@ -143,15 +159,15 @@ class _Run:
         called = {key_of(site) for site in order}
         never = [dict(layer=k, reason="not called in the forward pass") for k in self.plan.projectors
                  if status == "complete" and inputs and k not in called]
-        files = [dict(file=f"{store.SHARDS}/shard-{i:06d}.parquet", batches=shards[i]["batches"],
-                      inputs=shards[i]["inputs"], rank=shards[i].get("rank", 0)) for i in sorted(shards)]
+        files = [dict(file=store.shard_name(i), batches=shards[i]["batches"], inputs=shards[i]["inputs"],
+                      rank=shards[i].get("rank", 0), id_range=shards[i].get("id_range")) for i in sorted(shards)]
         compute = sum(float(m.get("time_s", 0.0)) for m in shards.values())  # type: ignore[arg-type]
         return run_metadata(
             self.plan.source, self.plan.model_hash, self.options,
             format=store.FORMAT, status=status, run_key=self.run_key, dataset=self.described, inputs=inputs,
             layers=layers, not_profiled=[dict(layer=n, reason=r) for n, r in self.plan.not_profiled] + never,
             shards=files, skipped_inputs=skipped, world_size=self.dist.world, compute_s=round(compute, 3),
-            pyarrow=pa.__version__,
+            pyarrow=pa.__version__, nonfinite=self.nonfinite, repaired_shards=list(self.repaired),
         )
 
     def start(self, restart: bool) -> dict[int, dict[str, object]]:
@@ -166,17 +182,22 @@ class _Run:
             if restart:
                 store.clear(self.out)
             store.remove_temporaries(self.out)
-            store.write_manifest(self.out, self.manifest("running", {}))
+            # damaged, misplaced or foreign shards are removed here (and recomputed), once, by rank 0
+            finished, self.repaired = store.finished_shards(self.out, self.run_key, remove=True)
+            if old is not None and not restart:
+                self.repaired = list(dict.fromkeys(list(old.get("repaired_shards", [])) + self.repaired))  # type: ignore[call-overload]
+            store.write_manifest(self.out, self.manifest("running", finished))
         self.dist.barrier()
-        finished = store.finished_shards(self.out, self.run_key)
+        if self.dist.rank != 0:
+            finished, _ = store.finished_shards(self.out, self.run_key, remove=False, data=False)
         self.known = dict(finished)
         return finished
 
     def _commit(self, shard: store.ShardWriter, started: float, skipped: list[tuple[str, str]]) -> None:
-        meta = dict(run_key=self.run_key, shard=shard.index, rank=self.dist.rank, batches=shard.batches,
-                    inputs=shard.inputs, sites=list(shard.influential), influential=shard.influential,
-                    skipped=[list(x) for x in skipped], time_s=round(time.perf_counter() - started, 4))
-        shard.commit(meta)
+        meta = dict(run_key=self.run_key, rank=self.dist.rank,
+                    sites=[s.layer for s in shard.sites or []], skipped=[list(x) for x in skipped],
+                    time_s=round(time.perf_counter() - started, 4))
+        meta = shard.commit(meta)
         if self.dist.rank == 0:  # keep the manifest's list of finished shards current
             self.known[shard.index] = meta
             store.write_manifest(self.out, self.manifest("running", self.known))
@@ -190,14 +211,16 @@ class _Run:
             return shard % dist.world == dist.rank and shard not in finished
 
         which = None if self.n_batches is None else [b for b in range(self.n_batches) if mine(b // per_shard)]
-        columns = {k: _site_columns(p) for k, p in plan.projectors.items()}
         aggregate, threshold, top_k = self.options["aggregate"], self.options["threshold"], self.options["top_k"]
         results: dict[str, tuple[str, torch.Tensor]] = {}
+        infos: dict[str, store.SiteInfo] = {}
+        identity = dict(run_key=self.run_key, model_hash=plan.model_hash, layers=self.options["layers"])
 
         def on_output(site: str, key: str, y: torch.Tensor) -> None:
             results[site] = (key, plan.projectors[key].aggregate(y, aggregate))  # type: ignore[arg-type]
 
         seen_skipped = len(self.source.skipped)
+        bad: list[tuple[str, str]] = []  # inputs left out of the current shard for non-finite values
         writer: store.ShardWriter | None = None
         try:
             with eval_mode(plan.model), moved_to(plan.model, plan.device), \
@@ -209,34 +232,63 @@ class _Run:
                         continue
                     if writer is None or writer.index != shard:
                         if writer is not None:
-                            self._commit(writer, started, self.source.skipped[seen_skipped:])
-                            seen_skipped = len(self.source.skipped)
-                        writer = store.ShardWriter(store.shard_path(self.out, shard), shard, self.float64)
+                            self._commit(writer, started, self.source.skipped[seen_skipped:] + bad)
+                            seen_skipped, bad = len(self.source.skipped), []
+                        writer = store.ShardWriter(store.shard_path(self.out, shard), shard, self.store_dtype, identity)
                         started = time.perf_counter()
                     writer.batches.append(b)
+                    ids, inputs, labels = self._finite(ids, inputs, labels, bad)
                     if ids.numel():
                         results.clear()
                         run_forward(plan, inputs, on_output)
-                        ids_np, labels_np = ids.cpu().numpy(), labels.cpu().numpy()
                         sites = list(results.items())
-                        infs = [influence(values, threshold, top_k) for _, (_, values) in sites]  # type: ignore[arg-type]
-                        host = _to_host([t for (_, (_, v)), inf in zip(sites, infs) for t in (v, inf.mask, inf.weight)])
-                        for i, (site, (key, _)) in enumerate(sites):
-                            writer.add(site, ids_np, labels_np, *host[3 * i : 3 * i + 3], *columns[key])
-                        writer.inputs += int(ids.numel())
+                        counts = [influence(v, threshold, top_k).count.sum() for _, (_, v) in sites]  # type: ignore[arg-type]
+                        host = _to_host([v for _, (_, v) in sites] + [torch.stack(counts)] if sites else [])
+                        for site, (key, _) in sites:
+                            if site not in infos:
+                                infos[site] = _site_info(site, plan.projectors[key])
+                        n_inf = host[-1].tolist() if sites else []
+                        writer.add(ids.cpu().numpy(), labels.cpu().numpy(),
+                                   {site: host[i] for i, (site, _) in enumerate(sites)},
+                                   [infos[site] for site, _ in sites],
+                                   {site: int(c) for (site, _), c in zip(sites, n_inf)})
                     bar.advance(1, f"batch {b}")
                 if writer is not None:
-                    self._commit(writer, started, self.source.skipped[seen_skipped:])
+                    self._commit(writer, started, self.source.skipped[seen_skipped:] + bad)
                     writer = None
+        except OSError as e:
+            if e.errno in _ENVIRONMENT:
+                raise environment_error(e, "signal shards", self.out) from None
+            raise
         finally:
             if writer is not None:  # interrupted or failed inside a shard: no half shard is left
                 writer.abort()
+
+    def _finite(self, ids: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor,
+                bad: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch without its inputs holding NaN or inf (listed in ``bad``), or an InputError (``nonfinite="error"``)."""
+        if not inputs.is_floating_point() or not ids.numel():
+            return ids, inputs, labels
+        ok = torch.isfinite(inputs.reshape(inputs.shape[0], -1)).all(dim=1)
+        if bool(ok.all()):
+            return ids, inputs, labels
+        which = ids[~ok.to(ids.device)].tolist()
+        if self.nonfinite == "error":
+            raise InputError(f"data {self.source.name!r}: input {which[0]} has non-finite values (NaN or inf)"
+                             f"{f' (and {len(which) - 1} more in its batch)' if len(which) > 1 else ''}; "
+                             f"use nonfinite='skip' (--nonfinite skip) to leave such inputs out")
+        bad += [(str(i), NONFINITE_REASON) for i in which]
+        keep = ok.to(ids.device)
+        return ids[keep], inputs[ok], labels[keep.to(labels.device)]
 
     def finish(self) -> SignalTable:
         """After every rank is done: rank 0 checks the shards and writes the complete manifest."""
         self.dist.barrier()
         if self.dist.rank == 0:
-            done = store.finished_shards(self.out, self.run_key)
+            done, problems = store.finished_shards(self.out, self.run_key, remove=False, data=False)
+            if problems:
+                raise InputError(f"out {os.fspath(self.out)!r}: {problems[0]} after the run; run profile again "
+                                 f"to recompute it")
             expected = (math.ceil(self.n_batches / self.per_shard) if self.n_batches is not None
                         else (max(done) + 1 if done else 0))
             missing = sorted(set(range(expected)) - set(done))
@@ -248,7 +300,7 @@ class _Run:
                 raise InputError(f"data {self.source.name!r}: no input could be read (skipped: {why})")
             store.write_manifest(self.out, self.manifest("complete", done))
         self.dist.barrier()
-        table = SignalTable.open(self.out)
+        table = SignalTable.open(self.out, verify=False)  # every shard was verified at the start or just written
         return SignalTable(table.path, table.manifest, self.keepalive) if self.keepalive is not None else table
 
 
@@ -280,6 +332,8 @@ def profile(
     restart: bool = False,
     svd: Decomposition | None = None,
     progress: bool | None | Callable[[int, int, str], None] = None,
+    store_dtype: str | None = None,
+    nonfinite: str = "skip",
 ) -> SignalTable:
     """Signals of every input of a dataset on every SVD neuron of the chosen layers.
 
@@ -322,6 +376,13 @@ def profile(
         Reuse a decomposition (``mode="full"``/``"topk"``, ``fold_bn`` as here).
     progress : bool, None or callable
         Progress bar on rank 0 (None: automatic) or ``fn(done, total, what)`` per batch.
+    store_dtype : {"float32", "float16", "float64"}, optional
+        Precision of the stored signals (default: the projection's). ``float16`` halves
+        the store; its signals are within a relative ``2⁻¹¹`` of the float32 ones and the
+        influential sets are those of the rounded signals.
+    nonfinite : {"skip", "error"}
+        Inputs with NaN or inf values: left out and listed in the manifest's
+        ``skipped_inputs`` (default), or refused with an InputError.
 
     Returns
     -------
@@ -333,7 +394,9 @@ def profile(
     InputError
         One line naming the input: data of the wrong shape (saying what the model
         expects), an empty or malformed image folder, a layer pattern that matches
-        nothing, a model that fails on the data, an ``out`` folder holding another run.
+        nothing, a model that fails on the data, an ``out`` folder holding another run or
+        locked by another run (naming its pid), a full disk or read-only ``out`` (finished
+        shards are kept).
 
     >>> import torch
     >>> from torch import nn
@@ -348,16 +411,40 @@ def profile(
     check_batch_size(batch_size)
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise InputError(f"shard_size: expected a positive int (inputs per shard), got {shard_size!r}")
+    if store_dtype is not None and store_dtype not in store.STORE_DTYPES:
+        raise InputError(f"store_dtype {store_dtype!r}: expected one of {', '.join(store.STORE_DTYPES)}")
+    if nonfinite not in NONFINITE:
+        raise InputError(f"nonfinite {nonfinite!r}: expected one of {', '.join(NONFINITE)}")
     dist = setup()
+    lock: int | None = None
     try:
+        refused: InputError | None = None
+        if dist.rank == 0 and out is not None:  # before anything is written into the folder
+            try:
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+                lock = acquire_lock(Path(out))
+            except InputError as e:
+                refused = e
+            except OSError as e:
+                refused = environment_error(e, "the run's lock file", out)
+        if not dist.all_ok(refused is None):
+            raise refused or InputError(f"out {os.fspath(out)!r}: rank 0 could not lock the folder")  # type: ignore[arg-type]
         plan = plan_projection(model, layers=layers, fold_bn=fold_bn, svd=svd, dtype=dtype, device=device)
         source = as_source(data).conform(plan.expected_input(input_shape))
         run = _Run.create(dist, plan, source, out, aggregate=aggregate, threshold=threshold, top_k=top_k,
-                          batch_size=batch_size, shard_size=shard_size, fold_bn=fold_bn)
-        finished = run.start(restart)
-        run.stream(finished, progress if dist.rank == 0 else False)
-        return run.finish()
+                          batch_size=batch_size, shard_size=shard_size, fold_bn=fold_bn, store_dtype=store_dtype,
+                          nonfinite=nonfinite)
+        try:
+            finished = run.start(restart)
+            run.stream(finished, progress if dist.rank == 0 else False)
+            return run.finish()
+        except OSError as e:
+            if e.errno in _ENVIRONMENT:
+                raise environment_error(e, "signal shards", run.out) from None
+            raise
     finally:
+        if lock is not None:
+            release_lock(lock)
         dist.close()
 
 

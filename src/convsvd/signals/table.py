@@ -1,9 +1,12 @@
 """The result of a profile run: a lazily opened table of signals on disk.
 
-Nothing is read when a :class:`SignalTable` opens but the manifest; each query
-scans the Parquet shards with a filter (per layer, class, neuron, influence),
-so only the matching row groups and columns are read, and aggregations
-(:meth:`SignalTable.class_profile`) stream batch by batch.
+Opening reads the manifest and checks every shard: its identity (run, index),
+its checksums (``verify=True``, the default) and that no input id is in two
+shards. A query reads only the column of the site it asks for from each shard
+(memory-mapped, checked against its checksum again), as a dense ``inputs × K``
+matrix (:meth:`SignalTable.matrix`); the long pandas frames (one row per
+input × SVD neuron) are built on demand for the rows asked for. Influential
+sets and weights are derived from the stored signals with the run's rule.
 """
 
 from __future__ import annotations
@@ -11,39 +14,94 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
+import torch
 
 from convsvd._typing import PathLike
 from convsvd.errors import InputError, NotComputedError
-from convsvd.signals.store import COLUMNS, MANIFEST, read_manifest
+from convsvd.signals import store
+from convsvd.signals.influence import influence
+from convsvd.signals.store import COLUMNS, FORMAT, MANIFEST, OLD_FORMATS, ShardError, read_manifest
 
-__all__ = ["SignalTable"]
+__all__ = ["LayerMatrix", "SignalTable"]
+
+
+@dataclass(frozen=True, eq=False)
+class LayerMatrix:
+    """One site of a run as dense arrays: one row per input, one column per SVD neuron.
+
+    Attributes
+    ----------
+    layer : str
+    ids, labels : numpy.ndarray
+        ``(N,)`` int64, in shard order (label −1: unlabelled).
+    signal : numpy.ndarray
+        ``(N, K)`` aggregated signals, in the stored dtype.
+    mask : numpy.ndarray
+        ``(N, K)`` bool: in the input's influential set (the run's rule).
+    weight : numpy.ndarray
+        ``(N, K)`` relative weight in that set (0 outside it), float32 or float64 (the run's dtype).
+    groups, neurons : numpy.ndarray
+        ``(K,)`` int64 group and index within the group of each column.
+    sigma : numpy.ndarray
+        ``(K,)`` float64 singular value of each column.
+    """
+
+    layer: str
+    ids: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    signal: np.ndarray = field(repr=False)
+    mask: np.ndarray = field(repr=False)
+    weight: np.ndarray = field(repr=False)
+    groups: np.ndarray = field(repr=False)
+    neurons: np.ndarray = field(repr=False)
+    sigma: np.ndarray = field(repr=False)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The long table of these rows: ``id, label, layer, group, neuron, sigma, signal, influential, weight``."""
+        return pd.DataFrame(_long(self, np.arange(self.groups.size)))
+
+
+def _long(m: LayerMatrix, cols: np.ndarray) -> dict[str, np.ndarray | str]:
+    """Columns of the long table of ``m`` restricted to neuron columns ``cols`` (input-major)."""
+    N, k = m.ids.size, cols.size
+    fdt = m.weight.dtype
+    return dict(
+        id=np.repeat(m.ids, k), label=np.repeat(m.labels, k), layer=np.full(N * k, m.layer, dtype=object),
+        group=np.tile(m.groups[cols].astype(np.int32), N), neuron=np.tile(m.neurons[cols].astype(np.int32), N),
+        sigma=np.tile(m.sigma[cols].astype(fdt), N), signal=m.signal[:, cols].astype(fdt).reshape(-1),
+        influential=m.mask[:, cols].reshape(-1), weight=m.weight[:, cols].reshape(-1),
+    )
+
+
+def _schema(fdt: np.dtype) -> pa.Schema:
+    f = pa.from_numpy_dtype(fdt)
+    return pa.schema([("id", pa.int64()), ("label", pa.int64()), ("layer", pa.string()), ("group", pa.int32()),
+                      ("neuron", pa.int32()), ("sigma", f), ("signal", f), ("influential", pa.bool_()), ("weight", f)])
 
 
 @dataclass(frozen=True, eq=False)
 class SignalTable:
-    """Signals of every (input, SVD neuron) of a run, in Parquet shards under ``path``.
+    """Signals of every (input, SVD neuron) of a run, in dense shards under ``path``.
 
     Attributes
     ----------
     path : Path
         The run folder (``manifest.json``, ``shards/``).
     manifest : dict
-        The run's manifest (see :mod:`convsvd.signals.store` for the columns).
+        The run's manifest (see :mod:`convsvd.signals.store` for the layout).
 
     >>> import torch
     >>> from torch import nn
     >>> from convsvd.signals import profile
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3))
     >>> table = profile(net, (torch.randn(6, 1, 8, 8), torch.arange(6) % 3), batch_size=4)
-    >>> table.layers, table.n_inputs, len(table.layer("3"))
-    (['0', '3'], 6, 18)
+    >>> table.layers, table.n_inputs, len(table.layer("3")), table.matrix("3").signal.shape
+    (['0', '3'], 6, 18, (6, 3))
     """
 
     path: Path
@@ -51,23 +109,70 @@ class SignalTable:
     _keepalive: object = field(default=None, repr=False)  # a TemporaryDirectory when the run had no out folder
 
     @classmethod
-    def open(cls, path: PathLike) -> "SignalTable":
-        """Open a finished run folder.
+    def open(cls, path: PathLike, verify: bool = True) -> "SignalTable":
+        """Open a finished run folder, checking its shards.
+
+        Parameters
+        ----------
+        path : path-like
+        verify : bool
+            Also read every shard against its checksums (one pass over the store); identities
+            and id overlaps are always checked, and every read checks its columns again.
 
         Raises
         ------
         InputError
-            No run there. :class:`~convsvd.errors.NotComputedError` when the run has not finished.
+            No run there, a run in the old layout, or a shard missing, damaged, misplaced
+            or overlapping another (one line naming the file).
+            :class:`~convsvd.errors.NotComputedError` when the run has not finished.
         """
         p = Path(path)
         manifest = read_manifest(p)
         if manifest is None:
             raise InputError(f"signal table {os.fspath(p)!r}: no {MANIFEST} (expected the --out folder of a profile run)")
+        fmt = manifest.get("format")
+        if fmt in OLD_FORMATS:
+            raise InputError(f"signal table {os.fspath(p)!r}: written in the old layout ({fmt}, one Parquet row per "
+                             f"input and neuron), which this version does not read; run profile again with --restart")
+        if fmt != FORMAT:
+            raise InputError(f"signal table {os.fspath(p)!r}: format {fmt!r} is not {FORMAT!r}")
         if manifest.get("status") != "complete":
             done = len(manifest.get("shards", []))  # type: ignore[arg-type]
             raise NotComputedError(f"signal table {os.fspath(p)!r}: the run has not finished ({done} shards known done); "
                                    f"run profile again with the same options to finish it")
-        return cls(p, manifest)
+        table = cls(p, manifest)
+        table._check(verify)
+        return table
+
+    # ------------------------------------------------------------------ integrity
+
+    def _refuse(self, e: ShardError) -> InputError:
+        return InputError(f"signal table {os.fspath(self.path)!r}: shard {store.SHARDS}/{e.path.name} is {e.reason}; "
+                          f"run profile again with the same options to recompute it")
+
+    def _check(self, verify: bool) -> None:
+        """Every listed shard is there, is the shard its name says, of this run; no id in two shards."""
+        owner: dict[int, str] = {}
+        for entry in self.manifest["shards"]:  # type: ignore[union-attr]
+            path = self.path / entry["file"]
+            try:
+                header = store.read_header(path)
+                store.check_identity(header, str(self.manifest["run_key"]), store.index_of(path) or 0)
+                if int(header.footer["inputs"]) != int(entry["inputs"]):  # type: ignore[call-overload]
+                    raise ShardError(path, f"not the shard the manifest lists ({header.footer['inputs']} inputs, "
+                                           f"expected {entry['inputs']})")
+                if verify:
+                    store.verify(path, header)
+                ids = store.read_columns(path, ["id"], header)["id"]
+            except ShardError as e:
+                raise self._refuse(e) from None
+            uniq, counts = np.unique(ids, return_counts=True)
+            if (counts > 1).any() or any(int(i) in owner for i in uniq.tolist()):
+                first = int(uniq[counts > 1][0]) if (counts > 1).any() else next(int(i) for i in uniq if int(i) in owner)
+                where = owner.get(first, entry["file"])
+                raise InputError(f"signal table {os.fspath(self.path)!r}: input id {first} is in both {where} and "
+                                 f"{entry['file']} (overlapping shards); run profile again with --restart")
+            owner.update(dict.fromkeys(uniq.tolist(), entry["file"]))
 
     # ------------------------------------------------------------------ what is there
 
@@ -88,16 +193,93 @@ class SignalTable:
     def files(self) -> list[Path]:
         return [self.path / s["file"] for s in self.manifest["shards"]]  # type: ignore[index, union-attr]
 
-    def dataset(self) -> pads.Dataset:
-        """The shards as one ``pyarrow.dataset.Dataset`` (lazy)."""
-        return pads.dataset([os.fspath(f) for f in self.files], format="parquet")
-
     def summary(self) -> pd.DataFrame:
         """One row per site, from the manifest (no scan): ``layer, module, kind, groups, neurons, inputs, mean_influential``."""
         cols = ["layer", "module", "kind", "groups", "neurons", "inputs", "mean_influential"]
         return pd.DataFrame([{c: l.get(c) for c in cols} for l in self.manifest["layers"]], columns=cols)  # type: ignore[union-attr]
 
-    # ------------------------------------------------------------------ queries
+    # ------------------------------------------------------------------ dense access
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        """Of the run's projection: influence is computed in it."""
+        return torch.float64 if self.manifest["options"].get("dtype") == "float64" else torch.float32  # type: ignore[union-attr]
+
+    def _info(self, layer: str) -> dict[str, object]:
+        self._check_layer(layer)
+        return next(l for l in self.manifest["layers"] if l["layer"] == layer)  # type: ignore[union-attr, index]
+
+    def chunks(self, layer: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...] | None]]:
+        """One site shard by shard: ``(ids (n,), labels (n,), signal (n, K), σ (K,) or None)`` per shard.
+
+        Each shard's columns are checked against their checksums; memory is one shard's site.
+        """
+        info = self._info(layer)
+        K = int(info["neurons"])  # type: ignore[call-overload]
+        col = store.column_of(layer)
+        for path in self.files:
+            try:
+                header = store.read_header(path)
+                sites = {s.layer: s for s in header.sites}
+                names = ["id", "label"] + ([col] if layer in sites else [])
+                got = store.read_columns(path, names, header)
+            except ShardError as e:
+                raise self._refuse(e) from None
+            n = got["id"].size
+            sig = got[col] if layer in sites else np.full((n, K), np.nan, dtype=np.float32)
+            yield got["id"], got["label"], sig, (sites[layer].sigma if layer in sites else None)
+
+    def _influence(self, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        opts: dict = self.manifest["options"]  # type: ignore[assignment]
+        values = torch.from_numpy(signal if signal.flags.writeable else signal.copy()).to(self._dtype)
+        if values.shape[0] == 0:
+            return np.zeros(signal.shape, dtype=bool), np.zeros(signal.shape, dtype=values.numpy().dtype)
+        inf = influence(values, opts.get("threshold"), opts.get("top_k"))
+        return inf.mask.numpy(), inf.weight.numpy()
+
+    def matrix(self, layer: str, labels: Sequence[int | str] | None = None) -> LayerMatrix:
+        """One site as dense ``(N, K)`` arrays: signal, influential mask and weight.
+
+        Parameters
+        ----------
+        layer : str
+        labels : sequence of int or str, optional
+            Keep the inputs of these classes (indices or names) only.
+
+        Returns
+        -------
+        LayerMatrix
+
+        Memory: the site's ``N × K`` signal, mask and weight (nothing of the other sites).
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from convsvd.signals import profile
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> m = profile(net, (torch.randn(5, 1, 4), torch.arange(5) % 2), top_k=1).matrix("1", labels=[1])
+        >>> m.ids.tolist(), m.signal.shape, m.mask.sum(axis=1).tolist()
+        ([1, 3], (2, 3), [1, 1])
+        """
+        info = self._info(layer)
+        g, r = int(info["groups"]), int(info["neurons_per_group"])  # type: ignore[call-overload]
+        ids, labs, sigs, sigma = [], [], [], None
+        want = None if labels is None else np.asarray([self._label(x) for x in labels], dtype=np.int64)
+        for i, lab, sig, sg in self.chunks(layer):
+            sigma = sigma or sg
+            if want is not None:
+                keep = np.isin(lab, want)
+                i, lab, sig = i[keep], lab[keep], sig[keep]
+            ids.append(i)
+            labs.append(lab)
+            sigs.append(sig)
+        signal = np.concatenate(sigs) if sigs else np.zeros((0, g * r), np.float32)
+        mask, weight = self._influence(signal)
+        return LayerMatrix(layer, np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, np.int64),
+                           np.concatenate(labs).astype(np.int64) if labs else np.zeros(0, np.int64), signal, mask,
+                           weight, np.repeat(np.arange(g), r), np.tile(np.arange(r), g),
+                           np.asarray(sigma if sigma is not None else [np.nan] * (g * r), dtype=np.float64))
+
+    # ------------------------------------------------------------------ long queries
 
     def _label(self, label: int | str) -> int:
         if isinstance(label, str):
@@ -111,27 +293,6 @@ class SignalTable:
             raise InputError(f"layer {layer!r}: not profiled in this run (layers: {', '.join(self.layers[:8])}"
                              f"{' ...' if len(self.layers) > 8 else ''})")
 
-    def _filter(self, layer: str | None, label: int | str | None, group: int | None, neuron: int | None,
-                influential: bool | None, ids: Sequence[int] | None) -> pc.Expression | None:
-        conds = []
-        if layer is not None:
-            self._check_layer(layer)
-            conds.append(pc.field("layer") == layer)
-        if label is not None:
-            conds.append(pc.field("label") == self._label(label))
-        if group is not None:
-            conds.append(pc.field("group") == int(group))
-        if neuron is not None:
-            conds.append(pc.field("neuron") == int(neuron))
-        if influential is not None:
-            conds.append(pc.field("influential") == bool(influential))
-        if ids is not None:
-            conds.append(pc.field("id").isin(pa.array(list(ids), pa.int64())))
-        expr = None
-        for c in conds:
-            expr = c if expr is None else expr & c
-        return expr
-
     def scan(
         self,
         *,
@@ -143,13 +304,34 @@ class SignalTable:
         ids: Sequence[int] | None = None,
         columns: Sequence[str] | None = None,
     ) -> pa.Table:
-        """The matching rows as a ``pyarrow.Table`` (only the matching row groups and ``columns`` are read)."""
+        """The matching rows (one per input × SVD neuron) as a ``pyarrow.Table``; only the sites asked for are read."""
         if columns is not None:
             bad = [c for c in columns if c not in COLUMNS]
             if bad:
                 raise InputError(f"columns {bad}: expected among {', '.join(COLUMNS)}")
-        return self.dataset().to_table(columns=list(columns) if columns else None,
-                                       filter=self._filter(layer, label, group, neuron, influential, ids))
+        if layer is not None:
+            self._check_layer(layer)
+        fdt = np.dtype(np.float64 if self._dtype == torch.float64 else np.float32)
+        schema = _schema(fdt)
+        parts = []
+        for site in ([layer] if layer is not None else self.layers):
+            m = self.matrix(site, labels=None if label is None else [label])
+            rows = np.ones(m.ids.size, dtype=bool) if ids is None else np.isin(m.ids, np.asarray(list(ids), np.int64))
+            cols = np.ones(m.groups.size, dtype=bool)
+            if group is not None:
+                cols &= m.groups == int(group)
+            if neuron is not None:
+                cols &= m.neurons == int(neuron)
+            if not rows.all():
+                m = LayerMatrix(m.layer, m.ids[rows], m.labels[rows], m.signal[rows], m.mask[rows], m.weight[rows],
+                                m.groups, m.neurons, m.sigma)
+            data = _long(m, np.flatnonzero(cols))
+            if influential is not None:
+                keep = data["influential"] == bool(influential)  # type: ignore[operator]
+                data = {k: v[keep] for k, v in data.items()}  # type: ignore[index]
+            parts.append(pa.table(data, schema=schema))
+        t = pa.concat_tables(parts) if parts else schema.empty_table()
+        return t.select(list(columns)) if columns else t
 
     def to_frame(self, **query: object) -> pd.DataFrame:
         """The matching rows as a DataFrame (same keywords as :meth:`scan`; no keyword reads everything)."""
@@ -175,46 +357,38 @@ class SignalTable:
     def class_profile(self, layer: str) -> pd.DataFrame:
         """Per class and neuron of one site: how often it is influential, its mean weight and mean signal.
 
-        Streams the site's rows batch by batch (memory: one batch plus the ``classes × neurons`` sums).
+        Streams the site shard by shard (memory: one shard's ``inputs × K`` plus the ``classes × K`` sums).
 
         Returns
         -------
         pandas.DataFrame
             ``label, class, group, neuron, inputs, influential_count, influential_share, mean_weight, mean_signal``.
         """
-        self._check_layer(layer)
-        info = next(l for l in self.manifest["layers"] if l["layer"] == layer)  # type: ignore[union-attr, index]
+        info = self._info(layer)
         g, r = int(info["groups"]), int(info["neurons_per_group"])  # type: ignore[call-overload]
         K = g * r
         sums: dict[int, np.ndarray] = {}
-        scanner = self.dataset().scanner(columns=["label", "group", "neuron", "signal", "influential", "weight"],
-                                         filter=pc.field("layer") == layer)
-        for batch in scanner.to_batches():
-            if batch.num_rows == 0:
+        for _, lab, sig, _ in self.chunks(layer):
+            if lab.size == 0:
                 continue
-            lab = batch.column("label").to_numpy()
-            k = batch.column("group").to_numpy().astype(np.int64) * r + batch.column("neuron").to_numpy()
-            sig = batch.column("signal").to_numpy().astype(np.float64)
-            inf = batch.column("influential").to_numpy(zero_copy_only=False).astype(np.float64)
-            w = batch.column("weight").to_numpy().astype(np.float64)
+            mask, weight = self._influence(sig)
             classes, inv = np.unique(lab, return_inverse=True)
-            cell = inv * K + k
-            n = len(classes) * K
-            part = np.stack([np.bincount(cell, minlength=n), np.bincount(cell, inf, minlength=n),
-                             np.bincount(cell, w, minlength=n), np.bincount(cell, sig, minlength=n)])
             for i, c in enumerate(classes):
+                rows = inv == i
                 acc = sums.setdefault(int(c), np.zeros((4, K)))
-                acc += part[:, i * K:(i + 1) * K]
-        rows = []
+                acc[0] += rows.sum()
+                acc[1] += mask[rows].sum(axis=0)
+                acc[2] += weight[rows].astype(np.float64).sum(axis=0)
+                acc[3] += sig[rows].astype(np.float64).sum(axis=0)
+        rows_out = []
         for c in sorted(sums):
             n, cnt, ws, ss = sums[c]
             safe = np.where(n > 0, n, 1)
-            rows.append(pd.DataFrame(dict(
+            rows_out.append(pd.DataFrame(dict(
                 label=c, **{"class": (self.classes[c] if self.classes and 0 <= c < len(self.classes) else str(c))},
                 group=np.repeat(np.arange(g), r).astype("int32"), neuron=np.tile(np.arange(r), g).astype("int32"),
                 inputs=n.astype(np.int64), influential_count=cnt.astype(np.int64), influential_share=cnt / safe,
                 mean_weight=ws / safe, mean_signal=ss / safe)))
         cols = ["label", "class", "group", "neuron", "inputs", "influential_count", "influential_share", "mean_weight",
                 "mean_signal"]
-        return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
-
+        return pd.concat(rows_out, ignore_index=True)[cols] if rows_out else pd.DataFrame(columns=cols)
