@@ -64,7 +64,9 @@ from convsvd._typing import PathLike
 from convsvd.errors import InputError, NotComputedError
 from convsvd.io import LayerSpec, ModelWeights, SkippedParam
 from convsvd.io.spec import tensor_digest
-from convsvd.layers import as_weights, fold_batchnorm, unfolded
+from convsvd import _validate as check
+from convsvd.layers import unfolded
+from convsvd.target import resolve
 
 __all__ = ["LayerSVD", "Decomposition", "decompose", "MODES", "METHODS"]
 
@@ -470,7 +472,8 @@ def decompose(
 
     Parameters
     ----------
-    source : nn.Module, ModelWeights, path or ``"pkg.mod:factory"``
+    source : Target, nn.Module, ModelWeights, path, built-in name (``"digits-cnn@5"``) or ``"pkg.mod:factory"``
+        Anything :func:`convsvd.target.resolve` accepts.
     layers : str or list of str, optional
         Glob patterns (comma-separated in a string) of layer names.
     mode : {"full", "values", "topk"}
@@ -499,32 +502,19 @@ def decompose(
     >>> d["<root>"].S.shape
     torch.Size([1, 8])
     """
-    if mode not in MODES:
-        raise InputError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
-    if method not in METHODS:
-        raise InputError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    check.choice(mode, "mode", MODES)
+    check.choice(method, "method", METHODS)
     if method == "gram32" and mode != "values":
         raise InputError(f"method 'gram32': computes singular values only; expected mode='values', got {mode!r}")
     if method == "gram32" and dtype in ("float64", torch.float64):
         raise InputError("dtype float64: method 'gram32' forms the Gram matrix in float32; use method='gram' for float64")
     solver32 = method == "gram32" and dtype in ("float32", torch.float32)
-    if mode == "topk" and (k is None or int(k) < 1):
-        raise InputError(f"k={k!r}: mode='topk' needs a positive number of singular triplets")
-    if isinstance(dtype, str):
-        if dtype not in ("float32", "float64"):
-            raise InputError(f"dtype {dtype!r}: expected float32 or float64")
-        dtype = getattr(torch, dtype)
-    try:
-        dev = torch.device(device) if device is not None else default_device()
-    except RuntimeError as e:
-        raise InputError(f"device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
-
-    mw = as_weights(source)
-    if fold_bn:
-        mw = fold_batchnorm(mw)
-    mw = mw.select(layers)
+    if mode == "topk":
+        k = check.integer(k, "k", minimum=1)
+    target = resolve(source, layers=layers, dtype=dtype, device=device, fold_bn=fold_bn)
+    dtype, fold_bn, layers = target.dtype, target.fold_bn, target.layers
+    dev = target.device if target.device is not None else default_device()
+    mw = target.selected
 
     def target_dtype(spec: LayerSpec) -> torch.dtype:
         if method == "gram32":

@@ -41,9 +41,13 @@ __all__ = [
 
 
 def as_weights(source: object) -> ModelWeights:
-    """``ModelWeights`` of an ``nn.Module``, a ``ModelWeights``, or a file / spec (via :func:`convsvd.io.load`)."""
+    """``ModelWeights`` of an ``nn.Module``, a ``ModelWeights``, a :class:`convsvd.Target` (its loaded
+    weights), or a file / spec (via :func:`convsvd.io.load`)."""
     if isinstance(source, ModelWeights):
         return source
+    held = getattr(source, "weights", None)  # a Target (defined above this box, so not imported here)
+    if isinstance(held, ModelWeights):
+        return held
     if isinstance(source, nn.Module):
         return from_module(source)
     from convsvd.io import load
