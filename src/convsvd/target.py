@@ -141,6 +141,14 @@ class Target:
         """Where :attr:`input_shape` came from: one of :data:`SHAPE_SOURCES`."""
         return self._shape()[1]
 
+    def stated_input_shape(self) -> tuple[int, ...] | None:
+        """The input shape when a source states it (``input_size``, the zoo, the ONNX graph, a first
+        linear layer), without running the model; None otherwise."""
+        if "shape" in self._cache:
+            shape, where = self._cache["shape"]
+            return shape if where != "trace" or len(shape) == 1 else None  # type: ignore[no-any-return]
+        return _find_shape(self, run=False)[0]
+
     def input_side(self) -> tuple[int, int] | None:
         """``(h, w)`` of a 2-d input when known."""
         shape = self.input_shape
@@ -312,7 +320,7 @@ def resolve(
 # --------------------------------------------------------------------------- input shape
 
 
-def _find_shape(t: Target) -> tuple[tuple[int, ...] | None, str]:
+def _find_shape(t: Target, run: bool = True) -> tuple[tuple[int, ...] | None, str]:
     first = t.weights.layers[0] if len(t.weights) else None
     if t.input_size is not None:
         return (first.in_channels if first is not None else 3, *t.input_size), "input_size"
@@ -326,7 +334,7 @@ def _find_shape(t: Target) -> tuple[tuple[int, ...] | None, str]:
             return shape, "onnx"
     if first is not None and first.kind == "linear" and not first.inferred:
         return (first.in_channels,), "trace"
-    if first is not None and first.kind == "conv2d" and t.module is not None:
+    if run and first is not None and first.kind == "conv2d" and t.module is not None:
         shape = _trace(t.module, first.in_channels)
         if shape is not None:
             return shape, "trace"

@@ -30,9 +30,10 @@ from convsvd.data.protocol import ExpectedInput
 from convsvd.decompose import Decomposition, LayerSVD, decompose
 from convsvd.errors import ConvSVDError, InputError
 from convsvd.io import LayerSpec, ModelWeights
-from convsvd.layers import as_weights, fold_batchnorm
+from convsvd.layers import as_weights
 from convsvd.signals.diagnose import model_failure
 from convsvd.signals.hooks import capture, eval_mode, moved_to
+from convsvd.target import resolve
 
 __all__ = ["AGGREGATIONS", "Projector", "ProjectionPlan", "Signals", "plan_projection", "signals", "signal_maps"]
 
@@ -204,7 +205,7 @@ def plan_projection(
 
     Parameters
     ----------
-    model : nn.Module or ModelWeights with a module
+    model : Target, nn.Module, or anything :func:`convsvd.target.resolve` accepts that holds a module
     layers : str or list of str, optional
         Glob patterns of layer names (comma-separated in a string); default all.
     fold_bn : bool
@@ -216,22 +217,12 @@ def plan_projection(
     device : str or torch.device, optional
         Default: where the model's parameters are.
     """
-    net, mw = _model_of(model)
-    if isinstance(dtype, str):
-        if dtype not in ("float32", "float64"):
-            raise InputError(f"dtype {dtype!r}: expected float32 or float64")
-        dtype = getattr(torch, dtype)
+    target = resolve(model, layers=layers, fold_bn=fold_bn, dtype=dtype, device=device)
+    net, _ = _model_of(target)
     mdtype, mdevice = _model_dtype_device(net)
-    try:
-        dev = torch.device(device) if device is not None else mdevice
-    except RuntimeError as e:
-        raise InputError(f"device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
-    pdtype = dtype or (mdtype if mdtype in (torch.float32, torch.float64) else torch.float32)
-    if fold_bn:
-        mw = fold_batchnorm(mw)
-    chosen = mw.select(layers)
+    dev = target.device if target.device is not None else mdevice
+    pdtype = target.dtype or (mdtype if mdtype in (torch.float32, torch.float64) else torch.float32)
+    mw, chosen = target.folded, target.selected
     profiled = [s for s in chosen.layers if not s.transposed]
     skipped = tuple((s.name, TRANSPOSED_REASON) for s in chosen.layers if s.transposed)
     if not profiled:

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from convsvd import _validate as check
 from convsvd._meta import run_metadata
 from convsvd._progress import progress as _progress
 from convsvd._typing import PathLike
@@ -38,6 +39,7 @@ from convsvd.signals.hooks import eval_mode, moved_to
 from convsvd.signals.influence import check_influence_options, influence
 from convsvd.signals.project import AGGREGATIONS, ProjectionPlan, Projector, key_of, plan_projection, run_forward
 from convsvd.signals.table import SignalTable
+from convsvd.target import resolve
 
 __all__ = ["profile"]
 
@@ -342,18 +344,19 @@ def profile(
     >>> table.summary()[["layer", "neurons", "mean_influential"]].values.tolist()
     [['0', 4, 2.0], ['3', 3, 2.0]]
     """
-    if aggregate not in AGGREGATIONS:
-        raise InputError(f"aggregate {aggregate!r}: expected one of {', '.join(AGGREGATIONS)}")
+    check.choice(aggregate, "aggregate", AGGREGATIONS)
     threshold, top_k = check_influence_options(threshold, top_k)
     check_batch_size(batch_size)
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise InputError(f"shard_size: expected a positive int (inputs per shard), got {shard_size!r}")
+    check.integer(shard_size, "shard_size", minimum=1)
+    target = resolve(model, layers=layers, fold_bn=fold_bn, dtype=dtype, device=device)
+    if input_shape is None:
+        input_shape = target.stated_input_shape()  # the user's input_size, the zoo's or the ONNX graph's
     dist = setup()
     try:
-        plan = plan_projection(model, layers=layers, fold_bn=fold_bn, svd=svd, dtype=dtype, device=device)
+        plan = plan_projection(target, svd=svd)
         source = as_source(data).conform(plan.expected_input(input_shape))
         run = _Run.create(dist, plan, source, out, aggregate=aggregate, threshold=threshold, top_k=top_k,
-                          batch_size=batch_size, shard_size=shard_size, fold_bn=fold_bn)
+                          batch_size=batch_size, shard_size=shard_size, fold_bn=target.fold_bn)
         finished = run.start(restart)
         run.stream(finished, progress if dist.rank == 0 else False)
         return run.finish()

@@ -57,6 +57,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from convsvd import _validate as check
 from convsvd._progress import progress as _progress
 from convsvd.errors import InputError
 from convsvd.io import LayerSpec, ModelWeights
@@ -76,6 +77,7 @@ from convsvd.spectral.mp import fit_marchenko_pastur
 from convsvd.spectral.powerlaw import DISTRIBUTIONS, PowerLawFit, fit_power_law_batch
 from convsvd.spectral.shuffle import layer_seed, shuffle_entries
 from convsvd.spectral.views import operator_singular_values, slice_singular_values
+from convsvd.target import resolve
 
 __all__ = ["DEFAULT_OPERATOR_N", "VIEWS", "SpectrumResult", "compare", "spectrum"]
 
@@ -143,29 +145,20 @@ class SpectrumResult:
 # --------------------------------------------------------------------------- options
 
 
-def _precision(specs: Sequence[LayerSpec], dtype: torch.dtype | str | None) -> torch.dtype:
-    if isinstance(dtype, str):
-        if dtype not in ("float32", "float64"):
-            raise InputError(f"dtype {dtype!r}: expected float32 or float64")
-        return getattr(torch, dtype)
+def _precision(specs: Sequence[LayerSpec], dtype: torch.dtype | None) -> torch.dtype:
+    """``dtype`` (checked by :func:`convsvd.target.resolve`), else float64 when any weight is, else float32."""
     if dtype is not None:
-        if dtype not in (torch.float32, torch.float64):
-            raise InputError(f"dtype {dtype}: expected torch.float32 or torch.float64")
         return dtype
     return torch.float64 if any(s.weight.dtype == torch.float64 for s in specs) else torch.float32
 
 
 def _check_options(view: str, n: int | None, min_evals: int, distance: str, distribution: str) -> None:
-    if view not in VIEWS:
-        raise InputError(f"view {view!r}: expected one of {', '.join(VIEWS)}")
+    check.choice(view, "view", View)
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise InputError(f"n={n!r}: expected a positive input side for the operator view")
-    if isinstance(min_evals, bool) or not isinstance(min_evals, (int, np.integer)) or min_evals < 2:
-        raise InputError(f"min_evals={min_evals!r}: expected an integer >= 2")
-    if distance not in DISTANCE_METHODS:
-        raise InputError(f"distance {distance!r}: expected one of {', '.join(DISTANCE_METHODS)}")
-    if distribution not in DISTRIBUTIONS:
-        raise InputError(f"distribution {distribution!r}: expected one of {', '.join(DISTRIBUTIONS)}")
+    check.integer(min_evals, "min_evals", minimum=2)
+    check.choice(distance, "distance", DISTANCE_METHODS)
+    check.choice(distribution, "distribution", DISTRIBUTIONS)
 
 
 def _select(mw: ModelWeights, patterns: str | Sequence[str] | None) -> tuple[ModelWeights, list[tuple[str, tuple[int, ...], str]]]:
@@ -321,8 +314,8 @@ def spectrum(
 
     Parameters
     ----------
-    model : nn.Module, ModelWeights, path or ``"pkg.module:factory"``
-        Anything :func:`convsvd.io.load` reads.
+    model : Target, nn.Module, ModelWeights, path, built-in name or ``"pkg.module:factory"``
+        Anything :func:`convsvd.target.resolve` accepts (``"digits-cnn"``, ``"digits-cnn@5"``, ...).
     view : {"unfold", "slices", "operator"}, default "unfold"
         Which matrices of a conv layer make its ESD (module docstring).
     layers : str or list of str, optional
@@ -381,15 +374,12 @@ def spectrum(
     >>> res.to_frame()[["name", "n_evals", "status"]].values.tolist()
     [['0', 64, 'ok'], ['2', 32, 'ok']]
     """
-    from convsvd.layers import as_weights, fold_batchnorm
-
     _check_options(view, n, min_evals, distance, distribution)
     grid = int(n) if n is not None else DEFAULT_OPERATOR_N
-    mw = as_weights(model)
-    if fold_bn:
-        mw = fold_batchnorm(mw)
-    mw, not_loaded = _select(mw, layers)
-    precision = _precision(mw.layers, dtype)
+    target = resolve(model, layers=layers, dtype=dtype, device=device, fold_bn=fold_bn)
+    device, fold_bn = target.device, target.fold_bn
+    mw, not_loaded = _select(target.folded, target.layers)
+    precision = _precision(mw.layers, target.dtype)
 
     finite = [s for s in mw.layers if _finite(s.weight)]
     # Shuffling for the baseline is memory-bound single-threaded work: it runs beside the
