@@ -213,7 +213,7 @@ def test_every_metric_equals_its_hand_computed_value(planted, abc):
     assert c.ncc_accuracy == pytest.approx(0.9) and c.ncc_folds == 3
     assert class_separation(planted, classes=["A", "B", "C"], layers=["c"], seed=7)["c"].ncc_accuracy == \
         pytest.approx(0.9)
-    assert separation(planted, classes=["A", "B", "C"]).equals(abc.to_frame())
+    assert separation(planted, classes=["A", "B", "C"]).to_frame().equals(abc.to_frame())
     ex = abc.exclusive_frame()
     assert ex[ex.layer == "a"][["class", "size", "exclusive_neurons"]].values.tolist() == [
         ["A", 3, 1], ["B", 2, 0], ["C", 1, 1]]
@@ -412,7 +412,7 @@ def test_cli_writes_the_table_figures_and_exports(planted, tmp_path, capsys):
     assert "separation of 3 classes (10 inputs)" in captured.out and "no-hyperedge" in captured.out
     assert "d: no neuron is influential" in captured.err
     frame = pd.read_csv(out / "separation.csv")
-    expected = separation(planted, classes=["A", "B", "C"])
+    expected = separation(planted, classes=["A", "B", "C"]).to_frame()
     assert frame["layer"].tolist() == ["a", "b", "c", "d"]
     np.testing.assert_allclose(frame["jaccard_mean"], expected["jaccard_mean"], equal_nan=True)
     np.testing.assert_allclose(frame["modularity"], expected["modularity"], rtol=1e-12)

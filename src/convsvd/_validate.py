@@ -24,12 +24,13 @@ import fnmatch
 import numbers
 from typing import Any, Sequence, TypeVar, get_args
 
+from convsvd._typing import DTypeName
 from convsvd.errors import InputError
 
 T = TypeVar("T")
 
 #: Precisions every computation accepts.
-DTYPES: tuple[str, ...] = ("float32", "float64")
+DTYPES: tuple[str, ...] = get_args(DTypeName)
 
 
 def fail(name: str, value: object, expected: str) -> InputError:

@@ -54,13 +54,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 
-from convsvd._typing import PathLike
+from convsvd._typing import Mode, PathLike
 from convsvd.errors import InputError, NotComputedError
 from convsvd.io import LayerSpec, ModelWeights, SkippedParam
 from convsvd.io.spec import tensor_digest
@@ -70,7 +70,7 @@ from convsvd.target import resolve
 
 __all__ = ["LayerSVD", "Decomposition", "decompose", "MODES", "METHODS"]
 
-MODES = ("full", "values", "topk")
+MODES: tuple[str, ...] = get_args(Mode)
 METHODS = ("auto", "svd", "gram", "gram32", "lanczos", "randomized")
 _CACHE_VERSION = "convsvd-svd-2"
 _BATCH_BYTES = 256 * 2**20  # largest stacked batch handed to one LAPACK call
@@ -243,24 +243,37 @@ class Decomposition(Mapping):
 
     def save(self, out_dir: PathLike, top_k: int = 10) -> list[Path]:
         """Write ``svd.safetensors`` (``NAME/S``, ``NAME/U``, ``NAME/Vh``, ``NAME/fro2``),
-        ``svd.parquet``, ``svd.csv`` and ``svd.json`` (run metadata). Each file is
-        written to a temporary name first, so no half-written file is left."""
+        ``svd.parquet``, ``svd.csv`` and ``svd.json`` (run metadata) into the existing
+        folder ``out_dir`` (plain writes: the CLI publishes the folder whole with
+        :class:`convsvd._atomic.OutputSet`).
+
+        >>> import tempfile
+        >>> from torch import nn
+        >>> [p.name for p in decompose(nn.Linear(4, 3)).save(tempfile.mkdtemp())]
+        ['svd.safetensors', 'svd.parquet', 'svd.csv', 'svd.json']
+        """
         from safetensors.torch import save_file
 
-        from convsvd._meta import run_metadata, write_atomic
+        from convsvd._meta import run_metadata
+        from convsvd._results import folder, write_frame, write_text
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = folder(out_dir)
         tensors = {f"{name}/{k}": v for name, l in self.layers.items() for k, v in l.tensors().items()}
-        frame = self.to_frame(top_k)
-        paths = [out / "svd.safetensors", out / "svd.parquet", out / "svd.csv", out / "svd.json"]
-        write_atomic(paths[0], lambda p: save_file(tensors, str(p)))
-        write_atomic(paths[1], lambda p: frame.to_parquet(p, index=False))
-        write_atomic(paths[2], lambda p: frame.to_csv(p, index=False))
+        save_file(tensors, str(out / "svd.safetensors"))
+        paths = [out / "svd.safetensors", *write_frame(out, "svd", self.to_frame(top_k), ("parquet", "csv"))]
         meta = run_metadata(self.source, self.weights_hash, self.options,
                             skipped=[dict(name=s.name, shape=list(s.shape), reason=s.reason) for s in self.skipped])
-        write_atomic(paths[3], lambda p: Path(p).write_text(meta))
-        return paths
+        return paths + [write_text(out / "svd.json", meta)]
+
+    def __repr__(self) -> str:
+        return (f"Decomposition({self.source!r}, {len(self.layers)} layers, mode={self.options.get('mode')!r}, "
+                f"{len(self.skipped)} skipped)")
+
+    def _repr_html_(self) -> str:
+        from convsvd._results import html_table
+
+        frame = self.to_frame()[["name", "kind", "unfolded_shape", "rank", "sigma_max", "sigma_min", "stable_rank"]]
+        return html_table(f"SVD of {len(self.layers)} layers of {self.source}", frame)
 
 
 # --------------------------------------------------------------------------- kernels

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from convsvd._results import LayerResult
 from convsvd.errors import InputError
 
 __all__ = ["Exemplars", "exemplars", "fetch_inputs"]
@@ -26,7 +27,7 @@ _COLUMNS = ("id", "label", "group", "neuron", "signal")
 
 
 @dataclass(frozen=True, eq=False)
-class Exemplars:
+class Exemplars(LayerResult):
     """The ``k`` inputs with the largest (``top``) and smallest (``bottom``) signal per SVD neuron of one layer.
 
     Rows are ordered by neuron (as requested), then side (``top`` first), then rank.
@@ -64,8 +65,13 @@ class Exemplars:
     images: torch.Tensor | None = field(default=None, repr=False)
     classes: list[str] | None = None
 
+    _stem = "exemplars"
+
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+    def _tensors(self) -> dict[str, torch.Tensor | None]:
+        return {"images": self.images}
 
     def neurons(self) -> list[tuple[int, int]]:
         """``(group, neuron)`` pairs in row order, each once."""

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Sequence, get_args
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,8 @@ from torch import nn
 
 from convsvd import _validate as check
 from convsvd._progress import progress as _progress
+from convsvd._results import LayerResult
+from convsvd._typing import Direction, Location
 from convsvd.decompose import Decomposition
 from convsvd.errors import ConvSVDError, InputError
 from convsvd.signals.hooks import capture, eval_mode
@@ -87,7 +89,7 @@ DIRECTIONS: dict[str, tuple[int, ...]] = {"+": (1,), "-": (-1,), "both": (1, -1)
 #: Side of the images of a model whose input side no source states and ``size`` does not give.
 GUESSED_SIDE = 224
 #: Accepted ``location``: the signal averaged over locations, or at the centre location.
-LOCATIONS: tuple[str, ...] = ("mean", "centre")
+LOCATIONS: tuple[str, ...] = get_args(Location)
 
 #: Eigenvalues and eigenvectors (columns) of the covariance of ImageNet RGB pixels in ``[0, 1]``,
 #: as published with the "PCA colour augmentation" of Krizhevsky, Sutskever & Hinton (2012), §4.1.
@@ -179,7 +181,7 @@ class Transforms:
 
 
 @dataclass(frozen=True, eq=False)
-class FeatureVisualization:
+class FeatureVisualization(LayerResult):
     """Images optimised for SVD neurons of one layer, one row per image.
 
     Rows are ordered neuron by neuron (as requested), then direction (``+`` before
@@ -228,8 +230,13 @@ class FeatureVisualization:
     input_size: tuple[int, int] = (0, 0)
     neurons_per_group: int = 0
 
+    _stem = "featureviz"
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"images": self.images, "trace": torch.from_numpy(np.ascontiguousarray(self.trace))}
 
     def flat_neurons(self) -> list[int]:
         """The flat indices ``j·r + i`` of the visualised neurons, in row order, each once."""
@@ -489,7 +496,7 @@ def featureviz(
     >>> tuple(fv.images.shape), fv.to_frame().direction.tolist()
     ((4, 1, 8, 8), ['+', '-', '+', '-'])
     """
-    check.choice(directions, "directions", tuple(DIRECTIONS))
+    check.choice(directions, "directions", Direction)
     check.choice(location, "location", LOCATIONS)
     steps = check.integer(steps, "steps", minimum=1)
     copies = check.integer(copies, "copies", minimum=1)

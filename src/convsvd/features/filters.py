@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from convsvd import _validate as check
+from convsvd._results import LayerResult
 from convsvd.decompose import Decomposition, decompose
 from convsvd.errors import InputError
 from convsvd.target import resolve
@@ -31,7 +32,7 @@ DEFAULT_ENERGY: float = 0.9
 
 
 @dataclass(frozen=True, eq=False)
-class SingularFilters:
+class SingularFilters(LayerResult):
     """Right singular vectors of one conv layer as filters, and its rank-``r`` rebuild.
 
     Attributes
@@ -67,6 +68,11 @@ class SingularFilters:
     energy: float = float("nan")
     fro2: torch.Tensor = field(default=None, repr=False)  # type: ignore[assignment]
     reads_input: bool = False
+
+    _stem = "filters"
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"filters": self.filters, "sigma": self.sigma, "rebuilt": self.rebuilt, "fro2": self.fro2}
 
     @property
     def in_channels(self) -> int:

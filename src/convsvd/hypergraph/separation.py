@@ -37,11 +37,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
+from convsvd._typing import PathLike
 from convsvd.errors import InputError
 from convsvd.hypergraph._hnx import hnx
 from convsvd.hypergraph._layer import LayerData, read_layer, resolve_classes
@@ -233,6 +235,34 @@ class Separation:
         out = pd.DataFrame(rows, columns=["class_a", "class_b", "deepest_layer", "depth", "shared", "jaccard",
                                           "shared_neurons"])
         return out.sort_values(["depth", "jaccard"], ascending=[False, False], kind="stable").reset_index(drop=True)
+
+    def save(self, folder: PathLike, layers: Sequence[str] | None = None) -> list[Path]:
+        """Write the tables into the existing ``folder`` (plain writes; the CLI publishes the folder whole):
+        ``separation.csv``, ``exclusive.csv``, ``pairs.csv``, ``deepest-shared.csv``, and per layer
+        (``layers``, default all) ``class-incidence-LAYER.csv`` and ``overlap-LAYER.csv``.
+        Figures: :func:`convsvd.viz.save_figures`."""
+        from convsvd._results import folder as existing, safe_name, write_frame
+
+        out = existing(folder)
+        paths = []
+        for stem, frame in (("separation", self.to_frame()), ("exclusive", self.exclusive_frame()),
+                            ("pairs", self.pairs_frame()), ("deepest-shared", self.deepest_shared())):
+            paths += write_frame(out, stem, frame, ("csv",))
+        for name in self.names if layers is None else layers:
+            layer, safe = self[name], safe_name(name)
+            paths += write_frame(out, f"class-incidence-{safe}", layer.incidence.to_frame(), ("csv",))
+            paths += write_frame(out, f"overlap-{safe}", layer.overlap_frame().reset_index(), ("csv",))
+        return paths
+
+    def __repr__(self) -> str:
+        return f"Separation({len(self.layers)} layers, min_share={self.min_share:g})"
+
+    def _repr_html_(self) -> str:
+        from convsvd._results import html_table
+
+        cols = ["layer", "mean_size", "jaccard_mean", "exclusive_mean", "modularity", "ncc_accuracy", "status"]
+        frame = self.to_frame()
+        return html_table(f"class separation at p = {self.min_share:g}", frame[[c for c in cols if c in frame]])
 
 
 # --------------------------------------------------------------------------- metrics
@@ -436,15 +466,13 @@ def class_separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequ
 
 def separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequence[str] | None = None,
                classes: Sequence[str | int] | None = None, folds: int = 5, seed: int = 0,
-               max_inputs: int | None = None) -> pd.DataFrame:
-    """Separation of the classes by the SVD neurons, one row per layer.
-
-    Same parameters as :func:`class_separation` (which keeps the matrices).
+               max_inputs: int | None = None) -> Separation:
+    """Separation of the classes by the SVD neurons: :func:`class_separation` (the same result object).
 
     Returns
     -------
-    pandas.DataFrame
-        ``layer, neurons, inputs, classes, min_share, mean_size, empty_hyperedges,
+    Separation
+        Its ``to_frame()`` has one row per layer: ``layer, neurons, inputs, classes, min_share, mean_size, empty_hyperedges,
         jaccard_mean, exclusive_mean, components_s1, components_s2, components_s3,
         modularity, modularity_inputs, ncc_accuracy, ncc_folds, status, message``
         (``mean_size``: mean size of the non-empty class hyperedges).
@@ -452,7 +480,7 @@ def separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequence[s
     >>> from convsvd import zoo
     >>> from convsvd.signals import profile
     >>> table = profile(zoo.load("digits-cnn"), "digits:test", progress=False)  # doctest: +SKIP
-    >>> separation(table)[["layer", "jaccard_mean", "ncc_accuracy"]]           # doctest: +SKIP
+    >>> separation(table).to_frame()[["layer", "jaccard_mean", "ncc_accuracy"]]  # doctest: +SKIP
     """
     return class_separation(table, min_share=min_share, layers=layers, classes=classes, folds=folds, seed=seed,
-                            max_inputs=max_inputs).to_frame()
+                            max_inputs=max_inputs)

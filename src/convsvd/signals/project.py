@@ -20,12 +20,14 @@ Aggregations over the locations ``p = 1 … L``:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Sequence, get_args
 
 import pandas as pd
 import torch
 from torch import nn
 
+from convsvd import _validate as check
+from convsvd._typing import Aggregation
 from convsvd.data.protocol import ExpectedInput
 from convsvd.decompose import Decomposition, LayerSVD, decompose
 from convsvd.errors import ConvSVDError, InputError
@@ -37,7 +39,7 @@ from convsvd.target import resolve
 
 __all__ = ["AGGREGATIONS", "Projector", "ProjectionPlan", "Signals", "plan_projection", "signals", "signal_maps"]
 
-AGGREGATIONS: tuple[str, ...] = ("mean", "max", "abs", "l2")
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 
 TRANSPOSED_REASON = ("transposed convolution: its left singular vectors live in its input-channel space, "
                      "not in the space of its output, so Uᵀ(y − b) is not defined; not profiled")
@@ -335,8 +337,7 @@ def signals(
     >>> {k: tuple(v.shape) for k, v in s.values.items()}
     {'0': (5, 1, 4), '3': (5, 1, 2)}
     """
-    if aggregate not in AGGREGATIONS:
-        raise InputError(f"aggregate {aggregate!r}: expected one of {', '.join(AGGREGATIONS)}")
+    check.choice(aggregate, "aggregate", Aggregation)
     plan = plan or plan_projection(model, layers=layers, fold_bn=fold_bn, svd=svd, dtype=dtype)
     out: dict[str, torch.Tensor] = {}
     sig: dict[str, torch.Tensor] = {}

@@ -50,7 +50,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,7 @@ from torch import nn
 
 from convsvd import _validate as check
 from convsvd._progress import progress as _progress
+from convsvd._typing import PathLike, View
 from convsvd.errors import InputError
 from convsvd.io import LayerSpec, ModelWeights
 from convsvd.spectral.esd import DISTANCE_METHODS, esd_distance
@@ -81,8 +82,7 @@ from convsvd.target import resolve
 
 __all__ = ["DEFAULT_OPERATOR_N", "VIEWS", "SpectrumResult", "compare", "spectrum"]
 
-View = Literal["unfold", "slices", "operator"]
-VIEWS: tuple[str, ...] = ("unfold", "slices", "operator")
+VIEWS: tuple[str, ...] = get_args(View)
 """The views of a conv layer's spectrum (module docstring)."""
 
 DEFAULT_OPERATOR_N = 32
@@ -136,6 +136,36 @@ class SpectrumResult:
     def to_frame(self) -> pd.DataFrame:
         """One row per layer, columns :data:`~convsvd.spectral.metrics.FRAME_COLUMNS`."""
         return pd.DataFrame([layer.row() for layer in self.layers], columns=list(FRAME_COLUMNS))
+
+    def save(self, folder: PathLike, **metadata: object) -> list[Path]:
+        """Write ``spectrum.csv``, ``spectrum.parquet`` and ``spectrum.json`` (run metadata, options and
+        :meth:`summary`, plus ``metadata``) into the existing ``folder``; plain writes (the CLI publishes
+        the folder whole). Figures are drawn by :func:`convsvd.viz.save_figures`.
+
+        >>> import tempfile
+        >>> from torch import nn
+        >>> [p.name for p in spectrum(nn.Linear(64, 128)).save(tempfile.mkdtemp())]
+        ['spectrum.csv', 'spectrum.parquet', 'spectrum.json']
+        """
+        from convsvd._meta import run_metadata
+        from convsvd._results import finite_or_none, folder as existing, write_frame, write_text
+
+        out = existing(folder)
+        paths = write_frame(out, "spectrum", self.to_frame())
+        meta = run_metadata(self.source, self.model_hash, self.options, summary=finite_or_none(self.summary()),
+                            **metadata)
+        return paths + [write_text(out / "spectrum.json", meta)]
+
+    def __repr__(self) -> str:
+        hat = self.summary().get("alpha_hat", float("nan"))
+        return f"SpectrumResult({self.source!r}, view={self.view!r}, {len(self.layers)} layers, alpha_hat={hat:.4g})"
+
+    def _repr_html_(self) -> str:
+        from convsvd._results import html_table
+
+        frame = self.to_frame()[["name", "kind", "n_evals", "alpha", "lambda_max", "status"]]
+        hat = self.summary().get("alpha_hat", float("nan"))
+        return html_table(f"spectra of {self.source} ({self.view} view): α̂ = {hat:.4g}", frame)
 
     def summary(self) -> dict[str, float | int]:
         """α̂ and the means of the metrics over the ``ok`` layers (see :func:`summarize`)."""
