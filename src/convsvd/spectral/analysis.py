@@ -78,7 +78,7 @@ from convsvd.spectral.mp import fit_marchenko_pastur
 from convsvd.spectral.powerlaw import DISTRIBUTIONS, PowerLawFit, fit_power_law_batch
 from convsvd.spectral.shuffle import layer_seed, shuffle_entries
 from convsvd.spectral.views import operator_singular_values, slice_singular_values
-from convsvd.target import resolve
+from convsvd.target import Target, resolve
 
 __all__ = ["DEFAULT_OPERATOR_N", "VIEWS", "SpectrumResult", "compare", "spectrum"]
 
@@ -493,6 +493,8 @@ def _model_order(mw: ModelWeights, names: list[str]) -> list[str]:
 def _default_label(source: object, index: int) -> str:
     if isinstance(source, SpectrumResult):
         return source.source or f"model{index}"
+    if isinstance(source, Target):
+        return source.name
     if isinstance(source, ModelWeights):
         return source.source
     if isinstance(source, nn.Module):
