@@ -277,7 +277,7 @@ def test_a_class_with_one_input(planted):
 
 
 def test_unlabelled_inputs_and_bad_options(planted, tmp_path):
-    with pytest.raises(InputError, match=r"^min_share: expected a share in \(0, 1\], got 0$"):
+    with pytest.raises(InputError, match=r"^min_share 0: expected a number > 0 and ≤ 1$"):
         separation(planted, min_share=0)
     with pytest.raises(InputError, match="min_share"):
         class_incidence(planted, "a", min_share=1.5)

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NoReturn
 
 from convsvd import _validate as check
 from convsvd._typing import Aggregation, Direction, DTypeName, Location, View
@@ -20,6 +20,16 @@ if TYPE_CHECKING:
     from convsvd.target import Target
 
 Handler = Callable[[argparse.Namespace], int]
+
+#: ``--dtype`` is checked by the library's validator (one message for the CLI and the API), not by argparse.
+_DTYPES = "{" + ",".join(check.choices(DTypeName)) + "}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (exit status 2), like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
 
 
@@ -95,23 +105,6 @@ def _out_folder(path: str | None) -> Path | None:
     return out
 
 
-def _writable_dir(path: str) -> Path:
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"--out {path}: cannot create the folder ({e.strerror})") from None
-    if not out.is_dir():
-        raise InputError(f"--out {path}: is not a folder")
-    probe = out / ".convsvd-write-test"
-    try:
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"--out {path}: folder is not writable ({e.strerror})") from None
-    return out
-
-
 # --------------------------------------------------------------------------- describe
 
 
@@ -145,7 +138,7 @@ def _svd_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--top-k", type=int, metavar="K", help="only the K leading singular triplets of each layer")
     g.add_argument("--values-only", action="store_true", help="singular values only (fast Gram route)")
-    p.add_argument("--dtype", choices=check.choices(DTypeName), help="precision (default: the weights' own)")
+    p.add_argument("--dtype", metavar=_DTYPES, help="precision (default: the weights' own)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
     p.add_argument("--cache", metavar="DIR", help="reuse results from this cache folder")
@@ -209,7 +202,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from convsvd.signals import profile
 
     target = resolve_model(args, layers=args.layers, device=args.device, fold_bn=args.fold_bn)
-    out = _writable_dir(args.out)
+    out = _out_folder(args.out)  # profile creates it (and resumes a run found there)
+    assert out is not None  # --out has a default
     data = as_source(args.data)
     t0 = time.perf_counter()
     table = profile(target, data, aggregate=args.aggregate, threshold=args.threshold, top_k=args.top_k,
@@ -507,7 +501,7 @@ def _spectrum_options(p: argparse.ArgumentParser) -> None:
                    help="shuffle each layer's weights and compare the ESDs (rand_distance, rand_lambda_max)")
     p.add_argument("--n", type=int, metavar="N",
                    help="input side of the operator view (default: a built-in model's input side, else 32)")
-    p.add_argument("--dtype", choices=check.choices(DTypeName),
+    p.add_argument("--dtype", metavar=_DTYPES,
                    help="precision of the spectra (default: the weights', float32 Gram + float64 eigenvalues)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
@@ -617,9 +611,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from convsvd import __version__
 
     chosen = None if argv is None else next((a for a in argv if a in COMMANDS), "")
-    parser = argparse.ArgumentParser(prog="convsvd", description="Explain trained CNNs through the SVD of their weights.")
+    parser = _Parser(prog="convsvd", description="Explain trained CNNs through the SVD of their weights.")
     parser.add_argument("--version", action="version", version=f"convsvd {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name, (help_, add_args, fn) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         if chosen is None or name == chosen:
@@ -637,7 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ConvSVDError as e:
-        print(f"convsvd {args.command}: error: {e}", file=sys.stderr)
+        print(f"convsvd {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"convsvd {args.command}: interrupted", file=sys.stderr)

@@ -60,11 +60,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from convsvd import _validate as check
 from convsvd._typing import Mode, PathLike
 from convsvd.errors import InputError, NotComputedError
 from convsvd.io import LayerSpec, ModelWeights, SkippedParam
 from convsvd.io.spec import tensor_digest
-from convsvd import _validate as check
 from convsvd.layers import unfolded
 from convsvd.target import resolve
 

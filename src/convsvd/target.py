@@ -37,7 +37,7 @@ from torch import nn
 from convsvd import _validate as check
 from convsvd.errors import InputError
 from convsvd.io import ModelWeights, from_module, load
-from convsvd.layers import as_weights, fold_batchnorm
+from convsvd.layers import fold_batchnorm
 
 if TYPE_CHECKING:
     from convsvd.decompose import Decomposition

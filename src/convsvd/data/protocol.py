@@ -21,6 +21,7 @@ from typing import Iterator, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from convsvd import _validate as check
 from convsvd.errors import InputError
 
 __all__ = ["Batch", "DataSource", "ExpectedInput", "as_source"]
@@ -140,9 +141,7 @@ def pick(mapping: dict, keys: Sequence[str]) -> object | None:  # type: ignore[t
 
 
 def check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size: expected a positive int, got {batch_size!r}")
-    return batch_size
+    return check.integer(batch_size, "batch_size", minimum=1)
 
 
 def fingerprint(*parts: object) -> str:

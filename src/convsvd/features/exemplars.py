@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from convsvd import _validate as check
 from convsvd._results import LayerResult
 from convsvd.errors import InputError
 
@@ -212,8 +213,7 @@ def exemplars(
     >>> ex.to_frame()[["side", "id", "signal"]].values.tolist()
     [['top', 2, 2.0], ['bottom', 1, -1.0]]
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"k {k!r}: expected a positive int (exemplars per side)")
+    k = check.integer(k, "k", minimum=1)  # exemplars per side
     is_frame = isinstance(table, pd.DataFrame)
     if not is_frame and not (hasattr(table, "dataset") and hasattr(table, "manifest")):
         raise InputError(f"table: expected a SignalTable or a pandas DataFrame of signals, got {type(table).__name__}")
@@ -235,7 +235,7 @@ def exemplars(
         if shape is None:
             raise InputError(f"layer {layer!r}: no rows in the table")
         total = shape[0] * shape[1]
-        bad = [n for n in seq if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < total]
+        bad = [n for n in seq if not check.is_int(n) or not 0 <= n < total]
         if bad or not seq:
             raise InputError(f"neurons {bad[:5] or seq}: layer {layer!r} has {total} SVD neurons (0–{total - 1})")
         order = [(int(n) // shape[1], int(n) % shape[1]) for n in seq]

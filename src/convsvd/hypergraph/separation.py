@@ -43,6 +43,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from convsvd import _validate as check
 from convsvd._typing import PathLike
 from convsvd.errors import InputError
 from convsvd.hypergraph._hnx import hnx
@@ -400,12 +401,9 @@ def _separate(data: LayerData, min_share: float, folds: int, seed: int, max_inpu
 
 
 def _check_options(folds: int, seed: int, max_inputs: int | None) -> None:
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise InputError(f"folds: expected an int ≥ 2 (cross-validation folds), got {folds!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InputError(f"seed: expected an int, got {seed!r}")
-    if max_inputs is not None and (isinstance(max_inputs, bool) or not isinstance(max_inputs, int) or max_inputs < 2):
-        raise InputError(f"max_inputs: expected an int ≥ 2 or None, got {max_inputs!r}")
+    check.integer(folds, "folds", minimum=2)  # cross-validation folds
+    check.integer(seed, "seed")
+    check.optional_integer(max_inputs, "max_inputs", minimum=2)
 
 
 def layer_separation(table: SignalTable, layer: str, *, min_share: float = 0.5,
