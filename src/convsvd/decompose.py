@@ -525,7 +525,8 @@ def decompose(
     if mode == "topk":
         k = check.integer(k, "k", minimum=1)
     target = resolve(source, layers=layers, dtype=dtype, device=device, fold_bn=fold_bn)
-    dtype, fold_bn, layers = target.dtype, target.fold_bn, target.layers
+    dtype, fold_bn = target.dtype, target.fold_bn
+    layers = None if target.layers is None else list(target.layers)  # as written into the run metadata
     dev = target.device if target.device is not None else default_device()
     mw = target.selected
 
