@@ -62,6 +62,7 @@ SPECTRUM_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SPECTRUM_CASES)
 def test_spectrum(case, tmp_path, capsys):
     argv, kwargs = SPECTRUM_CASES[case]
@@ -79,6 +80,7 @@ def test_describe(tmp_path, capsys):
                                       index=False))))
 
 
+@pytest.mark.slow
 def test_compare(tmp_path, capsys):
     _cli(["compare", "digits-cnn@0", "digits-cnn", "--out", str(tmp_path / "cli")], capsys)
     frame = compare(["digits-cnn@0", "digits-cnn"])
@@ -92,6 +94,7 @@ FEATURE_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", FEATURE_CASES)
 def test_features(case, tmp_path, capsys):
     argv, kwargs = FEATURE_CASES[case]

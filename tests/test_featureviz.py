@@ -162,6 +162,7 @@ def test_featureviz_figure_is_drawn(digits_cnn, tmp_path):
     plt.close(fig)
 
 
+@pytest.mark.slow
 def test_features_command_writes_one_png_per_layer(tmp_path, capsys):
     import matplotlib.image as mpimg
 

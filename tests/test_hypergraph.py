@@ -392,6 +392,7 @@ def test_modularity_subsample_is_deterministic_and_stratified(planted):
     assert one.modularity == two.modularity and 5 <= one.modularity_inputs <= 8
 
 
+@pytest.mark.slow
 def test_hypernetx_is_imported_on_first_use_and_leaves_matplotlib_settings_alone():
     code = ("import sys, matplotlib; before = list(matplotlib.rcParams['figure.figsize']); "
             "import convsvd.hypergraph, convsvd.viz; assert 'hypernetx' not in sys.modules; "
@@ -404,6 +405,7 @@ def test_hypernetx_is_imported_on_first_use_and_leaves_matplotlib_settings_alone
 # --------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow
 def test_cli_writes_the_table_figures_and_exports(planted, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["hypergraph", str(planted.path), "--layer", "a,d", "--classes", "A,B,C", "--out", str(out)])

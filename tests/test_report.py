@@ -24,6 +24,8 @@ from convsvd.signals import profile
 from convsvd.spectral import spectrum
 from report_page import decode_png, parse_report
 
+pytestmark = pytest.mark.slow  # end-to-end: whole reports (make test-fast leaves them out)
+
 #: Sections that must show at least one figure when the data are given.
 FIGURE_SECTIONS = ("model", "spectra", "filters", "neurons", "separation")
 #: Cheap settings for reports whose figures are not under test.

@@ -41,6 +41,7 @@ def test_spectrum_and_every_verb_take_a_built_in_name():
     assert featureviz("digits-cnn", "conv2", [0], steps=2).input_size == (8, 8)  # the zoo's side, not 224
 
 
+@pytest.mark.slow
 def test_every_source_kind(tmp_path):
     model = _mnist_like()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
@@ -108,6 +109,7 @@ def test_decomposition_is_computed_once():
     assert t.decomposition(mode="values") is not first
 
 
+@pytest.mark.slow
 def test_separation_and_class_separation_return_the_same_type(tmp_path):
     from convsvd.signals import profile
 
@@ -117,6 +119,7 @@ def test_separation_and_class_separation_return_the_same_type(tmp_path):
     pd.testing.assert_frame_equal(a.to_frame(), b.to_frame())
 
 
+@pytest.mark.slow
 def test_notebook_reprs_hold_the_key_numbers(tmp_path):
     t = resolve("digits-cnn")
     assert "zoo" in t._repr_html_() and "1×8×8" in repr(t)
