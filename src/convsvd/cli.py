@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from convsvd import _validate as check
 from convsvd._typing import Aggregation, Direction, DTypeName, Location, View
@@ -212,7 +212,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    m = table.manifest
+    m: dict[str, Any] = table.manifest  # JSON: its shape is documented in convsvd.signals.store
     summary = table.summary()[["layer", "kind", "groups", "neurons", "mean_influential"]]
     print_frame(summary.rename(columns={"mean_influential": "mean influential"}),
                 title=f"{target.source} on {m['dataset']['name']}: {table.n_inputs} inputs, {len(table.layers)} layers "
@@ -361,6 +361,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from convsvd.viz import features_figure
 
     out = _out_folder(args.out)
+    assert out is not None  # --out has a default
     target = resolve_model(args, device=args.device,
                            input_size=check.optional_integer(args.input_size, "--input-size", minimum=1))
     layers = [name.strip() for name in args.layer.split(",") if name.strip()]
@@ -463,9 +464,9 @@ def cmd_hypergraph(args: argparse.Namespace) -> int:
                 written.append(write_hif(H, staging / f"{stem}-hypergraph-{safe}.hif.json", metadata=meta))
         options = dict(signals=str(args.signals), layers=layers, classes=classes, min_share=args.min_share,
                        folds=args.folds, seed=args.seed, max_inputs=args.max_inputs)
-        m = table.manifest
+        m: dict[str, Any] = table.manifest
         text = run_metadata(str(m.get("source")), str(m.get("model_hash")), options, files=[p.name for p in written],
-                            dataset=m.get("dataset", {}).get("name"), time_s=round(dt, 3))  # type: ignore[union-attr]
+                            dataset=m.get("dataset", {}).get("name"), time_s=round(dt, 3))
         (staging / "hypergraph.json").write_text(text)
     shown = frame.drop(columns=["inputs", "classes", "min_share", "modularity_inputs", "ncc_folds", "message"])
     num = shown.select_dtypes("float").columns

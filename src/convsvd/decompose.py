@@ -594,6 +594,7 @@ def decompose(
             fro2=fro2.to(dev),
             mode=mode, method=methods[n], folded=spec.folded,
         )
-    options = dict(mode=mode, k=k, dtype=str(dtype) if dtype else "weights", device=str(dev), method=method,
+    options: dict[str, object] = dict(
+                   mode=mode, k=k, dtype=str(dtype) if dtype else "weights", device=str(dev), method=method,
                    fold_bn=fold_bn, layers=layers)
     return Decomposition(out, mw.skipped, mw.source, options, mw)

@@ -219,12 +219,12 @@ def plan_projection(
     device : str or torch.device, optional
         Default: where the model's parameters are.
     """
-    target = resolve(model, layers=layers, fold_bn=fold_bn, dtype=dtype, device=device)
-    net, _ = _model_of(target)
+    resolved = resolve(model, layers=layers, fold_bn=fold_bn, dtype=dtype, device=device)
+    net, _ = _model_of(resolved)
     mdtype, mdevice = _model_dtype_device(net)
-    dev = target.device if target.device is not None else mdevice
-    pdtype = target.dtype or (mdtype if mdtype in (torch.float32, torch.float64) else torch.float32)
-    mw, chosen = target.folded, target.selected
+    dev = resolved.device if resolved.device is not None else mdevice
+    pdtype = resolved.dtype or (mdtype if mdtype in (torch.float32, torch.float64) else torch.float32)
+    mw, chosen = resolved.folded, resolved.selected
     profiled = [s for s in chosen.layers if not s.transposed]
     skipped = tuple((s.name, TRANSPOSED_REASON) for s in chosen.layers if s.transposed)
     if not profiled:

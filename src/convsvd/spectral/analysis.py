@@ -463,7 +463,9 @@ def spectrum(
             fit=None, mp=None, random=None, status="nonfinite" if "NaN/Inf" in reason else "skipped",
             phenomenology="", **norms(np.empty(0), 1, eps),
         )
-    options = dict(view=view, layers=None if target.layers is None else list(target.layers), mp=mp, random_baseline=random_baseline,
+    chosen = None if target.layers is None else list(target.layers)
+    options: dict[str, object] = dict(
+                   view=view, layers=chosen, mp=mp, random_baseline=random_baseline,
                    n=grid if view == "operator" else None, xmin_range=xmin_range, distribution=distribution,
                    min_evals=min_evals, distance=distance, dtype=str(precision).replace("torch.", ""),
                    fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed)

@@ -7,6 +7,7 @@ publishes the folder whole), so computing code never plots.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,19 +22,22 @@ def _spectrum_figures(res: Any) -> dict[str, Callable[[], Any]]:
     figures: dict[str, Callable[[], Any]] = {"alpha-depth.png": lambda: plot_alpha_depth(res).figure}
     for layer in res.layers:
         if layer.evals.size:
-            figures[f"esd-{safe_name(layer.name)}.png"] = (lambda l=layer: esd_figure(l))
+            figures[f"esd-{safe_name(layer.name)}.png"] = functools.partial(esd_figure, layer)
     return figures
 
 
 def _separation_figures(res: Any, layers: list[str] | None) -> dict[str, Callable[[], Any]]:
     from convsvd.viz.hypergraph import plot_class_hypergraph, plot_class_overlap, plot_incidence, plot_separation
 
+    def figure_of(plot: Callable[[Any], Any], layer: Any) -> Callable[[], Any]:
+        return lambda: plot(layer).figure
+
     figures: dict[str, Callable[[], Any]] = {"separation.png": lambda: plot_separation(res)}
     for name in layers if layers is not None else res.names:
         layer, safe = res[name], safe_name(name)
-        figures[f"class-hypergraph-{safe}.png"] = lambda l=layer: plot_class_hypergraph(l).figure
-        figures[f"incidence-{safe}.png"] = lambda l=layer: plot_incidence(l).figure
-        figures[f"overlap-{safe}.png"] = lambda l=layer: plot_class_overlap(l).figure
+        figures[f"class-hypergraph-{safe}.png"] = figure_of(plot_class_hypergraph, layer)
+        figures[f"incidence-{safe}.png"] = figure_of(plot_incidence, layer)
+        figures[f"overlap-{safe}.png"] = figure_of(plot_class_overlap, layer)
     return figures
 
 
