@@ -394,15 +394,16 @@ def _model_call(model: nn.Module, dtype: torch.dtype, device: torch.device) -> C
 def _check_neurons(neurons: int | Sequence[int] | None, total: int, layer: str) -> list[int]:
     if neurons is None:
         return list(range(min(8, total)))
-    seq = [neurons] if check.is_int(neurons) else list(neurons)  # type: ignore[arg-type]
-    if not seq or not all(check.is_int(n) for n in seq):
+    given: list[object] = [neurons] if check.is_int(neurons) else list(neurons)  # type: ignore[arg-type]  # is_int: not a sequence
+    if not given or not all(check.is_int(n) for n in given):
         raise check.fail("neurons", neurons, "SVD neuron indices (ints)")
-    bad = [int(n) for n in seq if not 0 <= int(n) < total]
+    seq = [check.integer(n, "neurons") for n in given]
+    bad = [n for n in seq if not 0 <= n < total]
     if bad:
         raise InputError(f"neurons {bad[:5]}: layer {layer!r} has {total} SVD neurons (0–{total - 1})")
-    if len(set(map(int, seq))) != len(seq):
-        raise InputError(f"neurons {list(map(int, seq))}: each neuron once")
-    return [int(n) for n in seq]
+    if len(set(seq)) != len(seq):
+        raise InputError(f"neurons {seq}: each neuron once")
+    return seq
 
 
 def featureviz(

@@ -227,7 +227,7 @@ def _unfold_spectra(
     specs: Sequence[LayerSpec],
     precision: torch.dtype,
     device: str | torch.device | None,
-    progress: object,
+    progress: bool | None | Callable[[int, int, str], None],
     baseline: bool = False,
 ) -> dict[str, _Spectrum]:
     """Unfolded spectra of ``specs`` (a ``baseline``'s solved in float32 when ``precision`` is float32)."""
@@ -272,7 +272,7 @@ def _spectra(
     n: int,
     precision: torch.dtype,
     device: str | torch.device | None,
-    progress: object,
+    progress: bool | None | Callable[[int, int, str], None],
     what: str,
     baseline: bool = False,
 ) -> dict[str, _Spectrum]:
@@ -303,7 +303,7 @@ def _random_baselines(
     precision: torch.dtype,
     device: str | torch.device | None,
     distance: str,
-    progress: object,
+    progress: bool | None | Callable[[int, int, str], None],
     shuffled: dict[str, LayerSpec],
 ) -> dict[str, RandomBaseline]:
     """Spectra of the shuffled ``specs`` (``shuffled[name]``) and their distance to the layers' own."""
