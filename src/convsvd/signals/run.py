@@ -30,7 +30,8 @@ from convsvd import _validate as check
 from convsvd._meta import run_metadata
 from convsvd._progress import progress as _progress
 from convsvd._typing import PathLike
-from convsvd.data.protocol import DataSource, as_source, check_batch_size
+from convsvd.data.protocol import DataSource, check_batch_size
+from convsvd.data.sources import as_source
 from convsvd.decompose import Decomposition
 from convsvd.errors import InputError
 from convsvd.signals import store
