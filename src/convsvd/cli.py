@@ -148,6 +148,7 @@ def _svd_args(p: argparse.ArgumentParser) -> None:
 @command("svd", "singular value decomposition of every conv and linear layer", _svd_args)
 def cmd_svd(args: argparse.Namespace) -> int:
     from convsvd.decompose import decompose
+    from convsvd.io.spec import SkipCode
 
     out = _out_folder(args.out)
     target = resolve_model(args, layers=args.layers, dtype=args.dtype, device=args.device, fold_bn=args.fold_bn)
@@ -158,7 +159,7 @@ def cmd_svd(args: argparse.Namespace) -> int:
     top = args.top_k or 10
     print_frame(dec.to_frame(top_k=top), title=f"{target.source}: SVD of {len(dec)} layers in {dt:.2f} s")
     for s in dec.skipped:
-        if "NaN" in s.reason or "zero-size" in s.reason:
+        if s.code in (SkipCode.NONFINITE, SkipCode.ZERO_SIZE):
             _console(stderr=True).print(f"[yellow]skipped {s.name}: {s.reason}[/]")
     if out is not None:
         from convsvd._atomic import OutputSet

@@ -262,7 +262,8 @@ class Decomposition(Mapping):
         save_file(tensors, str(out / "svd.safetensors"))
         paths = [out / "svd.safetensors", *write_frame(out, "svd", self.to_frame(top_k), ("parquet", "csv"))]
         meta = run_metadata(self.source, self.weights_hash, self.options,
-                            skipped=[dict(name=s.name, shape=list(s.shape), reason=s.reason) for s in self.skipped])
+                            skipped=[dict(name=s.name, shape=list(s.shape), code=s.code, reason=s.reason)
+                                     for s in self.skipped])
         return paths + [write_text(out / "svd.json", meta)]
 
     def __repr__(self) -> str:

@@ -62,6 +62,7 @@ from convsvd._progress import progress as _progress
 from convsvd._typing import PathLike, View
 from convsvd.errors import InputError
 from convsvd.io import LayerSpec, ModelWeights
+from convsvd.io.spec import SkipCode, SkippedParam
 from convsvd.spectral.esd import DISTANCE_METHODS, esd_distance
 from convsvd.spectral.metrics import (
     DEFAULT_MIN_EVALS,
@@ -87,11 +88,6 @@ VIEWS: tuple[str, ...] = get_args(View)
 
 DEFAULT_OPERATOR_N = 32
 """Input side of the ``operator`` view when ``n`` is not given."""
-
-# Reasons (from convsvd.io.spec.check_weight and the module reader) for which a *layer*
-# was not loaded; other skipped entries are parameters of non-linear modules.
-_LAYER_SKIP_REASONS = ("zero-size weight", "weight has ", "weight dtype ", "lazy module")
-
 
 @dataclass(frozen=True, eq=False)
 class SpectrumResult:
@@ -191,9 +187,10 @@ def _check_options(view: str, n: int | None, min_evals: int, distance: str, dist
     check.choice(distribution, "distribution", DISTRIBUTIONS)
 
 
-def _select(mw: ModelWeights, patterns: str | Sequence[str] | None) -> tuple[ModelWeights, list[tuple[str, tuple[int, ...], str]]]:
-    """The selected layers, and the selected layers that were not loaded (name, shape, reason)."""
-    failed = [(s.name, tuple(s.shape), s.reason) for s in mw.skipped if s.reason.startswith(_LAYER_SKIP_REASONS)]
+def _select(mw: ModelWeights, patterns: str | Sequence[str] | None
+            ) -> tuple[ModelWeights, list[tuple[str, tuple[int, ...], SkippedParam]]]:
+    """The selected layers, and the selected layers that were not loaded (name, shape, what was skipped)."""
+    failed = [(s.name, tuple(s.shape), s) for s in mw.skipped if s.code is not None and s.code.failed_layer]
     if patterns is None:
         return mw, failed
     pats = [p for p in patterns.split(",") if p] if isinstance(patterns, str) else list(patterns)
@@ -457,10 +454,10 @@ def spectrum(
             phenomenology=classify(evals, fit.alpha, mps.get(name)) if st == "ok" and fit else "",
             **norms(evals, max(shape), eps),
         )
-    for name, shp, reason in not_loaded:
+    for name, shp, skipped in not_loaded:
         built[name] = LayerSpectrum(
             name=name, kind="", view=view, shape=(), n_matrices=0, evals=np.empty(0),  # type: ignore[arg-type]
-            fit=None, mp=None, random=None, status="nonfinite" if "NaN/Inf" in reason else "skipped",
+            fit=None, mp=None, random=None, status="nonfinite" if skipped.code is SkipCode.NONFINITE else "skipped",
             phenomenology="", **norms(np.empty(0), 1, eps),
         )
     chosen = None if target.layers is None else list(target.layers)
