@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
 OUT    ?= demo-out
 
-.PHONY: demo test setup setup-test bench clean
+.PHONY: demo test test-fast setup setup-test bench clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ demo: $(VENV)/.base
 	$(BIN)/convsvd demo --out $(OUT)
 
 test: $(VENV)/.test
-	$(BIN)/python -m pytest -n 2 -q tests
+	$(BIN)/python -m pytest -n 2 -q tests src/convsvd
+
+# The development loop: every test but the end-to-end ones marked slow, and the doctests.
+test-fast: $(VENV)/.test
+	$(BIN)/python -m pytest -n 2 -q -m "not slow" tests src/convsvd
 
 bench: $(VENV)/.base
 	$(BIN)/python benchmarks/decompose.py

@@ -154,10 +154,10 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 
 
 def test_zoo_checkpoint_names_work_in_every_command(tmp_path, capsys):
-    from convsvd.cli import zoo_base, zoo_input_shape
+    from convsvd.target import resolve, zoo_name
 
-    assert zoo_base("digits-cnn@3") == "digits-cnn" and zoo_base("nope@3") is None
-    assert zoo_input_shape("digits-cnn@3") == (1, 8, 8)
+    assert zoo_name("digits-cnn@3") == ("digits-cnn", 3) and zoo_name("nope@3") is None
+    assert resolve("digits-cnn@3").input_shape == (1, 8, 8)
     code, stdout, stderr = _run(["profile", "digits-cnn@20", "digits:test", "--top-k", "2",
                                  "--out", str(tmp_path / "run")], capsys)
     assert code == 0, stderr

@@ -164,7 +164,7 @@ def test_nan_zero_size_and_tiny_layers():
     [
         (dict(mode="everything"), "mode 'everything'"),
         (dict(method="qr"), "method 'qr'"),
-        (dict(mode="topk"), "positive number"),
+        (dict(mode="topk"), "k None: expected an integer"),
         (dict(dtype="float16"), "dtype 'float16'"),
         (dict(layers="nope*"), "layer pattern 'nope\\*'"),
     ],

@@ -94,7 +94,8 @@ def test_model_is_left_unchanged_and_no_hook_remains(digits_cnn):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     featureviz(model, "conv3", [0], steps=4, size=8, dtype="float64")
     with pytest.raises(InputError, match="fails on inputs of shape 1×12×12"):
-        featureviz(model, "fc1", [0], steps=4, size=12)  # fc1 needs 8×8 inputs: the model raises inside the hooks
+        featureviz(model, "fc1", [0], steps=4, size=12, input_size=12)  # fc1 needs 8×8 inputs: the model raises
+                                                                          # inside the hooks
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
         assert m.training
@@ -161,6 +162,7 @@ def test_featureviz_figure_is_drawn(digits_cnn, tmp_path):
     plt.close(fig)
 
 
+@pytest.mark.slow
 def test_features_command_writes_one_png_per_layer(tmp_path, capsys):
     import matplotlib.image as mpimg
 

@@ -213,7 +213,7 @@ def test_every_metric_equals_its_hand_computed_value(planted, abc):
     assert c.ncc_accuracy == pytest.approx(0.9) and c.ncc_folds == 3
     assert class_separation(planted, classes=["A", "B", "C"], layers=["c"], seed=7)["c"].ncc_accuracy == \
         pytest.approx(0.9)
-    assert separation(planted, classes=["A", "B", "C"]).equals(abc.to_frame())
+    assert separation(planted, classes=["A", "B", "C"]).to_frame().equals(abc.to_frame())
     ex = abc.exclusive_frame()
     assert ex[ex.layer == "a"][["class", "size", "exclusive_neurons"]].values.tolist() == [
         ["A", 3, 1], ["B", 2, 0], ["C", 1, 1]]
@@ -277,7 +277,7 @@ def test_a_class_with_one_input(planted):
 
 
 def test_unlabelled_inputs_and_bad_options(planted, tmp_path):
-    with pytest.raises(InputError, match=r"^min_share: expected a share in \(0, 1\], got 0$"):
+    with pytest.raises(InputError, match=r"^min_share 0: expected a number > 0 and ≤ 1$"):
         separation(planted, min_share=0)
     with pytest.raises(InputError, match="min_share"):
         class_incidence(planted, "a", min_share=1.5)
@@ -392,6 +392,7 @@ def test_modularity_subsample_is_deterministic_and_stratified(planted):
     assert one.modularity == two.modularity and 5 <= one.modularity_inputs <= 8
 
 
+@pytest.mark.slow
 def test_hypernetx_is_imported_on_first_use_and_leaves_matplotlib_settings_alone():
     code = ("import sys, matplotlib; before = list(matplotlib.rcParams['figure.figsize']); "
             "import convsvd.hypergraph, convsvd.viz; assert 'hypernetx' not in sys.modules; "
@@ -404,6 +405,7 @@ def test_hypernetx_is_imported_on_first_use_and_leaves_matplotlib_settings_alone
 # --------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow
 def test_cli_writes_the_table_figures_and_exports(planted, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["hypergraph", str(planted.path), "--layer", "a,d", "--classes", "A,B,C", "--out", str(out)])
@@ -412,7 +414,7 @@ def test_cli_writes_the_table_figures_and_exports(planted, tmp_path, capsys):
     assert "separation of 3 classes (10 inputs)" in captured.out and "no-hyperedge" in captured.out
     assert "d: no neuron is influential" in captured.err
     frame = pd.read_csv(out / "separation.csv")
-    expected = separation(planted, classes=["A", "B", "C"])
+    expected = separation(planted, classes=["A", "B", "C"]).to_frame()
     assert frame["layer"].tolist() == ["a", "b", "c", "d"]
     np.testing.assert_allclose(frame["jaccard_mean"], expected["jaccard_mean"], equal_nan=True)
     np.testing.assert_allclose(frame["modularity"], expected["modularity"], rtol=1e-12)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from convsvd.io import from_module
-from convsvd.layers import apply_unfolded, describe, fold_batchnorm, im2col, unfolded
+from convsvd.layers import describe, fold_batchnorm, unfolded
+from unfold_reference import apply_unfolded, im2col
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 TCONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}

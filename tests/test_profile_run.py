@@ -111,6 +111,7 @@ def test_outputs_unchanged_during_and_after_and_no_hook_left(tmp_path):
     assert all(m.training for m in model.modules())
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_clean_table(tmp_path):
     net, data = tiny_net().eval(), tiny_data(40)
     clean = profile(net, data, batch_size=4, shard_size=4, out=tmp_path / "clean", aggregate="l2")
@@ -198,6 +199,7 @@ def test_bad_options(tmp_path):
 # --------------------------------------------------------------------------- CLI and torchrun
 
 
+@pytest.mark.slow
 def test_cli_profile_prints_a_summary_and_resumes(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["profile", "digits-cnn", "digits:test", "--out", str(out), "--batch-size", "128", "--top-k", "3"]) == 0
@@ -231,6 +233,7 @@ def test_cli_bad_folders(tmp_path, capsys):
         assert code == 2 and message in err and err.count("\n") == 0, err
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_equal_one_process(tmp_path):
     one = profile(zoo.load("digits-cnn"), "digits:test", batch_size=32, shard_size=32, out=tmp_path / "one")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}

@@ -24,6 +24,8 @@ from convsvd.signals import profile
 from convsvd.spectral import spectrum
 from report_page import decode_png, parse_report
 
+pytestmark = pytest.mark.slow  # end-to-end: whole reports (make test-fast leaves them out)
+
 #: Sections that must show at least one figure when the data are given.
 FIGURE_SECTIONS = ("model", "spectra", "filters", "neurons", "separation")
 #: Cheap settings for reports whose figures are not under test.
@@ -122,7 +124,7 @@ def test_tables_equal_the_api(demo_quick) -> None:
     assert views.texts("view") == ["unfold", "slices", "operator"] and len(set(views.texts("name"))) == 1
 
     table = profile(zoo.load("digits-cnn"), "digits:test", batch_size=128, progress=False)
-    sep = separation(table).set_index("layer")
+    sep = separation(table).to_frame().set_index("layer")
     shown = page.tables["separation"]
     assert shown.texts("layer") == sep.index.tolist()
     for col in ("jaccard_mean", "exclusive_mean", "components_s1", "components_s3", "mean_size", "ncc_accuracy",

@@ -24,11 +24,11 @@ from convsvd.report import SECTION_TITLES
 CHROMIUM = os.environ.get("CONVSVD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output" / "report-browser"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     CHROMIUM is None,
     reason="no chromium on PATH: install Debian's chromium package (make test does: "
            "bash scripts/install-system-deps.sh chromium)",
-)
+), pytest.mark.slow]
 
 #: A tiny page with one broken image and one script error: proves the checks below can fail.
 BROKEN_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>

@@ -335,6 +335,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_spectrum_command_writes_tables_metadata_and_figures(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     from PIL import Image
 
@@ -353,6 +354,7 @@ def test_spectrum_command_writes_tables_metadata_and_figures(tmp_path, capsys) -
         assert img.shape[0] > 200 and img.std() > 5, name
 
 
+@pytest.mark.slow
 def test_compare_command_accepts_zoo_epochs_and_files(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     ckpt = str(zoo.checkpoints("digits-cnn")[10])
     code, stdout, _ = _run(["compare", "digits-cnn@0", ckpt, "digits-cnn", "--labels", "init", "e10", "final",

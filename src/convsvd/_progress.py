@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 ProgressArg = "bool | None | Callable[[int, int, str], None]"
+
+
+class Bar(Protocol):
+    """What :func:`progress` yields: ``advance(n, what)``."""
+
+    def advance(self, n: int = 1, what: str = "") -> None: ...
 
 
 class _Null:
@@ -32,7 +38,7 @@ class _Rich:
 
 
 @contextmanager
-def progress(total: int, description: str, enabled: object = None, threshold: int = 8) -> Iterator[object]:
+def progress(total: int, description: str, enabled: object = None, threshold: int = 8) -> Iterator[Bar]:
     """Yield an object with ``advance(n, what)``.
 
     ``enabled``: True shows a bar, False shows nothing, None shows one when

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import Literal, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 LayerKind = str  # "linear" | "conv1d" | "conv2d" | "conv3d" | "convtranspose1d" | ...
@@ -17,3 +17,13 @@ LAYER_KINDS: tuple[str, ...] = (
     "convtranspose2d",
     "convtranspose3d",
 )
+
+# Option values as Literal types: the API's annotations, the checks (``_validate.choice``) and the CLI's
+# choices (``typing.get_args``) all come from these, so no list of choices is written twice. This module
+# imports no torch, so the CLI's parser can use them without loading it.
+View = Literal["unfold", "slices", "operator"]
+Aggregation = Literal["mean", "max", "abs", "l2"]
+Direction = Literal["both", "+", "-"]
+Location = Literal["mean", "centre"]
+DTypeName = Literal["float32", "float64"]
+Mode = Literal["full", "values", "topk"]

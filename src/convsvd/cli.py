@@ -6,14 +6,30 @@ User mistakes end with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
+from convsvd import _validate as check
+from convsvd._typing import Aggregation, Direction, DTypeName, Location, View
 from convsvd.errors import ConvSVDError, InputError
 
+if TYPE_CHECKING:
+    from convsvd.target import Target
+
 Handler = Callable[[argparse.Namespace], int]
+
+#: ``--dtype`` is checked by the library's validator (one message for the CLI and the API), not by argparse.
+_DTYPES = "{" + ",".join(check.choices(DTypeName)) + "}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (exit status 2), like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
 
 
@@ -63,57 +79,29 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="allow unpickling a full-model checkpoint (runs code from the file: only for files you trust)")
 
 
-def zoo_base(name: str) -> str | None:
-    """The built-in model a MODEL argument names (``digits-cnn`` or ``digits-cnn@3``), or None.
+def resolve_model(args: argparse.Namespace, **options: object) -> "Target":
+    """MODEL and the shared options → :func:`convsvd.target.resolve`, the API's own resolution
+    (built-in names and ``NAME@EPOCH`` included), so the CLI and the API share every default."""
+    from convsvd.target import resolve
 
-    A path that exists on disk always wins over a built-in name.
-    """
-    from convsvd import zoo
-
-    base = name.partition("@")[0]
-    return base if base in zoo.available() and not Path(name).exists() else None
+    return resolve(args.model, weights=getattr(args, "weights", None),
+                   trust_pickle=getattr(args, "trust_pickle", False), **options)  # type: ignore[arg-type]
 
 
-def zoo_input_shape(name: str) -> tuple[int, ...] | None:
-    """Input shape ``(c, h, w)`` of a built-in model (or one of its checkpoints), else None."""
-    from convsvd import zoo
-
-    base = zoo_base(name)
-    return tuple(zoo.model_info(base).input_shape) if base else None
-
-
-def resolve_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """A built-in zoo name → its nn.Module; anything else → :func:`convsvd.io.load`."""
-    from convsvd import zoo
-    from convsvd.io import load
-
-    name = args.model
-    base, at, epoch = name.partition("@")  # "digits-cnn@3": the checkpoint saved after epoch 3
-    if zoo_base(name):
-        from convsvd.io import from_module
-
-        if not at:
-            return from_module(zoo.load(name), source=name)
-        if not epoch.isdigit():
-            raise InputError(f"{name}: expected NAME@EPOCH with a whole-number epoch, e.g. {base}@3")
-        return from_module(zoo.load(base, epoch=int(epoch)), source=name)
-    return load(name, weights=getattr(args, "weights", None), trust_pickle=getattr(args, "trust_pickle", False))
-
-
-def _writable_dir(path: str) -> Path:
+def _out_folder(path: str | None) -> Path | None:
+    """``--out DIR`` checked before any work (nothing is created: :class:`OutputSet` publishes it whole)."""
+    if path is None:
+        return None
     out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"--out {path}: cannot create the folder ({e.strerror})") from None
-    if not out.is_dir():
-        raise InputError(f"--out {path}: is not a folder")
-    probe = out / ".convsvd-write-test"
-    try:
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"--out {path}: folder is not writable ({e.strerror})") from None
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {path}: exists and is not a folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--out {path}: cannot create the folder ({parent} is a file)")
+    if not os.access(parent if not out.exists() else out, os.W_OK):
+        raise InputError(f"--out {path}: folder is not writable")
     return out
 
 
@@ -127,17 +115,17 @@ def _describe_args(p: argparse.ArgumentParser) -> None:
 
 @command("describe", "list every layer that will be analysed, and what is skipped and why", _describe_args)
 def cmd_describe(args: argparse.Namespace) -> int:
-    from convsvd.layers import describe
-
-    mw = resolve_model(args)
-    frame = describe(mw)
+    out = _out_folder(args.out)
+    target = resolve_model(args)
+    frame = target.to_frame()
+    mw = target.weights
     print_frame(frame, title=f"{mw.source}: {len(mw.layers)} layers analysed, {len(mw.skipped)} parameters skipped")
-    if args.out:
-        from convsvd._meta import write_atomic
+    if out is not None:
+        from convsvd._atomic import OutputSet
+        from convsvd._results import write_frame
 
-        out = _writable_dir(args.out)
-        write_atomic(out / "layers.csv", lambda p: frame.to_csv(p, index=False))
-        write_atomic(out / "layers.parquet", lambda p: frame.to_parquet(p, index=False))
+        with OutputSet(out, "the layer table") as staging:
+            write_frame(staging, "layers", frame)
     return 0
 
 
@@ -150,8 +138,8 @@ def _svd_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--top-k", type=int, metavar="K", help="only the K leading singular triplets of each layer")
     g.add_argument("--values-only", action="store_true", help="singular values only (fast Gram route)")
-    p.add_argument("--dtype", choices=["float32", "float64"], help="precision (default: the weights' own)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dtype", metavar=_DTYPES, help="precision (default: the weights' own)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
     p.add_argument("--cache", metavar="DIR", help="reuse results from this cache folder")
     p.add_argument("--out", metavar="DIR", help="write svd.safetensors, svd.parquet, svd.csv and svd.json here")
@@ -160,22 +148,25 @@ def _svd_args(p: argparse.ArgumentParser) -> None:
 @command("svd", "singular value decomposition of every conv and linear layer", _svd_args)
 def cmd_svd(args: argparse.Namespace) -> int:
     from convsvd.decompose import decompose
+    from convsvd.io.spec import SkipCode
 
-    out = _writable_dir(args.out) if args.out else None
-    mw = resolve_model(args)
-    mode = "topk" if args.top_k else ("values" if args.values_only else "full")
+    out = _out_folder(args.out)
+    target = resolve_model(args, layers=args.layers, dtype=args.dtype, device=args.device, fold_bn=args.fold_bn)
+    mode = "topk" if args.top_k is not None else ("values" if args.values_only else "full")
     t0 = time.perf_counter()
-    dec = decompose(mw, layers=args.layers, mode=mode, k=args.top_k, dtype=args.dtype, device=args.device,
-                    fold_bn=args.fold_bn, cache_dir=args.cache, progress=True)
+    dec = decompose(target, mode=mode, k=args.top_k, cache_dir=args.cache, progress=True)
     dt = time.perf_counter() - t0
     top = args.top_k or 10
-    print_frame(dec.to_frame(top_k=top), title=f"{mw.source}: SVD of {len(dec)} layers in {dt:.2f} s")
+    print_frame(dec.to_frame(top_k=top), title=f"{target.source}: SVD of {len(dec)} layers in {dt:.2f} s")
     for s in dec.skipped:
-        if "NaN" in s.reason or "zero-size" in s.reason:
+        if s.code in (SkipCode.NONFINITE, SkipCode.ZERO_SIZE):
             _console(stderr=True).print(f"[yellow]skipped {s.name}: {s.reason}[/]")
     if out is not None:
-        paths = dec.save(out, top_k=top)
-        _console().print(f"wrote {', '.join(str(p) for p in paths)}")
+        from convsvd._atomic import OutputSet
+
+        with OutputSet(out, "the SVD results") as staging:
+            names = [p.name for p in dec.save(staging, top_k=top)]
+        _console().print(f"wrote {', '.join(str(out / n) for n in names)}")
     return 0
 
 
@@ -183,8 +174,6 @@ def cmd_svd(args: argparse.Namespace) -> int:
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
-    from convsvd.signals import AGGREGATIONS
-
     add_model_args(p)
     p.add_argument("data", metavar="DATA",
                    help="'digits' (or digits:train|test|all), an image folder (one subfolder per class), "
@@ -194,9 +183,10 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=float, metavar="T",
                    help="influential set: smallest set reaching this share of the layer's Σ|signal| (default 0.1)")
     g.add_argument("--top-k", type=int, metavar="K", help="influential set: the K largest |signal| instead")
-    p.add_argument("--aggregate", choices=AGGREGATIONS, default="mean", help="over a conv's locations (default mean)")
+    p.add_argument("--aggregate", choices=check.choices(Aggregation), default="mean",
+                   help="over a conv's locations (default mean)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per forward pass (default 64)")
-    p.add_argument("--device", help="cpu or cuda (default: where the model is)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: where the model is)")
     p.add_argument("--fold-bn", action="store_true", help="profile conv → BatchNorm pairs as one map")
     p.add_argument("--shard-size", type=int, default=1024, metavar="N",
                    help="inputs per shard, the unit of resume and of torchrun ranks (default 1024)")
@@ -216,22 +206,21 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from convsvd.data import as_source
     from convsvd.signals import profile
 
-    out = _writable_dir(args.out)
-    mw = resolve_model(args)
+    target = resolve_model(args, layers=args.layers, device=args.device, fold_bn=args.fold_bn)
+    out = _out_folder(args.out)  # profile creates it (and resumes a run found there)
+    assert out is not None  # --out has a default
     data = as_source(args.data)
-    shape = zoo_input_shape(args.model)
     t0 = time.perf_counter()
-    table = profile(mw, data, layers=args.layers, aggregate=args.aggregate, threshold=args.threshold,
-                    top_k=args.top_k, batch_size=args.batch_size, device=args.device, fold_bn=args.fold_bn,
-                    input_shape=shape, out=out, shard_size=args.shard_size, restart=args.restart, progress=True,
-                    store_dtype=args.store_dtype, nonfinite=args.nonfinite)
+    table = profile(target, data, aggregate=args.aggregate, threshold=args.threshold, top_k=args.top_k,
+                    batch_size=args.batch_size, out=out, shard_size=args.shard_size, restart=args.restart,
+                    progress=True, store_dtype=args.store_dtype, nonfinite=args.nonfinite)
     dt = time.perf_counter() - t0
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    m = table.manifest
+    m: dict[str, Any] = table.manifest  # JSON: its shape is documented in convsvd.signals.store
     summary = table.summary()[["layer", "kind", "groups", "neurons", "mean_influential"]]
     print_frame(summary.rename(columns={"mean_influential": "mean influential"}),
-                title=f"{mw.source} on {m['dataset']['name']}: {table.n_inputs} inputs, {len(table.layers)} layers "
+                title=f"{target.source} on {m['dataset']['name']}: {table.n_inputs} inputs, {len(table.layers)} layers "
                       f"profiled in {dt:.2f} s")
     con, err = _console(), _console(stderr=True)
     con.print(f"data: {m['dataset']['transform']}")
@@ -302,26 +291,14 @@ def _print_report(result) -> None:  # type: ignore[no-untyped-def]
 @command("report", "one self-contained HTML report of a model (and a dataset): every analysis, every figure",
          _report_args)
 def cmd_report(args: argparse.Namespace) -> int:
-    from convsvd import zoo
-    from convsvd.io import from_module, load
     from convsvd.report import report
+    from convsvd.target import resolve
 
-    mw = resolve_model(args)
-    shape, init = None, None
-    base = zoo_base(args.model)  # a built-in model, or one of its checkpoints (NAME@EPOCH)
-    if base:
-        shape = zoo_input_shape(args.model)
-        init = from_module(zoo.load(base, pretrained=False), source=f"{base} (initialisation)")
-    if args.init is not None:
-        init = load(args.init, trust_pickle=args.trust_pickle)
-    if args.input_size is not None:
-        if args.input_size < 1:
-            raise InputError(f"--input-size {args.input_size}: expected a positive side in pixels")
-        first = mw.layers[0] if len(mw.layers) else None
-        shape = (first.in_channels if first is not None else 3, args.input_size, args.input_size)
-    result = report(mw, args.data, out=args.out, quick=args.quick, layers=args.layers, neurons=args.neurons,
-                    steps=args.steps, k=args.k, input_shape=shape, batch_size=args.batch_size, device=args.device,
-                    fold_bn=args.fold_bn, init=init, title=args.title, progress=True)
+    target = resolve_model(args, layers=args.layers, device=args.device, fold_bn=args.fold_bn,
+                           input_size=check.optional_integer(args.input_size, "--input-size", minimum=1))
+    init = None if args.init is None else resolve(args.init, trust_pickle=args.trust_pickle)
+    result = report(target, args.data, out=args.out, quick=args.quick, neurons=args.neurons, steps=args.steps,
+                    k=args.k, batch_size=args.batch_size, init=init, title=args.title, progress=True)
     _print_report(result)
     return 0
 
@@ -350,15 +327,17 @@ def _features_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=256, metavar="N", help="optimisation steps (default: 256)")
     p.add_argument("--size", type=int, metavar="S", help="side of the optimised image (default: the model's input side)")
     p.add_argument("--input-size", type=int, metavar="S",
-                   help="side of the model's input (default: known for built-in models, else --size, else 224)")
-    p.add_argument("--directions", choices=["both", "+", "-"], default="both", help="+u_i, -u_i or both (default)")
-    p.add_argument("--location", choices=["mean", "centre"], default="mean",
+                   help="side of the model's input (default: what the model states — a built-in model's input, an "
+                        "ONNX graph's, a shape trace — else --size, else 224)")
+    p.add_argument("--directions", choices=check.choices(Direction), default="both",
+                   help="+u_i, -u_i or both (default)")
+    p.add_argument("--location", choices=check.choices(Location), default="mean",
                    help="signal averaged over locations (default) or at the centre location")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--data", metavar="DIR", help="dataset for exemplars: an image folder, a .npz/.pt file, or digits")
     p.add_argument("--k", type=int, default=8, help="exemplars per side (default: 8)")
     p.add_argument("--rank", type=int, help="rank of the filter rebuild (default: smallest keeping 90%% of ‖W̄‖²_F)")
-    p.add_argument("--device", help="cpu or cuda (default: where the model is)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: where the model is)")
     p.add_argument("--out", metavar="DIR", default="features-out", help="output folder (default: features-out)")
 
 
@@ -380,59 +359,59 @@ def _neuron_list(text: str | None) -> list[int] | None:
 
 @command("features", "feature visualisation, dataset exemplars and singular filters of SVD neurons", _features_args)
 def cmd_features(args: argparse.Namespace) -> int:
-    import re
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from convsvd._meta import run_metadata, write_atomic
+    from convsvd._atomic import OutputSet
+    from convsvd._meta import run_metadata
+    from convsvd._results import safe_name, write_frame
     from convsvd.features import exemplars, featureviz, singular_filters
     from convsvd.signals import profile
     from convsvd.viz import features_figure
 
-    out = _writable_dir(args.out)
-    mw = resolve_model(args)
+    out = _out_folder(args.out)
+    assert out is not None  # --out has a default
+    target = resolve_model(args, device=args.device,
+                           input_size=check.optional_integer(args.input_size, "--input-size", minimum=1))
     layers = [name.strip() for name in args.layer.split(",") if name.strip()]
     for name in layers:
-        mw[name]  # one line naming the layers when unknown
+        target.weights[name]  # one line naming the layers when unknown
     neurons = _neuron_list(args.neurons)
-    input_size = args.input_size
-    if input_size is None and zoo_base(args.model):
-        input_size = zoo_input_shape(args.model)[1:]  # type: ignore[index]
-    size = args.size if args.size is not None else input_size
-    fvs = {name: featureviz(mw, name, neurons, steps=args.steps, size=size, input_size=input_size,
-                            directions=args.directions, location=args.location, seed=args.seed, device=args.device,
-                            progress=True) for name in layers}
+    fvs = {name: featureviz(target, name, neurons, steps=args.steps, size=args.size, directions=args.directions,
+                            location=args.location, seed=args.seed, progress=True) for name in layers}
     exs = {}
     if args.data:
-        table = profile(mw, args.data, layers=layers, device=args.device, progress=True)
+        table = profile(target, args.data, layers=layers, progress=True)
         for name, fv in fvs.items():
             exs[name] = exemplars(table, name, k=args.k, neurons=fv.flat_neurons(), data=args.data)
-    written = []
-    for name, fv in fvs.items():
-        sf = singular_filters(mw, name, rank=args.rank) if mw[name].kind == "conv2d" else None
-        fig = features_figure(fv, exs.get(name), sf)
-        path = out / f"features-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.png"
-        try:
-            write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=100))
-        finally:
-            plt.close(fig)
-        written.append(path)
+    sfs = {name: singular_filters(target, name, rank=args.rank) for name in layers
+           if target.weights[name].kind == "conv2d"}
     frame = pd.concat([fv.to_frame() for fv in fvs.values()], ignore_index=True)
-    write_atomic(out / "features.csv", lambda p: frame.to_csv(p, index=False))
-    if exs:
-        ex_frame = pd.concat([e.to_frame() for e in exs.values()], ignore_index=True)
-        write_atomic(out / "exemplars.csv", lambda p: ex_frame.to_csv(p, index=False))
-    options = dict(layers=layers, neurons=neurons, steps=args.steps, size=size, input_size=input_size,
-                   directions=args.directions, location=args.location, seed=args.seed, data=args.data, k=args.k,
-                   rank=args.rank)
-    meta = run_metadata(mw.source, mw.content_hash(), options, figures=[p.name for p in written])
-    write_atomic(out / "features.json", lambda p: Path(p).write_text(meta))
-    print_frame(frame.drop(columns=["seed", "location"]), title=f"{mw.source}: feature visualisation")
-    _console().print(f"wrote {', '.join(str(p) for p in written)}")
+    print_frame(frame.drop(columns=["seed", "location"]), title=f"{target.source}: feature visualisation")
+    first = next(iter(fvs.values()))
+    options = dict(layers=layers, neurons=neurons, steps=args.steps, size=args.size or list(first.images.shape[-2:]),
+                   input_size=list(first.input_size), directions=args.directions, location=args.location,
+                   seed=args.seed, data=args.data, k=args.k, rank=args.rank)
+    figures = [f"features-{safe_name(name)}.png" for name in layers]
+    with OutputSet(out, "the feature figures") as staging:
+        for name, png in zip(layers, figures):
+            fig = features_figure(fvs[name], exs.get(name), sfs.get(name))
+            try:
+                fig.savefig(staging / png, format="png", dpi=100)
+            finally:
+                plt.close(fig)
+        write_frame(staging, "features", frame, ("csv",))
+        if exs:
+            write_frame(staging, "exemplars", pd.concat([e.to_frame() for e in exs.values()], ignore_index=True),
+                        ("csv",))
+        for result in [*fvs.values(), *exs.values(), *sfs.values()]:
+            result.save(staging)
+        meta = run_metadata(target.source, target.weights.content_hash(), options, figures=figures)
+        (staging / "features.json").write_text(meta)
+    _console().print(f"wrote {', '.join(str(out / p) for p in figures)}")
     return 0
 
 
@@ -465,17 +444,12 @@ def _names(text: str | None, what: str) -> list[str] | None:
 @command("hypergraph", "class hypergraphs of a profile run: how its SVD neurons separate the classes, layer by layer",
          _hypergraph_args)
 def cmd_hypergraph(args: argparse.Namespace) -> int:
-    import re
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from convsvd._meta import run_metadata, write_atomic
+    from convsvd._atomic import OutputSet
+    from convsvd._meta import run_metadata
+    from convsvd._results import safe_name, write_frame
     from convsvd.hypergraph import class_hypergraph, class_separation, incidence_frame, input_hypergraph, write_hif
     from convsvd.signals import SignalTable
-    from convsvd.viz import plot_class_hypergraph, plot_class_overlap, plot_incidence, plot_separation
+    from convsvd.viz import save_figures
 
     table = SignalTable.open(args.signals)
     layers = _names(args.layer, "--layer") or table.layers
@@ -483,51 +457,29 @@ def cmd_hypergraph(args: argparse.Namespace) -> int:
         if name not in table.layers:
             raise InputError(f"--layer {name!r}: not profiled in {args.signals} (layers: {', '.join(table.layers)})")
     classes = _names(args.classes, "--classes")
-    out = _writable_dir(args.out)
+    out = _out_folder(args.out)
+    assert out is not None  # --out has a default
     t0 = time.perf_counter()
     result = class_separation(table, min_share=args.min_share, classes=classes, folds=args.folds, seed=args.seed,
                               max_inputs=args.max_inputs)
     dt = time.perf_counter() - t0
-    written: list[Path] = []
-
-    def save_csv(frame, name: str) -> None:  # type: ignore[no-untyped-def]
-        write_atomic(out / name, lambda p: frame.to_csv(p, index=False))
-        written.append(out / name)
-
-    def save_png(fig, name: str) -> None:  # type: ignore[no-untyped-def]
-        try:
-            write_atomic(out / name, lambda p: fig.savefig(p, format="png", dpi=100))
-        finally:
-            plt.close(fig)
-        written.append(out / name)
-
-    frame = result.to_frame()
-    save_csv(frame, "separation.csv")
-    save_csv(result.exclusive_frame(), "exclusive.csv")
-    save_csv(result.pairs_frame(), "pairs.csv")
-    deepest = result.deepest_shared()
-    save_csv(deepest, "deepest-shared.csv")
-    save_png(plot_separation(result), "separation.png")
-    meta = dict(signals=str(args.signals), layer=None, min_share=args.min_share)
-    for name in layers:
-        layer = result[name]
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-        save_png(plot_class_hypergraph(layer).figure, f"class-hypergraph-{safe}.png")
-        save_png(plot_incidence(layer).figure, f"incidence-{safe}.png")
-        save_png(plot_class_overlap(layer).figure, f"overlap-{safe}.png")
-        save_csv(layer.incidence.to_frame(), f"class-incidence-{safe}.csv")
-        save_csv(layer.overlap_frame().reset_index(), f"overlap-{safe}.csv")
-        H_in = input_hypergraph(table, name, classes=classes)
-        save_csv(incidence_frame(H_in), f"input-incidence-{safe}.csv")
-        meta["layer"] = name
-        for H, stem in ((class_hypergraph(layer.incidence), "class"), (H_in, "input")):
-            written.append(write_hif(H, out / f"{stem}-hypergraph-{safe}.hif.json", metadata=meta))
-    options = dict(signals=str(args.signals), layers=layers, classes=classes, min_share=args.min_share,
-                   folds=args.folds, seed=args.seed, max_inputs=args.max_inputs)
-    m = table.manifest
-    text = run_metadata(str(m.get("source")), str(m.get("model_hash")), options, files=[p.name for p in written],
-                        dataset=m.get("dataset", {}).get("name"), time_s=round(dt, 3))  # type: ignore[union-attr]
-    write_atomic(out / "hypergraph.json", lambda p: Path(p).write_text(text))
+    frame, deepest = result.to_frame(), result.deepest_shared()
+    with OutputSet(out, "the hypergraph results") as staging:
+        written = result.save(staging, layers) + save_figures(result, staging, layers=layers)
+        meta = dict(signals=str(args.signals), layer=None, min_share=args.min_share)
+        for name in layers:
+            safe = safe_name(name)
+            H_in = input_hypergraph(table, name, classes=classes)
+            written += write_frame(staging, f"input-incidence-{safe}", incidence_frame(H_in), ("csv",))
+            meta["layer"] = name
+            for H, stem in ((class_hypergraph(result[name].incidence), "class"), (H_in, "input")):
+                written.append(write_hif(H, staging / f"{stem}-hypergraph-{safe}.hif.json", metadata=meta))
+        options = dict(signals=str(args.signals), layers=layers, classes=classes, min_share=args.min_share,
+                       folds=args.folds, seed=args.seed, max_inputs=args.max_inputs)
+        m: dict[str, Any] = table.manifest
+        text = run_metadata(str(m.get("source")), str(m.get("model_hash")), options, files=[p.name for p in written],
+                            dataset=m.get("dataset", {}).get("name"), time_s=round(dt, 3))
+        (staging / "hypergraph.json").write_text(text)
     shown = frame.drop(columns=["inputs", "classes", "min_share", "modularity_inputs", "ncc_folds", "message"])
     shown = shown.drop(columns=["collapsed", "influential_mean", "influential_median", "ncc_chance", "ncc_shuffled"],
                        errors="ignore")  # in separation.csv; the console keeps the columns it had
@@ -555,9 +507,7 @@ def cmd_hypergraph(args: argparse.Namespace) -> int:
 
 
 def _spectrum_options(p: argparse.ArgumentParser) -> None:
-    from convsvd.spectral import VIEWS
-
-    p.add_argument("--view", choices=VIEWS, default="unfold",
+    p.add_argument("--view", choices=check.choices(View), default="unfold",
                    help="a conv layer's matrices: unfold (the paper's W̄, default), slices (WeightWatcher's k×k "
                         "slices) or operator (the circular convolution on an N×N input)")
     p.add_argument("--layers", metavar="GLOB", help="comma-separated glob patterns of layer names (default: all)")
@@ -572,27 +522,18 @@ def _spectrum_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view-budget", type=float, metavar="SECONDS",
                    help="seconds one layer's operator view may take (estimated first); a layer over it runs on a "
                         "smaller grid, stated in n_reason (default: no bound)")
-    p.add_argument("--dtype", choices=["float32", "float64"],
+    p.add_argument("--dtype", metavar=_DTYPES,
                    help="precision of the spectra (default: the weights', float32 Gram + float64 eigenvalues)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
     p.add_argument("--seed", type=int, default=0, help="seed of the weight shuffles (default: 0)")
 
 
-def _operator_input(model: str, layers: tuple, args: argparse.Namespace) -> tuple[int, ...] | None:  # type: ignore[type-arg]
-    """The input shape the operator view traces: from --input-size, else a built-in model's; checks --view-budget."""
-    if args.view_budget is not None and not args.view_budget > 0:
-        raise InputError(f"--view-budget {args.view_budget}: expected a positive number of seconds")
-    if args.input_size is not None:
-        if args.input_size < 1:
-            raise InputError(f"--input-size {args.input_size}: expected a positive side in pixels")
-        first = layers[0] if layers else None
-        return (first.in_channels if first is not None else 3, args.input_size, args.input_size)
-    return tuple(zoo_input_shape(model)) if zoo_base(model) else None  # type: ignore[arg-type]
 
 
-def _finite_or_none(values: dict) -> dict:  # type: ignore[type-arg]
-    return {k: (None if isinstance(v, float) and v != v else v) for k, v in values.items()}
+def _view_budget(args: argparse.Namespace) -> float | None:
+    """``--view-budget``: seconds per layer of the operator view, or None."""
+    return None if args.view_budget is None else check.number(args.view_budget, "--view-budget", low=0, low_open=True)
 
 
 def _spectrum_args(p: argparse.ArgumentParser) -> None:
@@ -605,57 +546,35 @@ def _spectrum_args(p: argparse.ArgumentParser) -> None:
 @command("spectrum", "random-matrix analysis of every layer's spectrum: power-law α, α̂, MP fit, phenomenology",
          _spectrum_args)
 def cmd_spectrum(args: argparse.Namespace) -> int:
-    import re
-
     import pandas as pd
 
-    from convsvd._meta import run_metadata, write_atomic
-    from convsvd._progress import progress
     from convsvd.spectral import spectrum
 
-    out = _writable_dir(args.out) if args.out else None
-    mw = resolve_model(args)
+    out = _out_folder(args.out)
+    target = resolve_model(args, layers=args.layers, dtype=args.dtype, device=args.device, fold_bn=args.fold_bn,
+                           input_size=check.optional_integer(args.input_size, "--input-size", minimum=1))
     t0 = time.perf_counter()
-    res = spectrum(mw, view=args.view, layers=args.layers, mp=args.mp, random_baseline=args.random_baseline,
-                   n=args.n, dtype=args.dtype, fold_bn=args.fold_bn, device=args.device,
-                   seed=args.seed, progress=True, input_shape=_operator_input(args.model, mw.layers, args),
-                   budget=args.view_budget)
+    res = spectrum(target, view=args.view, mp=args.mp, random_baseline=args.random_baseline, n=args.n,
+                   budget=_view_budget(args),
+                   seed=args.seed, progress=True)
     dt = time.perf_counter() - t0
     frame, summary = res.to_frame(), res.summary()
     hidden = {"view", "xmin", "sigma", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
         | ({"rand_distance", "rand_lambda_max"} if not args.random_baseline else set()) \
         | ({"n", "input_size", "n_reason"} if args.view != "operator" else set())
     print_frame(frame[[c for c in frame.columns if c not in hidden]],  # every column is in the files
-                title=f"{mw.source}: spectra of {len(res)} layers ({args.view} view) in {dt:.2f} s")
+                title=f"{target.source}: spectra of {len(res)} layers ({args.view} view) in {dt:.2f} s")
     shown = {k: v for k, v in summary.items() if k not in hidden and k != "rand_lambda_max"}
     print_frame(pd.DataFrame([shown]), title=f"summary: α̂ = {summary['alpha_hat']:.4g} "
                                               f"(mean α·log10 λmax over {summary['n_analysed']} layers)")
     if out is None:
         return 0
-    import matplotlib
+    from convsvd._atomic import OutputSet
+    from convsvd.viz import figure_names, save_figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from convsvd.viz import esd_figure, plot_alpha_depth
-
-    figures = {"alpha-depth.png": lambda: plot_alpha_depth(res).figure}
-    for layer in res.layers:
-        if layer.evals.size:
-            figures[f"esd-{re.sub(r'[^A-Za-z0-9._-]', '_', layer.name)}.png"] = (lambda l=layer: esd_figure(l))
-    with progress(len(figures), "figures", True) as bar:
-        for name, draw in figures.items():
-            fig = draw()
-            try:
-                write_atomic(out / name, lambda p: fig.savefig(p, format="png", dpi=90))
-            finally:
-                plt.close(fig)
-            bar.advance(1, name)
-    write_atomic(out / "spectrum.csv", lambda p: frame.to_csv(p, index=False))
-    write_atomic(out / "spectrum.parquet", lambda p: frame.to_parquet(p, index=False))
-    meta = run_metadata(res.source, res.model_hash, res.options, summary=_finite_or_none(summary),
-                        seconds=round(dt, 3), figures=list(figures))
-    write_atomic(out / "spectrum.json", lambda p: Path(p).write_text(meta))
+    with OutputSet(out, "the spectra") as staging:
+        res.save(staging, seconds=round(dt, 3), figures=figure_names(res))
+        figures = save_figures(res, staging, progress=True)
     _console().print(f"wrote spectrum.csv, spectrum.parquet, spectrum.json and {len(figures)} figures in {out}/")
     return 0
 
@@ -673,32 +592,36 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 @command("compare", "α̂ and the mean spectral metrics of several models or checkpoints, one row each", _compare_args)
 def cmd_compare(args: argparse.Namespace) -> int:
-    from convsvd._meta import run_metadata, write_atomic
+    from convsvd._atomic import OutputSet
+    from convsvd._meta import run_metadata
+    from convsvd._results import write_frame
     from convsvd.spectral import compare
 
-    out = _writable_dir(args.out) if args.out else None
+    out = _out_folder(args.out)
     if args.labels is not None and len(args.labels) != len(args.models):
         raise InputError(f"--labels: expected {len(args.models)} labels (one per model), got {len(args.labels)}")
-    sources = [resolve_model(argparse.Namespace(model=m, weights=None, trust_pickle=args.trust_pickle))
+    targets = [resolve_model(argparse.Namespace(model=m, weights=None, trust_pickle=args.trust_pickle),
+                             layers=args.layers, dtype=args.dtype, device=args.device, fold_bn=args.fold_bn,
+                             input_size=check.optional_integer(args.input_size, "--input-size", minimum=1))
                for m in args.models]
-    shapes = {_operator_input(m, s.layers, args) for m, s in zip(args.models, sources)}
     t0 = time.perf_counter()
-    frame = compare(sources, labels=args.labels or args.models, view=args.view, layers=args.layers, mp=args.mp,
-                    random_baseline=args.random_baseline, n=args.n, input_shape=shapes.pop() if len(shapes) == 1 else None,
-                    budget=args.view_budget,
-                    dtype=args.dtype, fold_bn=args.fold_bn, device=args.device, seed=args.seed, progress=True)
+    frame = compare(targets, labels=args.labels or args.models, view=args.view, mp=args.mp,
+                    random_baseline=args.random_baseline, n=args.n,
+                    budget=_view_budget(args),
+                    seed=args.seed, progress=True)
     hidden = {"source", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
         | ({"rand_distance"} if not args.random_baseline else set())
     print_frame(frame[[c for c in frame.columns if c not in hidden]],
                 title=f"{len(frame)} models ({args.view} view) in {time.perf_counter() - t0:.2f} s; "
                       "alpha_hat = mean over layers of α·log10 λmax")
     if out is not None:
-        write_atomic(out / "compare.csv", lambda p: frame.to_csv(p, index=False))
-        write_atomic(out / "compare.parquet", lambda p: frame.to_parquet(p, index=False))
         options = dict(models=args.models, labels=args.labels, view=args.view, layers=args.layers, mp=args.mp,
                        random_baseline=args.random_baseline, n=args.n, dtype=args.dtype, seed=args.seed)
-        meta = run_metadata(", ".join(args.models), "", options, model_hashes=[s.content_hash() for s in sources])
-        write_atomic(out / "compare.json", lambda p: Path(p).write_text(meta))
+        meta = run_metadata(", ".join(args.models), "", options,
+                            model_hashes=[t.weights.content_hash() for t in targets])
+        with OutputSet(out, "the comparison") as staging:
+            write_frame(staging, "compare", frame)
+            (staging / "compare.json").write_text(meta)
         _console().print(f"wrote compare.csv, compare.parquet and compare.json in {out}/")
     return 0
 
@@ -706,26 +629,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- entry
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the subcommand it names gets its arguments (some option lists
+    import the library, so ``convsvd --help`` stays fast and does not import torch)."""
     from convsvd import __version__
 
-    parser = argparse.ArgumentParser(prog="convsvd", description="Explain trained CNNs through the SVD of their weights.")
+    chosen = None if argv is None else next((a for a in argv if a in COMMANDS), "")
+    parser = _Parser(prog="convsvd", description="Explain trained CNNs through the SVD of their weights.")
     parser.add_argument("--version", action="version", version=f"convsvd {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name, (help_, add_args, fn) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        add_args(p)
+        if chosen is None or name == chosen:
+            add_args(p)
         p.set_defaults(handler=fn)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Run one subcommand. Every :class:`ConvSVDError` (bad input, bad option) ends here, and only here,
+    as one line on stderr and exit status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except ConvSVDError as e:
-        print(f"convsvd {args.command}: error: {e}", file=sys.stderr)
+        print(f"convsvd {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"convsvd {args.command}: interrupted", file=sys.stderr)

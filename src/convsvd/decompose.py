@@ -54,21 +54,23 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 
-from convsvd._typing import PathLike
+from convsvd import _validate as check
+from convsvd._typing import Mode, PathLike
 from convsvd.errors import InputError, NotComputedError
 from convsvd.io import LayerSpec, ModelWeights, SkippedParam
 from convsvd.io.spec import tensor_digest
-from convsvd.layers import as_weights, fold_batchnorm, unfolded
+from convsvd.layers import unfolded
+from convsvd.target import resolve
 
 __all__ = ["LayerSVD", "Decomposition", "decompose", "MODES", "METHODS"]
 
-MODES = ("full", "values", "topk")
+MODES: tuple[str, ...] = get_args(Mode)
 METHODS = ("auto", "svd", "gram", "gram32", "lanczos", "randomized")
 _CACHE_VERSION = "convsvd-svd-2"
 _BATCH_BYTES = 256 * 2**20  # largest stacked batch handed to one LAPACK call
@@ -241,24 +243,38 @@ class Decomposition(Mapping):
 
     def save(self, out_dir: PathLike, top_k: int = 10) -> list[Path]:
         """Write ``svd.safetensors`` (``NAME/S``, ``NAME/U``, ``NAME/Vh``, ``NAME/fro2``),
-        ``svd.parquet``, ``svd.csv`` and ``svd.json`` (run metadata). Each file is
-        written to a temporary name first, so no half-written file is left."""
+        ``svd.parquet``, ``svd.csv`` and ``svd.json`` (run metadata) into the existing
+        folder ``out_dir`` (plain writes: the CLI publishes the folder whole with
+        :class:`convsvd._atomic.OutputSet`).
+
+        >>> import tempfile
+        >>> from torch import nn
+        >>> [p.name for p in decompose(nn.Linear(4, 3)).save(tempfile.mkdtemp())]
+        ['svd.safetensors', 'svd.parquet', 'svd.csv', 'svd.json']
+        """
         from safetensors.torch import save_file
 
-        from convsvd._meta import run_metadata, write_atomic
+        from convsvd._meta import run_metadata
+        from convsvd._results import folder, write_frame, write_text
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = folder(out_dir)
         tensors = {f"{name}/{k}": v for name, l in self.layers.items() for k, v in l.tensors().items()}
-        frame = self.to_frame(top_k)
-        paths = [out / "svd.safetensors", out / "svd.parquet", out / "svd.csv", out / "svd.json"]
-        write_atomic(paths[0], lambda p: save_file(tensors, str(p)))
-        write_atomic(paths[1], lambda p: frame.to_parquet(p, index=False))
-        write_atomic(paths[2], lambda p: frame.to_csv(p, index=False))
+        save_file(tensors, str(out / "svd.safetensors"))
+        paths = [out / "svd.safetensors", *write_frame(out, "svd", self.to_frame(top_k), ("parquet", "csv"))]
         meta = run_metadata(self.source, self.weights_hash, self.options,
-                            skipped=[dict(name=s.name, shape=list(s.shape), reason=s.reason) for s in self.skipped])
-        write_atomic(paths[3], lambda p: Path(p).write_text(meta))
-        return paths
+                            skipped=[dict(name=s.name, shape=list(s.shape), code=s.code, reason=s.reason)
+                                     for s in self.skipped])
+        return paths + [write_text(out / "svd.json", meta)]
+
+    def __repr__(self) -> str:
+        return (f"Decomposition({self.source!r}, {len(self.layers)} layers, mode={self.options.get('mode')!r}, "
+                f"{len(self.skipped)} skipped)")
+
+    def _repr_html_(self) -> str:
+        from convsvd._results import html_table
+
+        frame = self.to_frame()[["name", "kind", "unfolded_shape", "rank", "sigma_max", "sigma_min", "stable_rank"]]
+        return html_table(f"SVD of {len(self.layers)} layers of {self.source}", frame)
 
 
 # --------------------------------------------------------------------------- kernels
@@ -470,7 +486,8 @@ def decompose(
 
     Parameters
     ----------
-    source : nn.Module, ModelWeights, path or ``"pkg.mod:factory"``
+    source : Target, nn.Module, ModelWeights, path, built-in name (``"digits-cnn@5"``) or ``"pkg.mod:factory"``
+        Anything :func:`convsvd.target.resolve` accepts.
     layers : str or list of str, optional
         Glob patterns (comma-separated in a string) of layer names.
     mode : {"full", "values", "topk"}
@@ -499,32 +516,20 @@ def decompose(
     >>> d["<root>"].S.shape
     torch.Size([1, 8])
     """
-    if mode not in MODES:
-        raise InputError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
-    if method not in METHODS:
-        raise InputError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+    check.choice(mode, "mode", MODES)
+    check.choice(method, "method", METHODS)
     if method == "gram32" and mode != "values":
         raise InputError(f"method 'gram32': computes singular values only; expected mode='values', got {mode!r}")
     if method == "gram32" and dtype in ("float64", torch.float64):
         raise InputError("dtype float64: method 'gram32' forms the Gram matrix in float32; use method='gram' for float64")
     solver32 = method == "gram32" and dtype in ("float32", torch.float32)
-    if mode == "topk" and (k is None or int(k) < 1):
-        raise InputError(f"k={k!r}: mode='topk' needs a positive number of singular triplets")
-    if isinstance(dtype, str):
-        if dtype not in ("float32", "float64"):
-            raise InputError(f"dtype {dtype!r}: expected float32 or float64")
-        dtype = getattr(torch, dtype)
-    try:
-        dev = torch.device(device) if device is not None else default_device()
-    except RuntimeError as e:
-        raise InputError(f"device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
-
-    mw = as_weights(source)
-    if fold_bn:
-        mw = fold_batchnorm(mw)
-    mw = mw.select(layers)
+    if mode == "topk":
+        k = check.integer(k, "k", minimum=1)
+    target = resolve(source, layers=layers, dtype=dtype, device=device, fold_bn=fold_bn)
+    dtype, fold_bn = target.dtype, target.fold_bn
+    layers = None if target.layers is None else list(target.layers)  # as written into the run metadata
+    dev = target.device if target.device is not None else default_device()
+    mw = target.selected
 
     def target_dtype(spec: LayerSpec) -> torch.dtype:
         if method == "gram32":
@@ -590,6 +595,7 @@ def decompose(
             fro2=fro2.to(dev),
             mode=mode, method=methods[n], folded=spec.folded,
         )
-    options = dict(mode=mode, k=k, dtype=str(dtype) if dtype else "weights", device=str(dev), method=method,
+    options: dict[str, object] = dict(
+                   mode=mode, k=k, dtype=str(dtype) if dtype else "weights", device=str(dev), method=method,
                    fold_bn=fold_bn, layers=layers)
     return Decomposition(out, mw.skipped, mw.source, options, mw)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from convsvd import _validate as check
 from convsvd.errors import InputError
 
 #: Seed of the fixed train/test split.
@@ -131,8 +132,7 @@ def load_digits(split: str = "train", size: int = NATIVE_SIZE) -> DigitsData:
     >>> tuple(data.images.shape), data.images.dtype, data.classes[int(data.labels[0])]
     ((451, 1, 16, 16), torch.float32, '3')
     """
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise InputError(f"size: expected a positive int (image side in pixels), got {size!r}")
+    size = check.integer(size, "size", minimum=1)  # image side in pixels
     ids = split_ids(split)
     images_np, labels_np = _raw()
     images = torch.from_numpy(images_np[ids]).unsqueeze(1)  # fancy indexing copies

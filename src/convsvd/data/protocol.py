@@ -1,4 +1,5 @@
-"""The one dataset protocol that :func:`convsvd.signals.profile` consumes.
+"""The one dataset protocol that :func:`convsvd.signals.profile` consumes (:func:`convsvd.data.as_source`,
+in :mod:`convsvd.data.sources`, turns every supported dataset into it).
 
 Every source of inputs — the built-in digits, tensors or NumPy arrays, an image
 folder, a torch ``DataLoader`` — becomes a :class:`DataSource`: a sequence of
@@ -14,16 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from convsvd.errors import InputError
+from convsvd import _validate as check
 
-__all__ = ["Batch", "DataSource", "ExpectedInput", "as_source"]
+__all__ = ["Batch", "DataSource", "ExpectedInput"]
 
 
 class Batch(NamedTuple):
@@ -140,9 +139,7 @@ def pick(mapping: dict, keys: Sequence[str]) -> object | None:  # type: ignore[t
 
 
 def check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size: expected a positive int, got {batch_size!r}")
-    return batch_size
+    return check.integer(batch_size, "batch_size", minimum=1)
 
 
 def fingerprint(*parts: object) -> str:
@@ -159,74 +156,3 @@ def fingerprint(*parts: object) -> str:
         else:
             h.update(repr(p).encode())
     return h.hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------- resolution
-
-
-def _digits(split: str) -> DataSource:
-    from convsvd.data.arrays import ArrayData
-    from convsvd.data.digits import load_digits
-
-    return ArrayData.from_digits(load_digits(split), name=f"digits:{split}" if split != "all" else "digits")
-
-
-def as_source(data: object) -> DataSource:
-    """Any supported dataset as a :class:`DataSource`.
-
-    Parameters
-    ----------
-    data
-        A :class:`DataSource`; ``"digits"`` (all 1797 images) or
-        ``"digits:train|test|all"``; a folder path (one subfolder per class);
-        a ``.npz`` / ``.pt`` file of inputs and labels; a
-        :class:`~convsvd.data.DigitsData`; a tensor or array of inputs; a
-        tuple ``(inputs, labels)`` or ``(inputs, labels, ids)``; a torch
-        ``DataLoader`` or map-style ``Dataset``.
-
-    >>> as_source("digits:test").describe()["inputs"]
-    451
-    """
-    from torch.utils.data import DataLoader, Dataset
-
-    from convsvd.data.arrays import ArrayData, load_arrays
-    from convsvd.data.digits import SPLITS, DigitsData
-    from convsvd.data.folder import ImageFolder
-    from convsvd.data.loader import LoaderData
-
-    if isinstance(data, DataSource) and not isinstance(data, (torch.Tensor, DataLoader)):
-        return data
-    if isinstance(data, (str, os.PathLike)):
-        text = os.fspath(data)
-        if text == "digits" or text.startswith("digits:"):
-            split = text.partition(":")[2] or "all"
-            if split not in SPLITS:
-                raise InputError(f"data {text!r}: expected digits or digits:{'|'.join(SPLITS)}")
-            return _digits(split)
-        path = Path(text)
-        if path.is_dir():
-            return ImageFolder(path)
-        if path.is_file():
-            return load_arrays(path)
-        raise InputError(
-            f"data {text!r}: not found (expected 'digits', 'digits:train|test|all', an image folder, or a .npz/.pt file)"
-        )
-    if isinstance(data, DigitsData):
-        return ArrayData.from_digits(data)
-    if isinstance(data, DataLoader):
-        return LoaderData(data)
-    if isinstance(data, Dataset):
-        return LoaderData(data)
-    if isinstance(data, tuple) and 2 <= len(data) <= 3:
-        return ArrayData(*data)
-    try:
-        import numpy as np
-
-        if isinstance(data, (torch.Tensor, np.ndarray)):
-            return ArrayData(data)
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        pass
-    raise InputError(
-        f"data: expected 'digits', an image folder, a .npz/.pt file, tensors/arrays (inputs[, labels[, ids]]), "
-        f"a DataLoader or a DataSource, got {type(data).__name__}"
-    )

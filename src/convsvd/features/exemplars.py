@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from convsvd import _validate as check
+from convsvd._results import LayerResult
 from convsvd.errors import InputError
 
 __all__ = ["Exemplars", "exemplars", "fetch_inputs"]
@@ -27,7 +29,7 @@ _COLUMNS = ("id", "label", "group", "neuron", "signal")
 
 
 @dataclass(frozen=True, eq=False)
-class Exemplars:
+class Exemplars(LayerResult):
     """The ``k`` inputs with the largest (``top``) and smallest (``bottom``) signal per SVD neuron of one layer.
 
     Rows are ordered by neuron (as requested), then side (``top`` first), then rank.
@@ -65,8 +67,13 @@ class Exemplars:
     images: torch.Tensor | None = field(default=None, repr=False)
     classes: list[str] | None = None
 
+    _stem = "exemplars"
+
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+    def _tensors(self) -> dict[str, torch.Tensor | None]:
+        return {"images": self.images}
 
     def neurons(self) -> list[tuple[int, int]]:
         """``(group, neuron)`` pairs in row order, each once."""
@@ -209,8 +216,7 @@ def exemplars(
     >>> ex.to_frame()[["side", "id", "signal"]].values.tolist()
     [['top', 2, 2.0], ['bottom', 1, -1.0]]
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"k {k!r}: expected a positive int (exemplars per side)")
+    k = check.integer(k, "k", minimum=1)  # exemplars per side
     is_frame = isinstance(table, pd.DataFrame)
     if not is_frame and not (hasattr(table, "chunks") and hasattr(table, "manifest")):
         raise InputError(f"table: expected a SignalTable or a pandas DataFrame of signals, got {type(table).__name__}")
@@ -232,7 +238,7 @@ def exemplars(
         if shape is None:
             raise InputError(f"layer {layer!r}: no rows in the table")
         total = shape[0] * shape[1]
-        bad = [n for n in seq if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < total]
+        bad = [n for n in seq if not check.is_int(n) or not 0 <= n < total]
         if bad or not seq:
             raise InputError(f"neurons {bad[:5] or seq}: layer {layer!r} has {total} SVD neurons (0–{total - 1})")
         order = [(int(n) // shape[1], int(n) % shape[1]) for n in seq]

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Sequence, get_args
 
 import numpy as np
 import pandas as pd
@@ -62,11 +62,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convsvd import _validate as check
 from convsvd._progress import progress as _progress
+from convsvd._results import LayerResult
+from convsvd._typing import Direction, Location
 from convsvd.decompose import Decomposition
 from convsvd.errors import ConvSVDError, InputError
 from convsvd.signals.hooks import capture, eval_mode
 from convsvd.signals.project import Projector, ProjectionPlan, plan_projection
+from convsvd.target import resolve
 
 __all__ = [
     "DIRECTIONS",
@@ -81,8 +85,11 @@ __all__ = [
 
 #: Accepted ``directions`` and the signs they optimise, in order.
 DIRECTIONS: dict[str, tuple[int, ...]] = {"+": (1,), "-": (-1,), "both": (1, -1)}
+
+#: Side of the images of a model whose input side no source states and ``size`` does not give.
+GUESSED_SIDE = 224
 #: Accepted ``location``: the signal averaged over locations, or at the centre location.
-LOCATIONS: tuple[str, ...] = ("mean", "centre")
+LOCATIONS: tuple[str, ...] = get_args(Location)
 
 #: Eigenvalues and eigenvectors (columns) of the covariance of ImageNet RGB pixels in ``[0, 1]``,
 #: as published with the "PCA colour augmentation" of Krizhevsky, Sutskever & Hinton (2012), §4.1.
@@ -174,7 +181,7 @@ class Transforms:
 
 
 @dataclass(frozen=True, eq=False)
-class FeatureVisualization:
+class FeatureVisualization(LayerResult):
     """Images optimised for SVD neurons of one layer, one row per image.
 
     Rows are ordered neuron by neuron (as requested), then direction (``+`` before
@@ -223,8 +230,13 @@ class FeatureVisualization:
     input_size: tuple[int, int] = (0, 0)
     neurons_per_group: int = 0
 
+    _stem = "featureviz"
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"images": self.images, "trace": torch.from_numpy(np.ascontiguousarray(self.trace))}
 
     def flat_neurons(self) -> list[int]:
         """The flat indices ``j·r + i`` of the visualised neurons, in row order, each once."""
@@ -265,13 +277,6 @@ def image_seed(seed: int, neuron: int, direction: int, copy: int) -> int:
     """
     words = [int(seed) & 0xFFFFFFFF, int(seed) >> 32 & 0xFFFFFFFF, int(neuron), 0 if direction > 0 else 1, int(copy)]
     return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0])
-
-
-def _pair(v: int | Sequence[int], what: str) -> tuple[int, int]:
-    t = (v, v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else tuple(v)  # type: ignore[arg-type]
-    if len(t) != 2 or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) and a >= 1 for a in t):
-        raise InputError(f"{what} {v!r}: expected a positive int or a pair (height, width)")
-    return int(t[0]), int(t[1])
 
 
 def _frequency_scale(h: int, w: int, decay: float) -> torch.Tensor:
@@ -389,21 +394,16 @@ def _model_call(model: nn.Module, dtype: torch.dtype, device: torch.device) -> C
 def _check_neurons(neurons: int | Sequence[int] | None, total: int, layer: str) -> list[int]:
     if neurons is None:
         return list(range(min(8, total)))
-    seq = [neurons] if isinstance(neurons, (int, np.integer)) else list(neurons)
-    if not seq or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) for n in seq):
-        raise InputError(f"neurons {neurons!r}: expected SVD neuron indices (ints)")
-    bad = [int(n) for n in seq if not 0 <= int(n) < total]
+    given: list[object] = [neurons] if check.is_int(neurons) else list(neurons)  # type: ignore[arg-type]  # is_int: not a sequence
+    if not given or not all(check.is_int(n) for n in given):
+        raise check.fail("neurons", neurons, "SVD neuron indices (ints)")
+    seq = [check.integer(n, "neurons") for n in given]
+    bad = [n for n in seq if not 0 <= n < total]
     if bad:
         raise InputError(f"neurons {bad[:5]}: layer {layer!r} has {total} SVD neurons (0–{total - 1})")
-    if len(set(map(int, seq))) != len(seq):
-        raise InputError(f"neurons {list(map(int, seq))}: each neuron once")
-    return [int(n) for n in seq]
-
-
-def _check_int(value: object, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{what} {value!r}: expected an int ≥ {minimum}")
-    return int(value)
+    if len(set(seq)) != len(seq):
+        raise InputError(f"neurons {seq}: each neuron once")
+    return seq
 
 
 def featureviz(
@@ -434,7 +434,7 @@ def featureviz(
 
     Parameters
     ----------
-    model : nn.Module, or ModelWeights holding one
+    model : Target, nn.Module, or anything :func:`convsvd.target.resolve` accepts that holds a module
         Run in eval mode (each module's flag restored); never modified.
     layer : str
         A conv or linear layer's name (for a folded BatchNorm, the conv's name).
@@ -448,7 +448,9 @@ def featureviz(
     size : int or (int, int), optional
         Side of the optimised image (default: ``input_size``).
     input_size : int or (int, int), optional
-        Spatial size the model takes (default: ``size``; both missing: 224).
+        Spatial size the model takes (default: what the model states — a built-in model's input, an
+        ONNX graph's, the one square side a shape trace finds (:func:`convsvd.target.resolve`) — else
+        ``size``, else 224).
         Images of another ``size`` are resized to it after the transforms.
     location : {"mean", "centre"}
         The signal averaged over the layer's output locations, or at the centre one.
@@ -495,31 +497,27 @@ def featureviz(
     >>> tuple(fv.images.shape), fv.to_frame().direction.tolist()
     ((4, 1, 8, 8), ['+', '-', '+', '-'])
     """
-    if directions not in DIRECTIONS:
-        raise InputError(f"directions {directions!r}: expected one of {', '.join(map(repr, DIRECTIONS))}")
-    if location not in LOCATIONS:
-        raise InputError(f"location {location!r}: expected one of {', '.join(map(repr, LOCATIONS))}")
-    steps = _check_int(steps, "steps", 1)
-    copies = _check_int(copies, "copies", 1)
-    seed = _check_int(seed, "seed", 0)
-    if batch_size is not None:
-        batch_size = _check_int(batch_size, "batch_size", 1)
-    if not (float(diversity) >= 0 and float(lr) > 0):
-        raise InputError(f"diversity={diversity!r}, lr={lr!r}: expected diversity ≥ 0 and lr > 0")
-    if not isinstance(image, ImageParam) or not (transforms is None or isinstance(transforms, Transforms)):
-        raise InputError("image / transforms: expected an ImageParam and a Transforms (or None)")
+    check.choice(directions, "directions", Direction)
+    check.choice(location, "location", LOCATIONS)
+    steps = check.integer(steps, "steps", minimum=1)
+    copies = check.integer(copies, "copies", minimum=1)
+    seed = check.integer(seed, "seed", minimum=0)
+    batch_size = check.optional_integer(batch_size, "batch_size", minimum=1)
+    diversity = check.number(diversity, "diversity", low=0)
+    lr = check.number(lr, "lr", low=0, low_open=True)
+    if not isinstance(image, ImageParam):
+        raise check.fail("image", image, "an ImageParam")
+    if not (transforms is None or isinstance(transforms, Transforms)):
+        raise check.fail("transforms", transforms, "a Transforms or None")
     if not isinstance(layer, str):
-        raise InputError(f"layer {layer!r}: expected one layer name")
-    if size is None and input_size is None:
-        size = input_size = 224
-    hw = _pair(size if size is not None else input_size, "size")  # type: ignore[arg-type]
-    in_hw = _pair(input_size if input_size is not None else size, "input_size")  # type: ignore[arg-type]
-
-    from convsvd.layers import as_weights
-
-    mw = as_weights(model)
-    mw[layer]  # one-line error naming the layers when unknown
-    plan = plan_projection(mw, layers=[layer], fold_bn=fold_bn, svd=svd, dtype=dtype, device=device)
+        raise check.fail("layer", layer, "one layer name")
+    target = resolve(model, fold_bn=fold_bn, dtype=dtype, device=device, input_size=input_size)
+    target.weights[layer]  # one-line error naming the layers when unknown
+    hw, in_hw = check.size(size, "size"), target.input_size
+    if in_hw is None:  # the model's own input side (zoo, ONNX graph, shape trace), else the image's, else 224
+        in_hw = target.input_side() or hw or (GUESSED_SIDE, GUESSED_SIDE)
+    hw = hw or in_hw
+    plan = plan_projection(target, layers=[layer], svd=svd)
     first = plan.weights.layers[0]
     if first.kind != "conv2d":
         raise InputError(f"model {plan.source!r}: feature visualisation needs images, but its first layer "

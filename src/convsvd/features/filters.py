@@ -19,9 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from convsvd import _validate as check
+from convsvd._results import LayerResult
 from convsvd.decompose import Decomposition, decompose
 from convsvd.errors import InputError
-from convsvd.layers import as_weights, fold_batchnorm
+from convsvd.target import resolve
 
 __all__ = ["SingularFilters", "singular_filters", "DEFAULT_ENERGY"]
 
@@ -30,7 +32,7 @@ DEFAULT_ENERGY: float = 0.9
 
 
 @dataclass(frozen=True, eq=False)
-class SingularFilters:
+class SingularFilters(LayerResult):
     """Right singular vectors of one conv layer as filters, and its rank-``r`` rebuild.
 
     Attributes
@@ -66,6 +68,11 @@ class SingularFilters:
     energy: float = float("nan")
     fro2: torch.Tensor = field(default=None, repr=False)  # type: ignore[assignment]
     reads_input: bool = False
+
+    _stem = "filters"
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"filters": self.filters, "sigma": self.sigma, "rebuilt": self.rebuilt, "fro2": self.fro2}
 
     @property
     def in_channels(self) -> int:
@@ -112,7 +119,7 @@ def singular_filters(
 
     Parameters
     ----------
-    source : nn.Module, ModelWeights, path or ``"pkg.mod:factory"``
+    source : Target, nn.Module, ModelWeights, path, built-in name or ``"pkg.mod:factory"``
     layer : str
         A ``conv2d`` layer.
     rank : int, optional
@@ -134,23 +141,20 @@ def singular_filters(
     >>> tuple(sf.filters.shape), sf.reads_input, 0 < sf.energy < 1
     ((1, 9, 1, 3, 3), True, True)
     """
-    mw = as_weights(source)
-    if fold_bn:
-        mw = fold_batchnorm(mw)
+    target = resolve(source, fold_bn=fold_bn, dtype=dtype)
+    mw = target.folded
     spec = mw[layer]
     if spec.kind != "conv2d":
         raise InputError(f"layer {layer!r}: singular filters need a conv2d layer (it is {spec.kind})")
     if svd is None:
-        svd = decompose(mw.select([layer]), mode="full", dtype=dtype, device="cpu", progress=False)
+        svd = decompose(mw.select([layer]), mode="full", dtype=target.dtype, device="cpu", progress=False)
     lsvd = svd[layer]
     if lsvd.U is None or not lsvd.complete:
         raise InputError(f"layer {layer!r}: singular filters need a full decomposition (mode='full'), got mode={lsvd.mode!r}")
     r_max = int(lsvd.S.shape[1])
     if rank is None:
         rank = _default_rank(lsvd.S, lsvd.fro2, DEFAULT_ENERGY)
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank <= r_max:
-        raise InputError(f"rank {rank!r}: layer {layer!r} has {r_max} singular triplets per group (0–{r_max})")
-    rank = int(rank)
+    rank = check.integer(rank, "rank", minimum=0, maximum=r_max)  # r_max: the layer's triplets per group
     S = lsvd.S.detach().cpu()
     fro2 = lsvd.fro2.detach().cpu().double()
     energy = float((S[:, :rank].double() ** 2).sum() / fro2.sum())

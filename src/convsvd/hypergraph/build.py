@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
+from convsvd import _validate as check
 from convsvd.errors import InputError
 from convsvd.hypergraph._hnx import hnx
 from convsvd.hypergraph._layer import LayerData, read_layer, resolve_classes
@@ -38,9 +39,7 @@ _TOL = 1e-9  # "at least a share p" is compared as count ≥ p·n up to rounding
 
 
 def check_min_share(min_share: float) -> float:
-    if isinstance(min_share, bool) or not isinstance(min_share, (int, float)) or not 0 < float(min_share) <= 1:
-        raise InputError(f"min_share: expected a share in (0, 1], got {min_share!r}")
-    return float(min_share)
+    return check.share(min_share, "min_share")
 
 
 @dataclass(frozen=True, eq=False)

@@ -50,12 +50,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
+from convsvd import _validate as check
 from convsvd._progress import progress as _progress
+from convsvd._typing import PathLike
 from convsvd.errors import InputError
 from convsvd.hypergraph._layer import LayerData, read_layer, resolve_classes
 from convsvd.hypergraph.build import ClassIncidence, _incidence_of, _subsample, check_min_share
@@ -275,6 +278,34 @@ class Separation:
                                           "shared_neurons"])
         return out.sort_values(["depth", "jaccard"], ascending=[False, False], kind="stable").reset_index(drop=True)
 
+    def save(self, folder: PathLike, layers: Sequence[str] | None = None) -> list[Path]:
+        """Write the tables into the existing ``folder`` (plain writes; the CLI publishes the folder whole):
+        ``separation.csv``, ``exclusive.csv``, ``pairs.csv``, ``deepest-shared.csv``, and per layer
+        (``layers``, default all) ``class-incidence-LAYER.csv`` and ``overlap-LAYER.csv``.
+        Figures: :func:`convsvd.viz.save_figures`."""
+        from convsvd._results import folder as existing, safe_name, write_frame
+
+        out = existing(folder)
+        paths = []
+        for stem, frame in (("separation", self.to_frame()), ("exclusive", self.exclusive_frame()),
+                            ("pairs", self.pairs_frame()), ("deepest-shared", self.deepest_shared())):
+            paths += write_frame(out, stem, frame, ("csv",))
+        for name in self.names if layers is None else layers:
+            layer, safe = self[name], safe_name(name)
+            paths += write_frame(out, f"class-incidence-{safe}", layer.incidence.to_frame(), ("csv",))
+            paths += write_frame(out, f"overlap-{safe}", layer.overlap_frame().reset_index(), ("csv",))
+        return paths
+
+    def __repr__(self) -> str:
+        return f"Separation({len(self.layers)} layers, min_share={self.min_share:g})"
+
+    def _repr_html_(self) -> str:
+        from convsvd._results import html_table
+
+        cols = ["layer", "mean_size", "jaccard_mean", "exclusive_mean", "modularity", "ncc_accuracy", "status"]
+        frame = self.to_frame()
+        return html_table(f"class separation at p = {self.min_share:g}", frame[[c for c in cols if c in frame]])
+
 
 # --------------------------------------------------------------------------- metrics
 
@@ -407,14 +438,10 @@ def _separate(data: LayerData, min_share: float, folds: int, seed: int, max_inpu
 
 
 def _check_options(folds: int, seed: int, max_inputs: int | None, shuffles: int = SHUFFLES) -> None:
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise InputError(f"folds: expected an int ≥ 2 (cross-validation folds), got {folds!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InputError(f"seed: expected an int, got {seed!r}")
-    if max_inputs is not None and (isinstance(max_inputs, bool) or not isinstance(max_inputs, int) or max_inputs < 2):
-        raise InputError(f"max_inputs: expected an int ≥ 2 or None, got {max_inputs!r}")
-    if isinstance(shuffles, bool) or not isinstance(shuffles, int) or shuffles < 0:
-        raise InputError(f"shuffles: expected an int ≥ 0 (label shuffles of the NCC baseline), got {shuffles!r}")
+    check.integer(folds, "folds", minimum=2)  # cross-validation folds
+    check.integer(seed, "seed")
+    check.optional_integer(max_inputs, "max_inputs", minimum=2)
+    check.integer(shuffles, "shuffles", minimum=0)  # label shuffles of the NCC baseline
 
 
 def layer_separation(table: SignalTable, layer: str, *, min_share: float = 0.5,
@@ -492,16 +519,14 @@ def class_separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequ
 def separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequence[str] | None = None,
                classes: Sequence[str | int] | None = None, folds: int = 5, seed: int = 0,
                max_inputs: int | None = None, shuffles: int = SHUFFLES,
-               progress: bool | None | Callable[[int, int, str], None] = None) -> pd.DataFrame:
-    """Separation of the classes by the SVD neurons, one row per layer.
-
-    Same parameters as :func:`class_separation` (which keeps the matrices).
+               progress: bool | None | Callable[[int, int, str], None] = None) -> Separation:
+    """Separation of the classes by the SVD neurons: :func:`class_separation` (the same result object).
 
     Returns
     -------
-    pandas.DataFrame
-        ``layer, neurons, inputs, classes, min_share, mean_size, collapsed,
-        influential_mean, influential_median, empty_hyperedges, jaccard_mean,
+    Separation
+        Its ``to_frame()`` has one row per layer: ``layer, neurons, inputs, classes, min_share, mean_size,
+        collapsed, influential_mean, influential_median, empty_hyperedges, jaccard_mean,
         exclusive_mean, components_s1, components_s2, components_s3, modularity,
         modularity_inputs, ncc_accuracy, ncc_chance, ncc_shuffled, ncc_folds, status,
         message`` (``mean_size``: mean size of the non-empty class hyperedges;
@@ -512,7 +537,7 @@ def separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequence[s
     >>> from convsvd import zoo
     >>> from convsvd.signals import profile
     >>> table = profile(zoo.load("digits-cnn"), "digits:test", progress=False)  # doctest: +SKIP
-    >>> separation(table)[["layer", "jaccard_mean", "ncc_accuracy", "ncc_shuffled"]]  # doctest: +SKIP
+    >>> separation(table).to_frame()[["layer", "jaccard_mean", "ncc_accuracy", "ncc_shuffled"]]  # doctest: +SKIP
     """
     return class_separation(table, min_share=min_share, layers=layers, classes=classes, folds=folds, seed=seed,
-                            max_inputs=max_inputs, shuffles=shuffles, progress=progress).to_frame()
+                            max_inputs=max_inputs, shuffles=shuffles, progress=progress)

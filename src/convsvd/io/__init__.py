@@ -5,7 +5,7 @@ callers that already know what they hold.
 """
 
 from convsvd.io.module import from_module
-from convsvd.io.spec import KIND_BY_NDIM, MODULE_KINDS, LayerSpec, ModelWeights, SkippedParam
+from convsvd.io.spec import KIND_BY_NDIM, MODULE_KINDS, LayerSpec, ModelWeights, SkipCode, SkippedParam
 from convsvd.io.state_dict import from_state_dict
 from convsvd.io.checkpoint import load_checkpoint
 from convsvd.io.safetensors_io import load_safetensors
@@ -20,6 +20,7 @@ __all__ = [
     "LayerSpec",
     "ModelSource",
     "ModelWeights",
+    "SkipCode",
     "SkippedParam",
     "from_module",
     "from_onnx",

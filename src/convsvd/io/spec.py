@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Iterator, Sequence
 
 import torch
@@ -110,13 +111,50 @@ class LayerSpec:
         return rows, cols
 
 
+class SkipCode(str, Enum):
+    """Why a parameter is not analysed, as a code (the message is :attr:`SkippedParam.reason`).
+
+    Everything but ``OTHER`` is a linear layer that could not be loaded (it is listed as a
+    failed layer by the analyses); ``OTHER`` is a parameter of a module that is not a linear map.
+    """
+
+    ZERO_SIZE = "zero_size"
+    NONFINITE = "nonfinite"
+    NOT_FLOAT = "not_float"
+    LAZY = "lazy"
+    OTHER = "other"
+
+    @property
+    def failed_layer(self) -> bool:
+        """A linear layer that could not be loaded (not a parameter of another module)."""
+        return self is not SkipCode.OTHER
+
+
+#: The message prefix each loader writes for each code (the loaders' messages, read in this one place).
+_SKIP_PREFIXES: tuple[tuple[str, SkipCode], ...] = (
+    ("zero-size weight", SkipCode.ZERO_SIZE), ("weight has ", SkipCode.NONFINITE),
+    ("weight dtype ", SkipCode.NOT_FLOAT), ("lazy module", SkipCode.LAZY),
+)
+
+
 @dataclass(frozen=True)
 class SkippedParam:
-    """A parameter (or layer) that is not analysed, and why."""
+    """A parameter (or layer) that is not analysed, and why: ``code`` (a :class:`SkipCode`) and ``reason``
+    (one line for people). Without a code, it is read from the loader's message.
+
+    >>> SkippedParam("conv.weight", (4, 3, 3, 3), "weight has 2 NaN/Inf entries").code
+    <SkipCode.NONFINITE: 'nonfinite'>
+    """
 
     name: str
     shape: tuple[int, ...]
     reason: str
+    code: SkipCode | None = None
+
+    def __post_init__(self) -> None:
+        if self.code is None:
+            code = next((c for prefix, c in _SKIP_PREFIXES if self.reason.startswith(prefix)), SkipCode.OTHER)
+            object.__setattr__(self, "code", code)
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from convsvd import _validate as check
 from convsvd.errors import InputError, NotComputedError
 from convsvd.report.content import Note
 
@@ -69,11 +70,9 @@ class Options:
         base = QUICK if quick else DEFAULTS
         counts = {}
         for key, value in (("neurons", neurons), ("steps", steps), ("k", k)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError(f"{key} {value!r}: expected a positive int")
+            value = check.optional_integer(value, key, minimum=1)
             counts[key] = base[key] if value is None else value
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size {batch_size!r}: expected a positive int")
+        check.integer(batch_size, "batch_size", minimum=1)
         return cls(quick=bool(quick), neurons=counts["neurons"], steps=counts["steps"], k=counts["k"],
                    feature_layers=base["feature_layers"], batch_size=batch_size, device=device, fold_bn=bool(fold_bn),
                    seed=seed, data=data, init=init, input_shape=tuple(int(s) for s in input_shape) if input_shape else None,

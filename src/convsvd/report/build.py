@@ -28,6 +28,7 @@ from convsvd.report import sections as S
 from convsvd.report.analysis import STEPS, Analysis, Options
 from convsvd.report.content import Note, Section
 from convsvd.report.html import Page, render
+from convsvd.target import resolve
 
 __all__ = ["ReportResult", "demo", "report"]
 
@@ -138,8 +139,8 @@ def report(
 
     Parameters
     ----------
-    model : nn.Module, ModelWeights, path or ``"pkg.mod:factory"``
-        A weights-only file gives the weight sections only (the data sections run the model).
+    model : Target, nn.Module, ModelWeights, path, built-in name or ``"pkg.mod:factory"``
+        Anything :func:`convsvd.target.resolve` accepts. A weights-only file gives the weight sections only (the data sections run the model).
     data : dataset, optional
         Anything :func:`convsvd.data.as_source` takes (``"digits:test"``, an image folder with one
         subfolder per class, a ``.npz``/``.pt`` file, tensors, a DataLoader). Without it the report
@@ -155,7 +156,8 @@ def report(
     neurons, steps, k : int, optional
         Top SVD neurons shown per layer, feature-visualisation steps, exemplars per side.
     input_shape : sequence of int, optional
-        ``(C, H, W)`` the model takes (default: the data's first input's; else images are optimised at 224×224).
+        ``(C, H, W)`` the model takes (default: what the target states — a Target's ``input_size``, a built-in
+        model's, an ONNX graph's — else the data's first input's; else images are optimised at 224×224).
     batch_size : int
         Inputs per forward pass when profiling.
     device : str, optional
@@ -164,8 +166,8 @@ def report(
         Fold each BatchNorm that directly follows a layer into it, everywhere (the model is not changed).
     init : nn.Module, ModelWeights or path, optional
         The same model at its random initialisation (e.g. an epoch-0 checkpoint; weights-only files do):
-        its spectra are shown beside the trained ones. Without it, the trained layers are compared with
-        their own weights shuffled.
+        its spectra are shown beside the trained ones. Default: a built-in model's own initialisation;
+        otherwise the trained layers are compared with their own weights shuffled.
     seed : int
         Seed of the feature visualisation.
     title : str, optional
@@ -188,9 +190,19 @@ def report(
     >>> r.to_frame()[["id", "status"]]                                                   # doctest: +SKIP
     """
     paths = files.plan_paths(out)
-    options = Options.resolve(quick=quick, neurons=neurons, steps=steps, k=k, layers=layers, input_shape=input_shape,
-                              batch_size=batch_size, device=device, fold_bn=fold_bn, seed=seed, data=_describe(data),
-                              init=_describe(init))
+    target = resolve(model, layers=layers, device=device, fold_bn=fold_bn)
+    if input_shape is None:
+        input_shape = target.stated_input_shape()  # the user's input_size, a built-in model's, an ONNX graph's
+    if init is None and target.zoo is not None:  # a built-in model's own initialisation
+        from convsvd import zoo
+        from convsvd.io import from_module
+
+        init = from_module(zoo.load(target.zoo, pretrained=False), source=f"{target.zoo} (initialisation)")
+    model = target.weights
+    options = Options.resolve(quick=quick, neurons=neurons, steps=steps, k=k, layers=target.layers,
+                              input_shape=input_shape, batch_size=batch_size,
+                              device=None if target.device is None else str(target.device), fold_bn=target.fold_bn,
+                              seed=seed, data=_describe(data), init=_describe(init))
     staging = files.staging_folder(paths)
     try:
         with _progress(len(STEP_NAMES), "report", progress, threshold=1) as bar:

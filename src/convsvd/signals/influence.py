@@ -23,6 +23,7 @@ from typing import NamedTuple
 import pandas as pd
 import torch
 
+from convsvd import _validate as check
 from convsvd.decompose import Decomposition
 from convsvd.errors import InputError
 
@@ -52,13 +53,9 @@ def check_influence_options(threshold: float | None, top_k: int | None) -> tuple
     if threshold is not None and top_k is not None:
         raise InputError(f"threshold={threshold!r} and top_k={top_k!r}: give one of them, not both")
     if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise InputError(f"top_k: expected a positive int, got {top_k!r}")
-        return None, top_k
+        return None, check.integer(top_k, "top_k", minimum=1)
     t = 0.1 if threshold is None else threshold
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < float(t) <= 1:
-        raise InputError(f"threshold: expected a share in (0, 1], got {threshold!r}")
-    return float(t), None
+    return check.share(t, "threshold"), None
 
 
 def influence(values: torch.Tensor, threshold: float | None = None, top_k: int | None = None) -> Influence:

@@ -20,23 +20,26 @@ Aggregations over the locations ``p = 1 … L``:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Sequence, get_args
 
 import pandas as pd
 import torch
 from torch import nn
 
+from convsvd import _validate as check
+from convsvd._typing import Aggregation
 from convsvd.data.protocol import ExpectedInput
 from convsvd.decompose import Decomposition, LayerSVD, decompose
 from convsvd.errors import ConvSVDError, InputError
 from convsvd.io import LayerSpec, ModelWeights
-from convsvd.layers import as_weights, fold_batchnorm
+from convsvd.layers import as_weights
 from convsvd.signals.diagnose import model_failure
 from convsvd.signals.hooks import capture, eval_mode, moved_to
+from convsvd.target import resolve
 
 __all__ = ["AGGREGATIONS", "Projector", "ProjectionPlan", "Signals", "plan_projection", "signals", "signal_maps"]
 
-AGGREGATIONS: tuple[str, ...] = ("mean", "max", "abs", "l2")
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 
 TRANSPOSED_REASON = ("transposed convolution: its left singular vectors live in its input-channel space, "
                      "not in the space of its output, so Uᵀ(y − b) is not defined; not profiled")
@@ -204,7 +207,7 @@ def plan_projection(
 
     Parameters
     ----------
-    model : nn.Module or ModelWeights with a module
+    model : Target, nn.Module, or anything :func:`convsvd.target.resolve` accepts that holds a module
     layers : str or list of str, optional
         Glob patterns of layer names (comma-separated in a string); default all.
     fold_bn : bool
@@ -216,22 +219,12 @@ def plan_projection(
     device : str or torch.device, optional
         Default: where the model's parameters are.
     """
-    net, mw = _model_of(model)
-    if isinstance(dtype, str):
-        if dtype not in ("float32", "float64"):
-            raise InputError(f"dtype {dtype!r}: expected float32 or float64")
-        dtype = getattr(torch, dtype)
+    resolved = resolve(model, layers=layers, fold_bn=fold_bn, dtype=dtype, device=device)
+    net, _ = _model_of(resolved)
     mdtype, mdevice = _model_dtype_device(net)
-    try:
-        dev = torch.device(device) if device is not None else mdevice
-    except RuntimeError as e:
-        raise InputError(f"device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
-    pdtype = dtype or (mdtype if mdtype in (torch.float32, torch.float64) else torch.float32)
-    if fold_bn:
-        mw = fold_batchnorm(mw)
-    chosen = mw.select(layers)
+    dev = resolved.device if resolved.device is not None else mdevice
+    pdtype = resolved.dtype or (mdtype if mdtype in (torch.float32, torch.float64) else torch.float32)
+    mw, chosen = resolved.folded, resolved.selected
     profiled = [s for s in chosen.layers if not s.transposed]
     skipped = tuple((s.name, TRANSPOSED_REASON) for s in chosen.layers if s.transposed)
     if not profiled:
@@ -344,8 +337,7 @@ def signals(
     >>> {k: tuple(v.shape) for k, v in s.values.items()}
     {'0': (5, 1, 4), '3': (5, 1, 2)}
     """
-    if aggregate not in AGGREGATIONS:
-        raise InputError(f"aggregate {aggregate!r}: expected one of {', '.join(AGGREGATIONS)}")
+    check.choice(aggregate, "aggregate", Aggregation)
     plan = plan or plan_projection(model, layers=layers, fold_bn=fold_bn, svd=svd, dtype=dtype)
     out: dict[str, torch.Tensor] = {}
     sig: dict[str, torch.Tensor] = {}

@@ -34,11 +34,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from convsvd import _validate as check
 from convsvd._atomic import acquire_lock, environment_error, release_lock
 from convsvd._meta import run_metadata
 from convsvd._progress import progress as _progress
 from convsvd._typing import PathLike
-from convsvd.data.protocol import DataSource, as_source, check_batch_size
+from convsvd.data.protocol import DataSource, check_batch_size
+from convsvd.data.sources import as_source
 from convsvd.decompose import Decomposition
 from convsvd.errors import InputError
 from convsvd.signals import store
@@ -47,6 +49,7 @@ from convsvd.signals.hooks import eval_mode, moved_to
 from convsvd.signals.influence import check_influence_options, influence
 from convsvd.signals.project import AGGREGATIONS, ProjectionPlan, Projector, key_of, plan_projection, run_forward
 from convsvd.signals.table import SignalTable
+from convsvd.target import resolve
 
 __all__ = ["profile"]
 
@@ -405,16 +408,15 @@ def profile(
     >>> table.summary()[["layer", "neurons", "mean_influential"]].values.tolist()
     [['0', 4, 2.0], ['3', 3, 2.0]]
     """
-    if aggregate not in AGGREGATIONS:
-        raise InputError(f"aggregate {aggregate!r}: expected one of {', '.join(AGGREGATIONS)}")
+    check.choice(aggregate, "aggregate", AGGREGATIONS)
     threshold, top_k = check_influence_options(threshold, top_k)
     check_batch_size(batch_size)
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise InputError(f"shard_size: expected a positive int (inputs per shard), got {shard_size!r}")
-    if store_dtype is not None and store_dtype not in store.STORE_DTYPES:
-        raise InputError(f"store_dtype {store_dtype!r}: expected one of {', '.join(store.STORE_DTYPES)}")
-    if nonfinite not in NONFINITE:
-        raise InputError(f"nonfinite {nonfinite!r}: expected one of {', '.join(NONFINITE)}")
+    check.integer(shard_size, "shard_size", minimum=1)
+    check.choice(store_dtype, "store_dtype", (None, *store.STORE_DTYPES))
+    check.choice(nonfinite, "nonfinite", NONFINITE)
+    target = resolve(model, layers=layers, fold_bn=fold_bn, dtype=dtype, device=device)
+    if input_shape is None:
+        input_shape = target.stated_input_shape()  # the user's input_size, the zoo's or the ONNX graph's
     dist = setup()
     lock: int | None = None
     try:
@@ -429,11 +431,11 @@ def profile(
                 refused = environment_error(e, "the run's lock file", out)
         if not dist.all_ok(refused is None):
             raise refused or InputError(f"out {os.fspath(out)!r}: rank 0 could not lock the folder")  # type: ignore[arg-type]
-        plan = plan_projection(model, layers=layers, fold_bn=fold_bn, svd=svd, dtype=dtype, device=device)
+        plan = plan_projection(target, svd=svd)
         source = as_source(data).conform(plan.expected_input(input_shape))
         run = _Run.create(dist, plan, source, out, aggregate=aggregate, threshold=threshold, top_k=top_k,
-                          batch_size=batch_size, shard_size=shard_size, fold_bn=fold_bn, store_dtype=store_dtype,
-                          nonfinite=nonfinite)
+                          batch_size=batch_size, shard_size=shard_size, fold_bn=target.fold_bn,
+                          store_dtype=store_dtype, nonfinite=nonfinite)
         try:
             finished = run.start(restart)
             run.stream(finished, progress if dist.rank == 0 else False)

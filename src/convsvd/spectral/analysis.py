@@ -56,16 +56,19 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from convsvd import _validate as check
 from convsvd._progress import progress as _progress
+from convsvd._typing import PathLike, View
 from convsvd.errors import InputError
 from convsvd.io import LayerSpec, ModelWeights
+from convsvd.io.spec import SkipCode, SkippedParam
 from convsvd.spectral._meter import meter
 from convsvd.spectral.cost import DEFAULT_OPERATOR_N, OperatorPlan, plan_operator, throughput
 from convsvd.spectral.esd import DISTANCE_METHODS, esd_distance
@@ -84,16 +87,12 @@ from convsvd.spectral.mp import fit_marchenko_pastur
 from convsvd.spectral.powerlaw import DISTRIBUTIONS, PowerLawFit, fit_power_law_batch
 from convsvd.spectral.shuffle import layer_seed, shuffle_entries
 from convsvd.spectral.views import operator_singular_values, slice_singular_values
+from convsvd.target import Target, resolve
 
 __all__ = ["DEFAULT_OPERATOR_N", "VIEWS", "SpectrumResult", "compare", "spectrum"]
 
-View = Literal["unfold", "slices", "operator"]
-VIEWS: tuple[str, ...] = ("unfold", "slices", "operator")
+VIEWS: tuple[str, ...] = get_args(View)
 """The views of a conv layer's spectrum (module docstring)."""
-
-# Reasons (from convsvd.io.spec.check_weight and the module reader) for which a *layer*
-# was not loaded; other skipped entries are parameters of non-linear modules.
-_LAYER_SKIP_REASONS = ("zero-size weight", "weight has ", "weight dtype ", "lazy module")
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +139,36 @@ class SpectrumResult:
         """One row per layer, columns :data:`~convsvd.spectral.metrics.FRAME_COLUMNS`."""
         return pd.DataFrame([layer.row() for layer in self.layers], columns=list(FRAME_COLUMNS))
 
+    def save(self, folder: PathLike, **metadata: object) -> list[Path]:
+        """Write ``spectrum.csv``, ``spectrum.parquet`` and ``spectrum.json`` (run metadata, options and
+        :meth:`summary`, plus ``metadata``) into the existing ``folder``; plain writes (the CLI publishes
+        the folder whole). Figures are drawn by :func:`convsvd.viz.save_figures`.
+
+        >>> import tempfile
+        >>> from torch import nn
+        >>> [p.name for p in spectrum(nn.Linear(64, 128)).save(tempfile.mkdtemp())]
+        ['spectrum.csv', 'spectrum.parquet', 'spectrum.json']
+        """
+        from convsvd._meta import run_metadata
+        from convsvd._results import finite_or_none, folder as existing, write_frame, write_text
+
+        out = existing(folder)
+        paths = write_frame(out, "spectrum", self.to_frame())
+        meta = run_metadata(self.source, self.model_hash, self.options, summary=finite_or_none(self.summary()),
+                            **metadata)
+        return paths + [write_text(out / "spectrum.json", meta)]
+
+    def __repr__(self) -> str:
+        hat = self.summary().get("alpha_hat", float("nan"))
+        return f"SpectrumResult({self.source!r}, view={self.view!r}, {len(self.layers)} layers, alpha_hat={hat:.4g})"
+
+    def _repr_html_(self) -> str:
+        from convsvd._results import html_table
+
+        frame = self.to_frame()[["name", "kind", "n_evals", "alpha", "lambda_max", "status"]]
+        hat = self.summary().get("alpha_hat", float("nan"))
+        return html_table(f"spectra of {self.source} ({self.view} view): α̂ = {hat:.4g}", frame)
+
     def summary(self) -> dict[str, float | int]:
         """α̂ and the means of the metrics over the ``ok`` layers (see :func:`summarize`)."""
         return summarize(self.layers)
@@ -148,38 +177,28 @@ class SpectrumResult:
 # --------------------------------------------------------------------------- options
 
 
-def _precision(specs: Sequence[LayerSpec], dtype: torch.dtype | str | None) -> torch.dtype:
-    if isinstance(dtype, str):
-        if dtype not in ("float32", "float64"):
-            raise InputError(f"dtype {dtype!r}: expected float32 or float64")
-        return getattr(torch, dtype)
+def _precision(specs: Sequence[LayerSpec], dtype: torch.dtype | None) -> torch.dtype:
+    """``dtype`` (checked by :func:`convsvd.target.resolve`), else float64 when any weight is, else float32."""
     if dtype is not None:
-        if dtype not in (torch.float32, torch.float64):
-            raise InputError(f"dtype {dtype}: expected torch.float32 or torch.float64")
         return dtype
     return torch.float64 if any(s.weight.dtype == torch.float64 for s in specs) else torch.float32
 
 
 def _check_options(view: str, n: int | None, min_evals: int, distance: str, distribution: str,
                    budget: float | None = None) -> None:
-    if view not in VIEWS:
-        raise InputError(f"view {view!r}: expected one of {', '.join(VIEWS)}")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
-        raise InputError(f"n={n!r}: expected a positive input side for the operator view")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float, np.number))
-                               or not budget > 0):
-        raise InputError(f"budget={budget!r}: expected a positive number of seconds per layer")
-    if isinstance(min_evals, bool) or not isinstance(min_evals, (int, np.integer)) or min_evals < 2:
-        raise InputError(f"min_evals={min_evals!r}: expected an integer >= 2")
-    if distance not in DISTANCE_METHODS:
-        raise InputError(f"distance {distance!r}: expected one of {', '.join(DISTANCE_METHODS)}")
-    if distribution not in DISTRIBUTIONS:
-        raise InputError(f"distribution {distribution!r}: expected one of {', '.join(DISTRIBUTIONS)}")
+    check.choice(view, "view", View)
+    check.optional_integer(n, "n", minimum=1)  # the input side of the operator view
+    if budget is not None:
+        check.number(budget, "budget", low=0, low_open=True)  # seconds per layer
+    check.integer(min_evals, "min_evals", minimum=2)
+    check.choice(distance, "distance", DISTANCE_METHODS)
+    check.choice(distribution, "distribution", DISTRIBUTIONS)
 
 
-def _select(mw: ModelWeights, patterns: str | Sequence[str] | None) -> tuple[ModelWeights, list[tuple[str, tuple[int, ...], str]]]:
-    """The selected layers, and the selected layers that were not loaded (name, shape, reason)."""
-    failed = [(s.name, tuple(s.shape), s.reason) for s in mw.skipped if s.reason.startswith(_LAYER_SKIP_REASONS)]
+def _select(mw: ModelWeights, patterns: str | Sequence[str] | None
+            ) -> tuple[ModelWeights, list[tuple[str, tuple[int, ...], SkippedParam]]]:
+    """The selected layers, and the selected layers that were not loaded (name, shape, what was skipped)."""
+    failed = [(s.name, tuple(s.shape), s) for s in mw.skipped if s.code is not None and s.code.failed_layer]
     if patterns is None:
         return mw, failed
     pats = [p for p in patterns.split(",") if p] if isinstance(patterns, str) else list(patterns)
@@ -214,7 +233,7 @@ def _unfold_spectra(
     specs: Sequence[LayerSpec],
     precision: torch.dtype,
     device: str | torch.device | None,
-    progress: object,
+    progress: bool | None | Callable[[int, int, str], None],
     baseline: bool = False,
 ) -> dict[str, _Spectrum]:
     """Unfolded spectra of ``specs`` (a ``baseline``'s solved in float32 when ``precision`` is float32)."""
@@ -273,7 +292,7 @@ def _spectra(
     plans: dict[str, OperatorPlan],
     precision: torch.dtype,
     device: str | torch.device | None,
-    progress: object,
+    progress: bool | None | Callable[[int, int, str], None],
     what: str,
     baseline: bool = False,
 ) -> dict[str, _Spectrum]:
@@ -307,7 +326,7 @@ def _random_baselines(
     precision: torch.dtype,
     device: str | torch.device | None,
     distance: str,
-    progress: object,
+    progress: bool | None | Callable[[int, int, str], None],
     shuffled: dict[str, LayerSpec],
 ) -> dict[str, RandomBaseline]:
     """Spectra of the shuffled ``specs`` (``shuffled[name]``) and their distance to the layers' own."""
@@ -350,8 +369,8 @@ def spectrum(
 
     Parameters
     ----------
-    model : nn.Module, ModelWeights, path or ``"pkg.module:factory"``
-        Anything :func:`convsvd.io.load` reads.
+    model : Target, nn.Module, ModelWeights, path, built-in name or ``"pkg.module:factory"``
+        Anything :func:`convsvd.target.resolve` accepts (``"digits-cnn"``, ``"digits-cnn@5"``, ...).
     view : {"unfold", "slices", "operator"}, default "unfold"
         Which matrices of a conv layer make its ESD (module docstring).
     layers : str or list of str, optional
@@ -421,14 +440,13 @@ def spectrum(
     >>> res.to_frame()[["name", "n_evals", "status"]].values.tolist()
     [['0', 64, 'ok'], ['2', 32, 'ok']]
     """
-    from convsvd.layers import as_weights, fold_batchnorm
-
     _check_options(view, n, min_evals, distance, distribution, budget)
-    mw = as_weights(model)
-    if fold_bn:
-        mw = fold_batchnorm(mw)
-    mw, not_loaded = _select(mw, layers)
-    precision = _precision(mw.layers, dtype)
+    target = resolve(model, layers=layers, dtype=dtype, device=device, fold_bn=fold_bn)
+    device, fold_bn = target.device, target.fold_bn
+    if input_shape is None and view == "operator":
+        input_shape = target.stated_input_shape()  # the user's input_size, the zoo's or the ONNX graph's
+    mw, not_loaded = _select(target.folded, target.layers)
+    precision = _precision(mw.layers, target.dtype)
 
     finite = [s for s in mw.layers if _finite(s.weight)]
     plans: dict[str, OperatorPlan] = {}
@@ -483,13 +501,15 @@ def spectrum(
         )
         if plan is not None:
             built[name] = replace(built[name], n=plan.n, input_size=plan.size, n_reason=plan.reason)
-    for name, shp, reason in not_loaded:
+    for name, shp, skipped in not_loaded:
         built[name] = LayerSpectrum(
             name=name, kind="", view=view, shape=(), n_matrices=0, evals=np.empty(0),  # type: ignore[arg-type]
-            fit=None, mp=None, random=None, status="nonfinite" if "NaN/Inf" in reason else "skipped",
+            fit=None, mp=None, random=None, status="nonfinite" if skipped.code is SkipCode.NONFINITE else "skipped",
             phenomenology="", **norms(np.empty(0), 1, eps),
         )
-    options = dict(view=view, layers=layers, mp=mp, random_baseline=random_baseline,
+    chosen = None if target.layers is None else list(target.layers)
+    options: dict[str, object] = dict(
+                   view=view, layers=chosen, mp=mp, random_baseline=random_baseline,
                    n=n if view == "operator" else None, budget=budget if view == "operator" else None,
                    input_shape=list(input_shape) if input_shape is not None else None, sizes=sizes_how,
                    xmin_range=xmin_range, distribution=distribution,
@@ -548,6 +568,8 @@ def _model_order(mw: ModelWeights, names: list[str]) -> list[str]:
 def _default_label(source: object, index: int) -> str:
     if isinstance(source, SpectrumResult):
         return source.source or f"model{index}"
+    if isinstance(source, Target):
+        return source.name
     if isinstance(source, ModelWeights):
         return source.source
     if isinstance(source, nn.Module):

@@ -28,6 +28,7 @@ from typing import Literal, TypeAlias
 import numpy as np
 import torch
 
+from convsvd import _validate as check
 from convsvd.errors import InputError
 from convsvd.spectral._arrays import ArrayLike, as_float64_numpy
 
@@ -291,8 +292,7 @@ def esd_distance(
         if x.size == 0 or x.sum() <= 0 or y.sum() <= 0:
             return math.nan
         return float(jensenshannon(x, y))
-    if isinstance(bins, bool) or int(bins) < 1:
-        raise InputError(f"bins: expected a positive integer, got {bins!r}")
+    bins = check.integer(bins, "bins", minimum=1)
     lx, ly = np.log10(x[x > 0]), np.log10(y[y > 0])
     if lx.size == 0 or ly.size == 0:
         return math.nan

@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from convsvd import _validate as check
 from convsvd.errors import InputError
 from convsvd.spectral._arrays import ArrayLike, DeviceLike
 from convsvd.spectral._backend import Array, Backend, NumpyOps, Ops, ops_for
@@ -377,10 +378,8 @@ def _check_options(
             raise InputError(f"xmin_range: expected (lo, hi), got {xmin_range!r}") from exc
         if math.isnan(lo) or math.isnan(hi):
             raise InputError(f"xmin_range: expected numbers, got {xmin_range!r}")
-    if isinstance(min_tail, bool) or not isinstance(min_tail, (int, np.integer)) or min_tail < 2:
-        raise InputError(f"min_tail: expected an integer >= 2, got {min_tail!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise InputError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+    check.integer(min_tail, "min_tail", minimum=2)
+    check.integer(chunk_size, "chunk_size", minimum=1)
 
 
 def _failed(status: str, n: int) -> PowerLawFit:

@@ -32,3 +32,7 @@ __all__ += ["esd_figure", "plot_alpha_depth", "plot_esd", "plot_trained_vs_rando
 from convsvd.viz.svd import plot_energy, plot_singular_values, svd_figure  # noqa: E402  (the report's SVD figures)
 
 __all__ += ["plot_energy", "plot_singular_values", "svd_figure"]
+
+from convsvd.viz.files import figure_names, save_figures  # noqa: E402  (PNG files of a result's figures)
+
+__all__ += ["figure_names", "save_figures"]

@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from convsvd import _validate as check
 from convsvd.errors import InputError
 from convsvd.zoo.models import DEFAULT_SEED, MODELS, build, model_info
 
@@ -148,9 +149,9 @@ def load(name: str = "digits-cnn", *, pretrained: bool = True, epoch: int | None
             raise InputError(f"{name}: no shipped weights at {path}; expected them there (run scripts/train_zoo.py)")
     else:
         files = checkpoints(name)
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < len(files):
-            choices = f"an int in 0..{len(files) - 1}" if files else "None (no per-epoch checkpoints are shipped)"
-            raise InputError(f"epoch: expected {choices} for {name!r}, got {epoch!r}")
+        if not files:
+            raise check.fail("epoch", epoch, f"None for {name!r} (no per-epoch checkpoints are shipped)")
+        epoch = check.integer(epoch, "epoch", minimum=0, maximum=len(files) - 1)
         path = files[epoch]
     try:
         model.load_state_dict(load_file(str(path)), strict=True)

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convsvd import _validate as check
 from convsvd._typing import PathLike
 from convsvd.data.digits import SPLIT_SEED, TEST_FRACTION, DigitsData, load_digits
-from convsvd.errors import InputError
 from convsvd.zoo.models import DEFAULT_SEED, build, model_info
 from convsvd.zoo.pretrained import history_filename, weights_filename, write_weights
 
@@ -185,11 +185,9 @@ def train(
     info = model_info(name)
     config = CONFIGS.get(name, TrainConfig())
     if epochs is not None:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise InputError(f"epochs: expected a non-negative int or None, got {epochs!r}")
+        epochs = check.integer(epochs, "epochs", minimum=0)
         config = TrainConfig(**{**asdict(config), "epochs": epochs})
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InputError(f"seed: expected an int, got {seed!r}")
+    seed = check.integer(seed, "seed")
     out = None if out_dir is None else Path(out_dir)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
