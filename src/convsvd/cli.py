@@ -557,6 +557,9 @@ def _spectrum_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
     p.add_argument("--seed", type=int, default=0, help="seed of the weight shuffles (default: 0)")
+    p.add_argument("--convention", choices=["convsvd", "ddp", "ww"], default="convsvd",
+                   help="eigenvalue scale and log of α̂: convsvd (σ²/N, log10; default), ddp (σ²/rows, ln, "
+                        "DeepDataProfiler) or ww (σ², log10, WeightWatcher)")
 
 
 def _operator_side(model: str, n: int | None) -> int | None:
@@ -594,16 +597,18 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     res = spectrum(mw, view=args.view, layers=args.layers, mp=args.mp, random_baseline=args.random_baseline,
                    n=_operator_side(args.model, args.n), dtype=args.dtype, fold_bn=args.fold_bn, device=args.device,
-                   seed=args.seed, progress=True)
+                   seed=args.seed, progress=True, convention=args.convention)
     dt = time.perf_counter() - t0
     frame, summary = res.to_frame(), res.summary()
-    hidden = {"view", "xmin", "sigma", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
+    hidden = {"view", "convention", "xmin", "sigma", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
         | ({"rand_distance", "rand_lambda_max"} if not args.random_baseline else set())
     print_frame(frame[[c for c in frame.columns if c not in hidden]],  # every column is in the files
                 title=f"{mw.source}: spectra of {len(res)} layers ({args.view} view) in {dt:.2f} s")
     shown = {k: v for k, v in summary.items() if k not in hidden and k != "rand_lambda_max"}
+    log = "ln" if args.convention == "ddp" else "log10"
     print_frame(pd.DataFrame([shown]), title=f"summary: α̂ = {summary['alpha_hat']:.4g} "
-                                              f"(mean α·log10 λmax over {summary['n_analysed']} layers)")
+                                              f"(mean α·{log} λmax over {summary['n_analysed']} layers, "
+                                              f"{args.convention} convention)")
     if out is None:
         return 0
     import matplotlib
@@ -659,7 +664,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     frame = compare(sources, labels=args.labels or args.models, view=args.view, layers=args.layers, mp=args.mp,
                     random_baseline=args.random_baseline, n=sides.pop() if len(sides) == 1 else args.n,
-                    dtype=args.dtype, fold_bn=args.fold_bn, device=args.device, seed=args.seed, progress=True)
+                    dtype=args.dtype, fold_bn=args.fold_bn, device=args.device, seed=args.seed, progress=True,
+                    convention=args.convention)
     hidden = {"source", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
         | ({"rand_distance"} if not args.random_baseline else set())
     print_frame(frame[[c for c in frame.columns if c not in hidden]],
@@ -669,7 +675,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         write_atomic(out / "compare.csv", lambda p: frame.to_csv(p, index=False))
         write_atomic(out / "compare.parquet", lambda p: frame.to_parquet(p, index=False))
         options = dict(models=args.models, labels=args.labels, view=args.view, layers=args.layers, mp=args.mp,
-                       random_baseline=args.random_baseline, n=args.n, dtype=args.dtype, seed=args.seed)
+                       random_baseline=args.random_baseline, n=args.n, dtype=args.dtype, seed=args.seed,
+                       convention=args.convention)
         meta = run_metadata(", ".join(args.models), "", options, model_hashes=[s.content_hash() for s in sources])
         write_atomic(out / "compare.json", lambda p: Path(p).write_text(meta))
         _console().print(f"wrote compare.csv, compare.parquet and compare.json in {out}/")

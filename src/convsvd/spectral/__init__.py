@@ -78,6 +78,7 @@ from convsvd.spectral.analysis import (  # noqa: E402  (the model-level analysis
     spectrum,
 )
 from convsvd.spectral.metrics import (  # noqa: E402
+    CONVENTIONS,
     DEFAULT_MIN_EVALS,
     FRAME_COLUMNS,
     LAYER_STATUSES,
@@ -86,11 +87,14 @@ from convsvd.spectral.metrics import (  # noqa: E402
     LayerSpectrum,
     RandomBaseline,
     classify,
+    convention_log,
+    convention_scale,
     summarize,
 )
 from convsvd.spectral.shuffle import shuffle_entries  # noqa: E402
 
 __all__ += [
+    "CONVENTIONS",
     "DEFAULT_MIN_EVALS",
     "DEFAULT_OPERATOR_N",
     "FRAME_COLUMNS",
@@ -103,6 +107,8 @@ __all__ += [
     "SpectrumResult",
     "classify",
     "compare",
+    "convention_log",
+    "convention_scale",
     "shuffle_entries",
     "spectrum",
     "summarize",

@@ -62,12 +62,15 @@ from convsvd.errors import InputError
 from convsvd.io import LayerSpec, ModelWeights
 from convsvd.spectral.esd import DISTANCE_METHODS, esd_distance
 from convsvd.spectral.metrics import (
+    CONVENTIONS,
     DEFAULT_MIN_EVALS,
+    WW_EVALS_THRESH,
     FRAME_COLUMNS,
     SUMMARY_KEYS,
     LayerSpectrum,
     RandomBaseline,
     classify,
+    convention_scale,
     layer_status,
     norms,
     summarize,
@@ -200,6 +203,17 @@ def _to_evals(S: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
     return np.sort(s * s / max(shape))
 
 
+def _in_convention(spectra: dict[str, _Spectrum], specs: Sequence[LayerSpec], convention: str,
+                   view: str) -> dict[str, _Spectrum]:
+    """The spectra rescaled from ``λ = σ²/N`` to the convention's ``λ = c·σ²``."""
+    if convention == "convsvd":
+        return spectra
+    kinds = {s.name: s.kind for s in specs}
+    return {name: replace(sp, evals=sp.evals * (max(sp.shape) * convention_scale(convention, sp.shape,
+                                                                                kinds.get(name, "linear"), view)))
+            for name, sp in spectra.items()}
+
+
 def _unfold_spectra(
     specs: Sequence[LayerSpec],
     precision: torch.dtype,
@@ -282,10 +296,12 @@ def _random_baselines(
     distance: str,
     progress: object,
     shuffled: dict[str, LayerSpec],
+    convention: str = "convsvd",
 ) -> dict[str, RandomBaseline]:
     """Spectra of the shuffled ``specs`` (``shuffled[name]``) and their distance to the layers' own."""
     rand = _spectra([shuffled[s.name] for s in specs], view, n, precision, device, progress, "random baseline",
                     baseline=True)
+    rand = _in_convention(rand, specs, convention, view)
     out = {}
     for spec in specs:
         r = rand[spec.name].evals
@@ -316,6 +332,7 @@ def spectrum(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool | None | Callable[[int, int, str], None] = None,
+    convention: str = "convsvd",
 ) -> SpectrumResult:
     """Spectral (random-matrix) analysis of every conv and linear layer of a model.
 
@@ -361,6 +378,11 @@ def spectrum(
         Seed of the shuffles; each layer's shuffle depends only on ``seed`` and its name.
     progress : bool, None or callable
         Progress bars (None: automatic for many layers) or ``fn(done, total, what)``.
+    convention : {"convsvd", "ddp", "ww"}, default "convsvd"
+        Eigenvalue scale and logarithm (:func:`~convsvd.spectral.metrics.convention_scale`):
+        ``σ²/N`` with log10; DeepDataProfiler's ``σ²/d`` with the natural log; WeightWatcher's
+        ``σ²`` (``σ²/2`` for conv slices) with log10 — and, as WeightWatcher does, only
+        ``λ > 1e-5`` enter the power-law fit. The ``convention`` column says which was used.
 
     Returns
     -------
@@ -384,6 +406,8 @@ def spectrum(
     from convsvd.layers import as_weights, fold_batchnorm
 
     _check_options(view, n, min_evals, distance, distribution)
+    if convention not in CONVENTIONS:
+        raise InputError(f"convention {convention!r}: expected one of {', '.join(CONVENTIONS)}")
     grid = int(n) if n is not None else DEFAULT_OPERATOR_N
     mw = as_weights(model)
     if fold_bn:
@@ -397,13 +421,15 @@ def spectrum(
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         shuffling = (pool.submit(lambda: {sp.name: _shuffled(sp, seed) for sp in finite})
                      if random_baseline and finite else None)
-        own = _spectra(finite, view, grid, precision, device, progress, "spectra")
+        own = _in_convention(_spectra(finite, view, grid, precision, device, progress, "spectra"), finite,
+                             convention, view)
         status = {name: layer_status(sp.evals, min_evals) for name, sp in own.items()}
         fittable = [s for s in finite if status[s.name] == "ok"]
 
         fits: dict[str, PowerLawFit] = dict(zip(
             (s.name for s in fittable),
-            fit_power_law_batch([own[s.name].evals for s in fittable], xmin_range=xmin_range, distribution=distribution),
+            fit_power_law_batch([_fitted_part(own[s.name].evals, convention) for s in fittable],
+                                xmin_range=xmin_range, distribution=distribution),
         ))
         for name, fit in fits.items():
             if not fit.ok:
@@ -420,7 +446,7 @@ def spectrum(
         rands = {}
         if random_baseline and fitted:
             rands = _random_baselines(fitted, own, view, grid, precision, device, distance, progress,
-                                      shuffling.result())  # type: ignore[union-attr]
+                                      shuffling.result(), convention)  # type: ignore[union-attr]
 
     eps = float(torch.finfo(precision).eps)
     built: dict[str, LayerSpectrum] = {}
@@ -435,20 +461,27 @@ def spectrum(
             name=name, kind=spec.kind, view=view, shape=shape, n_matrices=sp.n_matrices if sp else 0,
             evals=evals, fit=fit, mp=mps.get(name), random=rands.get(name), status=st,
             phenomenology=classify(evals, fit.alpha, mps.get(name)) if st == "ok" and fit else "",
-            **norms(evals, max(shape), eps),
+            **norms(evals, max(shape), eps, convention_scale(convention, shape, spec.kind, view)),
+            convention=convention,
         )
     for name, shp, reason in not_loaded:
         built[name] = LayerSpectrum(
             name=name, kind="", view=view, shape=(), n_matrices=0, evals=np.empty(0),  # type: ignore[arg-type]
             fit=None, mp=None, random=None, status="nonfinite" if "NaN/Inf" in reason else "skipped",
-            phenomenology="", **norms(np.empty(0), 1, eps),
+            phenomenology="", **norms(np.empty(0), 1, eps), convention=convention,
         )
     options = dict(view=view, layers=layers, mp=mp, random_baseline=random_baseline,
                    n=grid if view == "operator" else None, xmin_range=xmin_range, distribution=distribution,
                    min_evals=min_evals, distance=distance, dtype=str(precision).replace("torch.", ""),
-                   fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed)
+                   fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed,
+                   convention=convention)
     ordered = tuple(built[k] for k in _model_order(mw, list(built)))
     return SpectrumResult(ordered, view, mw.source, ModelWeights(tuple(finite)).content_hash(), options)
+
+
+def _fitted_part(evals: np.ndarray, convention: str) -> np.ndarray:
+    """The eigenvalues the power-law fit sees: WeightWatcher drops ``λ ≤ 1e-5`` first (``ww`` convention)."""
+    return evals[evals > WW_EVALS_THRESH] if convention == "ww" else evals
 
 
 def _finite(W: torch.Tensor) -> bool:
@@ -498,6 +531,7 @@ def compare(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool | None | Callable[[int, int, str], None] = None,
+    convention: str = "convsvd",
 ) -> pd.DataFrame:
     """The spectral summary of several models (or checkpoints of one), one row each.
 
@@ -510,13 +544,13 @@ def compare(
     labels : sequence of str, optional
         One per source (default: the file stem, class name or source; repeated names
         get ``#2``, ``#3``, ...).
-    view, layers, mp, random_baseline, n, min_evals, dtype, fold_bn, device, seed, progress
+    view, layers, mp, random_baseline, n, min_evals, dtype, fold_bn, device, seed, progress, convention
         As in :func:`spectrum`, for every source.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``label, source, view`` then :data:`~convsvd.spectral.metrics.SUMMARY_KEYS`
+        Columns ``label, source, view, convention`` then :data:`~convsvd.spectral.metrics.SUMMARY_KEYS`
         (``alpha_hat`` = α̂, the means of the metrics over the layers analysed, and the
         numbers of layers, analysed and failed).
 
@@ -545,7 +579,9 @@ def compare(
             res = source if isinstance(source, SpectrumResult) else spectrum(
                 source, view=view, layers=layers, mp=mp, random_baseline=random_baseline, n=n,
                 min_evals=min_evals, dtype=dtype, fold_bn=fold_bn, device=device, seed=seed, progress=False,
+                convention=convention,
             )
-            rows.append({"label": label, "source": res.source, "view": res.view, **res.summary()})
+            conv = res.layers[0].convention if res.layers else convention
+            rows.append({"label": label, "source": res.source, "view": res.view, "convention": conv, **res.summary()})
             bar.advance(1, label)
-    return pd.DataFrame(rows, columns=["label", "source", "view", *SUMMARY_KEYS])
+    return pd.DataFrame(rows, columns=["label", "source", "view", "convention", *SUMMARY_KEYS])
