@@ -683,6 +683,84 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- ablate
+
+
+def _int_list(text: str | None, what: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} {text!r}: expected comma-separated whole numbers, e.g. 0,1,2,4,8") from None
+    if not values or any(v < 0 for v in values):
+        raise InputError(f"{what} {text!r}: expected comma-separated whole numbers ≥ 0")
+    return values
+
+
+def _ablate_args(p: argparse.ArgumentParser) -> None:
+    from convsvd.ablation import BASES
+
+    add_model_args(p)
+    p.add_argument("data", metavar="DATA", help="labelled data: 'digits:test', an image folder, a .npz/.pt file")
+    p.add_argument("--layer", required=True, metavar="L", help="layer name(s) to ablate, comma-separated")
+    p.add_argument("--k", metavar="K,K,...", help="numbers of directions (default 0,1,2,4,8,… up to the rank)")
+    p.add_argument("--bases", metavar="B,B,...", default=",".join(BASES),
+                   help=f"among {', '.join(BASES)} (default: all)")
+    p.add_argument("--seeds", type=int, default=3, help="random bases per k (default 3)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="inputs read per step (default 256)")
+    p.add_argument("--device", help="cpu or cuda (default: where the model is)")
+    p.add_argument("--out", metavar="DIR", help="write ablation.parquet/.csv/-summary.csv/.json and ablation-LAYER.png")
+
+
+@command("ablate", "remove the top-k SVD directions, channels or random directions of a layer: accuracy vs k",
+         _ablate_args)
+def cmd_ablate(args: argparse.Namespace) -> int:
+    import re
+
+    from convsvd.ablation import BASES, ablate
+
+    bases = [b.strip() for b in args.bases.split(",") if b.strip()]
+    unknown = [b for b in bases if b not in BASES]
+    if unknown or not bases:
+        raise InputError(f"--bases {args.bases!r}: expected comma-separated names among {', '.join(BASES)}")
+    ks = _int_list(args.k, "--k")
+    if args.seeds < 1:
+        raise InputError(f"--seeds {args.seeds}: expected a positive number of random bases")
+    out = _writable_dir(args.out) if args.out else None
+    mw = resolve_model(args)
+    t0 = time.perf_counter()
+    res = ablate(mw, args.data, layers=args.layer, ks=ks, bases=bases, seeds=args.seeds,
+                 batch_size=args.batch_size, device=args.device, progress=True)
+    summary = res.summary()
+    for layer in res.layers:
+        part = summary[summary.layer == layer.layer].pivot(index="k", columns="basis", values="accuracy")
+        part = part[[b for b in bases if b in part.columns]].reset_index()
+        print_frame(part, title=f"{mw.source} {layer.layer}: accuracy with k directions removed "
+                                f"(unmodified {layer.accuracy:.4f}; {time.perf_counter() - t0:.1f} s)")
+    if out is None:
+        return 0
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convsvd._meta import write_atomic
+    from convsvd.viz import plot_ablation
+
+    res.save(out)
+    for layer in res.layers:
+        fig = plot_ablation(layer).figure
+        try:
+            name = f"ablation-{re.sub(r'[^A-Za-z0-9._-]', '_', layer.layer)}.png"
+            write_atomic(out / name, lambda p: fig.savefig(p, format="png", dpi=90))
+        finally:
+            plt.close(fig)
+    _console().print(f"wrote ablation.parquet, ablation.csv, ablation-summary.csv, ablation.json and "
+                     f"{len(res.layers)} figure(s) in {out}/")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry
 
 

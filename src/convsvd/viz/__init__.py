@@ -32,3 +32,7 @@ __all__ += ["esd_figure", "plot_alpha_depth", "plot_esd", "plot_trained_vs_rando
 from convsvd.viz.svd import plot_energy, plot_singular_values, svd_figure  # noqa: E402  (the report's SVD figures)
 
 __all__ += ["plot_energy", "plot_singular_values", "svd_figure"]
+
+from convsvd.viz.ablation import plot_ablation  # noqa: E402  (directional ablation curves)
+
+__all__ += ["plot_ablation"]
