@@ -198,6 +198,8 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per forward pass (default 64)")
     p.add_argument("--device", help="cpu or cuda (default: where the model is)")
     p.add_argument("--fold-bn", action="store_true", help="profile conv → BatchNorm pairs as one map")
+    p.add_argument("--basis", choices=["svd", "channel", "random"], default="svd",
+                   help="project on the SVD neurons (default), the raw output channels or a seeded random basis")
     p.add_argument("--shard-size", type=int, default=1024, metavar="N",
                    help="inputs per Parquet shard, the unit of resume and of torchrun ranks (default 1024)")
     p.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
@@ -219,7 +221,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     table = profile(mw, data, layers=args.layers, aggregate=args.aggregate, threshold=args.threshold,
                     top_k=args.top_k, batch_size=args.batch_size, device=args.device, fold_bn=args.fold_bn,
-                    input_shape=shape, out=out, shard_size=args.shard_size, restart=args.restart, progress=True)
+                    input_shape=shape, out=out, shard_size=args.shard_size, restart=args.restart, progress=True,
+                    basis=args.basis)
     dt = time.perf_counter() - t0
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

@@ -108,7 +108,7 @@ class _Run:
         float64 = next(iter(plan.projectors.values())).Ut.dtype == torch.float64
         options: dict[str, object] = dict(
             layers=list(plan.projectors), aggregate=aggregate, threshold=threshold, top_k=top_k, batch_size=bsz,
-            shard_batches=per_shard, fold_bn=fold_bn, dtype="float64" if float64 else "float32")
+            shard_batches=per_shard, fold_bn=fold_bn, dtype="float64" if float64 else "float32", basis=plan.basis)
         described = source.describe()
         return cls(dist, plan, source, Path(out), keepalive, options, described, _run_key(plan, options, described),
                    bsz, per_shard, source.num_batches(bsz))
@@ -280,6 +280,7 @@ def profile(
     restart: bool = False,
     svd: Decomposition | None = None,
     progress: bool | None | Callable[[int, int, str], None] = None,
+    basis: str = "svd",
 ) -> SignalTable:
     """Signals of every input of a dataset on every SVD neuron of the chosen layers.
 
@@ -322,6 +323,9 @@ def profile(
         Reuse a decomposition (``mode="full"``/``"topk"``, ``fold_bn`` as here).
     progress : bool, None or callable
         Progress bar on rank 0 (None: automatic) or ``fn(done, total, what)`` per batch.
+    basis : {"svd", "channel", "random"}, default "svd"
+        Project on the SVD neurons, the raw output channels (σ = NaN) or a seeded random
+        orthonormal basis (:data:`~convsvd.signals.project.BASES`); recorded in the manifest.
 
     Returns
     -------
@@ -350,7 +354,8 @@ def profile(
         raise InputError(f"shard_size: expected a positive int (inputs per shard), got {shard_size!r}")
     dist = setup()
     try:
-        plan = plan_projection(model, layers=layers, fold_bn=fold_bn, svd=svd, dtype=dtype, device=device)
+        plan = plan_projection(model, layers=layers, fold_bn=fold_bn, svd=svd, dtype=dtype, device=device,
+                               basis=basis)
         source = as_source(data).conform(plan.expected_input(input_shape))
         run = _Run.create(dist, plan, source, out, aggregate=aggregate, threshold=threshold, top_k=top_k,
                           batch_size=batch_size, shard_size=shard_size, fold_bn=fold_bn)
