@@ -113,3 +113,12 @@ __all__ += [
     "spectrum",
     "summarize",
 ]
+
+from convsvd.spectral.baselines import (  # noqa: E402  (the baselines, on spectrum())
+    BASELINE_COLUMNS,
+    LayerBaseline,
+    SpectralBaselines,
+    spectral_baselines,
+)
+
+__all__ += ["BASELINE_COLUMNS", "LayerBaseline", "SpectralBaselines", "spectral_baselines"]
