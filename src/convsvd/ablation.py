@@ -389,7 +389,7 @@ def ablate(
         Layer names or glob patterns (comma-separated in a string); each is ablated alone.
     ks : sequence of int, optional
         Numbers of directions (per group). Default :func:`default_ks` of the number of
-        output channels per group; a basis skips the ``k`` larger than its dimension
+        output channels per group, plus the rank; a basis skips the ``k`` larger than its dimension
         (``r`` for the SVD bases, ``m`` for channels and random).
     bases : sequence of str
         Among :data:`BASES`.
@@ -484,7 +484,7 @@ def _ablate_layer(net, spec, lsvd, source, ks, bases, seeds, batch_size, max_bat
     _, m, r = U.shape
     Wbar = unfolded(spec).to(device=dev, dtype=pdtype).reshape(g, m, -1)
     bias = None if spec.bias is None else spec.bias.detach().to(device=dev, dtype=pdtype).reshape(g, m, 1)
-    grid = sorted(set(int(k) for k in ks)) if ks is not None else default_ks(m)
+    grid = sorted(set(int(k) for k in ks)) if ks is not None else sorted(set(default_ks(m)) | {r})
 
     # pass 1: the unmodified model (reference logits, k = 0) and each channel's mean |y − b|
     refs: list[torch.Tensor] = []
