@@ -132,11 +132,12 @@ def figures(table: pd.DataFrame, corr: pd.DataFrame, abl: AblationResult, sep: p
     fig.savefig(paths[-1], dpi=DPI)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(LAYERS), figsize=(19, 3.9), layout="constrained")
+    fig, axes = plt.subplots(1, len(LAYERS), figsize=(19, 4.4), layout="constrained")
     for ax, layer in zip(axes, LAYERS):
         plot_ablation(abl, layer, ax=ax)
-        if layer != LAYERS[-1]:
-            ax.get_legend().remove()
+        ax.get_legend().remove()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     paths.append(figdir / "claims-ablation.png")
     fig.savefig(paths[-1], dpi=DPI)
     plt.close(fig)

@@ -42,7 +42,6 @@ the layers before it; ``max_batch`` bounds the inputs of one forward pass.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,8 +55,12 @@ from torch import nn
 
 from convsvd._progress import progress as _progress
 from convsvd._typing import PathLike
+from convsvd.data.protocol import DataSource
+from convsvd.decompose import LayerSVD
 from convsvd.errors import ConvSVDError, InputError
-from convsvd.io import LayerSpec
+from convsvd.io import LayerSpec, ModelWeights
+from convsvd.layers import unfolded
+from convsvd.signals.hooks import capture, eval_mode, moved_to
 
 __all__ = ["BASES", "DEFAULT_BASES", "FRAME_COLUMNS", "AblationResult", "LayerAblation", "ablate",
            "ablation_projections", "default_ks", "random_orthonormal"]
@@ -341,7 +344,7 @@ def _check(bases: Sequence[str], ks: Sequence[int] | None, seeds: int, max_batch
             raise InputError(f"{name}: expected a positive integer, got {v!r}")
 
 
-def _layer_specs(mw, layers: str | Sequence[str] | None) -> list[LayerSpec]:  # type: ignore[no-untyped-def]
+def _layer_specs(mw: ModelWeights, layers: str | Sequence[str] | None) -> list[LayerSpec]:
     if layers is None:
         raise InputError("layers: name the layer(s) to ablate, e.g. 'conv3'")
     chosen = mw.select(layers).layers
@@ -418,9 +421,8 @@ def ablate(
     """
     from convsvd.data.protocol import as_source
     from convsvd.decompose import decompose
-    from convsvd.layers import as_weights, unfolded
-    from convsvd.signals.hooks import capture, eval_mode, moved_to
-    from convsvd.signals.project import _model_dtype_device
+    from convsvd.layers import as_weights
+    from convsvd.signals.project import _model_dtype_device, plan_projection
 
     bases = [bases] if isinstance(bases, str) else list(bases)
     _check(bases, ks, seeds, max_batch, batch_size)
@@ -431,19 +433,16 @@ def ablate(
     net: nn.Module = mw.model
     specs = _layer_specs(mw, layers)
     mdtype, mdevice = _model_dtype_device(net)
-    if isinstance(dtype, str):
-        if dtype not in ("float32", "float64"):
-            raise InputError(f"dtype {dtype!r}: expected float32 or float64")
-        dtype = getattr(torch, dtype)
-    pdtype = dtype or (mdtype if mdtype in (torch.float32, torch.float64) else torch.float32)
+    if isinstance(dtype, str) and dtype not in ("float32", "float64"):
+        raise InputError(f"dtype {dtype!r}: expected float32 or float64")
+    chosen: torch.dtype | None = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    pdtype: torch.dtype = chosen or (mdtype if mdtype in (torch.float32, torch.float64) else torch.float32)
     try:
         dev = torch.device(device) if device is not None else mdevice
     except RuntimeError as e:
         raise InputError(f"device {device!r}: {e}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r}: CUDA is not available on this machine")
-
-    from convsvd.signals.project import plan_projection
 
     expected = plan_projection(net, layers=[specs[0].name], dtype=pdtype, device=dev).expected_input()
     source = as_source(data).conform(expected)
@@ -453,8 +452,8 @@ def ablate(
     with eval_mode(net), moved_to(net, dev):
         for index, spec in enumerate(specs):
             out_layers.append(_ablate_layer(net, spec, svd[spec.name], source, ks, bases, seeds, batch_size,
-                                            max_batch, pdtype, dev, index, progress, capture, unfolded))
-    options = dict(layers=[s.name for s in specs], ks=list(ks) if ks is not None else None, bases=bases,
+                                            max_batch, pdtype, dev, index, progress))
+    options: dict[str, object] = dict(layers=[s.name for s in specs], ks=list(ks) if ks is not None else None, bases=bases,
                    seeds=seeds, batch_size=batch_size, max_batch=max_batch,
                    dtype=str(pdtype).replace("torch.", ""), data=source.describe(),
                    measures="accuracy, mean cross-entropy, mean ‖Δlogits‖₂",
@@ -477,9 +476,13 @@ def _forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _ablate_layer(net, spec, lsvd, source, ks, bases, seeds, batch_size, max_batch, pdtype, dev, index, progress,
-                  capture, unfolded) -> LayerAblation:  # type: ignore[no-untyped-def]
+def _ablate_layer(net: nn.Module, spec: LayerSpec, lsvd: LayerSVD, source: DataSource, ks: Sequence[int] | None,
+                  bases: Sequence[str], seeds: int, batch_size: int, max_batch: int, pdtype: torch.dtype,
+                  dev: torch.device, index: int,
+                  progress: bool | None | Callable[[int, int, str], None]) -> LayerAblation:
+    """Both passes over the data for one layer: the unmodified model, then every variant."""
     g = spec.groups
+    assert lsvd.U is not None and spec.module is not None  # mode="full"; checked by _layer_specs
     U = lsvd.U.to(device=dev, dtype=pdtype)  # (g, m, r)
     _, m, r = U.shape
     Wbar = unfolded(spec).to(device=dev, dtype=pdtype).reshape(g, m, -1)
@@ -556,9 +559,9 @@ def _ablate_layer(net, spec, lsvd, source, ks, bases, seeds, batch_size, max_bat
                 finally:
                     handle.remove()
                 logits = logits.reshape(V, x.shape[0], -1)
-                for v in range(V):
-                    sums[start + v] += _measures(logits[v], ref, labels)
-                bar.advance(1, f"{start + V}/{len(variants)} variants")
+                for j in range(V):
+                    sums[start + j] += _measures(logits[j], ref, labels)
+                bar.advance(1, f"{start + V}/{len(variants)} variants")  # type: ignore[attr-defined]
 
     acc0, loss0 = base[0] / n_inputs, base[1] / n_inputs
     points = []

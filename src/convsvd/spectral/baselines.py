@@ -169,8 +169,8 @@ def spectral_baselines(
     for layer in trained.layers:
         own = layer.evals
         shuf = layer.random.evals if layer.random is not None else np.empty(0)
-        null = np.array([esd_distance(shuf, n[layer.name].random.evals, method="ks")
-                         for n in nulls if n[layer.name].random is not None and shuf.size])
+        others = [n[layer.name].random for n in nulls]
+        null = np.array([esd_distance(shuf, r.evals, method="ks") for r in others if r is not None and shuf.size])
         threshold = float(null.max()) if null.size else math.nan
         ks_s = esd_distance(own, shuf, method="ks") if shuf.size and own.size else math.nan
         p_s = _ks_p(own, shuf)
@@ -199,6 +199,6 @@ def spectral_baselines(
             test=test,
         )
         out.append(LayerBaseline(layer.name, own, shuf, iev, null, row))
-    options = dict(view=view, layers=layers, convention=convention, n_null=n_null, alpha_level=alpha_level,
+    options: dict[str, object] = dict(view=view, layers=layers, convention=convention, n_null=n_null, alpha_level=alpha_level,
                    seed=seed, init=init is not None)
     return SpectralBaselines(tuple(out), trained, initial, options)
