@@ -239,3 +239,12 @@ def test_cli_ablate_writes_frame_and_figure(tmp_path, capsys) -> None:
         assert err.count("\n") == 0 and what in err and "Traceback" not in err
     assert main(["ablate", "digits-cnn", "digits:test", "--layer", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu() -> None:
+    net, x, y = _setup()
+    cpu = ablate(net, (x, y), layers="conv", ks=[1, 2], seeds=2).to_frame()
+    gpu = ablate(net, (x, y), layers="conv", ks=[1, 2], seeds=2, device="cuda").to_frame()
+    assert next(net.parameters()).device.type == "cpu"  # moved back
+    pd.testing.assert_frame_equal(cpu, gpu, rtol=1e-9)

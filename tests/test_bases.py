@@ -112,3 +112,11 @@ def test_compare_bases_one_frame() -> None:
         compare_bases(net, (x, y), bases=["svd", "filters"])
     with pytest.raises(InputError, match="basis 'filters'"):
         plan_projection(net, basis="filters")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_random_basis_same_on_cuda() -> None:
+    net, _, _ = _setup()
+    cpu = plan_projection(net, basis="random").projectors["conv"].Ut
+    gpu = plan_projection(net, basis="random", device="cuda").projectors["conv"].Ut
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-12)
