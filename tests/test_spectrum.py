@@ -317,7 +317,7 @@ def test_compare_shipped_checkpoints_one_row_each() -> None:
     assert len(frame) == len(files) == 5
     assert frame.label.tolist() == [p.stem for p in files]
     assert np.isfinite(frame.alpha_hat).all() and (frame.n_analysed == 4).all()
-    assert list(frame.columns) == ["label", "source", "view", *SUMMARY_KEYS]
+    assert list(frame.columns) == ["label", "source", "view", "convention", *SUMMARY_KEYS]
     mixed = compare([zoo.load("digits-cnn"), zoo.load("digits-cnn"), spectrum(zoo.load("digits-cnn", epoch=0))])
     assert mixed.label.tolist() == ["DigitsCNN", "DigitsCNN#2", "DigitsCNN#3"]
     assert mixed.alpha_hat[0] == mixed.alpha_hat[1] == spectrum(zoo.load("digits-cnn")).summary()["alpha_hat"]

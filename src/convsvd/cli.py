@@ -188,6 +188,8 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per forward pass (default 64)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: where the model is)")
     p.add_argument("--fold-bn", action="store_true", help="profile conv → BatchNorm pairs as one map")
+    p.add_argument("--basis", choices=["svd", "channel", "random"], default="svd",
+                   help="project on the SVD neurons (default), the raw output channels or a seeded random basis")
     p.add_argument("--shard-size", type=int, default=1024, metavar="N",
                    help="inputs per shard, the unit of resume and of torchrun ranks (default 1024)")
     p.add_argument("--store-dtype", choices=("float32", "float16", "float64"),
@@ -213,7 +215,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     table = profile(target, data, aggregate=args.aggregate, threshold=args.threshold, top_k=args.top_k,
                     batch_size=args.batch_size, out=out, shard_size=args.shard_size, restart=args.restart,
-                    progress=True, store_dtype=args.store_dtype, nonfinite=args.nonfinite)
+                    progress=True, store_dtype=args.store_dtype, nonfinite=args.nonfinite, basis=args.basis)
     dt = time.perf_counter() - t0
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -527,6 +529,9 @@ def _spectrum_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
     p.add_argument("--seed", type=int, default=0, help="seed of the weight shuffles (default: 0)")
+    p.add_argument("--convention", choices=["convsvd", "ddp", "ww"], default="convsvd",
+                   help="eigenvalue scale and log of α̂: convsvd (σ²/N, log10; default), ddp (σ²/rows, ln, "
+                        "DeepDataProfiler) or ww (σ², log10, WeightWatcher)")
 
 
 
@@ -555,18 +560,20 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
                            input_size=check.optional_integer(args.input_size, "--input-size", minimum=1))
     t0 = time.perf_counter()
     res = spectrum(target, view=args.view, mp=args.mp, random_baseline=args.random_baseline, n=args.n,
-                   budget=_view_budget(args),
-                   seed=args.seed, progress=True)
+                   budget=_view_budget(args), seed=args.seed, progress=True, convention=args.convention)
     dt = time.perf_counter() - t0
     frame, summary = res.to_frame(), res.summary()
-    hidden = {"view", "xmin", "sigma", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
+    hidden = {"view", "convention", "xmin", "sigma", "log_norm"} \
+        | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
         | ({"rand_distance", "rand_lambda_max"} if not args.random_baseline else set()) \
         | ({"n", "input_size", "n_reason"} if args.view != "operator" else set())
     print_frame(frame[[c for c in frame.columns if c not in hidden]],  # every column is in the files
                 title=f"{target.source}: spectra of {len(res)} layers ({args.view} view) in {dt:.2f} s")
     shown = {k: v for k, v in summary.items() if k not in hidden and k != "rand_lambda_max"}
+    log = "ln" if args.convention == "ddp" else "log10"
     print_frame(pd.DataFrame([shown]), title=f"summary: α̂ = {summary['alpha_hat']:.4g} "
-                                              f"(mean α·log10 λmax over {summary['n_analysed']} layers)")
+                                              f"(mean α·{log} λmax over {summary['n_analysed']} layers, "
+                                              f"{args.convention} convention)")
     if out is None:
         return 0
     from convsvd._atomic import OutputSet
@@ -606,9 +613,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                for m in args.models]
     t0 = time.perf_counter()
     frame = compare(targets, labels=args.labels or args.models, view=args.view, mp=args.mp,
-                    random_baseline=args.random_baseline, n=args.n,
-                    budget=_view_budget(args),
-                    seed=args.seed, progress=True)
+                    random_baseline=args.random_baseline, n=args.n, budget=_view_budget(args),
+                    seed=args.seed, progress=True, convention=args.convention)
     hidden = {"source", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
         | ({"rand_distance"} if not args.random_baseline else set())
     print_frame(frame[[c for c in frame.columns if c not in hidden]],
@@ -616,13 +622,93 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       "alpha_hat = mean over layers of α·log10 λmax")
     if out is not None:
         options = dict(models=args.models, labels=args.labels, view=args.view, layers=args.layers, mp=args.mp,
-                       random_baseline=args.random_baseline, n=args.n, dtype=args.dtype, seed=args.seed)
+                       random_baseline=args.random_baseline, n=args.n, dtype=args.dtype, seed=args.seed,
+                       convention=args.convention)
         meta = run_metadata(", ".join(args.models), "", options,
                             model_hashes=[t.weights.content_hash() for t in targets])
         with OutputSet(out, "the comparison") as staging:
             write_frame(staging, "compare", frame)
             (staging / "compare.json").write_text(meta)
         _console().print(f"wrote compare.csv, compare.parquet and compare.json in {out}/")
+    return 0
+
+
+# --------------------------------------------------------------------------- ablate
+
+
+def _int_list(text: str | None, what: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} {text!r}: expected comma-separated whole numbers, e.g. 0,1,2,4,8") from None
+    if not values or any(v < 0 for v in values):
+        raise InputError(f"{what} {text!r}: expected comma-separated whole numbers ≥ 0")
+    return values
+
+
+def _ablate_args(p: argparse.ArgumentParser) -> None:
+    from convsvd.ablation import BASES
+
+    add_model_args(p)
+    p.add_argument("data", metavar="DATA", help="labelled data: 'digits:test', an image folder, a .npz/.pt file")
+    p.add_argument("--layer", required=True, metavar="L", help="layer name(s) to ablate, comma-separated")
+    p.add_argument("--k", metavar="K,K,...", help="numbers of directions (default 0,1,2,4,8,… up to the rank)")
+    p.add_argument("--bases", metavar="B,B,...", default=",".join(BASES),
+                   help=f"among {', '.join(BASES)} (default: all)")
+    p.add_argument("--seeds", type=int, default=3, help="random bases per k (default 3)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="inputs read per step (default 256)")
+    p.add_argument("--device", help="cpu or cuda (default: where the model is)")
+    p.add_argument("--out", metavar="DIR", help="write ablation.parquet/.csv/-summary.csv/.json and ablation-LAYER.png")
+
+
+@command("ablate", "remove the top-k SVD directions, channels or random directions of a layer: accuracy vs k",
+         _ablate_args)
+def cmd_ablate(args: argparse.Namespace) -> int:
+    import re
+
+    from convsvd.ablation import BASES, ablate
+
+    bases = [b.strip() for b in args.bases.split(",") if b.strip()]
+    unknown = [b for b in bases if b not in BASES]
+    if unknown or not bases:
+        raise InputError(f"--bases {args.bases!r}: expected comma-separated names among {', '.join(BASES)}")
+    ks = _int_list(args.k, "--k")
+    if args.seeds < 1:
+        raise InputError(f"--seeds {args.seeds}: expected a positive number of random bases")
+    out = _out_folder(args.out)
+    target = resolve_model(args, device=args.device)
+    t0 = time.perf_counter()
+    res = ablate(target, args.data, layers=args.layer, ks=ks, bases=bases, seeds=args.seeds,
+                 batch_size=args.batch_size, device=args.device, progress=True)
+    summary = res.summary()
+    for layer in res.layers:
+        part = summary[summary.layer == layer.layer].pivot(index="k", columns="basis", values="accuracy")
+        part = part[[b for b in bases if b in part.columns]].reset_index()
+        print_frame(part, title=f"{target.source} {layer.layer}: accuracy with k directions removed "
+                                f"(unmodified {layer.accuracy:.4f}; {time.perf_counter() - t0:.1f} s)")
+    if out is None:
+        return 0
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convsvd._atomic import OutputSet
+    from convsvd.viz import plot_ablation
+
+    with OutputSet(out, "the ablation results") as staging:
+        res.save(staging)
+        for layer in res.layers:
+            fig = plot_ablation(layer).figure
+            try:
+                name = f"ablation-{re.sub(r'[^A-Za-z0-9._-]', '_', layer.layer)}.png"
+                fig.savefig(staging / name, format="png", dpi=90)
+            finally:
+                plt.close(fig)
+    _console().print(f"wrote ablation.parquet, ablation.csv, ablation-summary.csv, ablation.json and "
+                     f"{len(res.layers)} figure(s) in {out}/")
     return 0
 
 

@@ -37,9 +37,15 @@ from convsvd.signals.diagnose import model_failure
 from convsvd.signals.hooks import capture, eval_mode, moved_to
 from convsvd.target import resolve
 
-__all__ = ["AGGREGATIONS", "Projector", "ProjectionPlan", "Signals", "plan_projection", "signals", "signal_maps"]
+__all__ = ["AGGREGATIONS", "BASES", "Projector", "ProjectionPlan", "Signals", "plan_projection", "signals", "signal_maps"]
 
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+
+BASES: tuple[str, ...] = ("svd", "channel", "random")
+"""Bases a layer's ``y − b`` is projected on: its left singular vectors ``U`` (the paper's SVD
+neurons, σ their singular values); its raw output channels (the identity, σ = NaN: a channel
+has no singular value); a seeded random orthonormal basis of the channel space (QR of a
+Gaussian matrix, σ = NaN). Influence and every separation metric use the same code path."""
 
 TRANSPOSED_REASON = ("transposed convolution: its left singular vectors live in its input-channel space, "
                      "not in the space of its output, so Uᵀ(y − b) is not defined; not profiled")
@@ -88,6 +94,28 @@ class Projector:
     def neurons(self) -> int:
         """``g·r``: the SVD neurons of the layer, groups pooled."""
         return self.groups * self.rank
+
+    def in_basis(self, basis: str, seed: int = 0) -> "Projector":
+        """The same layer projected on another basis of its channel space (:data:`BASES`).
+
+        ``"channel"``: ``Ut = I`` (``m`` neurons per group = the raw channels of ``y − b``);
+        ``"random"``: ``Ut = Qᵀ`` with ``Q`` seeded random orthonormal (``seed`` + group
+        drawn in float64 on the CPU); σ is NaN for both.
+        """
+        if basis == "svd":
+            return self
+        g, _, m = self.Ut.shape
+        if basis == "channel":
+            Ut = torch.eye(m, dtype=self.Ut.dtype, device=self.Ut.device).expand(g, m, m).contiguous()
+        elif basis == "random":
+            gen = torch.Generator().manual_seed(int(seed))
+            Q, R = torch.linalg.qr(torch.randn(g, m, m, generator=gen, dtype=torch.float64))
+            Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
+            Ut = Q.transpose(1, 2).to(dtype=self.Ut.dtype, device=self.Ut.device).contiguous()
+        else:
+            raise InputError(f"basis {basis!r}: expected one of {', '.join(BASES)}")
+        sigma = torch.full((g, m), float("nan"), dtype=self.sigma.dtype, device=self.sigma.device)
+        return replace(self, rank=m, Ut=Ut, sigma=sigma)
 
     def locations(self, y: torch.Tensor) -> torch.Tensor:
         """``y − b`` arranged ``(N, g, m, L)``."""
@@ -162,6 +190,7 @@ class ProjectionPlan:
     dtype: torch.dtype
     device: torch.device
     model_hash: str
+    basis: str = "svd"
 
     @property
     def source(self) -> str:
@@ -202,6 +231,8 @@ def plan_projection(
     svd: Decomposition | None = None,
     dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
+    basis: str = "svd",
+    seed: int = 0,
 ) -> ProjectionPlan:
     """Choose the layers, decompose them, and prepare their projectors.
 
@@ -218,7 +249,12 @@ def plan_projection(
         Precision of the SVD and the projection; default the model's.
     device : str or torch.device, optional
         Default: where the model's parameters are.
+    basis : {"svd", "channel", "random"}, default "svd"
+        What the "neurons" are (:data:`BASES`, :meth:`Projector.in_basis`).
+    seed : int
+        Seed of the ``random`` basis (layer ``i`` in model order uses ``seed + i``).
     """
+    check.choice(basis, "basis", BASES)
     resolved = resolve(model, layers=layers, fold_bn=fold_bn, dtype=dtype, device=device)
     net, _ = _model_of(resolved)
     mdtype, mdevice = _model_dtype_device(net)
@@ -237,12 +273,13 @@ def plan_projection(
     projectors: dict[str, Projector] = {}
     hooked: dict[str, nn.Module] = {}
     for spec in profiled:
-        projectors[spec.name] = Projector.build(spec, svd[spec.name], pdtype, dev)
+        projectors[spec.name] = Projector.build(spec, svd[spec.name], pdtype, dev).in_basis(
+            basis, seed + len(projectors))
         target = modules.get(spec.folded) if spec.folded else spec.module
         if target is None:
             raise InputError(f"layer {spec.name!r}: its module is not part of the model")
         hooked[spec.name] = target
-    return ProjectionPlan(net, mw, projectors, hooked, skipped, mdtype, dev, todo.content_hash())
+    return ProjectionPlan(net, mw, projectors, hooked, skipped, mdtype, dev, todo.content_hash(), basis)
 
 
 # --------------------------------------------------------------------------- in-memory use

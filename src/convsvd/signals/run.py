@@ -127,7 +127,8 @@ class _Run:
         dtype = "float64" if float64 else "float32"
         options: dict[str, object] = dict(
             layers=list(plan.projectors), aggregate=aggregate, threshold=threshold, top_k=top_k, batch_size=bsz,
-            shard_batches=per_shard, fold_bn=fold_bn, dtype=dtype, store_dtype=store_dtype or dtype)
+            shard_batches=per_shard, fold_bn=fold_bn, dtype=dtype, store_dtype=store_dtype or dtype,
+            basis=plan.basis)
         described = source.describe()
         return cls(dist, plan, source, Path(out), keepalive, options, described, _run_key(plan, options, described),
                    bsz, per_shard, source.num_batches(bsz), nonfinite)
@@ -337,6 +338,7 @@ def profile(
     progress: bool | None | Callable[[int, int, str], None] = None,
     store_dtype: str | None = None,
     nonfinite: str = "skip",
+    basis: str = "svd",
 ) -> SignalTable:
     """Signals of every input of a dataset on every SVD neuron of the chosen layers.
 
@@ -386,6 +388,9 @@ def profile(
     nonfinite : {"skip", "error"}
         Inputs with NaN or inf values: left out and listed in the manifest's
         ``skipped_inputs`` (default), or refused with an InputError.
+    basis : {"svd", "channel", "random"}, default "svd"
+        Project on the SVD neurons, the raw output channels (σ = NaN) or a seeded random
+        orthonormal basis (:data:`~convsvd.signals.project.BASES`); recorded in the manifest.
 
     Returns
     -------
@@ -431,7 +436,7 @@ def profile(
                 refused = environment_error(e, "the run's lock file", out)
         if not dist.all_ok(refused is None):
             raise refused or InputError(f"out {os.fspath(out)!r}: rank 0 could not lock the folder")  # type: ignore[arg-type]
-        plan = plan_projection(target, svd=svd)
+        plan = plan_projection(target, svd=svd, basis=basis)
         source = as_source(data).conform(plan.expected_input(input_shape))
         run = _Run.create(dist, plan, source, out, aggregate=aggregate, threshold=threshold, top_k=top_k,
                           batch_size=batch_size, shard_size=shard_size, fold_bn=target.fold_bn,

@@ -79,6 +79,7 @@ from convsvd.spectral.analysis import (  # noqa: E402  (the model-level analysis
     spectrum,
 )
 from convsvd.spectral.metrics import (  # noqa: E402
+    CONVENTIONS,
     DEFAULT_MIN_EVALS,
     FRAME_COLUMNS,
     LAYER_STATUSES,
@@ -87,12 +88,15 @@ from convsvd.spectral.metrics import (  # noqa: E402
     LayerSpectrum,
     RandomBaseline,
     classify,
+    convention_log,
+    convention_scale,
     summarize,
 )
 from convsvd.spectral.shuffle import shuffle_entries  # noqa: E402
 from convsvd.spectral.cost import OperatorPlan, operator_blocks, plan_operator  # noqa: E402
 
 __all__ += [
+    "CONVENTIONS",
     "DEFAULT_MIN_EVALS",
     "DEFAULT_OPERATOR_N",
     "FRAME_COLUMNS",
@@ -108,7 +112,18 @@ __all__ += [
     "compare",
     "operator_blocks",
     "plan_operator",
+    "convention_log",
+    "convention_scale",
     "shuffle_entries",
     "spectrum",
     "summarize",
 ]
+
+from convsvd.spectral.baselines import (  # noqa: E402  (the baselines, on spectrum())
+    BASELINE_COLUMNS,
+    LayerBaseline,
+    SpectralBaselines,
+    spectral_baselines,
+)
+
+__all__ += ["BASELINE_COLUMNS", "LayerBaseline", "SpectralBaselines", "spectral_baselines"]

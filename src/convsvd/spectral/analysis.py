@@ -73,12 +73,15 @@ from convsvd.spectral._meter import meter
 from convsvd.spectral.cost import DEFAULT_OPERATOR_N, OperatorPlan, plan_operator, throughput
 from convsvd.spectral.esd import DISTANCE_METHODS, esd_distance
 from convsvd.spectral.metrics import (
+    CONVENTIONS,
     DEFAULT_MIN_EVALS,
+    WW_EVALS_THRESH,
     FRAME_COLUMNS,
     SUMMARY_KEYS,
     LayerSpectrum,
     RandomBaseline,
     classify,
+    convention_scale,
     layer_status,
     norms,
     summarize,
@@ -229,6 +232,17 @@ def _to_evals(S: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
     return np.sort(s * s / max(shape))
 
 
+def _in_convention(spectra: dict[str, _Spectrum], specs: Sequence[LayerSpec], convention: str,
+                   view: str) -> dict[str, _Spectrum]:
+    """The spectra rescaled from ``λ = σ²/N`` to the convention's ``λ = c·σ²``."""
+    if convention == "convsvd":
+        return spectra
+    kinds = {s.name: s.kind for s in specs}
+    return {name: replace(sp, evals=sp.evals * (max(sp.shape) * convention_scale(convention, sp.shape,
+                                                                                kinds.get(name, "linear"), view)))
+            for name, sp in spectra.items()}
+
+
 def _unfold_spectra(
     specs: Sequence[LayerSpec],
     precision: torch.dtype,
@@ -328,10 +342,12 @@ def _random_baselines(
     distance: str,
     progress: bool | None | Callable[[int, int, str], None],
     shuffled: dict[str, LayerSpec],
+    convention: str = "convsvd",
 ) -> dict[str, RandomBaseline]:
     """Spectra of the shuffled ``specs`` (``shuffled[name]``) and their distance to the layers' own."""
     rand = _spectra([shuffled[s.name] for s in specs], view, plans, precision, device, progress, "random baseline",
                     baseline=True)
+    rand = _in_convention(rand, specs, convention, view)
     out = {}
     for spec in specs:
         r = rand[spec.name].evals
@@ -364,6 +380,7 @@ def spectrum(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool | None | Callable[[int, int, str], None] = None,
+    convention: str = "convsvd",
 ) -> SpectrumResult:
     """Spectral (random-matrix) analysis of every conv and linear layer of a model.
 
@@ -420,6 +437,11 @@ def spectrum(
         Seed of the shuffles; each layer's shuffle depends only on ``seed`` and its name.
     progress : bool, None or callable
         Progress bars (None: automatic for many layers) or ``fn(done, total, what)``.
+    convention : {"convsvd", "ddp", "ww"}, default "convsvd"
+        Eigenvalue scale and logarithm (:func:`~convsvd.spectral.metrics.convention_scale`):
+        ``σ²/N`` with log10; DeepDataProfiler's ``σ²/d`` with the natural log; WeightWatcher's
+        ``σ²`` (``σ²/2`` for conv slices) with log10 — and, as WeightWatcher does, only
+        ``λ > 1e-5`` enter the power-law fit. The ``convention`` column says which was used.
 
     Returns
     -------
@@ -441,6 +463,7 @@ def spectrum(
     [['0', 64, 'ok'], ['2', 32, 'ok']]
     """
     _check_options(view, n, min_evals, distance, distribution, budget)
+    check.choice(convention, "convention", CONVENTIONS)
     target = resolve(model, layers=layers, dtype=dtype, device=device, fold_bn=fold_bn)
     device, fold_bn = target.device, target.fold_bn
     if input_shape is None and view == "operator":
@@ -458,13 +481,15 @@ def spectrum(
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         shuffling = (pool.submit(lambda: {sp.name: _shuffled(sp, seed) for sp in finite})
                      if random_baseline and finite else None)
-        own = _spectra(finite, view, plans, precision, device, progress, "spectra")
+        own = _in_convention(_spectra(finite, view, plans, precision, device, progress, "spectra"), finite,
+                             convention, view)
         status = {name: layer_status(sp.evals, min_evals) for name, sp in own.items()}
         fittable = [s for s in finite if status[s.name] == "ok"]
 
         fits: dict[str, PowerLawFit] = dict(zip(
             (s.name for s in fittable),
-            fit_power_law_batch([own[s.name].evals for s in fittable], xmin_range=xmin_range, distribution=distribution),
+            fit_power_law_batch([_fitted_part(own[s.name].evals, convention) for s in fittable],
+                                xmin_range=xmin_range, distribution=distribution),
         ))
         for name, fit in fits.items():
             if not fit.ok:
@@ -481,7 +506,7 @@ def spectrum(
         rands = {}
         if random_baseline and fitted:
             rands = _random_baselines(fitted, own, view, plans, precision, device, distance, progress,
-                                      shuffling.result())  # type: ignore[union-attr]
+                                      shuffling.result(), convention)  # type: ignore[union-attr]
 
     eps = float(torch.finfo(precision).eps)
     built: dict[str, LayerSpectrum] = {}
@@ -497,7 +522,8 @@ def spectrum(
             name=name, kind=spec.kind, view=view, shape=shape, n_matrices=sp.n_matrices if sp else 0,
             evals=evals, fit=fit, mp=mps.get(name), random=rands.get(name), status=st,
             phenomenology=classify(evals, fit.alpha, mps.get(name)) if st == "ok" and fit else "",
-            **norms(evals, max(shape), eps),
+            **norms(evals, max(shape), eps, convention_scale(convention, shape, spec.kind, view)),
+            convention=convention,
         )
         if plan is not None:
             built[name] = replace(built[name], n=plan.n, input_size=plan.size, n_reason=plan.reason)
@@ -505,7 +531,7 @@ def spectrum(
         built[name] = LayerSpectrum(
             name=name, kind="", view=view, shape=(), n_matrices=0, evals=np.empty(0),  # type: ignore[arg-type]
             fit=None, mp=None, random=None, status="nonfinite" if skipped.code is SkipCode.NONFINITE else "skipped",
-            phenomenology="", **norms(np.empty(0), 1, eps),
+            phenomenology="", **norms(np.empty(0), 1, eps), convention=convention,
         )
     chosen = None if target.layers is None else list(target.layers)
     options: dict[str, object] = dict(
@@ -514,7 +540,8 @@ def spectrum(
                    input_shape=list(input_shape) if input_shape is not None else None, sizes=sizes_how,
                    xmin_range=xmin_range, distribution=distribution,
                    min_evals=min_evals, distance=distance, dtype=str(precision).replace("torch.", ""),
-                   fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed)
+                   fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed,
+                   convention=convention)
     ordered = tuple(built[k] for k in _model_order(mw, list(built)))
     return SpectrumResult(ordered, view, mw.source, ModelWeights(tuple(finite)).content_hash(), options)
 
@@ -544,6 +571,9 @@ def _operator_plans(
         for s in convs
     }
     return plans, f"{sizes.how}: {sizes.reason}" if sizes.reason else sizes.how
+def _fitted_part(evals: np.ndarray, convention: str) -> np.ndarray:
+    """The eigenvalues the power-law fit sees: WeightWatcher drops ``λ ≤ 1e-5`` first (``ww`` convention)."""
+    return evals[evals > WW_EVALS_THRESH] if convention == "ww" else evals
 
 
 def _finite(W: torch.Tensor) -> bool:
@@ -597,6 +627,7 @@ def compare(
     progress: bool | None | Callable[[int, int, str], None] = None,
     input_shape: Sequence[int] | None = None,
     budget: float | None = None,
+    convention: str = "convsvd",
 ) -> pd.DataFrame:
     """The spectral summary of several models (or checkpoints of one), one row each.
 
@@ -609,13 +640,14 @@ def compare(
     labels : sequence of str, optional
         One per source (default: the file stem, class name or source; repeated names
         get ``#2``, ``#3``, ...).
-    view, layers, mp, random_baseline, n, min_evals, dtype, fold_bn, device, seed, progress, input_shape, budget
+    view, layers, mp, random_baseline, n, min_evals, dtype, fold_bn, device, seed, progress, input_shape, budget,
+    convention
         As in :func:`spectrum`, for every source.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``label, source, view`` then :data:`~convsvd.spectral.metrics.SUMMARY_KEYS`
+        Columns ``label, source, view, convention`` then :data:`~convsvd.spectral.metrics.SUMMARY_KEYS`
         (``alpha_hat`` = α̂, the means of the metrics over the layers analysed, and the
         numbers of layers, analysed and failed).
 
@@ -644,8 +676,9 @@ def compare(
             res = source if isinstance(source, SpectrumResult) else spectrum(
                 source, view=view, layers=layers, mp=mp, random_baseline=random_baseline, n=n,
                 min_evals=min_evals, dtype=dtype, fold_bn=fold_bn, device=device, seed=seed, progress=False,
-                input_shape=input_shape, budget=budget,
+                input_shape=input_shape, budget=budget, convention=convention,
             )
-            rows.append({"label": label, "source": res.source, "view": res.view, **res.summary()})
+            conv = res.layers[0].convention if res.layers else convention
+            rows.append({"label": label, "source": res.source, "view": res.view, "convention": conv, **res.summary()})
             bar.advance(1, label)
-    return pd.DataFrame(rows, columns=["label", "source", "view", *SUMMARY_KEYS])
+    return pd.DataFrame(rows, columns=["label", "source", "view", "convention", *SUMMARY_KEYS])

@@ -44,6 +44,14 @@ the first rule that applies wins):
 
 A layer whose status is not ``ok`` has an empty label.
 
+**Conventions** (:data:`CONVENTIONS`, :func:`convention_scale`): ``λ = c·σ²`` with
+``c = 1/N`` (``convsvd``, the default), ``c = 1/d`` with ``d`` the rows (``ddp``,
+DeepDataProfiler 2.0.1) or ``c = 1`` (``ww``, WeightWatcher 0.7.7; ``1/2`` for conv
+slices, its ``conv2d_norm``); ``alpha_weighted`` uses ``log10``, except ``ddp`` (natural
+log). α, D, the stable rank and the entropy do not depend on the convention; ``λ_max``,
+``x_min``, ``log_spectral_norm`` (always ``log10 λ_max``) and ``alpha_weighted`` do;
+``log_norm`` is ``log10 Σσ²`` in all three.
+
 **Summary** (:func:`summarize`): ``alpha_hat`` is the mean of ``alpha_weighted``
 (``α̂ = mean over layers of α·log10 λ_max``, the design's definition); the other
 entries are the means of the per-layer metrics. Only ``ok`` layers enter the means;
@@ -54,17 +62,20 @@ small layers, so ``log10 λ_max < 0`` and α̂ can be negative.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 
+from convsvd.errors import InputError
 from convsvd.spectral.esd import matrix_entropy
 from convsvd.spectral.mp import MPFit
 from convsvd.spectral.powerlaw import PowerLawFit
 
 __all__ = [
+    "CONVENTIONS",
     "DEFAULT_MIN_EVALS",
     "FRAME_COLUMNS",
     "LAYER_STATUSES",
@@ -74,6 +85,8 @@ __all__ = [
     "LayerSpectrum",
     "RandomBaseline",
     "classify",
+    "convention_log",
+    "convention_scale",
     "layer_status",
     "summarize",
 ]
@@ -112,6 +125,7 @@ LAYER_STATUSES: tuple[str, ...] = ("ok", "nonfinite", "skipped", "zero", "too_fe
 FRAME_COLUMNS: tuple[str, ...] = (
     "name",
     "view",
+    "convention",
     "kind",
     "shape",
     "n_evals",
@@ -138,6 +152,63 @@ FRAME_COLUMNS: tuple[str, ...] = (
 )
 """Columns of :meth:`LayerSpectrum.to_frame` (``shape``: ``"m×n"`` of one pooled matrix; ``n``, ``input_size``:
 ``"h×w"`` grid of the operator view and the size the layer sees, ``""`` in the other views or when unknown)."""
+
+CONVENTIONS: tuple[str, ...] = ("convsvd", "ddp", "ww")
+"""Eigenvalue conventions (:func:`convention_scale`, :func:`convention_log`)."""
+
+WW_EVALS_THRESH = 1e-5
+"""WeightWatcher 0.7's ``EVALS_THRESH``: under the ``ww`` convention, only ``λ > 1e-5`` enter the fit."""
+
+WW_CONV2D_NORM = 0.5
+"""WeightWatcher 0.7's ``conv2d_norm`` (on by default): a conv slice is scaled by ``√(1/2)``, so ``λ = σ²/2``."""
+
+
+def convention_scale(convention: str, shape: tuple[int, int], kind: str = "linear", view: str = "unfold") -> float:
+    """The factor ``c`` of the eigenvalues ``λ = c·σ²`` in a convention.
+
+    * ``"convsvd"``: ``c = 1/N``, ``N`` the larger side of the matrix (random-matrix normalisation);
+    * ``"ddp"`` (DeepDataProfiler 2.0.1): ``c = 1/d``, ``d`` the number of rows (output channels
+      per group; ``len(W)`` of the unfolded matrix);
+    * ``"ww"`` (WeightWatcher 0.7.7): ``c = 1``, except conv layers in the ``slices`` view, whose
+      slices WeightWatcher scales by ``√(1/2)`` (its default ``conv2d_norm``): ``c = 1/2``.
+
+    Parameters
+    ----------
+    convention : {"convsvd", "ddp", "ww"}
+    shape : (int, int)
+        ``(rows, cols)`` of one pooled matrix.
+    kind : str
+        Layer kind (``"linear"``, ``"conv2d"``, ...).
+    view : str
+        Spectrum view.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> convention_scale("convsvd", (8, 32)), convention_scale("ddp", (8, 32)), convention_scale("ww", (8, 32))
+    (0.03125, 0.125, 1.0)
+    """
+    if convention == "convsvd":
+        return 1.0 / max(shape)
+    if convention == "ddp":
+        return 1.0 / shape[0]
+    if convention == "ww":
+        return WW_CONV2D_NORM if (view == "slices" and kind.startswith("conv")) else 1.0
+    raise InputError(f"convention {convention!r}: expected one of {', '.join(CONVENTIONS)}")
+
+
+def convention_log(convention: str) -> Callable[[float], float]:
+    """The logarithm of ``α̂ = mean α·log λ_max``: natural for ``ddp``, base 10 otherwise.
+
+    >>> convention_log("ddp")(math.e), convention_log("ww")(100.0)
+    (1.0, 2.0)
+    """
+    if convention not in CONVENTIONS:
+        raise InputError(f"convention {convention!r}: expected one of {', '.join(CONVENTIONS)}")
+    return math.log if convention == "ddp" else math.log10
 
 _MEAN_KEYS: tuple[str, ...] = (
     "alpha",
@@ -193,7 +264,7 @@ class LayerSpectrum:
     n_matrices : int
         How many such matrices are pooled (groups, groups × taps, groups × frequencies).
     evals : numpy.ndarray, shape (n_evals,)
-        The eigenvalues ``λ = σ²/N``, ascending, float64.
+        The eigenvalues ``λ = c·σ²`` (``c = 1/N`` in the default convention), ascending, float64.
     fit : PowerLawFit or None
         The power-law fit (None when the layer was not fitted).
     mp : MPFit or None
@@ -210,6 +281,9 @@ class LayerSpectrum:
         Operator view: the spatial size the layer sees (None when unknown).
     n_reason : str
         Operator view: why ``n`` differs from ``input_size`` (budget, unknown size, ``n=`` given).
+    convention : str
+        Eigenvalue convention (:data:`CONVENTIONS`): it sets ``λ``'s scale and the logarithm
+        of ``alpha_weighted``.
     """
 
     name: str
@@ -231,6 +305,7 @@ class LayerSpectrum:
     n: tuple[int, ...] | None = None
     input_size: tuple[int, ...] | None = None
     n_reason: str = ""
+    convention: str = "convsvd"
 
     @property
     def ok(self) -> bool:
@@ -244,10 +319,10 @@ class LayerSpectrum:
 
     @property
     def alpha_weighted(self) -> float:
-        """``α · log10 λ_max``."""
+        """``α · log λ_max``: ``log10``, or the natural log under the ``ddp`` convention."""
         if not (self.ok and self.lambda_max > 0):
             return math.nan
-        return self.alpha * math.log10(self.lambda_max)
+        return self.alpha * convention_log(self.convention)(self.lambda_max)
 
     def row(self) -> dict[str, object]:
         """The metrics as one table row (keys: :data:`FRAME_COLUMNS`)."""
@@ -258,6 +333,7 @@ class LayerSpectrum:
         return {
             "name": self.name,
             "view": self.view,
+            "convention": self.convention,
             "kind": self.kind,
             "shape": f"{self.shape[0]}×{self.shape[1]}" if self.shape else "",
             "n_evals": int(self.evals.size),
@@ -369,7 +445,7 @@ class Norms(TypedDict):
     entropy: float
 
 
-def norms(evals: np.ndarray, N: int, eps: float) -> Norms:
+def norms(evals: np.ndarray, N: int, eps: float, scale: float | None = None) -> Norms:
     """``lambda_max, log_norm, log_spectral_norm, stable_rank, entropy`` of one ESD.
 
     Parameters
@@ -381,6 +457,8 @@ def norms(evals: np.ndarray, N: int, eps: float) -> Norms:
     eps : float
         Machine epsilon of the precision the spectrum was computed in (the entropy's
         rank tolerance is ``σ_max · N · eps``).
+    scale : float, optional
+        ``c`` of ``λ = c·σ²`` (default ``1/N``); ``log_norm`` is ``log10 Σσ²`` in every convention.
 
     Returns
     -------
@@ -393,10 +471,11 @@ def norms(evals: np.ndarray, N: int, eps: float) -> Norms:
         return {"lambda_max": nan, "log_norm": nan, "log_spectral_norm": nan, "stable_rank": nan, "entropy": nan}
     top = float(lam.max())
     total = float(lam.sum())
-    sv = np.sqrt(np.clip(lam, 0.0, None) * N)
+    inv = float(N) if scale is None else 1.0 / scale
+    sv = np.sqrt(np.clip(lam, 0.0, None) * inv)
     return {
         "lambda_max": top,
-        "log_norm": math.log10(total * N),
+        "log_norm": math.log10(total * inv),
         "log_spectral_norm": math.log10(top),
         "stable_rank": total / top,
         "entropy": _entropy(sv, N, eps),

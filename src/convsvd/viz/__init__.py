@@ -36,3 +36,6 @@ __all__ += ["plot_energy", "plot_singular_values", "svd_figure"]
 from convsvd.viz.files import figure_names, save_figures  # noqa: E402  (PNG files of a result's figures)
 
 __all__ += ["figure_names", "save_figures"]
+from convsvd.viz.ablation import plot_ablation  # noqa: E402  (directional ablation curves)
+
+__all__ += ["plot_ablation"]
