@@ -90,12 +90,12 @@ def test_profile_records_the_basis_and_uses_the_same_influence_and_separation(tm
     inf = influence(raw, threshold=0.1)  # the same rule on the hand-made channel signals
     np.testing.assert_array_equal(rows.influential.to_numpy().reshape(len(x), 4), inf.mask.numpy())
     assert rows.sigma.isna().all()
-    sep = separation(table)
+    sep = separation(table).to_frame()
     assert list(sep.layer) == ["conv", "fc"] and sep.neurons.tolist() == [6, 4]
     # NCC runs on the aggregated signals: an orthonormal change of basis leaves Euclidean distances
     # (and so NCC accuracy) unchanged, whatever the basis
-    svd = separation(profile(net, (x, y), out=tmp_path / "svd", batch_size=16))
-    rnd = separation(profile(net, (x, y), basis="random", out=tmp_path / "rnd", batch_size=16))
+    svd = separation(profile(net, (x, y), out=tmp_path / "svd", batch_size=16)).to_frame()
+    rnd = separation(profile(net, (x, y), basis="random", out=tmp_path / "rnd", batch_size=16)).to_frame()
     np.testing.assert_allclose(sep.ncc_accuracy, svd.ncc_accuracy)
     np.testing.assert_allclose(sep.ncc_accuracy, rnd.ncc_accuracy)
     with pytest.raises(InputError, match="holds a run with basis"):

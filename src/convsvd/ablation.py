@@ -419,7 +419,7 @@ def ablate(
         Unknown basis, negative k, a layer that does not exist or is transposed, data
         without labels or of the wrong shape, a model that fails on the data.
     """
-    from convsvd.data.protocol import as_source
+    from convsvd.data import as_source
     from convsvd.decompose import decompose
     from convsvd.layers import as_weights
     from convsvd.signals.project import _model_dtype_device, plan_projection

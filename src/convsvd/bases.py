@@ -71,7 +71,7 @@ def compare_bases(
     for basis in bases:
         table = profile(model, data, layers=layers, threshold=threshold, top_k=top_k, aggregate=aggregate,
                         batch_size=batch_size, dtype=dtype, device=device, progress=progress, basis=basis)
-        frame = separation(table, min_share=min_share)
+        frame = separation(table, min_share=min_share).to_frame()
         frame.insert(1, "basis", basis)
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
