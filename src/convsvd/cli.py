@@ -117,6 +117,34 @@ def _writable_dir(path: str) -> Path:
     return out
 
 
+def add_preprocess_args(p: argparse.ArgumentParser) -> None:
+    """``--normalize``, ``--resize``, ``--crop``: how the data are prepared for the model."""
+    p.add_argument("--normalize", metavar="SPEC",
+                   help="input normalisation: imagenet (also resize 256, crop 224), mnist, none, or MEAN/STD per "
+                        "channel, e.g. 0.1307/0.3081 or 0.485,0.456,0.406/0.229,0.224,0.225 (default: the model's "
+                        "own metadata, else none)")
+    p.add_argument("--resize", metavar="S", help="resize the short side of every image to S pixels (or to HxW)")
+    p.add_argument("--crop", metavar="S", help="then centre-crop S×S (or HxW) pixels")
+
+
+def resolve_preprocess(args: argparse.Namespace, mw: object):  # type: ignore[no-untyped-def]
+    """The data transform of a command: the model's own, overridden by --normalize / --resize / --crop."""
+    from convsvd.data.preprocess import resolve
+
+    return resolve(args.normalize, args.resize, args.crop, model=mw)
+
+
+def prepared_data(args: argparse.Namespace, mw: object, data: object):  # type: ignore[no-untyped-def]
+    """``data`` as a source with the command's transform applied; the transform is printed."""
+    from convsvd.data.preprocess import apply
+
+    transform = resolve_preprocess(args, mw)
+    if not transform.is_identity:
+        origin = f" (from {transform.origin})" if transform.origin else ""
+        _console(stderr=True).print(f"preprocess: {transform.describe()}{origin}")
+    return apply(data, transform), transform
+
+
 # --------------------------------------------------------------------------- describe
 
 
@@ -155,6 +183,9 @@ def _svd_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
     p.add_argument("--cache", metavar="DIR", help="reuse results from this cache folder")
     p.add_argument("--out", metavar="DIR", help="write svd.safetensors, svd.parquet, svd.csv and svd.json here")
+    p.add_argument("--figures", choices=["none", "summary", "all"], default="none",
+                   help="with --out: summary or all also draws svd.png (singular values and energy of every layer; "
+                        "default none)")
 
 
 @command("svd", "singular value decomposition of every conv and linear layer", _svd_args)
@@ -175,6 +206,21 @@ def cmd_svd(args: argparse.Namespace) -> int:
             _console(stderr=True).print(f"[yellow]skipped {s.name}: {s.reason}[/]")
     if out is not None:
         paths = dec.save(out, top_k=top)
+        if args.figures != "none" and mode != "values":
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            from convsvd._meta import write_atomic
+            from convsvd.viz import svd_figure
+
+            fig = svd_figure(dec)
+            try:
+                write_atomic(out / "svd.png", lambda p: fig.savefig(p, format="png", dpi=90))
+            finally:
+                plt.close(fig)
+            paths = [*paths, out / "svd.png"]
         _console().print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
@@ -197,7 +243,10 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aggregate", choices=AGGREGATIONS, default="mean", help="over a conv's locations (default mean)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per forward pass (default 64)")
     p.add_argument("--device", help="cpu or cuda (default: where the model is)")
+    p.add_argument("--dtype", choices=["float32", "float64"],
+                   help="precision of the SVD and the projection (default: the model's)")
     p.add_argument("--fold-bn", action="store_true", help="profile conv → BatchNorm pairs as one map")
+    add_preprocess_args(p)
     p.add_argument("--shard-size", type=int, default=1024, metavar="N",
                    help="inputs per Parquet shard, the unit of resume and of torchrun ranks (default 1024)")
     p.add_argument("--restart", action="store_true", help="discard a run already in --out instead of resuming it")
@@ -214,11 +263,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     out = _writable_dir(args.out)
     mw = resolve_model(args)
-    data = as_source(args.data)
+    data, _ = prepared_data(args, mw, as_source(args.data))
     shape = zoo_input_shape(args.model)
     t0 = time.perf_counter()
     table = profile(mw, data, layers=args.layers, aggregate=args.aggregate, threshold=args.threshold,
                     top_k=args.top_k, batch_size=args.batch_size, device=args.device, fold_bn=args.fold_bn,
+                    dtype=args.dtype,
                     input_shape=shape, out=out, shard_size=args.shard_size, restart=args.restart, progress=True)
     dt = time.perf_counter() - t0
     if int(os.environ.get("RANK", "0")) != 0:
@@ -269,6 +319,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="inputs per forward pass (default 128)")
     p.add_argument("--device", help="cpu or cuda (default: CUDA for the SVD when available; the model runs where it is)")
     p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
+    add_preprocess_args(p)
     p.add_argument("--init", metavar="MODEL",
                    help="the same model at its random initialisation (e.g. an epoch-0 checkpoint), for the spectra "
                         "(default: a built-in model's own initialisation; else none)")
@@ -307,7 +358,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise InputError(f"--input-size {args.input_size}: expected a positive side in pixels")
         first = mw.layers[0] if len(mw.layers) else None
         shape = (first.in_channels if first is not None else 3, args.input_size, args.input_size)
-    result = report(mw, args.data, out=args.out, quick=args.quick, layers=args.layers, neurons=args.neurons,
+    data = prepared_data(args, mw, args.data)[0] if args.data is not None else None
+    result = report(mw, data, out=args.out, quick=args.quick, layers=args.layers, neurons=args.neurons,
                     steps=args.steps, k=args.k, input_shape=shape, batch_size=args.batch_size, device=args.device,
                     fold_bn=args.fold_bn, init=init, title=args.title, progress=True)
     _print_report(result)
@@ -343,7 +395,9 @@ def _features_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--location", choices=["mean", "centre"], default="mean",
                    help="signal averaged over locations (default) or at the centre location")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--data", metavar="DIR", help="dataset for exemplars: an image folder, a .npz/.pt file, or digits")
+    p.add_argument("--data", metavar="DIR", help="dataset for exemplars: an image folder, a .npz/.pt file, or digits "
+                                                 "(also gives the input size when the model does not)")
+    add_preprocess_args(p)
     p.add_argument("--k", type=int, default=8, help="exemplars per side (default: 8)")
     p.add_argument("--rank", type=int, help="rank of the filter rebuild (default: smallest keeping 90%% of ‖W̄‖²_F)")
     p.add_argument("--device", help="cpu or cuda (default: where the model is)")
@@ -390,15 +444,21 @@ def cmd_features(args: argparse.Namespace) -> int:
     input_size = args.input_size
     if input_size is None and zoo_base(args.model):
         input_size = zoo_input_shape(args.model)[1:]  # type: ignore[index]
+    data, transform = prepared_data(args, mw, args.data) if args.data else (None, resolve_preprocess(args, mw))
+    if input_size is None and data is not None:  # the data's own size (after the transform)
+        shape = data.describe().get("input_shape")
+        if isinstance(shape, list) and len(shape) == 3:
+            input_size = tuple(int(v) for v in shape[1:])
     size = args.size if args.size is not None else input_size
     fvs = {name: featureviz(mw, name, neurons, steps=args.steps, size=size, input_size=input_size,
                             directions=args.directions, location=args.location, seed=args.seed, device=args.device,
+                            preprocess=transform if transform.mean is not None else None,
                             progress=True) for name in layers}
     exs = {}
-    if args.data:
-        table = profile(mw, args.data, layers=layers, device=args.device, progress=True)
+    if data is not None:
+        table = profile(mw, data, layers=layers, device=args.device, progress=True)
         for name, fv in fvs.items():
-            exs[name] = exemplars(table, name, k=args.k, neurons=fv.flat_neurons(), data=args.data)
+            exs[name] = exemplars(table, name, k=args.k, neurons=fv.flat_neurons(), data=data)
     written = []
     for name, fv in fvs.items():
         sf = singular_filters(mw, name, rank=args.rank) if mw[name].kind == "conv2d" else None
@@ -416,7 +476,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         write_atomic(out / "exemplars.csv", lambda p: ex_frame.to_csv(p, index=False))
     options = dict(layers=layers, neurons=neurons, steps=args.steps, size=size, input_size=input_size,
                    directions=args.directions, location=args.location, seed=args.seed, data=args.data, k=args.k,
-                   rank=args.rank)
+                   rank=args.rank, preprocess=transform.to_dict())
     meta = run_metadata(mw.source, mw.content_hash(), options, figures=[p.name for p in written])
     write_atomic(out / "features.json", lambda p: Path(p).write_text(meta))
     print_frame(frame.drop(columns=["seed", "location"]), title=f"{mw.source}: feature visualisation")
@@ -576,6 +636,9 @@ def _spectrum_args(p: argparse.ArgumentParser) -> None:
     _spectrum_options(p)
     p.add_argument("--out", metavar="DIR",
                    help="write spectrum.csv, spectrum.parquet, spectrum.json (run metadata and summary) and PNG figures")
+    p.add_argument("--figures", choices=["none", "summary", "all"], default="all",
+                   help="with --out: none, summary (alpha-depth.png only) or all (also one ESD figure per layer; "
+                        "default)")
 
 
 @command("spectrum", "random-matrix analysis of every layer's spectrum: power-law α, α̂, MP fit, phenomenology",
@@ -613,8 +676,8 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 
     from convsvd.viz import esd_figure, plot_alpha_depth
 
-    figures = {"alpha-depth.png": lambda: plot_alpha_depth(res).figure}
-    for layer in res.layers:
+    figures = {"alpha-depth.png": lambda: plot_alpha_depth(res).figure} if args.figures != "none" else {}
+    for layer in res.layers if args.figures == "all" else ():
         if layer.evals.size:
             figures[f"esd-{re.sub(r'[^A-Za-z0-9._-]', '_', layer.name)}.png"] = (lambda l=layer: esd_figure(l))
     with progress(len(figures), "figures", True) as bar:

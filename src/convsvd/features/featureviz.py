@@ -519,6 +519,10 @@ def featureviz(
 
     mw = as_weights(model)
     mw[layer]  # one-line error naming the layers when unknown
+    if mw.format == "onnx":
+        raise InputError(f"model {mw.source!r}: feature visualisation needs gradients through the model, and an ONNX "
+                         f"file runs in ONNX Runtime without them; load the torch model ('package.module:factory' "
+                         f"with --weights) for features, the ONNX file serves profile, exemplars and report")
     plan = plan_projection(mw, layers=[layer], fold_bn=fold_bn, svd=svd, dtype=dtype, device=device)
     first = plan.weights.layers[0]
     if first.kind != "conv2d":
