@@ -474,7 +474,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     if exs:
         ex_frame = pd.concat([e.to_frame() for e in exs.values()], ignore_index=True)
         write_atomic(out / "exemplars.csv", lambda p: ex_frame.to_csv(p, index=False))
-    options = dict(layers=layers, neurons=neurons, steps=args.steps, size=size, input_size=input_size,
+    options = dict(layers=layers, neurons=neurons, steps=args.steps, size=size,
+                   input_size=list(input_size) if isinstance(input_size, tuple) else input_size,
                    directions=args.directions, location=args.location, seed=args.seed, data=args.data, k=args.k,
                    rank=args.rank, preprocess=transform.to_dict())
     meta = run_metadata(mw.source, mw.content_hash(), options, figures=[p.name for p in written])

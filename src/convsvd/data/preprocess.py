@@ -156,7 +156,7 @@ class Preprocess:
         if isinstance(self.resize, tuple):
             return self.resize
         s = self.resize
-        return (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+        return (int(s * h / w), s) if w <= h else (s, int(s * w / h))
 
     def crop_box(self, h: int, w: int) -> tuple[int, int, int, int]:
         """``(top, left, height, width)`` of the centre crop of an ``h×w`` image."""
