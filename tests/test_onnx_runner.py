@@ -203,3 +203,23 @@ def test_report_of_an_onnx_file_with_an_image_folder_has_every_data_section(onnx
     assert "model accuracy" in html and "labelled inputs" in html
     assert (tmp_path / "r-data" / "signals" / "manifest.json").is_file()
     assert "Feature visualisation needs gradients" in html
+
+
+def test_cli_features_of_an_onnx_file_gives_exemplars(onnx_file: tuple[ConvNet, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from convsvd.cli import main
+
+    _, path = onnx_file
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", inputs=rng.random((12, 3, 8, 8)).astype(np.float32), labels=np.arange(12) % 3)
+    out = tmp_path / "f"
+    assert main(["features", str(path), "--layer", "conv2", "--neurons", "0-2", "--k", "2",
+                 "--data", str(tmp_path / "d.npz"), "--out", str(out)]) == 0
+    assert "feature visualisation skipped" in capsys.readouterr().err
+    import pandas as pd
+
+    ex = pd.read_csv(out / "exemplars.csv")
+    assert set(ex["neuron"]) == {0, 1, 2} and (out / "features-conv2.png").is_file()
+    assert not (out / "features.csv").exists()
+    assert main(["features", str(path), "--layer", "conv2", "--out", str(out)]) == 2  # no data: nothing to show
+    assert "needs gradients" in capsys.readouterr().err

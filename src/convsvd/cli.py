@@ -450,17 +450,23 @@ def cmd_features(args: argparse.Namespace) -> int:
         if isinstance(shape, list) and len(shape) == 3:
             input_size = tuple(int(v) for v in shape[1:])
     size = args.size if args.size is not None else input_size
-    fvs = {name: featureviz(mw, name, neurons, steps=args.steps, size=size, input_size=input_size,
+    gradients = mw.format != "onnx" or data is None  # an ONNX model with data: exemplars without visualisation
+    if not gradients:
+        _console(stderr=True).print("[yellow]feature visualisation skipped: an ONNX model runs without gradients "
+                                    "(load the torch model for it); exemplars and singular filters only[/]")
+    fvs = {} if not gradients else {name: featureviz(mw, name, neurons, steps=args.steps, size=size, input_size=input_size,
                             directions=args.directions, location=args.location, seed=args.seed, device=args.device,
                             preprocess=transform if transform.mean is not None else None,
                             progress=True) for name in layers}
     exs = {}
     if data is not None:
         table = profile(mw, data, layers=layers, device=args.device, progress=True)
-        for name, fv in fvs.items():
-            exs[name] = exemplars(table, name, k=args.k, neurons=fv.flat_neurons(), data=data)
+        for name in layers:
+            fv = fvs.get(name)
+            exs[name] = exemplars(table, name, k=args.k, neurons=fv.flat_neurons() if fv else neurons, data=data)
     written = []
-    for name, fv in fvs.items():
+    for name in layers:
+        fv = fvs.get(name)
         sf = singular_filters(mw, name, rank=args.rank) if mw[name].kind == "conv2d" else None
         fig = features_figure(fv, exs.get(name), sf)
         path = out / f"features-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.png"
@@ -469,8 +475,9 @@ def cmd_features(args: argparse.Namespace) -> int:
         finally:
             plt.close(fig)
         written.append(path)
-    frame = pd.concat([fv.to_frame() for fv in fvs.values()], ignore_index=True)
-    write_atomic(out / "features.csv", lambda p: frame.to_csv(p, index=False))
+    frame = pd.concat([fv.to_frame() for fv in fvs.values()], ignore_index=True) if fvs else None
+    if frame is not None:
+        write_atomic(out / "features.csv", lambda p: frame.to_csv(p, index=False))
     if exs:
         ex_frame = pd.concat([e.to_frame() for e in exs.values()], ignore_index=True)
         write_atomic(out / "exemplars.csv", lambda p: ex_frame.to_csv(p, index=False))
@@ -480,7 +487,8 @@ def cmd_features(args: argparse.Namespace) -> int:
                    rank=args.rank, preprocess=transform.to_dict())
     meta = run_metadata(mw.source, mw.content_hash(), options, figures=[p.name for p in written])
     write_atomic(out / "features.json", lambda p: Path(p).write_text(meta))
-    print_frame(frame.drop(columns=["seed", "location"]), title=f"{mw.source}: feature visualisation")
+    if frame is not None:
+        print_frame(frame.drop(columns=["seed", "location"]), title=f"{mw.source}: feature visualisation")
     _console().print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
