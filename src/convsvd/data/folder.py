@@ -189,10 +189,10 @@ class ImageFolder:
                 raise InputError(f"image folder {os.fspath(self.root)!r}: images are 2-d, model expects {expected.describe()}")
             if size is not None and tuple(size) != tuple(expected.spatial):
                 raise InputError(f"size={'×'.join(map(str, size))}: model expects {expected.describe()}")
-            out = self.preprocess.out_size if getattr(self, "preprocess", None) is not None else None
-            if out is not None and tuple(out) != tuple(expected.spatial):
-                raise InputError(f"{self.preprocess.describe()}: gives {out[0]}×{out[1]} images, "  # type: ignore[union-attr]
-                                 f"model expects {expected.describe()}")
+            pp = getattr(self, "preprocess", None)
+            out = pp.out_size if pp is not None else None
+            if pp is not None and out is not None and tuple(out) != tuple(expected.spatial):
+                raise InputError(f"{pp.describe()}: gives {out[0]}×{out[1]} images, model expects {expected.describe()}")
             size = tuple(expected.spatial)
         new = object.__new__(ImageFolder)
         new.__dict__.update(self.__dict__)

@@ -36,7 +36,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -173,7 +173,7 @@ class Preprocess:
 
         h, w = self.resized_size(image.height, image.width)
         if (h, w) != (image.height, image.width):
-            image = image.resize((w, h), Image.BILINEAR)
+            image = image.resize((w, h), Image.Resampling.BILINEAR)
         top, left, ch, cw = self.crop_box(h, w)
         if (ch, cw) != (h, w):
             image = image.crop((left, top, left + cw, top + ch))
@@ -283,7 +283,7 @@ def resolve(normalize: str | None = None, resize: str | int | None = None, crop:
 # --------------------------------------------------------------------------- from the model
 
 
-def _number_list(value: object) -> tuple[float, ...] | None:
+def _number_list(value: Any) -> tuple[float, ...] | None:
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -297,7 +297,7 @@ def _number_list(value: object) -> tuple[float, ...] | None:
         return None
 
 
-def _side(value: object) -> int | Size | None:
+def _side(value: Any) -> int | Size | None:
     """A size entry: an int (short side), ``{"shortest_edge": S}``, ``{"height": H, "width": W}`` or ``"HxW"``."""
     if isinstance(value, str):
         try:

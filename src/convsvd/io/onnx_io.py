@@ -529,7 +529,8 @@ class OnnxModule(nn.Module):
         inputs = [v for v in proto.graph.input if v.name not in inits]
         if len(inputs) != 1:
             names = ", ".join(v.name for v in inputs) or "none"
-            self.input_name, self.input_shape, self.input_dtype = "", (), np.dtype(np.float32)
+            self.input_name, self.input_dtype = "", np.dtype(np.float32)
+            self.input_shape: tuple[int | None, ...] = ()
             self._input_problem = f"the graph has {len(inputs)} inputs ({names}); only one-input graphs run"
             return
         self._input_problem = ""
@@ -546,8 +547,8 @@ class OnnxModule(nn.Module):
     @property
     def sample_shape(self) -> tuple[int, ...] | None:
         """``(C, *spatial)`` when the graph declares every one of them, else None."""
-        rest = self.input_shape[1:]
-        return tuple(int(d) for d in rest) if rest and all(d is not None and d > 0 for d in rest) else None  # type: ignore[misc]
+        rest = [d for d in self.input_shape[1:] if d is not None and d > 0]
+        return tuple(rest) if rest and len(rest) == len(self.input_shape) - 1 else None
 
     def output_of(self, layer: str, folded: str | None = None) -> str:
         """The graph value a layer's signal is read from: its own output, or the folded BatchNorm's."""
