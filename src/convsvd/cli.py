@@ -105,6 +105,34 @@ def _out_folder(path: str | None) -> Path | None:
     return out
 
 
+def add_preprocess_args(p: argparse.ArgumentParser) -> None:
+    """``--normalize``, ``--resize``, ``--crop``: how the data are prepared for the model."""
+    p.add_argument("--normalize", metavar="SPEC",
+                   help="input normalisation: imagenet (also resize 256, crop 224), mnist, none, or MEAN/STD per "
+                        "channel, e.g. 0.1307/0.3081 or 0.485,0.456,0.406/0.229,0.224,0.225 (default: the model's "
+                        "own metadata, else none)")
+    p.add_argument("--resize", metavar="S", help="resize the short side of every image to S pixels (or to HxW)")
+    p.add_argument("--crop", metavar="S", help="then centre-crop S×S (or HxW) pixels")
+
+
+def resolve_preprocess(args: argparse.Namespace, mw: object):  # type: ignore[no-untyped-def]
+    """The data transform of a command: the model's own, overridden by --normalize / --resize / --crop."""
+    from convsvd.data.preprocess import resolve
+
+    return resolve(args.normalize, args.resize, args.crop, model=mw)
+
+
+def prepared_data(args: argparse.Namespace, mw: object, data: object):  # type: ignore[no-untyped-def]
+    """``data`` as a source with the command's transform applied; the transform is printed."""
+    from convsvd.data.preprocess import apply
+
+    transform = resolve_preprocess(args, mw)
+    if not transform.is_identity:
+        origin = f" (from {transform.origin})" if transform.origin else ""
+        _console(stderr=True).print(f"preprocess: {transform.describe()}{origin}")
+    return apply(data, transform), transform
+
+
 # --------------------------------------------------------------------------- describe
 
 
@@ -143,6 +171,9 @@ def _svd_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
     p.add_argument("--cache", metavar="DIR", help="reuse results from this cache folder")
     p.add_argument("--out", metavar="DIR", help="write svd.safetensors, svd.parquet, svd.csv and svd.json here")
+    p.add_argument("--figures", choices=["none", "summary", "all"], default="none",
+                   help="with --out: summary or all also draws svd.png (singular values and energy of every layer; "
+                        "default none)")
 
 
 @command("svd", "singular value decomposition of every conv and linear layer", _svd_args)
@@ -166,6 +197,20 @@ def cmd_svd(args: argparse.Namespace) -> int:
 
         with OutputSet(out, "the SVD results") as staging:
             names = [p.name for p in dec.save(staging, top_k=top)]
+            if args.figures != "none" and mode != "values":
+                import matplotlib
+
+                matplotlib.use("Agg")
+                import matplotlib.pyplot as plt
+
+                from convsvd.viz import svd_figure
+
+                fig = svd_figure(dec)
+                try:
+                    fig.savefig(staging / "svd.png", format="png", dpi=90)
+                finally:
+                    plt.close(fig)
+                names.append("svd.png")
         _console().print(f"wrote {', '.join(str(out / n) for n in names)}")
     return 0
 
@@ -187,9 +232,11 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
                    help="over a conv's locations (default mean)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per forward pass (default 64)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: where the model is)")
+    p.add_argument("--dtype", metavar=_DTYPES, help="precision of the SVD and the projection (default: the model's)")
     p.add_argument("--fold-bn", action="store_true", help="profile conv → BatchNorm pairs as one map")
     p.add_argument("--basis", choices=["svd", "channel", "random"], default="svd",
                    help="project on the SVD neurons (default), the raw output channels or a seeded random basis")
+    add_preprocess_args(p)
     p.add_argument("--shard-size", type=int, default=1024, metavar="N",
                    help="inputs per shard, the unit of resume and of torchrun ranks (default 1024)")
     p.add_argument("--store-dtype", choices=("float32", "float16", "float64"),
@@ -208,10 +255,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from convsvd.data import as_source
     from convsvd.signals import profile
 
-    target = resolve_model(args, layers=args.layers, device=args.device, fold_bn=args.fold_bn)
+    target = resolve_model(args, layers=args.layers, device=args.device, fold_bn=args.fold_bn, dtype=args.dtype)
     out = _out_folder(args.out)  # profile creates it (and resumes a run found there)
     assert out is not None  # --out has a default
-    data = as_source(args.data)
+    data, _ = prepared_data(args, target.weights, as_source(args.data))
     t0 = time.perf_counter()
     table = profile(target, data, aggregate=args.aggregate, threshold=args.threshold, top_k=args.top_k,
                     batch_size=args.batch_size, out=out, shard_size=args.shard_size, restart=args.restart,
@@ -272,6 +319,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="inputs per forward pass (default 128)")
     p.add_argument("--device", help="cpu or cuda (default: CUDA for the SVD when available; the model runs where it is)")
     p.add_argument("--fold-bn", action="store_true", help="fold a directly following BatchNorm into each layer")
+    add_preprocess_args(p)
     p.add_argument("--init", metavar="MODEL",
                    help="the same model at its random initialisation (e.g. an epoch-0 checkpoint), for the spectra "
                         "(default: a built-in model's own initialisation; else none)")
@@ -299,7 +347,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     target = resolve_model(args, layers=args.layers, device=args.device, fold_bn=args.fold_bn,
                            input_size=check.optional_integer(args.input_size, "--input-size", minimum=1))
     init = None if args.init is None else resolve(args.init, trust_pickle=args.trust_pickle)
-    result = report(target, args.data, out=args.out, quick=args.quick, neurons=args.neurons, steps=args.steps,
+    data = prepared_data(args, target.weights, args.data)[0] if args.data is not None else None
+    result = report(target, data, out=args.out, quick=args.quick, neurons=args.neurons, steps=args.steps,
                     k=args.k, batch_size=args.batch_size, init=init, title=args.title, progress=True)
     _print_report(result)
     return 0
@@ -336,7 +385,9 @@ def _features_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--location", choices=check.choices(Location), default="mean",
                    help="signal averaged over locations (default) or at the centre location")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--data", metavar="DIR", help="dataset for exemplars: an image folder, a .npz/.pt file, or digits")
+    p.add_argument("--data", metavar="DIR", help="dataset for exemplars: an image folder, a .npz/.pt file, or digits "
+                                                 "(also gives the input size when the model does not)")
+    add_preprocess_args(p)
     p.add_argument("--k", type=int, default=8, help="exemplars per side (default: 8)")
     p.add_argument("--rank", type=int, help="rank of the filter rebuild (default: smallest keeping 90%% of ‖W̄‖²_F)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: where the model is)")
@@ -382,30 +433,49 @@ def cmd_features(args: argparse.Namespace) -> int:
     for name in layers:
         target.weights[name]  # one line naming the layers when unknown
     neurons = _neuron_list(args.neurons)
-    fvs = {name: featureviz(target, name, neurons, steps=args.steps, size=args.size, directions=args.directions,
-                            location=args.location, seed=args.seed, progress=True) for name in layers}
+    data, transform = (prepared_data(args, target.weights, args.data) if args.data
+                       else (None, resolve_preprocess(args, target.weights)))
+    if data is not None:  # the data's own size (after the transform), when no earlier source states one
+        shape = data.describe().get("input_shape")
+        if isinstance(shape, list) and len(shape) == 3:
+            target = target.with_input_shape(shape, "data")
+    gradients = target.weights.format != "onnx" or data is None  # an ONNX model with data: exemplars only
+    if not gradients:
+        _console(stderr=True).print("[yellow]feature visualisation skipped: an ONNX model runs without gradients "
+                                    "(load the torch model for it); exemplars and singular filters only[/]")
+    preprocess = transform if transform.mean is not None else None
+    fvs = {} if not gradients else {
+        name: featureviz(target, name, neurons, steps=args.steps, size=args.size, directions=args.directions,
+                         location=args.location, seed=args.seed, preprocess=preprocess, progress=True)
+        for name in layers}
     exs = {}
-    if args.data:
-        table = profile(target, args.data, layers=layers, progress=True)
-        for name, fv in fvs.items():
-            exs[name] = exemplars(table, name, k=args.k, neurons=fv.flat_neurons(), data=args.data)
+    if data is not None:
+        table = profile(target, data, layers=layers, progress=True)
+        for name in layers:
+            fv = fvs.get(name)
+            exs[name] = exemplars(table, name, k=args.k, neurons=fv.flat_neurons() if fv else neurons, data=data)
     sfs = {name: singular_filters(target, name, rank=args.rank) for name in layers
            if target.weights[name].kind == "conv2d"}
-    frame = pd.concat([fv.to_frame() for fv in fvs.values()], ignore_index=True)
-    print_frame(frame.drop(columns=["seed", "location"]), title=f"{target.source}: feature visualisation")
-    first = next(iter(fvs.values()))
-    options = dict(layers=layers, neurons=neurons, steps=args.steps, size=args.size or list(first.images.shape[-2:]),
-                   input_size=list(first.input_size), directions=args.directions, location=args.location,
-                   seed=args.seed, data=args.data, k=args.k, rank=args.rank)
+    frame = pd.concat([fv.to_frame() for fv in fvs.values()], ignore_index=True) if fvs else None
+    if frame is not None:
+        print_frame(frame.drop(columns=["seed", "location"]), title=f"{target.source}: feature visualisation")
+    first = next(iter(fvs.values()), None)
+    side = target.input_side()
+    options = dict(layers=layers, neurons=neurons, steps=args.steps,
+                   size=args.size or (list(first.images.shape[-2:]) if first is not None else None),
+                   input_size=list(first.input_size) if first is not None else (list(side) if side else None),
+                   directions=args.directions, location=args.location, seed=args.seed, data=args.data, k=args.k,
+                   rank=args.rank, preprocess=transform.to_dict())
     figures = [f"features-{safe_name(name)}.png" for name in layers]
     with OutputSet(out, "the feature figures") as staging:
         for name, png in zip(layers, figures):
-            fig = features_figure(fvs[name], exs.get(name), sfs.get(name))
+            fig = features_figure(fvs.get(name), exs.get(name), sfs.get(name))
             try:
                 fig.savefig(staging / png, format="png", dpi=100)
             finally:
                 plt.close(fig)
-        write_frame(staging, "features", frame, ("csv",))
+        if frame is not None:
+            write_frame(staging, "features", frame, ("csv",))
         if exs:
             write_frame(staging, "exemplars", pd.concat([e.to_frame() for e in exs.values()], ignore_index=True),
                         ("csv",))
@@ -546,6 +616,9 @@ def _spectrum_args(p: argparse.ArgumentParser) -> None:
     _spectrum_options(p)
     p.add_argument("--out", metavar="DIR",
                    help="write spectrum.csv, spectrum.parquet, spectrum.json (run metadata and summary) and PNG figures")
+    p.add_argument("--figures", choices=["none", "summary", "all"], default="all",
+                   help="with --out: none, summary (alpha-depth.png only) or all (also one ESD figure per layer; "
+                        "default)")
 
 
 @command("spectrum", "random-matrix analysis of every layer's spectrum: power-law α, α̂, MP fit, phenomenology",
@@ -580,8 +653,8 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     from convsvd.viz import figure_names, save_figures
 
     with OutputSet(out, "the spectra") as staging:
-        res.save(staging, seconds=round(dt, 3), figures=figure_names(res))
-        figures = save_figures(res, staging, progress=True)
+        res.save(staging, seconds=round(dt, 3), figures=figure_names(res, which=args.figures))
+        figures = save_figures(res, staging, progress=True, which=args.figures)
     _console().print(f"wrote spectrum.csv, spectrum.parquet, spectrum.json and {len(figures)} figures in {out}/")
     return 0
 

@@ -112,8 +112,14 @@ def fold_batchnorm(weights: ModelWeights) -> ModelWeights:
 
     ``W' = W · γ/√(var+ε)`` per output channel and ``b' = (b − μ)·γ/√(var+ε) + β``:
     the effective linear map in eval mode. The model itself is not changed.
-    Layers without a following BatchNorm are returned as they are.
+    Layers without a following BatchNorm are returned as they are. An ONNX
+    model's pairs are read from its graph
+    (:func:`convsvd.io.onnx_io.fold_onnx_batchnorm`).
     """
+    if weights.format == "onnx" and weights.model is not None:
+        from convsvd.io.onnx_io import fold_onnx_batchnorm
+
+        return fold_onnx_batchnorm(weights)
     if weights.model is None:
         raise InputError(f"model {weights.source!r}: folding BatchNorm needs the module tree, not a weights-only file")
     pairs = _following_batchnorms(weights.model)
@@ -144,7 +150,8 @@ def describe(source: object) -> pd.DataFrame:
     """One row per linear map (and per skipped parameter), before any heavy work.
 
     Columns: ``name, type, kind, weight_shape, unfolded_shape, groups, params,
-    status, reason``. ``unfolded_shape`` is ``"m×n"`` per group.
+    status, reason, alias`` (``alias``: the ONNX node name of a layer named after
+    its weight, else empty). ``unfolded_shape`` is ``"m×n"`` per group.
 
     >>> from torch import nn
     >>> describe(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Linear(8, 2)))[["name", "unfolded_shape"]].values.tolist()
@@ -165,12 +172,15 @@ def describe(source: object) -> pd.DataFrame:
                 params=int(s.weight.numel() + (s.bias.numel() if s.bias is not None else 0)),
                 status="analysed",
                 reason="geometry assumed (weights-only file)" if s.inferred else "",
+                alias=s.alias or "",
             )
         )
     for k in mw.skipped:
         rows.append(
             dict(name=k.name, type="", kind="", weight_shape="×".join(map(str, k.shape)), unfolded_shape="",
-                 groups=0, params=int(math.prod(k.shape)) if k.shape else 0, status="skipped", reason=k.reason)
+                 groups=0, params=int(math.prod(k.shape)) if k.shape else 0, status="skipped", reason=k.reason,
+                 alias="")
         )
-    return pd.DataFrame(rows, columns=["name", "type", "kind", "weight_shape", "unfolded_shape", "groups", "params", "status", "reason"])
+    return pd.DataFrame(rows, columns=["name", "type", "kind", "weight_shape", "unfolded_shape", "groups", "params", "status",
+                                       "reason", "alias"])
 

@@ -11,14 +11,17 @@ The transform (stated by :meth:`ImageFolder.describe`): convert to the model's
 channel count (1 → PIL ``"L"``, 3 → ``"RGB"``, 4 → ``"RGBA"``), resize to the
 model's input size with PIL bilinear resampling when the size differs, scale
 8-bit values to ``[0, 1]`` (16-bit and float images by their own range), then
-optionally ``(x − mean) / std`` per channel.
+optionally ``(x − mean) / std`` per channel. With a
+:class:`~convsvd.data.preprocess.Preprocess` (:meth:`ImageFolder.with_preprocess`)
+its resize and centre crop come first (then the resize to the model's size, only
+if the size still differs) and its mean and std are the normalisation.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,9 +30,17 @@ from convsvd._typing import PathLike
 from convsvd.data.protocol import Batch, ExpectedInput, batch_ranges, check_batch_size, fingerprint
 from convsvd.errors import InputError
 
+if TYPE_CHECKING:
+    from convsvd.data.preprocess import Preprocess
+
 __all__ = ["ImageFolder"]
 
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def _rounded(t: torch.Tensor) -> list[float]:
+    """Float32 statistics as the short decimals they were given as."""
+    return [float(f"{v:.6g}") for v in t.tolist()]
 
 
 def _reason(e: BaseException) -> str:
@@ -118,6 +129,18 @@ class ImageFolder:
         self.channels = channels
         self.mean = None if mean is None else torch.tensor(list(mean), dtype=torch.float32)
         self.std = None if std is None else torch.tensor(list(std), dtype=torch.float32)
+        self.preprocess: "Preprocess | None" = None
+
+    def with_preprocess(self, transform: "Preprocess") -> "ImageFolder":
+        """A copy whose images go through ``transform`` (resize, centre crop, normalisation)."""
+        new = object.__new__(ImageFolder)
+        new.__dict__.update(self.__dict__)
+        new.preprocess = transform
+        if transform.mean is not None:
+            new.mean = torch.tensor(list(transform.mean), dtype=torch.float32)
+            new.std = torch.tensor(list(transform.std or ()), dtype=torch.float32)
+        new._load_skipped = []
+        return new
 
     # ------------------------------------------------------------------ protocol
 
@@ -136,7 +159,13 @@ class ImageFolder:
 
     @property
     def target_size(self) -> tuple[int, int]:
-        return self.size if self.size is not None else self._first_size  # type: ignore[return-value]
+        if self.size is not None:
+            return self.size  # type: ignore[return-value]
+        pp = getattr(self, "preprocess", None)
+        if pp is not None:
+            h, w = pp.resized_size(*self._first_size)
+            return pp.crop_box(h, w)[2:] if pp.crop is not None else (h, w)
+        return self._first_size
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -160,6 +189,10 @@ class ImageFolder:
                 raise InputError(f"image folder {os.fspath(self.root)!r}: images are 2-d, model expects {expected.describe()}")
             if size is not None and tuple(size) != tuple(expected.spatial):
                 raise InputError(f"size={'×'.join(map(str, size))}: model expects {expected.describe()}")
+            pp = getattr(self, "preprocess", None)
+            out = pp.out_size if pp is not None else None
+            if pp is not None and out is not None and tuple(out) != tuple(expected.spatial):
+                raise InputError(f"{pp.describe()}: gives {out[0]}×{out[1]} images, model expects {expected.describe()}")
             size = tuple(expected.spatial)
         new = object.__new__(ImageFolder)
         new.__dict__.update(self.__dict__)
@@ -171,11 +204,14 @@ class ImageFolder:
         c = self.target_channels
         h, w = self.target_size
         where = "" if self.size is not None else " (the first image's size)"
-        text = f"convert to {_MODES[c]} ({c} channel{'s' if c > 1 else ''}) · resize to {h}×{w} if needed{where}, " \
-               f"PIL bilinear · scale to [0, 1]"
+        pp = getattr(self, "preprocess", None)
+        first = "" if pp is None or (pp.resize is None and pp.crop is None) else \
+            " · ".join(pp.describe().split(" · ")[: (pp.resize is not None) + (pp.crop is not None)]) + " · then "
+        text = f"convert to {_MODES[c]} ({c} channel{'s' if c > 1 else ''}) · {first}resize to {h}×{w} if needed" \
+               f"{where}, PIL bilinear · scale to [0, 1]"
         if self.mean is not None or self.std is not None:
-            text += f" · (x − {self.mean.tolist() if self.mean is not None else 0}) / " \
-                    f"{self.std.tolist() if self.std is not None else 1}"
+            text += f" · (x − {_rounded(self.mean) if self.mean is not None else 0}) / " \
+                    f"{_rounded(self.std) if self.std is not None else 1}"
         return text
 
     def describe(self) -> dict[str, object]:
@@ -187,10 +223,12 @@ class ImageFolder:
             except OSError:
                 stats.append((rel, -1, -1))
         c = self.target_channels
+        pp = getattr(self, "preprocess", None)
         return dict(kind="image-folder", name=self.name, root=os.fspath(self.root), inputs=len(self),
                     input_shape=[c, *self.target_size], classes=self.classes, transform=self.transform_text(),
                     fingerprint=fingerprint(stats, self.transform_text()),
-                    skipped=[list(s) for s in self._scan_skipped])
+                    skipped=[list(s) for s in self._scan_skipped],
+                    preprocess=pp.to_dict() if pp is not None else None)
 
     def load(self, index: int) -> torch.Tensor:
         """One image (by position among the readable ones) through the transform: ``(C, H, W)`` float32."""
@@ -206,6 +244,8 @@ class ImageFolder:
                 hi = 65535.0 if im.mode.startswith("I;16") else (float(arr.max()) or 1.0)
                 im = Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8), mode="L")
             im = im.convert(_MODES[c])
+            if getattr(self, "preprocess", None) is not None:
+                im = self.preprocess.resize_crop_image(im)  # type: ignore[union-attr]
             if (im.height, im.width) != (h, w):
                 im = im.resize((w, h), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / np.float32(255.0)

@@ -513,6 +513,11 @@ def featureviz(
         raise check.fail("layer", layer, "one layer name")
     target = resolve(model, fold_bn=fold_bn, dtype=dtype, device=device, input_size=input_size)
     target.weights[layer]  # one-line error naming the layers when unknown
+    if target.weights.format == "onnx":
+        raise InputError(f"model {target.source!r}: feature visualisation needs gradients through the model, and "
+                         f"an ONNX file runs in ONNX Runtime without them; load the torch model "
+                         f"('package.module:factory' with --weights) for features, the ONNX file serves profile, "
+                         f"exemplars and report")
     hw, in_hw = check.size(size, "size"), target.input_size
     if in_hw is None:  # the model's own input side (zoo, ONNX graph, shape trace), else the image's, else 224
         in_hw = target.input_side() or hw or (GUESSED_SIDE, GUESSED_SIDE)

@@ -59,6 +59,9 @@ class LayerSpec:
         source and was assumed (weight-only files).
     folded : str or None
         Name of the BatchNorm folded into this layer's weight and bias, if any.
+    alias : str or None
+        A second name the layer answers to in layer patterns (an ONNX node's
+        name, when the layer is named after its weight).
     """
 
     name: str
@@ -74,6 +77,7 @@ class LayerSpec:
     module: nn.Module | None = field(default=None, repr=False)
     inferred: bool = False
     folded: str | None = None
+    alias: str | None = None
 
     @property
     def transposed(self) -> bool:
@@ -188,7 +192,7 @@ class ModelWeights:
         return [s.name for s in self.layers]
 
     def select(self, patterns: str | Sequence[str] | None) -> "ModelWeights":
-        """Keep the layers whose name matches any glob pattern (or exact name).
+        """Keep the layers whose name (or alias) matches any glob pattern (or exact name).
 
         Raises
         ------
@@ -201,7 +205,8 @@ class ModelWeights:
             patterns = [p for p in patterns.split(",") if p]
         keep: list[LayerSpec] = []
         for pat in patterns:
-            hits = [s for s in self.layers if s.name == pat or fnmatch.fnmatchcase(s.name, pat)]
+            hits = [s for s in self.layers if any(n is not None and (n == pat or fnmatch.fnmatchcase(n, pat))
+                                                  for n in (s.name, s.alias))]
             if not hits:
                 raise InputError(
                     f"layer pattern {pat!r}: matches no layer of {self.source!r} "

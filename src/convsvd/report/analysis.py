@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from convsvd.hypergraph import Separation
     from convsvd.io import LayerSpec, ModelWeights
     from convsvd.signals import SignalTable
+    from convsvd.signals.accuracy import Accuracy
     from convsvd.spectral import LayerSpectrum, SpectrumResult
 
 __all__ = ["Analysis", "DEFAULTS", "Options", "QUICK", "STEPS", "top_neurons"]
@@ -131,6 +132,7 @@ class Analysis:
     views: "list[LayerSpectrum]" = field(default_factory=list)
     separation: "Separation | None" = None
     separation_reason: str = ""
+    accuracy: "Accuracy | None" = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -207,6 +209,9 @@ class Analysis:
                              device=o.device, fold_bn=o.fold_bn, input_shape=self.input_shape, out=self.signals_dir,
                              svd=self.dec, progress=progress)
         self.input_shape = self.input_shape or _first_input_shape(self.source)
+        from convsvd.signals.accuracy import accuracy  # the model's own accuracy under the data transform
+
+        self.accuracy = accuracy(self.mw.model, self.source, batch_size=o.batch_size, device=o.device)
 
     def find_exemplars(self, progress: Progress) -> None:
         """The dataset inputs with the largest and smallest signal of each top SVD neuron."""
@@ -221,6 +226,10 @@ class Analysis:
     def visualise(self, progress: Progress) -> None:
         """Feature visualisation of the top SVD neurons (needs a runnable model that reads images)."""
         first = self.first
+        if self.runnable and self.mw.format == "onnx":
+            self.neuron_notes.append(Note(f"Feature visualisation needs gradients; {self.mw.source} is an ONNX file, "
+                                          f"run without them (load the torch model to add it).", "missing"))
+            return
         if not self.runnable:
             self.neuron_notes.append(Note(
                 f"Feature visualisation runs the model; {self.mw.source} is a weights-only {self.mw.format} file "

@@ -252,6 +252,8 @@ def _write(a: Analysis, clock: _Clock, paths: files.ReportPaths, staging: Path, 
     model_hash = mw.content_hash()
     facts = [("model", f"{mw.source} ({mw.format})"), ("layers", str(len(mw.layers))), ("parameters", f"{params:,}"),
              ("data", data_name)]
+    if a.accuracy is not None:
+        facts.append(("model accuracy", a.accuracy.describe()))
     if a.spectrum is not None:
         facts.append(("α̂ (spectra)", f"{a.spectrum.summary()['alpha_hat']:.3g}"))
     if a.separation is not None:
@@ -261,7 +263,8 @@ def _write(a: Analysis, clock: _Clock, paths: files.ReportPaths, staging: Path, 
     run = [("model", mw.source), ("format", mw.format), ("model hash (XXH3-128)", model_hash), ("data", data_name)]
     if table is not None:
         ds: dict = table.manifest["dataset"]  # type: ignore[assignment]
-        run += [("data transform", str(ds.get("transform", "–"))), ("data fingerprint", str(ds.get("fingerprint", "–"))),
+        run += [("data transform", str(ds.get("transform", "–"))),
+                ("model accuracy", a.accuracy.describe() if a.accuracy is not None else "–"), ("data fingerprint", str(ds.get("fingerprint", "–"))),
                 ("signal table", f"{paths.data_dir.name}/signals/ (convsvd.signals.SignalTable.open)")]
     built.append(S.metadata_section(run, a.options.to_dict(), dict(clock.timings), versions()))
     with clock.step("write"):

@@ -20,7 +20,7 @@ Aggregations over the locations ``p = 1 … L``:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Sequence, get_args
+from typing import TYPE_CHECKING, Sequence, get_args
 
 import pandas as pd
 import torch
@@ -32,10 +32,14 @@ from convsvd.data.protocol import ExpectedInput
 from convsvd.decompose import Decomposition, LayerSVD, decompose
 from convsvd.errors import ConvSVDError, InputError
 from convsvd.io import LayerSpec, ModelWeights
+from convsvd.io.onnx_io import OnnxModule
 from convsvd.layers import as_weights
 from convsvd.signals.diagnose import model_failure
 from convsvd.signals.hooks import capture, eval_mode, moved_to
 from convsvd.target import resolve
+
+if TYPE_CHECKING:
+    from convsvd.signals.onnx_runner import OnnxRunner
 
 __all__ = ["AGGREGATIONS", "BASES", "Projector", "ProjectionPlan", "Signals", "plan_projection", "signals", "signal_maps"]
 
@@ -173,13 +177,17 @@ class ProjectionPlan:
     projectors : dict of str to Projector
         The profiled layers, in model order.
     hooked : dict of str to nn.Module
-        Module hooked for each profiled layer (the folded BatchNorm, when there is one).
+        Module hooked for each profiled layer (the folded BatchNorm, when there is one);
+        empty for an ONNX model.
     not_profiled : tuple of (str, str)
         ``(layer, reason)`` for selected layers that cannot be profiled.
     dtype : torch.dtype
         Of the model's forward pass; the projection's is ``projectors[…].Ut.dtype``.
     device : torch.device
     model_hash : str
+    runner : OnnxRunner or None
+        For an ONNX model: runs the graph with the layers' outputs as extra outputs
+        (:mod:`convsvd.signals.onnx_runner`) instead of hooks.
     """
 
     model: nn.Module = field(repr=False)
@@ -191,13 +199,17 @@ class ProjectionPlan:
     device: torch.device
     model_hash: str
     basis: str = "svd"
+    runner: "OnnxRunner | None" = field(default=None, repr=False)
 
     @property
     def source(self) -> str:
         return self.weights.source
 
     def expected_input(self, input_shape: Sequence[int] | None = None) -> ExpectedInput:
-        """What inputs the model takes: from its first layer (registration order) and ``input_shape`` ``(C, *spatial)``."""
+        """What inputs the model takes: from its first layer (registration order) and ``input_shape`` ``(C, *spatial)``
+        (default for an ONNX model: the shape its graph declares, when fixed)."""
+        if input_shape is None and self.runner is not None:
+            input_shape = self.runner.input_shape
         first = self.weights.layers[0]
         if first.transposed:
             return ExpectedInput(first.name, first.kind)
@@ -239,6 +251,7 @@ def plan_projection(
     Parameters
     ----------
     model : Target, nn.Module, or anything :func:`convsvd.target.resolve` accepts that holds a module
+        (an ONNX file runs in ONNX Runtime)
     layers : str or list of str, optional
         Glob patterns of layer names (comma-separated in a string); default all.
     fold_bn : bool
@@ -272,14 +285,22 @@ def plan_projection(
     modules = dict(net.named_modules())
     projectors: dict[str, Projector] = {}
     hooked: dict[str, nn.Module] = {}
+    runner = None
+    if isinstance(net, OnnxModule):  # the graph's values are read, not hooked
+        from convsvd.signals.onnx_runner import OnnxRunner
+
+        runner = OnnxRunner(net, {s.name: net.output_of(s.name, s.folded) for s in profiled}, dev)
     for spec in profiled:
         projectors[spec.name] = Projector.build(spec, svd[spec.name], pdtype, dev).in_basis(
             basis, seed + len(projectors))
+        if runner is not None:
+            continue
         target = modules.get(spec.folded) if spec.folded else spec.module
         if target is None:
             raise InputError(f"layer {spec.name!r}: its module is not part of the model")
         hooked[spec.name] = target
-    return ProjectionPlan(net, mw, projectors, hooked, skipped, mdtype, dev, todo.content_hash(), basis)
+    return ProjectionPlan(net, mw, projectors, hooked, skipped, mdtype, dev, todo.content_hash(), basis=basis,
+                          runner=runner)
 
 
 # --------------------------------------------------------------------------- in-memory use
@@ -327,6 +348,16 @@ def key_of(site: str) -> str:
 def run_forward(plan: ProjectionPlan, x: torch.Tensor, on_output) -> list[str]:  # type: ignore[no-untyped-def]
     """One hooked forward pass of ``x``; returns the sites in call order. Errors from the model become one-line InputErrors."""
     x = x.to(device=plan.device, dtype=plan.dtype)
+    if plan.runner is not None:
+        try:
+            outputs = plan.runner.run(x)
+        except ConvSVDError:
+            raise
+        except Exception as e:
+            raise model_failure(plan, x, e) from None
+        for site, y in outputs:
+            on_output(site, key_of(site), y)
+        return [site for site, _ in outputs]
     with capture(plan.hooked, on_output) as cap:
         cap.reset()
         try:

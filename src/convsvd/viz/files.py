@@ -16,11 +16,17 @@ from convsvd._results import folder as existing, safe_name
 from convsvd._typing import PathLike
 
 
-def _spectrum_figures(res: Any) -> dict[str, Callable[[], Any]]:
+#: Which figures of a spectrum are drawn: every one, the α-across-depth summary only, or none.
+FIGURE_SETS = ("all", "summary", "none")
+
+
+def _spectrum_figures(res: Any, which: str = "all") -> dict[str, Callable[[], Any]]:
     from convsvd.viz.spectral import esd_figure, plot_alpha_depth
 
+    if which == "none":
+        return {}
     figures: dict[str, Callable[[], Any]] = {"alpha-depth.png": lambda: plot_alpha_depth(res).figure}
-    for layer in res.layers:
+    for layer in res.layers if which == "all" else ():
         if layer.evals.size:
             figures[f"esd-{safe_name(layer.name)}.png"] = functools.partial(esd_figure, layer)
     return figures
@@ -41,24 +47,30 @@ def _separation_figures(res: Any, layers: list[str] | None) -> dict[str, Callabl
     return figures
 
 
-def figure_names(result: Any, layers: list[str] | None = None) -> list[str]:
+def figure_names(result: Any, layers: list[str] | None = None, which: str = "all") -> list[str]:
     """The file names :func:`save_figures` writes for ``result``, without drawing anything."""
-    return list(_figures(result, layers))
+    return list(_figures(result, layers, which))
 
 
-def _figures(result: Any, layers: list[str] | None) -> dict[str, Callable[[], Any]]:
+def _figures(result: Any, layers: list[str] | None, which: str = "all") -> dict[str, Callable[[], Any]]:
     from convsvd.hypergraph import Separation
     from convsvd.spectral import SpectrumResult
 
     if isinstance(result, SpectrumResult):
-        return _spectrum_figures(result)
+        return _spectrum_figures(result, which)
     if isinstance(result, Separation):
         return _separation_figures(result, layers)
     raise TypeError(f"no figures for {type(result).__name__}")
 
 
+def _spectrum_type() -> type:
+    from convsvd.spectral import SpectrumResult
+
+    return SpectrumResult
+
+
 def save_figures(result: Any, folder: PathLike, *, layers: list[str] | None = None, dpi: int | None = None,
-                 progress: bool | None = None) -> list[Path]:
+                 progress: bool | None = None, which: str = "all") -> list[Path]:
     """Draw every figure of ``result`` into ``folder`` as PNG; returns the paths written.
 
     Parameters
@@ -71,6 +83,8 @@ def save_figures(result: Any, folder: PathLike, *, layers: list[str] | None = No
     dpi : int, optional
         Default: 90 for spectra, 100 for separation figures (as the CLI has always written them).
     progress : bool, optional
+    which : {"all", "summary", "none"}
+        Spectra only (:data:`FIGURE_SETS`): every figure, the α-across-depth summary, or none.
     """
     import matplotlib
 
@@ -78,8 +92,8 @@ def save_figures(result: Any, folder: PathLike, *, layers: list[str] | None = No
     import matplotlib.pyplot as plt
 
     out = existing(folder)
-    figures = _figures(result, layers)
-    dpi = dpi or (90 if "alpha-depth.png" in figures else 100)
+    figures = _figures(result, layers, which)
+    dpi = dpi or (90 if isinstance(result, _spectrum_type()) else 100)
     paths = []
     with _progress(len(figures), "figures", progress) as bar:
         for name, draw in figures.items():

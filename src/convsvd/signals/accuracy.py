@@ -1,0 +1,155 @@
+"""The model's own accuracy on labelled data: a check that the inputs are what the model expects.
+
+A wrong input transform (a missing normalisation, another resize) leaves every
+signal computable but the model's predictions poor; its accuracy shows it at
+once. The prediction of an input is the arg-max of the model's output
+``(N, K)`` (the first output of a model with several); it is compared with the
+label, which must index the same classes (an image folder's sorted subfolder
+names, for instance ``0 … 9``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from convsvd._progress import progress as _progress
+from convsvd.data.protocol import as_source, check_batch_size
+from convsvd.errors import ConvSVDError, InputError
+from convsvd.signals.hooks import eval_mode, moved_to
+
+__all__ = ["Accuracy", "accuracy"]
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Top-1 accuracy of a model on labelled inputs.
+
+    Attributes
+    ----------
+    correct, labelled : int
+        Inputs whose arg-max output equals their label; inputs with a label.
+    transform : str
+        The data transform the inputs went through (as the data source describes it).
+    reason : str
+        Why no accuracy was measured (empty when it was).
+    """
+
+    correct: int
+    labelled: int
+    transform: str = ""
+    reason: str = ""
+
+    @property
+    def value(self) -> float | None:
+        """``correct / labelled``, or None when nothing was measured."""
+        return self.correct / self.labelled if self.labelled and not self.reason else None
+
+    def describe(self) -> str:
+        """E.g. ``"81.6 % (367 of 451 labelled inputs)"``, or the reason."""
+        v = self.value
+        return self.reason if v is None else f"{100 * v:.1f} % ({self.correct} of {self.labelled} labelled inputs)"
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row: ``correct, labelled, accuracy, transform, reason``."""
+        return pd.DataFrame([dict(correct=self.correct, labelled=self.labelled, accuracy=self.value,
+                                  transform=self.transform, reason=self.reason)])
+
+
+def accuracy(
+    model: object,
+    data: object,
+    *,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    input_shape: Sequence[int] | None = None,
+    progress: bool | None | Callable[[int, int, str], None] = False,
+) -> Accuracy:
+    """Top-1 accuracy of ``model`` on ``data`` (inputs through the data's own transform).
+
+    Parameters
+    ----------
+    model : nn.Module, ONNX file, or ModelWeights holding a module
+    data : anything :func:`convsvd.data.as_source` accepts
+        With class labels that index the model's outputs.
+    batch_size : int
+    device : str or torch.device, optional
+        Where the model runs (default: where it is).
+    input_shape : sequence of int, optional
+        ``(C, *spatial)``: image folders are resized to it.
+
+    Returns
+    -------
+    Accuracy
+        With a ``reason`` instead of a value when the data have no labels or the
+        model's output is not one score per class.
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))
+    >>> with torch.no_grad():
+    ...     _ = net[1].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+    >>> accuracy(net, (torch.eye(4)[:2].reshape(2, 1, 2, 2), torch.tensor([0, 0]))).describe()
+    '50.0 % (1 of 2 labelled inputs)'
+    """
+    from convsvd.data.protocol import ExpectedInput
+    from convsvd.layers import as_weights
+
+    check_batch_size(batch_size)
+    source = as_source(data)
+    if isinstance(model, torch.nn.Module):
+        net = model
+    else:
+        mw = as_weights(model)
+        if mw.model is None:
+            raise InputError(f"model {mw.source!r}: measuring accuracy runs the model, so it needs an nn.Module or an "
+                             f"ONNX file, not a weights-only {mw.format} file")
+        net = mw.model
+        first = mw.layers[0] if len(mw.layers) else None
+        shape = input_shape if input_shape is not None else getattr(net, "sample_shape", None)
+        if first is not None and not first.transposed:
+            spatial = tuple(int(s) for s in shape[1:]) if shape is not None and len(shape) > 1 else None
+            source = source.conform(ExpectedInput(first.name, first.kind, first.in_channels, spatial))
+    transform = str(source.describe().get("transform", ""))
+    if source.classes is None and not _has_labels(source, batch_size):
+        return Accuracy(0, 0, transform, "the data have no class labels")
+    params = [p for p in net.parameters() if p.is_floating_point()]
+    dev = torch.device(device) if device is not None else (params[0].device if params else torch.device("cpu"))
+    dtype = params[0].dtype if params else torch.float32
+    correct = labelled = 0
+    total = source.num_batches(batch_size)
+    with eval_mode(net), moved_to(net, dev), torch.no_grad(), \
+            _progress(total or 0, "accuracy", progress) as bar:
+        for _, batch in source.iter_batches(batch_size):
+            keep = batch.labels >= 0
+            bar.advance(1, "accuracy")
+            if not bool(keep.any()):
+                continue
+            try:
+                out = net(batch.inputs.to(device=dev, dtype=dtype))
+            except ConvSVDError:
+                raise
+            except Exception as e:
+                raise InputError(f"model: fails on the data ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            if not isinstance(out, torch.Tensor) or out.dim() != 2:
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                return Accuracy(0, 0, transform, f"the model's output {shape} is not one score per class")
+            labels = batch.labels.to(out.device)
+            if int(labels[keep].max()) >= out.shape[1]:
+                return Accuracy(0, 0, transform, f"labels up to {int(labels[keep].max())} do not index the "
+                                                 f"model's {out.shape[1]} outputs")
+            correct += int((out.argmax(dim=1) == labels)[keep].sum())
+            labelled += int(keep.sum())
+    if not labelled:
+        return Accuracy(0, 0, transform, "the data have no class labels")
+    return Accuracy(correct, labelled, transform)
+
+
+def _has_labels(source: object, batch_size: int) -> bool:
+    """Whether the first batch holds any label (sources without class names may still be labelled)."""
+    for _, batch in source.iter_batches(batch_size, [0]):  # type: ignore[attr-defined]
+        return bool((batch.labels >= 0).any())
+    return False
