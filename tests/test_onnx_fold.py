@@ -9,7 +9,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from convsvd.io import from_onnx
-from convsvd.layers import apply_unfolded, fold_batchnorm
+from convsvd.layers import fold_batchnorm
+from unfold_reference import apply_unfolded
 
 ort = pytest.importorskip("onnxruntime")
 

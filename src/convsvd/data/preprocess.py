@@ -465,7 +465,7 @@ def apply(data: object, transform: Preprocess | None) -> DataSource:
     transform leaves the source as it is (but recorded, for an image folder).
     """
     from convsvd.data.folder import ImageFolder
-    from convsvd.data.protocol import as_source
+    from convsvd.data.sources import as_source
 
     source = as_source(data)
     if transform is None:

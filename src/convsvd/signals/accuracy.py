@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 
 from convsvd._progress import progress as _progress
-from convsvd.data.protocol import as_source, check_batch_size
+from convsvd.data import as_source
+from convsvd.data.protocol import check_batch_size
 from convsvd.errors import ConvSVDError, InputError
 from convsvd.signals.hooks import eval_mode, moved_to
 
