@@ -588,6 +588,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     from convsvd._meta import run_metadata, write_atomic
     from convsvd._progress import progress
     from convsvd.spectral import spectrum
+    from convsvd.spectral.metrics import HEADLINE_MIN_EVALS, HEADLINE_MIN_TAIL
 
     out = _writable_dir(args.out) if args.out else None
     mw = resolve_model(args)
@@ -597,13 +598,15 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
                    seed=args.seed, progress=True)
     dt = time.perf_counter() - t0
     frame, summary = res.to_frame(), res.summary()
-    hidden = {"view", "xmin", "sigma", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
-        | ({"rand_distance", "rand_lambda_max"} if not args.random_baseline else set())
+    hidden = {"view", "xmin", "sigma", "log_norm", "R_exp", "headline", "alpha_hat_all", "n_headline"} \
+        | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
+        | ({"rand_distance", "rand_lambda_max", "correlation_trap"} if not args.random_baseline else set())
     print_frame(frame[[c for c in frame.columns if c not in hidden]],  # every column is in the files
                 title=f"{mw.source}: spectra of {len(res)} layers ({args.view} view) in {dt:.2f} s")
     shown = {k: v for k, v in summary.items() if k not in hidden and k != "rand_lambda_max"}
     print_frame(pd.DataFrame([shown]), title=f"summary: α̂ = {summary['alpha_hat']:.4g} "
-                                              f"(mean α·log10 λmax over {summary['n_analysed']} layers)")
+                                              f"(mean α·log10 λmax over the {summary['n_headline']} layers with ≥ "
+                                              f"{HEADLINE_MIN_EVALS} eigenvalues and ≥ {HEADLINE_MIN_TAIL} tail points)")
     if out is None:
         return 0
     import matplotlib
@@ -660,11 +663,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     frame = compare(sources, labels=args.labels or args.models, view=args.view, layers=args.layers, mp=args.mp,
                     random_baseline=args.random_baseline, n=sides.pop() if len(sides) == 1 else args.n,
                     dtype=args.dtype, fold_bn=args.fold_bn, device=args.device, seed=args.seed, progress=True)
-    hidden = {"source", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
+    hidden = {"source", "log_norm", "alpha_hat_all"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
         | ({"rand_distance"} if not args.random_baseline else set())
     print_frame(frame[[c for c in frame.columns if c not in hidden]],
                 title=f"{len(frame)} models ({args.view} view) in {time.perf_counter() - t0:.2f} s; "
-                      "alpha_hat = mean over layers of α·log10 λmax")
+                      "alpha_hat = mean of α·log10 λmax over the headline layers (n_headline)")
     if out is not None:
         write_atomic(out / "compare.csv", lambda p: frame.to_csv(p, index=False))
         write_atomic(out / "compare.parquet", lambda p: frame.to_parquet(p, index=False))
