@@ -182,6 +182,16 @@ def cmd_svd(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- profile
 
 
+def _threshold(text: str) -> float | str:
+    """``--threshold``: a share, or ``reference`` (checked with the other influence options)."""
+    if text == "reference":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1] or 'reference', got {text!r}") from None
+
+
 def _profile_args(p: argparse.ArgumentParser) -> None:
     from convsvd.signals import AGGREGATIONS
 
@@ -191,8 +201,9 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
                         "or a .npz/.pt file of inputs and labels")
     p.add_argument("--layers", metavar="GLOB", help="comma-separated glob patterns of layer names (default: all)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--threshold", type=float, metavar="T",
-                   help="influential set: smallest set reaching this share of the layer's Σ|signal| (default 0.1)")
+    g.add_argument("--threshold", type=_threshold, metavar="T",
+                   help="influential set: smallest set reaching this share of the layer's Σ|signal| (default 0.5; "
+                        "'reference': DeepDataProfiler's 0.1)")
     g.add_argument("--top-k", type=int, metavar="K", help="influential set: the K largest |signal| instead")
     p.add_argument("--aggregate", choices=AGGREGATIONS, default="mean", help="over a conv's locations (default mean)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per forward pass (default 64)")
