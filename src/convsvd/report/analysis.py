@@ -261,9 +261,14 @@ class Analysis:
             return
         from convsvd.features import exemplars
 
+        from convsvd.features import attach_maps
+
         for name, neurons in self.top.items():
             if name in self.table.layers:
-                self.exemplars[name] = exemplars(self.table, name, k=self.options.k, neurons=neurons, data=self.source)
+                ex = exemplars(self.table, name, k=self.options.k, neurons=neurons, data=self.source)
+                if self.runnable:  # where each exemplar's neuron fires, laid over the image in the figures
+                    ex = attach_maps(ex, self.mw, svd=self.dec, fold_bn=self.options.fold_bn)
+                self.exemplars[name] = ex
 
     def visualise(self, progress: Progress) -> None:
         """Feature visualisation of the top SVD neurons (needs a runnable model that reads images)."""
