@@ -114,3 +114,24 @@ def test_exemplar_figures_are_drawn(table, tmp_path):
     plt.close(fig)
     with pytest.raises(InputError, match="no images"):
         plot_exemplars(exemplars(table, "conv2", k=2, neurons=[0]))
+
+
+def test_maps_show_where_each_exemplars_neuron_fires_and_average_to_its_signal(table):
+    from convsvd.features import attach_maps
+    from convsvd.signals import signal_maps
+    from convsvd.viz import features_figure
+
+    model = zoo.load("digits-cnn")
+    ex = attach_maps(exemplars(table, "conv2", k=2, neurons=[3, 0], data="digits:test"), model)
+    assert ex.maps is not None and ex.maps.shape[0] == len(ex) and ex.maps.ndim == 3
+    # the mean over locations is the profiled (mean-aggregated) signal of that row's neuron
+    np.testing.assert_allclose(ex.maps.mean(axis=(1, 2)), ex.signal, rtol=1e-5, atol=1e-6)
+    full = signal_maps(model, ex.images, layers="conv2")["conv2"]
+    for row in range(len(ex)):
+        np.testing.assert_array_equal(ex.maps[row], full[row, ex.group[row], ex.neuron[row]].double().numpy())
+    assert ex.class_name(0) == str(ex.labels[0]) or ex.class_name(0) == ex.classes[ex.labels[0]]
+    # a linear layer has no map: returned unchanged
+    assert attach_maps(exemplars(table, "fc1", k=1, neurons=[0], data="digits:test"), model).maps is None
+    fig = features_figure(exemplars=ex)
+    shown = {t.get_text() for t in fig.axes[0].texts}
+    assert {ex.class_name(i) for i in range(len(ex))} <= shown  # every exemplar carries its class

@@ -76,8 +76,12 @@ class _Dom(HTMLParser):
             self.images += 1
 
 
+#: Smallest text the report may show, in CSS pixels, at a 1280-pixel window (figures included).
+MIN_TEXT_PX = 11.0
+
+
 def _check(page: Path, profile: Path) -> tuple[_Dom, list[str]]:
-    run = _chromium(page, profile, "--dump-dom")
+    run = _chromium(page, profile, "--dump-dom", "--window-size=1280,1600")
     assert run.returncode == 0, run.stderr[-2000:]
     dom = _Dom()
     dom.feed(run.stdout)
@@ -98,6 +102,22 @@ def test_the_checks_catch_a_broken_page(tmp_path: Path) -> None:
     assert any("undefinedFunction" in line for line in console), console
 
 
+def test_the_legibility_checks_can_fail(tmp_path: Path) -> None:
+    from convsvd.report.html import package_text
+
+    script = package_text("template.html").split("<script>", 1)[1].split("</script>", 1)[0]
+    page = tmp_path / "small.html"
+    page.write_text('<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><main>'
+                    '<p style="font-size:7px">tiny</p><div style="width:3000px">wide</div>'
+                    '<img src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQ'
+                    'DwAEhQGAhKmMIQAAAABJRU5ErkJggg==" width="2000" style="max-width:100%" data-min-font-pt="9">'
+                    f'</main><script>{script}</script></body></html>')
+    dom, _ = _check(page, tmp_path / "profile")
+    assert float(dom.body["data-min-text-px"]) == pytest.approx(7.0)
+    assert float(dom.body["data-min-figure-font-px"]) < MIN_TEXT_PX  # a 2000-px figure shrunk to the window
+    assert int(dom.body["data-page-overflow"]) > 0
+
+
 def test_demo_report_in_chromium(tmp_path: Path) -> None:
     if OUTPUT.exists():
         shutil.rmtree(OUTPUT)
@@ -114,6 +134,11 @@ def test_demo_report_in_chromium(tmp_path: Path) -> None:
     assert dom.body.get("data-images") == str(n_images), dom.body
     assert dom.body.get("data-images-ok") == str(n_images), dom.body
     assert console == [], console
+    # legibility at 1280 px, measured by the page itself once laid out: text in figures (their smallest
+    # font × the shown/own width) and in the page, and nothing wider than the window
+    assert float(dom.body["data-min-figure-font-px"]) >= MIN_TEXT_PX, dom.body
+    assert float(dom.body["data-min-text-px"]) >= MIN_TEXT_PX, dom.body
+    assert dom.body["data-page-overflow"] == "0", dom.body
 
     top = _screenshot(page, tmp_path / "profile", OUTPUT / "screenshot.png", "1280,1600")
     assert top.shape[:2] == (1600, 1280)

@@ -73,8 +73,12 @@ def test_table_has_the_documented_columns_and_summary(trained: SpectrumResult) -
     assert (ok.num_pl_spikes >= 2).all() and set(ok.phenomenology) <= set(PHENOMENOLOGIES)
     summary = trained.summary()
     assert list(summary) == list(SUMMARY_KEYS)
-    assert summary["alpha_hat"] == pytest.approx(ok.alpha_weighted.mean(), rel=1e-12)
-    assert summary["alpha"] == pytest.approx(ok.alpha.mean(), rel=1e-12)
+    head = ok[ok.headline.astype(bool)]
+    assert set(head.name) == {"conv2", "conv3", "fc1"}  # conv1 (9) and fc2 (10 eigenvalues) are too small
+    assert summary["alpha_hat"] == pytest.approx(head.alpha_weighted.mean(), rel=1e-12)
+    assert summary["alpha_hat_all"] == pytest.approx(ok.alpha_weighted.mean(), rel=1e-12)
+    assert summary["n_headline"] == 3
+    assert summary["alpha"] == pytest.approx(head.alpha.mean(), rel=1e-12)
     assert (summary["n_layers"], summary["n_analysed"], summary["n_failed"]) == (5, 4, 1)
     assert trained["conv1"].status == "too_few"  # 9 eigenvalues < min_evals = 10
     assert len(trained.model_hash) == 64

@@ -218,6 +218,16 @@ def cmd_svd(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- profile
 
 
+def _threshold(text: str) -> float | str:
+    """``--threshold``: a share, or ``reference`` (checked with the other influence options)."""
+    if text == "reference":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1] or 'reference', got {text!r}") from None
+
+
 def _profile_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("data", metavar="DATA",
@@ -225,8 +235,9 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
                         "or a .npz/.pt file of inputs and labels")
     p.add_argument("--layers", metavar="GLOB", help="comma-separated glob patterns of layer names (default: all)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--threshold", type=float, metavar="T",
-                   help="influential set: smallest set reaching this share of the layer's Σ|signal| (default 0.1)")
+    g.add_argument("--threshold", type=_threshold, metavar="T",
+                   help="influential set: smallest set reaching this share of the layer's Σ|signal| (default 0.5; "
+                        "'reference': DeepDataProfiler's 0.1)")
     g.add_argument("--top-k", type=int, metavar="K", help="influential set: the K largest |signal| instead")
     p.add_argument("--aggregate", choices=check.choices(Aggregation), default="mean",
                    help="over a conv's locations (default mean)")
@@ -627,6 +638,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from convsvd.spectral import spectrum
+    from convsvd.spectral.metrics import HEADLINE_MIN_EVALS, HEADLINE_MIN_TAIL
 
     out = _out_folder(args.out)
     target = resolve_model(args, layers=args.layers, dtype=args.dtype, device=args.device, fold_bn=args.fold_bn,
@@ -636,16 +648,17 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
                    budget=_view_budget(args), seed=args.seed, progress=True, convention=args.convention)
     dt = time.perf_counter() - t0
     frame, summary = res.to_frame(), res.summary()
-    hidden = {"view", "convention", "xmin", "sigma", "log_norm"} \
+    hidden = {"view", "convention", "xmin", "sigma", "log_norm", "R_exp", "headline", "alpha_hat_all", "n_headline"} \
         | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
-        | ({"rand_distance", "rand_lambda_max"} if not args.random_baseline else set()) \
+        | ({"rand_distance", "rand_lambda_max", "correlation_trap"} if not args.random_baseline else set()) \
         | ({"n", "input_size", "n_reason"} if args.view != "operator" else set())
     print_frame(frame[[c for c in frame.columns if c not in hidden]],  # every column is in the files
                 title=f"{target.source}: spectra of {len(res)} layers ({args.view} view) in {dt:.2f} s")
     shown = {k: v for k, v in summary.items() if k not in hidden and k != "rand_lambda_max"}
     log = "ln" if args.convention == "ddp" else "log10"
     print_frame(pd.DataFrame([shown]), title=f"summary: α̂ = {summary['alpha_hat']:.4g} "
-                                              f"(mean α·{log} λmax over {summary['n_analysed']} layers, "
+                                              f"(mean α·{log} λmax over the {summary['n_headline']} layers with ≥ "
+                                              f"{HEADLINE_MIN_EVALS} eigenvalues and ≥ {HEADLINE_MIN_TAIL} tail points, "
                                               f"{args.convention} convention)")
     if out is None:
         return 0
@@ -688,11 +701,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     frame = compare(targets, labels=args.labels or args.models, view=args.view, mp=args.mp,
                     random_baseline=args.random_baseline, n=args.n, budget=_view_budget(args),
                     seed=args.seed, progress=True, convention=args.convention)
-    hidden = {"source", "log_norm"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
+    hidden = {"source", "log_norm", "alpha_hat_all"} | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
         | ({"rand_distance"} if not args.random_baseline else set())
     print_frame(frame[[c for c in frame.columns if c not in hidden]],
                 title=f"{len(frame)} models ({args.view} view) in {time.perf_counter() - t0:.2f} s; "
-                      "alpha_hat = mean over layers of α·log10 λmax")
+                      "alpha_hat = mean of α·log10 λmax over the headline layers (n_headline)")
     if out is not None:
         options = dict(models=args.models, labels=args.labels, view=args.view, layers=args.layers, mp=args.mp,
                        random_baseline=args.random_baseline, n=args.n, dtype=args.dtype, seed=args.seed,

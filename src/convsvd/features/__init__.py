@@ -6,7 +6,7 @@
 >>> sf = singular_filters(zoo.load("digits-cnn"), "conv1", rank=3)               # doctest: +SKIP
 """
 
-from convsvd.features.exemplars import Exemplars, exemplars, fetch_inputs
+from convsvd.features.exemplars import Exemplars, attach_maps, exemplars, fetch_inputs
 from convsvd.features.featureviz import (
     DIRECTIONS,
     LOCATIONS,
@@ -28,6 +28,7 @@ __all__ = [
     "ImageParam",
     "SingularFilters",
     "Transforms",
+    "attach_maps",
     "colour_matrix",
     "exemplars",
     "featureviz",

@@ -22,7 +22,7 @@ from convsvd import _validate as check
 from convsvd._results import LayerResult
 from convsvd.errors import InputError
 
-__all__ = ["Exemplars", "exemplars", "fetch_inputs"]
+__all__ = ["Exemplars", "attach_maps", "exemplars", "fetch_inputs"]
 
 SIDES: tuple[str, ...] = ("top", "bottom")
 _COLUMNS = ("id", "label", "group", "neuron", "signal")
@@ -53,6 +53,10 @@ class Exemplars(LayerResult):
         ``(n, C, H, W)`` inputs of the rows, when a dataset was given.
     classes : list of str or None
         Class names indexed by label.
+    maps : numpy.ndarray or None
+        ``(n, h, w)`` float64: each row's signal ``u_iᵀ(y_p − b)`` of its neuron at every location ``p``
+        of the layer's output (where the neuron fires in the input), when attached by
+        :func:`attach_maps` (conv2d layers only).
     """
 
     layer: str
@@ -66,6 +70,14 @@ class Exemplars(LayerResult):
     signal: np.ndarray = field(repr=False)
     images: torch.Tensor | None = field(default=None, repr=False)
     classes: list[str] | None = None
+    maps: np.ndarray | None = field(default=None, repr=False)
+
+    def class_name(self, row: int) -> str:
+        """The class of a row's input (its label when the classes have no names; "" when unlabelled)."""
+        label = int(self.labels[row])
+        if label < 0:
+            return ""
+        return self.classes[label] if self.classes and label < len(self.classes) else str(label)
 
     _stem = "exemplars"
 
@@ -275,6 +287,35 @@ def exemplars(
         labels=cat["labels"].astype(np.int64), signal=cat["signal"].astype(np.float64), images=images,
         classes=list(classes) if classes is not None else None,
     )
+
+
+def attach_maps(ex: Exemplars, model: object, *, svd: object | None = None, fold_bn: bool = False) -> Exemplars:
+    """``ex`` with :attr:`Exemplars.maps`: where each exemplar's neuron fires, location by location.
+
+    Runs the model on the exemplars' images once (:func:`convsvd.signals.signal_maps`). Only
+    layers with a 2-D output map (conv2d) get maps; for others ``ex`` is returned unchanged.
+
+    Raises
+    ------
+    InputError
+        ``ex`` has no images (call :func:`exemplars` with ``data=``).
+    """
+    from dataclasses import replace
+
+    from convsvd.signals.project import signal_maps
+
+    if ex.images is None:
+        raise InputError("exemplars: no images attached (call exemplars(..., data=DATASET))")
+    if len(ex) == 0:
+        return ex
+    site = ex.layer
+    maps = signal_maps(model, ex.images, layers=site.split("#")[0], svd=svd, fold_bn=fold_bn)  # type: ignore[arg-type]
+    m = maps.get(site)
+    if m is None or m.dim() != 5:  # (N, g, r, h, w) for conv2d only
+        return ex
+    rows = torch.arange(len(ex))
+    picked = m[rows, torch.as_tensor(ex.group), torch.as_tensor(ex.neuron)]
+    return replace(ex, maps=picked.detach().double().cpu().numpy())
 
 
 def fetch_inputs(data: object, ids: Sequence[int] | np.ndarray, batch_size: int = 256) -> torch.Tensor:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from convsvd.signals.accuracy import Accuracy
     from convsvd.spectral import LayerSpectrum, SpectrumResult
 
-__all__ = ["Analysis", "DEFAULTS", "Options", "QUICK", "STEPS", "top_neurons"]
+__all__ = ["Analysis", "DEFAULTS", "INFLUENTIAL_SHOWN", "Options", "QUICK", "STEPS", "choose_neurons", "top_neurons"]
 
 #: What each step passes on as ``progress=`` to the API calls it makes.
 Progress = Union[bool, Callable[[int, int, str], None]]
@@ -97,6 +97,48 @@ def top_neurons(layer: "LayerSVD", n: int) -> list[int]:
     return [int(i) for i in np.argsort(-S, kind="stable")[:n]]
 
 
+#: A neuron influential for at least this share of the inputs is always shown.
+INFLUENTIAL_SHOWN = 0.2
+
+
+def choose_neurons(layer: "LayerSVD", n: int, profile: pd.DataFrame | None = None) -> dict[int, str]:
+    """The SVD neurons of a layer worth showing, each with why (flat index ``j·r + i`` → reason).
+
+    Three rankings, in this order and without repeats: the ``n`` largest singular values
+    (``"σ #k"``); with a class profile (:meth:`~convsvd.signals.SignalTable.class_profile`), the
+    ``n`` neurons influential for the most inputs and every neuron influential for at least
+    :data:`INFLUENTIAL_SHOWN` of them (``"influential for p %"``), then the ``n`` with the largest
+    mean influence weight (``"weight #k"``) where they add any. A neuron picked by several
+    rankings lists every reason.
+
+    >>> import torch
+    >>> from convsvd.decompose import decompose
+    >>> svd = decompose(torch.nn.Sequential(torch.nn.Linear(4, 3)))
+    >>> choose_neurons(svd["0"], 2)
+    {0: 'σ #1', 1: 'σ #2'}
+    """
+    why: dict[int, list[str]] = {}
+    for rank, i in enumerate(top_neurons(layer, n), 1):
+        why.setdefault(i, []).append(f"σ #{rank}")
+    if profile is not None and len(profile):
+        r = int(layer.S.shape[-1])
+        key = profile["group"].to_numpy(np.int64) * r + profile["neuron"].to_numpy(np.int64)
+        sums = pd.DataFrame(dict(key=key, inputs=profile["inputs"].to_numpy(np.float64),
+                                 count=profile["influential_count"].to_numpy(np.float64),
+                                 weight=(profile["mean_weight"] * profile["inputs"]).to_numpy(np.float64)))
+        per = sums.groupby("key").sum()
+        share = per["count"] / per["inputs"].where(per["inputs"] > 0, 1.0)
+        mean_weight = per["weight"] / per["inputs"].where(per["inputs"] > 0, 1.0)
+        by_share = share.sort_values(ascending=False, kind="stable")
+        for i, p in by_share.items():
+            if p > 0 and (len([k for k in why if "influential" in " ".join(why[k])]) < n or p >= INFLUENTIAL_SHOWN):
+                why.setdefault(int(i), []).append(f"influential for {100 * p:.0f} %")
+        for rank, (i, w) in enumerate(mean_weight.sort_values(ascending=False, kind="stable").head(n).items(), 1):
+            if w > 0 and int(i) not in why:
+                why[int(i)] = [f"weight #{rank}"]
+    return {i: ", ".join(reasons) for i, reasons in why.items()}
+
+
 def _first_input_shape(source: "DataSource") -> tuple[int, ...] | None:
     """``(C, *spatial)`` of the first input of a data source (reads one input)."""
     for _, batch in source.iter_batches(1, [0]):
@@ -120,6 +162,7 @@ class Analysis:
     table: "SignalTable | None" = None
     input_shape: tuple[int, ...] | None = None
     top: dict[str, list[int]] = field(default_factory=dict)
+    why: dict[str, dict[int, str]] = field(default_factory=dict)
     exemplars: "dict[str, Exemplars]" = field(default_factory=dict)
     featureviz: "dict[str, FeatureVisualization]" = field(default_factory=dict)
     neuron_notes: list[Note] = field(default_factory=list)
@@ -191,7 +234,8 @@ class Analysis:
         o = self.options
         self.svd = decompose(self.mw, mode="full", device=o.device, fold_bn=o.fold_bn, progress=progress)
         shown = _evenly_spaced(list(self.dec.layers), o.feature_layers)
-        self.top = {n: top_neurons(self.dec[n], o.neurons) for n in shown}
+        self.why = {n: choose_neurons(self.dec[n], o.neurons) for n in shown}
+        self.top = {n: list(w) for n, w in self.why.items()}
         if len(shown) < len(self.dec):
             self.neuron_notes.append(Note(f"{len(shown)} of the {len(self.dec)} layers are shown, evenly spaced "
                                           f"in depth."))
@@ -212,6 +256,10 @@ class Analysis:
         from convsvd.signals.accuracy import accuracy  # the model's own accuracy under the data transform
 
         self.accuracy = accuracy(self.mw.model, self.source, batch_size=o.batch_size, device=o.device)
+        for name in list(self.top):  # add the neurons the inputs rely on to the largest-σ ones
+            if name in self.table.layers:
+                self.why[name] = choose_neurons(self.dec[name], o.neurons, self.table.class_profile(name))
+                self.top[name] = list(self.why[name])
 
     def find_exemplars(self, progress: Progress) -> None:
         """The dataset inputs with the largest and smallest signal of each top SVD neuron."""
@@ -219,9 +267,14 @@ class Analysis:
             return
         from convsvd.features import exemplars
 
+        from convsvd.features import attach_maps
+
         for name, neurons in self.top.items():
             if name in self.table.layers:
-                self.exemplars[name] = exemplars(self.table, name, k=self.options.k, neurons=neurons, data=self.source)
+                ex = exemplars(self.table, name, k=self.options.k, neurons=neurons, data=self.source)
+                if self.runnable:  # where each exemplar's neuron fires, laid over the image in the figures
+                    ex = attach_maps(ex, self.mw, svd=self.dec, fold_bn=self.options.fold_bn)
+                self.exemplars[name] = ex
 
     def visualise(self, progress: Progress) -> None:
         """Feature visualisation of the top SVD neurons (needs a runnable model that reads images)."""

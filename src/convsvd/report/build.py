@@ -230,7 +230,8 @@ def _sections(a: Analysis) -> list[Section]:
         S.model_section(a.mw, a.layer_table, a.dec),  # type: ignore[arg-type]
         S.spectra_section(a.spectrum, a.spectrum_init, a.views, list(a.top)),  # type: ignore[arg-type]
         S.filters_section(a.filters, a.filters_reason),
-        S.neurons_section(a.dec, a.top, a.table, a.featureviz, a.exemplars, a.neuron_notes),
+        S.neurons_section(a.dec, {n: a.why.get(n) or a.top[n] for n in a.top}, a.table, a.featureviz, a.exemplars,
+                          a.neuron_notes, a.separation),
         S.missing_section("separation", a.separation_reason) if a.separation is None
         else S.separation_section(a.separation),
         S.methods_section(),
@@ -258,7 +259,8 @@ def _write(a: Analysis, clock: _Clock, paths: files.ReportPaths, staging: Path, 
         facts.append(("α̂ (spectra)", f"{a.spectrum.summary()['alpha_hat']:.3g}"))
     if a.separation is not None:
         last = a.separation.layers[-1]
-        facts.append((f"class accuracy at {last.layer}", f"{100 * last.ncc_accuracy:.1f} % (NCC)"))
+        facts.append((f"nearest-centroid separability of the classes at {last.layer} (not the model's accuracy)",
+                      f"{100 * last.ncc_accuracy:.1f} %"))
     facts.append(("model hash", model_hash[:12]))
     run = [("model", mw.source), ("format", mw.format), ("model hash (XXH3-128)", model_hash), ("data", data_name)]
     if table is not None:

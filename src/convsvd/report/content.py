@@ -31,19 +31,39 @@ def file_key(text: str) -> str:
     return key or "x"
 
 
-def figure_png(fig: "MplFigure") -> tuple[bytes, int]:
-    """PNG bytes of a matplotlib figure and its display width in CSS pixels; the figure is closed."""
+def _render(fig: "MplFigure") -> tuple[bytes, int]:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight", pad_inches=0.08,
+                facecolor="white", metadata={"Software": None})
+    png = buf.getvalue()
+    return png, round(int.from_bytes(png[16:20], "big") * _CSS_PX_PER_INCH / FIGURE_DPI)  # IHDR width
+
+
+def figure_png(fig: "MplFigure") -> tuple[bytes, int, float]:
+    """PNG bytes of a matplotlib figure, its display width in CSS pixels and its smallest font (points).
+
+    The figure is made legible first (:func:`convsvd.viz._common.legible`) and, when wider than
+    the report's column (:data:`~convsvd.viz._common.MAX_WIDTH_IN`), redrawn narrower with the
+    same font sizes, so that the page never shrinks its text. The figure is closed.
+    """
     import matplotlib.pyplot as plt
 
-    buf = io.BytesIO()
+    from convsvd.viz._common import MAX_WIDTH_IN, legible
+
     try:
-        fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight", pad_inches=0.08,
-                    facecolor="white", metadata={"Software": None})
+        smallest = legible(fig)
+        png, width = _render(fig)
+        limit = MAX_WIDTH_IN * _CSS_PX_PER_INCH
+        for _ in range(3):  # the tight box includes outside legends: shrink until it fits
+            if width <= limit:
+                break
+            w, h = fig.get_size_inches()
+            scale = limit / width
+            fig.set_size_inches(max(w * scale, 2.0), max(h * max(scale, 0.8), 1.5))
+            png, width = _render(fig)
     finally:
         plt.close(fig)
-    png = buf.getvalue()
-    width = int.from_bytes(png[16:20], "big")  # IHDR width
-    return png, round(width * _CSS_PX_PER_INCH / FIGURE_DPI)
+    return png, width, smallest
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +81,8 @@ class Figure:
         Plain text.
     data : tuple of str
         Keys of the :class:`Data` entries that hold the numbers behind it.
+    min_font_pt : float
+        Smallest text in the image, in points (at 96 CSS pixels per inch, ×4/3 for pixels).
     """
 
     key: str
@@ -68,12 +90,13 @@ class Figure:
     width: int
     caption: str
     data: tuple[str, ...] = ()
+    min_font_pt: float = 0.0
 
     @classmethod
     def from_matplotlib(cls, key: str, fig: "MplFigure", caption: str, data: tuple[str, ...] = ()) -> "Figure":
         """Render ``fig`` (and close it)."""
-        png, width = figure_png(fig)
-        return cls(key, png, width, caption, tuple(data))
+        png, width, smallest = figure_png(fig)
+        return cls(key, png, width, caption, tuple(data), smallest)
 
 
 @dataclass(frozen=True, eq=False)

@@ -91,7 +91,8 @@ def _figure(fig: Figure, page: Page) -> str:
     data = base64.b64encode(fig.png).decode("ascii")
     links = _links(fig.data, page)
     return (f'<figure id="fig-{escape(fig.key)}" class="figure">'
-            f'<img src="data:image/png;base64,{data}" width="{fig.width}" alt="{escape(fig.caption)}" loading="eager">'
+            f'<img src="data:image/png;base64,{data}" width="{fig.width}" alt="{escape(fig.caption)}" loading="eager"'
+            f' data-min-font-pt="{fig.min_font_pt:.2f}" title="click to enlarge">'
             f'<figcaption>{escape(fig.caption)}{" " + links if links else ""}</figcaption></figure>')
 
 

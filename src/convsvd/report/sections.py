@@ -45,7 +45,7 @@ SECTION_TITLES: dict[str, str] = {
     "model": "The model",
     "spectra": "Spectra",
     "filters": "First-layer singular filters",
-    "neurons": "Top SVD neurons per layer",
+    "neurons": "SVD neurons that matter, per layer",
     "separation": "Class separation across depth",
     "methods": "Methods",
     "metadata": "Run metadata",
@@ -124,18 +124,28 @@ def model_section(weights: "ModelWeights", layers: pd.DataFrame, svd: "Decomposi
 # --------------------------------------------------------------------------- spectra
 
 
-_SPECTRA_COLUMNS = ["name", "shape", "n_evals", "alpha", "alpha_weighted", "D", "num_pl_spikes", "lambda_max",
-                    "stable_rank", "entropy", "num_spikes", "rand_distance", "phenomenology"]
-_SPECTRA_LABELS = {"n_evals": "λ count", "alpha": "α", "alpha_weighted": "α·log10 λmax", "num_pl_spikes": "tail",
-                   "lambda_max": "λmax", "stable_rank": "stable rank", "num_spikes": "MP spikes",
-                   "rand_distance": "vs shuffled"}
+_SPECTRA_COLUMNS = ["name", "n_evals", "alpha", "sigma", "num_pl_spikes", "p_exp", "alpha_weighted", "lambda_max",
+                    "stable_rank", "num_spikes", "rand_distance", "correlation_trap", "phenomenology",
+                    "headline_reason"]
+_SPECTRA_LABELS = {"n_evals": "λ count", "alpha": "α", "sigma": "± (s.e.)", "alpha_weighted": "α·log10 λmax",
+                   "num_pl_spikes": "tail", "p_exp": "p (vs exp.)", "lambda_max": "λmax", "stable_rank": "stable rank",
+                   "num_spikes": "MP spikes", "rand_distance": "vs shuffled", "correlation_trap": "trap",
+                   "headline_reason": "in α̂"}
 _SUMMARY_COLUMNS = ["label", "alpha_hat", "alpha", "lambda_max", "stable_rank", "entropy", "num_spikes", "rand_distance",
-                    "n_analysed", "n_failed"]
+                    "n_headline", "n_analysed", "n_failed", "alpha_hat_all"]
 
 
 def _shown(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """``columns`` of ``frame``, without those that are empty (NaN) everywhere."""
-    return frame[[c for c in columns if not (frame[c].dtype.kind == "f" and frame[c].isna().all())]]
+    """``columns`` of ``frame``, without those that are empty (NaN or None) everywhere."""
+    return frame[[c for c in columns if not frame[c].isna().all()]]
+
+
+def _spectra_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The shown columns of a spectrum table; ``headline_reason`` reads "yes" or why not."""
+    shown = _shown(frame, _SPECTRA_COLUMNS).copy()
+    if "headline_reason" in shown:
+        shown["headline_reason"] = shown["headline_reason"].where(shown["headline_reason"] != "", "yes")
+    return shown
 
 
 def _grid(draw: Callable[[Any, "Axes"], object], items: Sequence[Any], size: tuple[float, float],
@@ -170,8 +180,9 @@ def _alpha_figure(results: Sequence["SpectrumResult"], labels: Sequence[str]) ->
 
     from convsvd.viz import plot_alpha_depth
 
-    fig = plt.figure(figsize=(7.0, 3.8), layout="constrained")
-    plot_alpha_depth(results, labels=labels, ax=fig.add_subplot(1, 1, 1))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.8), layout="constrained")
+    plot_alpha_depth(results, labels=labels, ax=left, quantity="alpha")
+    plot_alpha_depth(results, labels=labels, ax=right, quantity="alpha_weighted")
     return fig
 
 
@@ -188,21 +199,25 @@ def spectra_section(trained: "SpectrumResult", init: "SpectrumResult | None", vi
     hat = float(summary["alpha_hat"].iloc[0])
     blocks: list = [
         Table("spectra_summary", summary,
-              "α̂ = mean over layers of α·log10 λmax, and the means of the layer metrics over the layers fitted"
+              "α̂ = mean of α·log10 λmax over the headline layers (fitted, at least 32 eigenvalues and 10 tail "
+              "points), and the means of the layer metrics over them; α̂ (all) takes every fitted layer"
               + (" — trained, and at the random initialisation." if init is not None else "."),
               {"label": "model", "alpha_hat": "α̂", "alpha": "mean α", "lambda_max": "mean λmax",
                "stable_rank": "mean stable rank", "entropy": "mean entropy", "num_spikes": "mean MP spikes",
-               "rand_distance": "mean distance to shuffled", "n_analysed": "layers fitted",
-               "n_failed": "not fitted"}),
+               "rand_distance": "mean distance to shuffled", "n_headline": "layers in α̂",
+               "n_analysed": "layers fitted", "n_failed": "not fitted", "alpha_hat_all": "α̂ (all)"}),
         Figure.from_matplotlib("spectra-alpha", _alpha_figure(results, labels),
-                               "Power-law exponent α of each layer (solid; the heavy-tailed band 2 ≤ α ≤ 6 shaded) and "
-                               "α·log10 λmax (dashed), across depth.",
+                               "Left: power-law exponent α of each layer with its standard error (the heavy-tailed band "
+                               "2 ≤ α ≤ 6 shaded); right: α·log10 λmax, whose mean over the headline layers is α̂. "
+                               "Hollow markers: layers left out of α̂ (fewer than 32 eigenvalues or 10 tail points).",
                                ("spectra_layers", "spectra_init") if init is not None else ("spectra_layers",)),
-        Table("spectra", _shown(trained.to_frame(), _SPECTRA_COLUMNS),
-              f"Every layer's ESD (view: {trained.view}): power-law fit of the tail (α, KS distance D, tail size), "
-              f"norms, spikes above the Marchenko–Pastur bulk, the KS distance between the ESD and that of the "
-              f"layer's shuffled weights, and the phenomenology. Every metric, x_min and the MP fit included, is in "
-              f"spectra_layers.", _SPECTRA_LABELS),
+        Table("spectra", _spectra_table(trained.to_frame()),
+              f"Every layer's ESD (view: {trained.view}): power-law fit of the tail (α ± its standard error, tail "
+              f"size), p: the p-value of the power law against an exponential on the same tail (large p: the data "
+              f"cannot tell them apart), norms, spikes above the Marchenko–Pastur bulk, the KS distance to the ESD "
+              f"of the layer's shuffled weights, trap: the shuffled layer still has a spike (a few large weights), "
+              f"the phenomenology, and whether the layer enters α̂ (at least 32 eigenvalues and 10 tail points) or "
+              f"why not. Every metric, x_min, D and the MP fit included, is in spectra_layers.", _SPECTRA_LABELS),
     ]
     if layers:
         shuffled = ", and the ESD of the layer's shuffled weights (gray)" if layers[0].random is not None else ""
@@ -282,9 +297,11 @@ def filters_section(sf: "SingularFilters | None", reason: str = "") -> Section:
 # --------------------------------------------------------------------------- top SVD neurons
 
 
-def neuron_frame(layer: "LayerSVD", neurons: Sequence[int], table: "SignalTable | None" = None) -> pd.DataFrame:
-    """``neuron, group, index, sigma, share, cumulative`` of the chosen SVD neurons of a layer, and with a
-    signal table ``influential`` (share of the inputs for which it is influential) and ``mean_signal``."""
+def neuron_frame(layer: "LayerSVD", neurons: Sequence[int] | Mapping[int, str], table: "SignalTable | None" = None,
+                 ) -> pd.DataFrame:
+    """``neuron, group, index, sigma, share, cumulative`` of the chosen SVD neurons of a layer, ``why`` when
+    ``neurons`` maps each neuron to why it is shown, and with a signal table ``influential`` (share of the
+    inputs for which it is influential) and ``mean_signal``."""
     S = layer.S.detach().double().cpu()
     g, r = S.shape
     flat = S.reshape(-1).numpy()
@@ -295,6 +312,8 @@ def neuron_frame(layer: "LayerSVD", neurons: Sequence[int], table: "SignalTable 
     idx = np.asarray(list(neurons), dtype=np.int64)
     frame = pd.DataFrame(dict(neuron=idx, group=idx // r, index=idx % r, sigma=flat[idx], share=share[idx],
                               cumulative=cumulative[idx]))
+    if isinstance(neurons, Mapping):
+        frame.insert(1, "why", [neurons[int(i)] for i in idx])
     if table is not None and layer.name in table.layers:
         prof = table.class_profile(layer.name)  # streams the layer's rows: per class × neuron
         key = prof["group"].to_numpy(np.int64) * r + prof["neuron"].to_numpy(np.int64)
@@ -322,20 +341,36 @@ def neurons_section(
     fvs: Mapping[str, "FeatureVisualization"],
     exs: Mapping[str, "Exemplars"],
     notes: Sequence[Note] = (),
+    separation: "Separation | None" = None,
 ) -> Section:
-    """Per layer: the top SVD neurons' σ and share of energy, their feature visualisations and exemplars."""
-    from convsvd.viz import features_figure
+    """Per layer: the SVD neurons that matter (largest σ, and the ones the inputs rely on), their σ and share
+    of energy, how often each class relies on them, their feature visualisations and exemplars.
+
+    ``neurons`` maps each layer to its neurons, or to ``{neuron: why shown}``
+    (:func:`convsvd.report.analysis.choose_neurons`).
+    """
+    from convsvd.viz import features_figure, plot_incidence
 
     blocks: list = list(notes)
     data: list[Data] = []
     for name, idx in neurons.items():
         key = file_key(name)
         blocks.append(Heading(name, f"neurons-{key}"))
+        profiled = table is not None and name in table.layers
         blocks.append(Table(f"neurons-{key}", neuron_frame(svd[name], idx, table),
-                            f"{name}: the {len(idx)} SVD neurons with the largest singular values. share: σ²/‖W̄‖²_F; "
+                            f"{name}: the {len(idx)} SVD neurons shown — the ones with the largest singular values"
+                            + (" and the ones the inputs rely on (influential for the most inputs, or for at least "
+                               "20 % of them)" if profiled else "") + "; why: which ranking picked each. "
+                            "share: σ²/‖W̄‖²_F; "
                             + ("influential: share of the inputs for which the neuron is influential; mean signal: "
-                               "over the inputs." if table is not None and name in table.layers else ""),
+                               "over the inputs." if profiled else ""),
                             {"sigma": "σ", "influential": "influential", "mean_signal": "mean signal"}))
+        if separation is not None and name in separation.names:
+            ax = plot_incidence(separation[name])
+            blocks.append(Figure.from_matplotlib(
+                f"classes-{key}", ax.figure, f"{name}: for each class (row) and SVD neuron (column), the share of "
+                "the class's inputs for which the neuron is influential; a dot marks the class's hyperedge.",
+                (f"neurons-{key}",)))
         fv, ex = fvs.get(name), exs.get(name)
         if fv is None and ex is None:
             continue
@@ -352,8 +387,9 @@ def neurons_section(
         blocks.append(Figure.from_matplotlib(f"neurons-{key}", features_figure(fv, ex),
                                              f"{name}: one row per SVD neuron: {what}.", tuple(parts)))
     status = "partial" if any(n.kind == "missing" for n in notes) else "done"
-    intro = ("For each layer, the SVD neurons with the largest singular values: how much of the layer's energy "
-             "each carries, what input drives its signal, and which inputs of the dataset drive it most.")
+    intro = ("For each layer, the SVD neurons with the largest singular values and, when a dataset was profiled, "
+             "the ones its inputs rely on most: how much of the layer's energy each carries, how often each class "
+             "relies on it, what input drives its signal, and which inputs of the dataset drive it most.")
     return Section("neurons", SECTION_TITLES["neurons"], tuple(blocks), tuple(data), status, intro)
 
 

@@ -3,10 +3,20 @@
 Influence (per input and layer, the neurons of all groups pooled): sort the
 neurons by ``|s|``, the absolute aggregated signal, descending (ties: lower
 index first); the influential set is the smallest prefix whose share of the
-layer's total ``Σ_all |s|`` reaches the threshold (default 0.1), or the ``k``
+layer's total ``Σ_all |s|`` reaches the threshold (default :data:`DEFAULT_THRESHOLD`
+= 0.5: the neurons that carry half of the layer's signal), or the ``k``
 largest with ``top_k``. A neuron's relative weight is ``|s| / Σ_{influential} |s|``
 (weights of an input's influential set sum to 1; 0 outside it). An input whose
 signals are all zero has no influential neuron.
+
+Why 0.5 and not the reference library's 0.1 (still available as
+``threshold="reference"``): with 0.1 the single largest neuron almost always
+reaches the share alone, so every input has one influential neuron, every class
+hyperedge is one vertex and class separation collapses. Mean set sizes on 400
+held-out digits, threshold 0.1 / 0.3 / 0.5: digits-cnn conv2 (32 neurons) 1.0 /
+3.0 / 6.0, conv3 (64) 2.0 / 4.8 / 9.0, fc1 (64) 1.0 / 2.0 / 4.5; digits-resnet
+block.conv1 (32) 1.9 / 4.2 / 7.7. At 0.5 a typical input has several
+influential neurons in every layer of 16 or more.
 
 DeepDataProfiler's ``SVDProfiler.influential_svd_neurons`` uses the same
 denominator (``Σ |s|`` over the layer) and the same set except when a
@@ -27,7 +37,14 @@ from convsvd import _validate as check
 from convsvd.decompose import Decomposition
 from convsvd.errors import InputError
 
-__all__ = ["Influence", "influence", "check_influence_options", "weight_ranking"]
+__all__ = ["DEFAULT_THRESHOLD", "REFERENCE_THRESHOLD", "Influence", "influence", "check_influence_options",
+           "weight_ranking"]
+
+DEFAULT_THRESHOLD = 0.5
+"""Default share of ``Σ|s|`` the influential set reaches (module docstring)."""
+
+REFERENCE_THRESHOLD = 0.1
+"""DeepDataProfiler's default threshold, selected by ``threshold="reference"``."""
 
 
 class Influence(NamedTuple):
@@ -48,25 +65,26 @@ class Influence(NamedTuple):
     count: torch.Tensor
 
 
-def check_influence_options(threshold: float | None, top_k: int | None) -> tuple[float | None, int | None]:
-    """Validate and default: ``(0.1, None)`` when neither is given."""
+def check_influence_options(threshold: float | str | None, top_k: int | None) -> tuple[float | None, int | None]:
+    """Validate and default: ``(DEFAULT_THRESHOLD, None)`` when neither is given; ``"reference"`` is 0.1."""
     if threshold is not None and top_k is not None:
         raise InputError(f"threshold={threshold!r} and top_k={top_k!r}: give one of them, not both")
     if top_k is not None:
         return None, check.integer(top_k, "top_k", minimum=1)
-    t = 0.1 if threshold is None else threshold
+    t = DEFAULT_THRESHOLD if threshold is None else REFERENCE_THRESHOLD if threshold == "reference" else threshold
     return check.share(t, "threshold"), None
 
 
-def influence(values: torch.Tensor, threshold: float | None = None, top_k: int | None = None) -> Influence:
+def influence(values: torch.Tensor, threshold: float | str | None = None, top_k: int | None = None) -> Influence:
     """Influential neurons of each row of ``values``.
 
     Parameters
     ----------
     values : torch.Tensor
         ``(N, K)`` aggregated signals of ``K`` neurons of one layer.
-    threshold : float, optional
-        Share of ``Σ_all |s|`` the set must reach (default 0.1).
+    threshold : float or "reference", optional
+        Share of ``Σ_all |s|`` the set must reach (default :data:`DEFAULT_THRESHOLD`;
+        ``"reference"``: the reference library's 0.1).
     top_k : int, optional
         Take the ``k`` largest ``|s|`` instead (``k`` is clipped to ``K``).
 

@@ -355,8 +355,9 @@ def profile(
         conv and linear layers. Transposed convs are listed as not profiled.
     aggregate : {"mean", "max", "abs", "l2"}
         Over the locations of a conv's output (see :mod:`convsvd.signals.project`).
-    threshold : float, optional
-        Influential set: smallest set reaching this share of ``Σ|signal|`` (default 0.1).
+    threshold : float or "reference", optional
+        Influential set: smallest set reaching this share of ``Σ|signal|`` (default 0.5;
+        ``"reference"``: DeepDataProfiler's 0.1; see :mod:`convsvd.signals.influence`).
     top_k : int, optional
         Influential set: the ``k`` largest ``|signal|`` instead.
     batch_size : int

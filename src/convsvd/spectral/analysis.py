@@ -521,7 +521,7 @@ def spectrum(
         built[name] = LayerSpectrum(
             name=name, kind=spec.kind, view=view, shape=shape, n_matrices=sp.n_matrices if sp else 0,
             evals=evals, fit=fit, mp=mps.get(name), random=rands.get(name), status=st,
-            phenomenology=classify(evals, fit.alpha, mps.get(name)) if st == "ok" and fit else "",
+            phenomenology=classify(evals, fit.alpha, mps.get(name), fit.n_tail) if st == "ok" and fit else "",
             **norms(evals, max(shape), eps, convention_scale(convention, shape, spec.kind, view)),
             convention=convention,
         )

@@ -42,7 +42,29 @@ the first rule that applies wins):
    ``bulk+spikes`` — spikes and ``λ_max > 2 λ₊``: well separated outliers.
    Without an MP fit every ``α > 6`` layer is ``random-like``.
 
-A layer whose status is not ``ok`` has an empty label.
+A layer whose status is not ``ok`` has an empty label; a fitted layer whose tail has
+fewer than ``HEADLINE_MIN_TAIL`` points is labelled ``too few tail points`` instead
+of a phase (an α from a handful of points says nothing about the phase).
+
+**Headline** (what enters α̂ and the means): an ``ok`` layer with at least
+``HEADLINE_MIN_EVALS`` eigenvalues and a tail of at least ``HEADLINE_MIN_TAIL``
+points. The others are still shown, with ``headline_reason`` saying why they are
+left out. 32 eigenvalues is where the digits training study finds α̂ tracking the
+test error (``docs/study-digits-training.md``); with 10 tail points the standard
+error ``(α − 1)/√n_tail`` of α is still a third of ``α − 1``.
+
+**Evidence for the tail** (``R_exp``, ``p_exp``): the normalised log-likelihood
+ratio of the fitted power law against an exponential fitted to the same tail (both
+with the same ``x_min``; Clauset, Shalizi & Newman 2009, Vuong's test, as the
+``powerlaw`` package's ``distribution_compare``), and its two-sided p-value.
+``R_exp > 0`` favours the power law; a large ``p_exp`` (say > 0.1) means the data
+cannot tell the two apart and α should not be read as a heavy tail.
+
+**Correlation trap** (``correlation_trap``, with the randomised baseline): the
+largest eigenvalue of the shuffled layer lies above ``TRAP_FACTOR`` times the
+Marchenko–Pastur edge ``λ₊ = v (1 + √(M/N))²`` of an i.i.d. matrix with the same
+entry variance ``v = Σσ² / (M N n_matrices)``: a few large weights create a spike
+that no arrangement of the entries removes (WeightWatcher's term).
 
 **Conventions** (:data:`CONVENTIONS`, :func:`convention_scale`): ``λ = c·σ²`` with
 ``c = 1/N`` (``convsvd``, the default), ``c = 1/d`` with ``d`` the rows (``ddp``,
@@ -78,6 +100,10 @@ __all__ = [
     "CONVENTIONS",
     "DEFAULT_MIN_EVALS",
     "FRAME_COLUMNS",
+    "HEADLINE_MIN_EVALS",
+    "HEADLINE_MIN_TAIL",
+    "TOO_FEW_TAIL",
+    "TRAP_FACTOR",
     "LAYER_STATUSES",
     "PHENOMENOLOGIES",
     "RANK_TOL",
@@ -88,8 +114,21 @@ __all__ = [
     "convention_log",
     "convention_scale",
     "layer_status",
+    "pl_vs_exponential",
     "summarize",
 ]
+
+HEADLINE_MIN_EVALS = 32
+"""Fewest eigenvalues for a layer to enter α̂ and the means (module docstring)."""
+
+HEADLINE_MIN_TAIL = 10
+"""Fewest tail points ``λ ≥ x_min`` for a layer to enter α̂, the means and a phase label."""
+
+TRAP_FACTOR = 1.5
+"""``rand_lambda_max`` above this many times the shuffled layer's MP edge is a correlation trap."""
+
+TOO_FEW_TAIL = "too few tail points"
+"""Phenomenology of a fitted layer whose tail is shorter than :data:`HEADLINE_MIN_TAIL`."""
 
 DEFAULT_MIN_EVALS = 10
 """Fewest eigenvalues a layer needs for its fits (WeightWatcher's default too)."""
@@ -116,6 +155,7 @@ PHENOMENOLOGIES: tuple[str, ...] = (
     "heavy-tailed",
     "very heavy-tailed",
     "rank-collapse",
+    TOO_FEW_TAIL,
 )
 """Every phenomenology label (a layer that could not be fitted has ``""``)."""
 
@@ -144,11 +184,16 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "mp_softrank",
     "rand_distance",
     "rand_lambda_max",
+    "correlation_trap",
+    "R_exp",
+    "p_exp",
     "status",
     "phenomenology",
     "n",
     "input_size",
     "n_reason",
+    "headline",
+    "headline_reason",
 )
 """Columns of :meth:`LayerSpectrum.to_frame` (``shape``: ``"m×n"`` of one pooled matrix; ``n``, ``input_size``:
 ``"h×w"`` grid of the operator view and the size the layer sees, ``""`` in the other views or when unknown)."""
@@ -223,7 +268,8 @@ _MEAN_KEYS: tuple[str, ...] = (
     "rand_distance",
 )
 
-SUMMARY_KEYS: tuple[str, ...] = ("alpha_hat", *_MEAN_KEYS, "n_layers", "n_analysed", "n_failed")
+SUMMARY_KEYS: tuple[str, ...] = ("alpha_hat", *_MEAN_KEYS, "n_layers", "n_analysed", "n_headline", "n_failed",
+                                 "alpha_hat_all")
 """Keys of :func:`summarize` (and columns of ``compare``, after the model's label)."""
 
 
@@ -324,6 +370,42 @@ class LayerSpectrum:
             return math.nan
         return self.alpha * convention_log(self.convention)(self.lambda_max)
 
+    @property
+    def headline_reason(self) -> str:
+        """Why the layer is left out of α̂ and the means (``""`` when it enters them)."""
+        if not self.ok:
+            return f"status {self.status}"
+        if self.evals.size < HEADLINE_MIN_EVALS:
+            return f"{self.evals.size} eigenvalues (< {HEADLINE_MIN_EVALS})"
+        n_tail = self.fit.n_tail if self.fit is not None else 0
+        if n_tail < HEADLINE_MIN_TAIL:
+            return f"{n_tail} tail points (< {HEADLINE_MIN_TAIL})"
+        return ""
+
+    @property
+    def headline(self) -> bool:
+        """Whether the layer enters α̂ and the means (:data:`HEADLINE_MIN_EVALS`, :data:`HEADLINE_MIN_TAIL`)."""
+        return self.headline_reason == ""
+
+    @property
+    def pl_vs_exponential(self) -> tuple[float, float]:
+        """``(R, p)``: normalised log-likelihood ratio power law vs exponential on the tail, and its p-value."""
+        fit = self.fit
+        if not (self.ok and fit is not None and fit.distribution == "power_law" and fit.n_tail >= 2):
+            return math.nan, math.nan
+        return pl_vs_exponential(self.evals, fit.alpha, fit.xmin)
+
+    @property
+    def correlation_trap(self) -> bool | None:
+        """Whether the shuffled layer's λ_max is far above its MP edge (None without the baseline)."""
+        if self.random is None or not self.ok or not self.shape:
+            return None
+        M, N = sorted(self.shape)
+        total = float(np.sum(self.evals)) * N  # Σσ² = N Σλ
+        v = total / (M * N * max(self.n_matrices, 1))
+        edge = v * (1.0 + math.sqrt(M / N)) ** 2
+        return bool(self.random.lambda_max > TRAP_FACTOR * edge)
+
     def row(self) -> dict[str, object]:
         """The metrics as one table row (keys: :data:`FRAME_COLUMNS`)."""
         nan = math.nan
@@ -352,11 +434,16 @@ class LayerSpectrum:
             "mp_softrank": mp.mp_softrank if mp else nan,
             "rand_distance": rnd.distance if rnd else nan,
             "rand_lambda_max": rnd.lambda_max if rnd else nan,
+            "correlation_trap": self.correlation_trap,
+            "R_exp": self.pl_vs_exponential[0],
+            "p_exp": self.pl_vs_exponential[1],
             "status": self.status,
             "phenomenology": self.phenomenology,
             "n": "×".join(map(str, self.n)) if self.n else "",
             "input_size": "×".join(map(str, self.input_size)) if self.input_size else "",
             "n_reason": self.n_reason,
+            "headline": self.headline,
+            "headline_reason": self.headline_reason,
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -399,7 +486,47 @@ def layer_status(evals: np.ndarray, min_evals: int = DEFAULT_MIN_EVALS) -> str:
     return "ok"
 
 
-def classify(evals: np.ndarray, alpha: float, mp: MPFit | None = None) -> str:
+def pl_vs_exponential(evals: np.ndarray, alpha: float, xmin: float) -> tuple[float, float]:
+    """Vuong's test of a power law against an exponential on the tail ``λ ≥ x_min``.
+
+    Both are fitted to the same tail by maximum likelihood: the power law has density
+    ``(α−1)/x_min · (λ/x_min)^(−α)`` (α given), the exponential ``μ e^(−μ(λ−x_min))`` with
+    ``μ = 1/mean(λ − x_min)``. With ``ℓ_i`` the per-point log-likelihood differences,
+    ``R = Σℓ_i / (√n · sd(ℓ))`` and ``p = erfc(|Σℓ_i| / (√(2n) · sd(ℓ)))``, as the
+    ``powerlaw`` package's ``distribution_compare(..., normalized_ratio=True)``.
+
+    Returns
+    -------
+    (float, float)
+        ``(R, p)``; NaN when the tail has fewer than two points or no spread.
+
+    Examples
+    --------
+    >>> lam = (1 - np.random.default_rng(0).random(500)) ** (-1 / 1.5)   # α = 2.5
+    >>> R, p = pl_vs_exponential(lam, 2.5, 1.0)
+    >>> R > 0 and p < 0.01
+    True
+    """
+    lam = np.asarray(evals, dtype=np.float64)
+    x = lam[lam >= xmin]
+    n = x.size
+    if n < 2 or not (math.isfinite(alpha) and alpha > 1 and xmin > 0):
+        return math.nan, math.nan
+    spread = float(np.mean(x - xmin))
+    if spread <= 0:
+        return math.nan, math.nan
+    mu = 1.0 / spread
+    l_pl = math.log((alpha - 1) / xmin) - alpha * np.log(x / xmin)
+    l_exp = math.log(mu) - mu * (x - xmin)
+    d = l_pl - l_exp
+    sd = float(np.std(d))
+    if not sd > 0:
+        return math.nan, math.nan
+    total = float(np.sum(d))
+    return total / (math.sqrt(n) * sd), float(math.erfc(abs(total) / (math.sqrt(2 * n) * sd)))
+
+
+def classify(evals: np.ndarray, alpha: float, mp: MPFit | None = None, n_tail: int | None = None) -> str:
     """The phenomenology label of a fitted layer (rule in the module docstring).
 
     Parameters
@@ -410,6 +537,8 @@ def classify(evals: np.ndarray, alpha: float, mp: MPFit | None = None) -> str:
         Power-law exponent (NaN gives ``""``).
     mp : MPFit, optional
         Marchenko–Pastur fit, to tell the MP-like phases apart when ``α > 6``.
+    n_tail : int, optional
+        Tail points of the fit; fewer than :data:`HEADLINE_MIN_TAIL` give ``too few tail points``.
 
     Returns
     -------
@@ -426,6 +555,8 @@ def classify(evals: np.ndarray, alpha: float, mp: MPFit | None = None) -> str:
         return ""
     if np.mean(lam <= RANK_TOL * lam.max()) >= COLLAPSE_FRACTION:
         return "rank-collapse"
+    if n_tail is not None and n_tail < HEADLINE_MIN_TAIL:
+        return TOO_FEW_TAIL
     if alpha < ALPHA_HEAVY:
         return "very heavy-tailed"
     if alpha <= ALPHA_MP:
@@ -490,7 +621,7 @@ def _entropy(sv: np.ndarray, N: int, eps: float) -> float:
 
 
 def summarize(layers: list[LayerSpectrum] | tuple[LayerSpectrum, ...]) -> dict[str, float | int]:
-    """Model summary: α̂ and the means of the metrics over the ``ok`` layers.
+    """Model summary: α̂ and the means of the metrics over the headline layers.
 
     Parameters
     ----------
@@ -499,17 +630,22 @@ def summarize(layers: list[LayerSpectrum] | tuple[LayerSpectrum, ...]) -> dict[s
     Returns
     -------
     dict
-        Keys :data:`SUMMARY_KEYS`: ``alpha_hat`` (mean of ``α·log10 λ_max``), the mean
-        of each metric (NaN when no ``ok`` layer has it), ``n_layers``,
-        ``n_analysed`` (``ok`` layers) and ``n_failed`` (the others).
+        Keys :data:`SUMMARY_KEYS`: ``alpha_hat`` (mean of ``α·log10 λ_max`` over the
+        headline layers, see the module docstring), the mean of each metric over them
+        (NaN when none has it), ``n_layers``, ``n_analysed`` (``ok`` layers),
+        ``n_headline`` (the layers in the means), ``n_failed`` (not ``ok``) and
+        ``alpha_hat_all`` (α̂ over every ``ok`` layer, for comparison).
     """
-    rows = [layer.row() for layer in layers if layer.ok]
+    ok = [layer.row() for layer in layers if layer.ok]
+    rows = [r for r in ok if r["headline"]]
     out: dict[str, float | int] = {"alpha_hat": _mean([r["alpha_weighted"] for r in rows])}
     for key in _MEAN_KEYS:
         out[key] = _mean([r[key] for r in rows])
     out["n_layers"] = len(layers)
-    out["n_analysed"] = len(rows)
-    out["n_failed"] = len(layers) - len(rows)
+    out["n_analysed"] = len(ok)
+    out["n_headline"] = len(rows)
+    out["n_failed"] = len(layers) - len(ok)
+    out["alpha_hat_all"] = _mean([r["alpha_weighted"] for r in ok])
     return out
 
 

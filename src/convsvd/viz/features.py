@@ -56,6 +56,15 @@ def _heat_tile(a: np.ndarray, limit: float) -> np.ndarray:
     return colormaps["RdBu_r"](np.clip(x, 0, 1))[..., :3]
 
 
+def _overlay_tile(tile: np.ndarray, m: np.ndarray, limit: float) -> np.ndarray:
+    """An image tile with a signal map ``(h, w)`` laid over it: the map is stretched over the image
+    (nearest neighbour) and blended in with the diverging colours of :func:`_heat_tile`."""
+    H, W = tile.shape[:2]
+    h, w = m.shape
+    big = m[(np.arange(H) * h // H)[:, None], (np.arange(W) * w // W)[None, :]]
+    return 0.5 * tile + 0.5 * _heat_tile(big, limit)
+
+
 def _signed_image_tile(f: np.ndarray, limit: float) -> np.ndarray:
     """A filter ``(C, H, W)`` with C in {1, 3} as an image: 0 → mid gray, ±limit → the extremes."""
     x = 0.5 + 0.5 * f / limit if limit > 0 else np.full_like(f, 0.5)
@@ -67,10 +76,12 @@ class _Grid:
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, list[list[np.ndarray]]]] = []  # (label, blocks of tiles)
+        self.captions: list[list[list[str]] | None] = []  # per row: per block, per tile (e.g. the class)
         self.headers: list[str] = []
 
-    def add(self, label: str, blocks: list[list[np.ndarray]]) -> None:
+    def add(self, label: str, blocks: list[list[np.ndarray]], captions: list[list[str]] | None = None) -> None:
         self.rows.append((label, blocks))
+        self.captions.append(captions)
 
     def render(self) -> tuple[np.ndarray, list[float], list[float], list[float]]:
         """Montage ``(H, W, 3)``, row centres, block centres (x), and the pixels per tile."""
@@ -88,14 +99,18 @@ class _Grid:
         H = len(self.rows) * T + (len(self.rows) - 1) * gap
         out = np.full((H, W, 3), _BACKGROUND)
         starts = np.cumsum([0] + [p + bgap for p in block_px[:-1]])
+        self.tile_corners: list[tuple[float, float, str]] = []  # (x, y) of each captioned tile's top-left, text
         for r, (_, blocks) in enumerate(self.rows):
             y0 = r * (T + gap)
+            caps = self.captions[r] if r < len(self.captions) else None
             for b, tiles_b in enumerate(blocks):
                 for c, t in enumerate(tiles_b):
                     big = _enlarge(t, T)
                     x0 = int(starts[b]) + c * (T + gap) + (T - big.shape[1]) // 2
                     yy = y0 + (T - big.shape[0]) // 2
                     out[yy:yy + big.shape[0], x0:x0 + big.shape[1]] = big
+                    if caps is not None and b < len(caps) and c < len(caps[b]) and caps[b][c]:
+                        self.tile_corners.append((x0, yy, caps[b][c]))
         row_c = [r * (T + gap) + T / 2 for r in range(len(self.rows))]
         block_c = [float(starts[b]) + block_px[b] / 2 for b in range(len(widths))]
         return out, row_c, block_c, float(T)
@@ -110,6 +125,9 @@ class _Grid:
         above = blended_transform_factory(ax.transData, ax.transAxes)  # x in pixels, y just above the axes
         for x, h in zip(block_c, self.headers):
             ax.text(x, 1.0, h, transform=above, ha="center", va="bottom", fontsize=8)
+        for x, y, text in self.tile_corners:  # the class of an exemplar, in its top-left corner
+            ax.text(x + 1, y + 1, text, ha="left", va="top", fontsize=8.5, color="black",
+                    bbox=dict(boxstyle="square,pad=0.1", facecolor="white", edgecolor="none", alpha=0.8))
         ax.set_title(title, fontsize=9, pad=16 if self.headers else 6)
         for s in ax.spines.values():
             s.set_visible(False)
@@ -167,13 +185,31 @@ def _featureviz_grid(fv: "FeatureVisualization", exemplars: "Exemplars | None") 
         for d in dirs:
             rows = np.flatnonzero((fv.group == g) & (fv.neuron == n) & (fv.direction == d))
             blocks.append([_image_tile(fv.images[i], 0.0, 1.0) for i in rows])
+        captions: list[list[str]] = [[] for _ in blocks]
         if exemplars is not None:
-            for side in ("top", "bottom"):
-                idx = exemplars.rows(n, side, g)
-                blocks.append([_image_tile(ex_imgs[i], lo, hi) for i in idx])  # type: ignore[index]
+            ex_blocks, ex_caps = _exemplar_blocks(exemplars, g, n, lo, hi)
+            blocks += ex_blocks
+            captions += ex_caps
         sigma = float(fv.sigma[np.flatnonzero((fv.group == g) & (fv.neuron == n))[0]])
-        grid.add(_neuron_label(g, n, grouped, sigma), blocks)
+        grid.add(_neuron_label(g, n, grouped, sigma), blocks, captions)
     return grid
+
+
+def _exemplar_blocks(ex: "Exemplars", g: int, n: int, lo: float, hi: float) -> tuple[list[list[np.ndarray]],
+                                                                                      list[list[str]]]:
+    """The top and bottom exemplars of one neuron as tiles (with where it fires laid over them when
+    the exemplars carry maps), and their class names."""
+    assert ex.images is not None
+    blocks, captions = [], []
+    limit = float(np.abs(ex.maps).max()) if ex.maps is not None and ex.maps.size else 0.0
+    for side in ("top", "bottom"):
+        idx = ex.rows(n, side, g)
+        tiles = [_image_tile(ex.images[i], lo, hi) for i in idx]
+        if ex.maps is not None:
+            tiles = [_overlay_tile(t, ex.maps[i], limit) for t, i in zip(tiles, idx)]
+        blocks.append(tiles)
+        captions.append([ex.class_name(int(i)) for i in idx])
+    return blocks, captions
 
 
 def _exemplar_grid(ex: "Exemplars") -> _Grid:
@@ -184,8 +220,7 @@ def _exemplar_grid(ex: "Exemplars") -> _Grid:
     lo, hi = float(ex.images.min()), float(ex.images.max())
     grouped = bool(ex.group.max() > 0) if len(ex) else False
     for g, n in ex.neurons():
-        grid.add(_neuron_label(g, n, grouped), [[_image_tile(ex.images[i], lo, hi) for i in ex.rows(n, side, g)]
-                                                 for side in ("top", "bottom")])
+        grid.add(_neuron_label(g, n, grouped), *_exemplar_blocks(ex, g, n, lo, hi))
     return grid
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from convsvd.errors import InputError
-from convsvd.viz._common import new_axes, style_axes
+from convsvd.viz._common import new_axes, short_name, style_axes
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -63,9 +63,16 @@ def _check_layer(layer: object) -> "LayerSpectrum":
 
 
 def _title(layer: "LayerSpectrum") -> str:
+    name = short_name(layer.name)
     if layer.ok:
-        return f"{layer.name} ({layer.view}): α = {layer.alpha:.2f}, {layer.phenomenology}"
-    return f"{layer.name} ({layer.view}): {layer.status}"
+        se = layer.fit.sigma if layer.fit is not None else math.nan
+        pm = f" ± {se:.2f}" if math.isfinite(se) else ""
+        return f"{name} ({layer.view}): α = {layer.alpha:.2f}{pm}, {layer.phenomenology}"
+    return f"{name} ({layer.view}): {layer.status}"
+
+
+#: Below this many eigenvalues an ESD is drawn as its eigenvalues (a rug), not as a histogram.
+MIN_HISTOGRAM = 16
 
 
 def plot_esd(
@@ -118,6 +125,14 @@ def plot_esd(
     if lam.size == 0:
         ax.text(0.5, 0.5, "no eigenvalues", ha="center", va="center", transform=ax.transAxes)
         return ax
+    if lam.size < MIN_HISTOGRAM:  # a histogram of a handful of values says nothing about a density
+        ax.vlines(lam, 0.0, 1.0, color=colour, linewidth=1.5, label=f"{label or 'eigenvalues'} ({lam.size})")
+        ax.set_xscale(scale)
+        ax.set_yticks([])
+        ax.set_ylabel("")
+        ax.set_title(_title(layer) + f"\nonly {lam.size} eigenvalues: no histogram", fontsize=10)
+        ax.legend(fontsize=8, frameon=False, loc="best")
+        return ax
     edges = _bins(lam, log, bins)
     ax.hist(lam, bins=edges, density=True, color=colour, alpha=0.55, label=label or "ESD")
     if random and layer.random is not None:
@@ -139,7 +154,7 @@ def plot_esd(
         (line,) = ax.plot(x, share * mp_density(x, mp.sigma2, mp.Q), color=_MP_COLOUR, linewidth=1.6,
                           label=f"MP fit (σ² = {mp.sigma2:.3g}, {mp.num_spikes} spikes)")
         line.set_gid("mp-density")
-        ax.axvline(hi, color=_MP_COLOUR, linestyle=":", linewidth=1.0)
+        ax.axvline(hi, color=_MP_COLOUR, linestyle=":", linewidth=1.0, label=f"MP edge λ₊ = {hi:.3g}")
     fit = layer.fit
     if fits and layer.ok and fit is not None and fit.distribution == "power_law":
         top = float(layer.evals.max())
@@ -148,12 +163,12 @@ def plot_esd(
         (line,) = ax.plot(x, dens, color=_PL_COLOUR, linewidth=1.6, linestyle="--",
                           label=f"power law α = {fit.alpha:.2f} ({fit.n_tail} in tail)")
         line.set_gid("power-law")
-        ax.axvline(fit.xmin, color=_PL_COLOUR, linestyle=":", linewidth=1.0)
+        ax.axvline(fit.xmin, color=_PL_COLOUR, linestyle=":", linewidth=1.0, label=f"x_min = {fit.xmin:.3g}")
     ax.set_xscale(scale)
     ax.set_yscale(scale)
     if log:
         ax.set_xlim(edges[0], edges[-1])
-    ax.legend(fontsize=7, frameon=False, loc="best")
+    ax.legend(fontsize=8, frameon=False, loc="best")
     return ax
 
 
@@ -192,11 +207,16 @@ def plot_alpha_depth(
     *,
     labels: Sequence[str] | None = None,
     ax: "Axes | None" = None,
+    quantity: str = "alpha",
 ) -> "Axes":
-    """α of every layer against depth, with ``α·log10 λ_max`` on a second axis.
+    """α (or ``α·log10 λ_max``) of every layer against depth, one line per result.
 
-    The band ``2 ≤ α ≤ 6`` (heavy-tailed) is shaded; layers that could not be fitted
-    leave gaps. Each result's α̂ is in its legend entry.
+    One quantity per axes: draw ``quantity="alpha"`` and ``quantity="alpha_weighted"`` on two
+    axes side by side to see both. For α the band ``2 ≤ α ≤ 6`` (heavy-tailed) is shaded and
+    the standard error of each α is drawn as an error bar; layers that could not be fitted
+    leave gaps, and layers left out of α̂ (too few eigenvalues or tail points) are drawn as
+    hollow markers. Each result's α̂ is in its legend entry. Long layer names are shortened
+    (:func:`convsvd.viz._common.short_name`).
 
     Parameters
     ----------
@@ -205,39 +225,45 @@ def plot_alpha_depth(
     labels : sequence of str, optional
         Legend labels (default: each result's source).
     ax : matplotlib Axes, optional
+    quantity : {"alpha", "alpha_weighted"}
 
     Returns
     -------
     matplotlib.axes.Axes
-        The α axes (the twin axis of ``α·log10 λ_max`` is the figure's other Axes).
     """
     items = _as_results(results)
     if labels is not None and len(labels) != len(items):
         raise InputError(f"labels: expected {len(items)} labels, got {len(labels)}")
+    if quantity not in ("alpha", "alpha_weighted"):
+        raise InputError(f"quantity {quantity!r}: expected 'alpha' or 'alpha_weighted'")
     ax = ax if ax is not None else new_axes((6.0, 3.6))
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"]
     names = items[0].names
-    style_axes(ax, "layer (depth order)", "α (solid)", "power-law exponent across depth")
-    ax.axhspan(2.0, 6.0, color="#55A868", alpha=0.08, linewidth=0)
-    twin = ax.twinx()
-    twin.set_ylabel("α·log10 λ_max (dashed)", fontsize=9)
-    twin.tick_params(labelsize=8)
+    if quantity == "alpha":
+        style_axes(ax, "layer (depth order)", "α", "power-law exponent α across depth")
+        ax.axhspan(2.0, 6.0, color="#55A868", alpha=0.08, linewidth=0, label="heavy-tailed band 2 ≤ α ≤ 6")
+    else:
+        style_axes(ax, "layer (depth order)", "α·log10 λ_max", "α·log10 λ_max across depth (mean: α̂)")
     for i, res in enumerate(items):
         frame = res.to_frame()
         colour = cmap(0.9 * i / max(1, len(items) - 1))
         x = np.arange(len(frame))
+        y = frame[quantity].to_numpy(float)
+        head = frame["headline"].to_numpy(bool)
         name = labels[i] if labels is not None else res.source
         hat = res.summary()["alpha_hat"]
-        ax.plot(x, frame["alpha"].to_numpy(float), marker="o", markersize=3.5, color=colour,
-                label=f"{name}: α̂ = {hat:.2f}")
-        twin.plot(x, frame["alpha_weighted"].to_numpy(float), linestyle="--", marker="x", markersize=3,
-                  color=colour, alpha=0.7)
+        ax.plot(x, y, marker="o", markersize=4, color=colour, label=f"{name}: α̂ = {hat:.2f}")
+        if quantity == "alpha":
+            ax.errorbar(x, y, yerr=frame["sigma"].to_numpy(float), fmt="none", ecolor=colour, elinewidth=1,
+                        capsize=2)
+        ax.plot(x[~head], y[~head], linestyle="none", marker="o", markersize=6, markerfacecolor="white",
+                markeredgecolor=colour, label="not in α̂ (too few eigenvalues or tail points)" if i == 0 else None)
     ax.set_xticks(np.arange(len(names)))
-    ax.set_xticklabels(names, rotation=45 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center",
-                       fontsize=7)
-    ax.legend(fontsize=7, frameon=False, loc="best")
+    ax.set_xticklabels([short_name(n) for n in names], rotation=45 if len(names) > 6 else 0,
+                       ha="right" if len(names) > 6 else "center")
+    ax.legend(fontsize=8, frameon=False, loc="best")
     return ax
 
 
