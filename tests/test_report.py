@@ -67,8 +67,9 @@ def test_demo_quick_holds_every_section_with_figures(demo_quick) -> None:
             rgb = decode_png(src)
             assert rgb.shape[0] > 50 and rgb.shape[1] > 50
             assert rgb.std() > 5, f"a blank figure in {sid}"
-    # one figure per layer in the neurons section: feature visualisation with exemplars
-    assert len(page.sections["neurons"].images) == len(_digits_cnn().layers)
+    # two figures per layer in the neurons section: the class × neuron heat-map, and the feature
+    # visualisations with their exemplars
+    assert len(page.sections["neurons"].images) == 2 * len(_digits_cnn().layers)
     # self-contained: every image embedded, nothing fetched
     assert all(s.startswith("data:image/png;base64,") for s in page.sources)
     html = (out / "report.html").read_text()
