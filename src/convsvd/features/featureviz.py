@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, get_args
+from typing import TYPE_CHECKING, Callable, Sequence, get_args
 
 import numpy as np
 import pandas as pd
@@ -70,7 +70,10 @@ from convsvd.decompose import Decomposition
 from convsvd.errors import ConvSVDError, InputError
 from convsvd.signals.hooks import capture, eval_mode
 from convsvd.signals.project import Projector, ProjectionPlan, plan_projection
-from convsvd.target import resolve
+from convsvd.target import TargetOptions, resolve
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DIRECTIONS",
@@ -414,7 +417,6 @@ def featureviz(
     directions: str = "both",
     steps: int = 256,
     size: int | tuple[int, int] | None = None,
-    input_size: int | tuple[int, int] | None = None,
     location: str = "mean",
     copies: int = 1,
     diversity: float = 0.0,
@@ -424,11 +426,9 @@ def featureviz(
     transforms: Transforms | None = Transforms(),
     preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
     batch_size: int | None = None,
-    fold_bn: bool = False,
     svd: Decomposition | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | str | None = None,
     progress: bool | None | Callable[[int, int, str], None] = None,
+    **options: Unpack[TargetOptions],
 ) -> FeatureVisualization:
     """Optimise input images that maximise the signals of SVD neurons of one layer.
 
@@ -447,11 +447,6 @@ def featureviz(
         Adam steps.
     size : int or (int, int), optional
         Side of the optimised image (default: ``input_size``).
-    input_size : int or (int, int), optional
-        Spatial size the model takes (default: what the model states — a built-in model's input, an
-        ONNX graph's, the one square side a shape trace finds (:func:`convsvd.target.resolve`) — else
-        ``size``, else 224).
-        Images of another ``size`` are resized to it after the transforms.
     location : {"mean", "centre"}
         The signal averaged over the layer's output locations, or at the centre one.
     copies : int
@@ -470,16 +465,18 @@ def featureviz(
         ``(B, C, H, W)`` images in ``[0, 1]`` → model input (e.g. a normalisation).
     batch_size : int, optional
         Most images per forward pass (whole neuron-direction units; default: all in one).
-    fold_bn : bool
-        Target the BatchNorm output of a ``conv → BatchNorm`` pair, with the folded SVD.
     svd : Decomposition, optional
         A decomposition to reuse (``mode="full"``/``"topk"``, ``fold_bn`` as here).
-    device : str or torch.device, optional
-        Default: where the model's parameters are.
-    dtype : torch.dtype or {"float32", "float64"}, optional
-        Precision of the optimisation (default: the model's).
     progress : bool, None or callable
         Progress bar over the steps (None: automatic) or ``fn(done, total, what)``.
+    **options
+        Checked by :func:`convsvd.target.resolve` (or carried by a Target): ``input_size`` (int or
+        (int, int): the spatial size the model takes; default what the model states — a built-in
+        model's input, an ONNX graph's, the one square side a shape trace finds — else ``size``,
+        else 224; images of another ``size`` are resized to it after the transforms); ``fold_bn``
+        (target the BatchNorm output of a ``conv → BatchNorm`` pair, with the folded SVD);
+        ``device`` (default: where the model's parameters are); ``dtype`` (precision of the
+        optimisation; default the model's).
 
     Returns
     -------
@@ -511,7 +508,7 @@ def featureviz(
         raise check.fail("transforms", transforms, "a Transforms or None")
     if not isinstance(layer, str):
         raise check.fail("layer", layer, "one layer name")
-    target = resolve(model, fold_bn=fold_bn, dtype=dtype, device=device, input_size=input_size)
+    target = resolve(model, **options)
     target.weights[layer]  # one-line error naming the layers when unknown
     hw, in_hw = check.size(size, "size"), target.input_size
     if in_hw is None:  # the model's own input side (zoo, ONNX graph, shape trace), else the image's, else 224

@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -40,7 +40,10 @@ from convsvd.signals.hooks import eval_mode, moved_to
 from convsvd.signals.influence import check_influence_options, influence
 from convsvd.signals.project import AGGREGATIONS, ProjectionPlan, Projector, key_of, plan_projection, run_forward
 from convsvd.signals.table import SignalTable
-from convsvd.target import resolve
+from convsvd.target import TargetOptions, resolve
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["profile"]
 
@@ -269,34 +272,28 @@ def profile(
     model: object,
     data: object,
     *,
-    layers: str | Sequence[str] | None = None,
     aggregate: str = "mean",
     threshold: float | None = None,
     top_k: int | None = None,
     batch_size: int = 64,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | str | None = None,
-    fold_bn: bool = False,
     input_shape: Sequence[int] | None = None,
     out: PathLike | None = None,
     shard_size: int = 1024,
     restart: bool = False,
     svd: Decomposition | None = None,
     progress: bool | None | Callable[[int, int, str], None] = None,
+    **options: Unpack[TargetOptions],
 ) -> SignalTable:
     """Signals of every input of a dataset on every SVD neuron of the chosen layers.
 
     Parameters
     ----------
-    model : nn.Module (or ModelWeights holding one)
+    model : Target, nn.Module, or anything :func:`convsvd.target.resolve` accepts that holds a module
         Run in eval mode (each module's mode is restored afterwards); outputs unchanged.
     data : dataset
         Anything :func:`convsvd.data.as_source` accepts: ``"digits"``, an image
         folder, a ``.npz``/``.pt`` file, tensors/arrays ``(inputs, labels)``,
         a ``DataLoader``, a :class:`~convsvd.data.DataSource`.
-    layers : str or list of str, optional
-        Glob patterns of layer names (comma-separated in a string); default all
-        conv and linear layers. Transposed convs are listed as not profiled.
     aggregate : {"mean", "max", "abs", "l2"}
         Over the locations of a conv's output (see :mod:`convsvd.signals.project`).
     threshold : float, optional
@@ -305,13 +302,6 @@ def profile(
         Influential set: the ``k`` largest ``|signal|`` instead.
     batch_size : int
         Inputs per forward pass (a ``DataLoader`` keeps its own).
-    device : str or torch.device, optional
-        Where the model runs and the projection is computed (default: the model's device).
-        The model is moved there for the run and back afterwards.
-    dtype : torch.dtype or {"float32", "float64"}, optional
-        Precision of the SVD and projection (default the model's); stored floats follow it.
-    fold_bn : bool
-        Profile each ``conv → BatchNorm`` pair as one map: the BatchNorm's output, folded weights and bias.
     input_shape : sequence of int, optional
         ``(C, *spatial)`` the model takes: image folders are resized to it and tensors checked against it.
     out : path, optional
@@ -325,6 +315,15 @@ def profile(
         Reuse a decomposition (``mode="full"``/``"topk"``, ``fold_bn`` as here).
     progress : bool, None or callable
         Progress bar on rank 0 (None: automatic) or ``fn(done, total, what)`` per batch.
+    **options
+        Checked by :func:`convsvd.target.resolve` (or carried by a Target): ``layers`` (glob patterns
+        of layer names, comma-separated in a string; default all conv and linear layers; transposed
+        convs are listed as not profiled); ``device`` (where the model runs and the projection is
+        computed; default the model's device; the model is moved there for the run and back
+        afterwards); ``dtype`` (precision of the SVD and projection, default the model's; stored
+        floats follow it); ``fold_bn`` (profile each ``conv → BatchNorm`` pair as one map: the
+        BatchNorm's output, folded weights and bias); ``input_size`` (the input's side, when the
+        model does not state it).
 
     Returns
     -------
@@ -349,7 +348,7 @@ def profile(
     threshold, top_k = check_influence_options(threshold, top_k)
     check_batch_size(batch_size)
     check.integer(shard_size, "shard_size", minimum=1)
-    target = resolve(model, layers=layers, fold_bn=fold_bn, dtype=dtype, device=device)
+    target = resolve(model, **options)
     if input_shape is None:
         input_shape = target.stated_input_shape()  # the user's input_size, the zoo's or the ONNX graph's
     dist = setup()
