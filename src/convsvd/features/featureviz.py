@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convsvd import _validate as check
-from convsvd._progress import progress as _progress
+from convsvd._progress import Bar, progress as _progress
 from convsvd._results import LayerResult
 from convsvd._typing import Direction, Location
 from convsvd.decompose import Decomposition
@@ -529,11 +529,12 @@ def featureviz(
     run_dtype = proj.Ut.dtype
     renderer = _Renderer(image, first.in_channels, hw, run_dtype, plan.device)
     call = _model_call(plan.model, run_dtype, plan.device)
+    job = _Job(plan, layer, proj, call, renderer, steps, hw, in_hw, location, copies, float(diversity), float(lr),
+               seed, transforms, preprocess)
     images, signals, traces = [], [], []
     with eval_mode(plan.model), _progress(steps * len(chunks), f"features {layer}", progress) as bar:
         for chunk in chunks:
-            img, sig, tr = _optimise(plan, layer, proj, call, renderer, chunk, steps, hw, in_hw, location, copies,
-                                     float(diversity), float(lr), seed, transforms, preprocess, bar)
+            img, sig, tr = _optimise(job, chunk, bar)
             images.append(img)
             signals.append(sig)
             traces.append(tr)
@@ -546,12 +547,34 @@ def featureviz(
     )
 
 
-def _optimise(plan: ProjectionPlan, layer: str, proj: Projector, call: Callable[[torch.Tensor], object],
-              render: _Renderer, rows: list[tuple[int, int, int, int, int]], steps: int, hw: tuple[int, int],
-              in_hw: tuple[int, int], location: str, copies: int, diversity: float, lr: float, seed: int,
-              transforms: Transforms | None, preprocess: Callable[[torch.Tensor], torch.Tensor] | None,
-              bar: object) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Optimise one pass worth of images; returns (images, final signals, trace)."""
+@dataclass(frozen=True, eq=False)
+class _Job:
+    """What every pass of one :func:`featureviz` call shares (checked there)."""
+
+    plan: ProjectionPlan
+    layer: str
+    proj: Projector
+    call: Callable[[torch.Tensor], object]
+    render: _Renderer
+    steps: int
+    hw: tuple[int, int]
+    in_hw: tuple[int, int]
+    location: str
+    copies: int
+    diversity: float
+    lr: float
+    seed: int
+    transforms: Transforms | None
+    preprocess: Callable[[torch.Tensor], torch.Tensor] | None
+
+
+def _optimise(job: _Job, rows: list[tuple[int, int, int, int, int]],
+              bar: Bar) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Optimise one pass worth of images (``rows``: group, neuron, direction, copy, flat neuron);
+    returns (images, final signals, trace)."""
+    plan, layer, proj, call, render, steps = job.plan, job.layer, job.proj, job.call, job.render, job.steps
+    hw, in_hw, location, copies, diversity, lr = job.hw, job.in_hw, job.location, job.copies, job.diversity, job.lr
+    seed, transforms, preprocess = job.seed, job.transforms, job.preprocess
     dev, dt = plan.device, proj.Ut.dtype
     B = len(rows)
     inits, moves = [], []
@@ -608,7 +631,7 @@ def _optimise(plan: ProjectionPlan, layer: str, proj: Projector, call: Callable[
             params.grad = grad
             opt.step()
             trace[t] = obj.detach()
-            bar.advance(1, f"step {t + 1}/{steps}")  # type: ignore[attr-defined]
+            bar.advance(1, f"step {t + 1}/{steps}")
         with torch.no_grad():
             img = render(params)
             final = objective.signal(forward(model_input(img, None), cap))
