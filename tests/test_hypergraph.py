@@ -440,8 +440,8 @@ def test_cli_writes_the_table_figures_and_exports(planted, tmp_path, capsys):
     (["hypergraph", "{missing}"], "no manifest.json"),
     (["hypergraph", "{table}", "--layer", "zz"], "--layer 'zz': not profiled"),
     (["hypergraph", "{table}", "--classes", "Q"], "class 'Q': not among the classes"),
-    (["hypergraph", "{table}", "--min-share", "2"], "min_share: expected a share in (0, 1]"),
-    (["hypergraph", "{table}", "--folds", "1"], "folds: expected an int ≥ 2"),
+    (["hypergraph", "{table}", "--min-share", "2"], "min_share 2.0: expected a number > 0 and ≤ 1"),
+    (["hypergraph", "{table}", "--folds", "1"], "folds 1: expected an integer ≥ 2"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(planted, tmp_path, capsys, argv, message):
     argv = [a.format(missing=tmp_path / "nothing", table=planted.path) for a in argv] + ["--out", str(tmp_path / "o")]
