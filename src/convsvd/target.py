@@ -37,7 +37,7 @@ from torch import nn
 from convsvd import _validate as check
 from convsvd.errors import InputError
 from convsvd.io import ModelWeights, from_module, load
-from convsvd.layers import fold_batchnorm
+from convsvd.layers import describe, fold_batchnorm
 
 if TYPE_CHECKING:
     from convsvd.decompose import Decomposition
@@ -191,8 +191,6 @@ class Target:
 
     def to_frame(self) -> Any:
         """One row per analysed layer (and skipped parameter): :func:`convsvd.layers.describe` of :attr:`selected`."""
-        from convsvd.layers import describe
-
         return describe(self.selected)
 
     def __repr__(self) -> str:
