@@ -76,6 +76,18 @@ class ReportResult:
                 return s
         raise InputError(f"section {sid!r}: not in this report (sections: {', '.join(s.id for s in self.sections)})")
 
+    def save(self, folder: PathLike) -> list[Path]:
+        """The report is its own file set: :func:`report` writes the HTML file and ``data_dir`` and
+        publishes them together; this writes only ``sections.csv`` (:meth:`to_frame`) into ``folder``."""
+        from convsvd._results import folder as existing, write_frame
+
+        return write_frame(existing(folder), "sections", self.to_frame(), ("csv",))
+
+    def _repr_html_(self) -> str:
+        from convsvd._results import html_table
+
+        return html_table(f"report {self.path} ({sum(self.timings.values()):.1f} s)", self.to_frame())
+
     def to_frame(self) -> pd.DataFrame:
         """One row per section: ``id, title, status, figures, tables, notes``."""
         return pd.DataFrame([dict(id=s.id, title=s.title, status=s.status, figures=len(s.figures),

@@ -92,6 +92,18 @@ class SignalTable:
         """The shards as one ``pyarrow.dataset.Dataset`` (lazy)."""
         return pads.dataset([os.fspath(f) for f in self.files], format="parquet")
 
+    def save(self, folder: PathLike) -> list[Path]:
+        """A table is its own folder (:attr:`path`, written and resumed by :func:`~convsvd.signals.profile`):
+        this writes only ``summary.csv`` (:meth:`summary`) into the existing ``folder``."""
+        from convsvd._results import folder as existing, write_frame
+
+        return write_frame(existing(folder), "summary", self.summary(), ("csv",))
+
+    def _repr_html_(self) -> str:
+        from convsvd._results import html_table
+
+        return html_table(f"signals of {self.n_inputs} inputs in {self.path}", self.summary())
+
     def summary(self) -> pd.DataFrame:
         """One row per site, from the manifest (no scan): ``layer, module, kind, groups, neurons, inputs, mean_influential``."""
         cols = ["layer", "module", "kind", "groups", "neurons", "inputs", "mean_influential"]
