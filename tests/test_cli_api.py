@@ -122,3 +122,20 @@ def test_profile(tmp_path, capsys):
     cli = SignalTable.open(tmp_path / "cli")
     pd.testing.assert_frame_equal(cli.summary(), api.summary())
     pd.testing.assert_frame_equal(cli.to_frame(), api.to_frame(), check_exact=True)
+
+
+def test_help_does_not_import_torch():
+    import os
+    import subprocess
+    import sys
+
+    import convsvd
+
+    src = str(Path(convsvd.__file__).resolve().parents[1])
+    code = ("import sys, contextlib, io\nfrom convsvd.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]

@@ -134,3 +134,15 @@ def test_notebook_reprs_hold_the_key_numbers(tmp_path):
     assert f"{float(sf.sigma[0, 0]):.4g}" in sf._repr_html_()
     fv = featureviz(t, "conv2", [0], steps=2)
     assert f"{fv.signal[0]:.4g}" in fv._repr_html_()
+
+
+def test_signal_table_shows_and_saves_its_summary(tmp_path):
+    from convsvd.signals import profile
+
+    table = profile("digits-cnn", "digits:test", layers="fc2", top_k=2, batch_size=256, out=tmp_path / "run")
+    mean = table.summary()["mean_influential"].iloc[0]
+    assert f"{mean:.4g}" in table._repr_html_() and "451 inputs" in table._repr_html_()
+    (tmp_path / "s").mkdir()
+    assert [p.name for p in table.save(tmp_path / "s")] == ["summary.csv"]
+    with pytest.raises(InputError, match="expected an existing folder"):
+        table.save(tmp_path / "missing")

@@ -54,7 +54,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, get_args
+from typing import TYPE_CHECKING, Callable, Iterator, get_args
 
 import numpy as np
 import pandas as pd
@@ -66,7 +66,10 @@ from convsvd.errors import InputError, NotComputedError
 from convsvd.io import LayerSpec, ModelWeights, SkippedParam
 from convsvd.io.spec import tensor_digest
 from convsvd.layers import unfolded
-from convsvd.target import resolve
+from convsvd.target import TargetOptions, resolve
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["LayerSVD", "Decomposition", "decompose", "MODES", "METHODS"]
 
@@ -472,15 +475,12 @@ def default_device() -> torch.device:
 def decompose(
     source: object,
     *,
-    layers: str | Sequence[str] | None = None,
     mode: str = "full",
     k: int | None = None,
-    dtype: torch.dtype | str | None = None,
-    device: str | torch.device | None = None,
     method: str = "auto",
-    fold_bn: bool = False,
     cache_dir: PathLike | None = None,
     progress: bool | None | Callable[[int, int, str], None] = None,
+    **options: Unpack[TargetOptions],
 ) -> Decomposition:
     """SVD of every (or every selected) linear map of a model.
 
@@ -488,23 +488,21 @@ def decompose(
     ----------
     source : Target, nn.Module, ModelWeights, path, built-in name (``"digits-cnn@5"``) or ``"pkg.mod:factory"``
         Anything :func:`convsvd.target.resolve` accepts.
-    layers : str or list of str, optional
-        Glob patterns (comma-separated in a string) of layer names.
     mode : {"full", "values", "topk"}
     k : int, optional
         Number of leading triplets for ``mode="topk"``.
-    dtype : torch.dtype or {"float32", "float64"}, optional
-        Precision of the SVD; default: the weights' own (half precisions → float32).
-    device : str or torch.device, optional
-        Default: CUDA when present, else CPU. Results stay on this device.
     method : {"auto", "svd", "gram", "gram32", "lanczos", "randomized"}
         See the module docstring for what each route does and when it is accurate.
-    fold_bn : bool
-        Fold a BatchNorm that directly follows a layer into it (the model is unchanged).
     cache_dir : path, optional
         Reuse results keyed by a digest of the matrix bytes (XXH3-128) and the options.
     progress : bool, None or callable
         Progress bar (None: automatic for many layers) or ``fn(done, total, what)``.
+    **options
+        Checked by :func:`convsvd.target.resolve` (or carried by a Target): ``layers`` (glob
+        patterns of layer names, comma-separated in a string); ``dtype`` ({"float32", "float64"}:
+        precision of the SVD; default the weights' own, half precisions → float32); ``device``
+        (default: CUDA when present, else CPU; results stay there); ``fold_bn`` (fold a BatchNorm
+        that directly follows a layer into it; the model is unchanged).
 
     Returns
     -------
@@ -518,6 +516,8 @@ def decompose(
     """
     check.choice(mode, "mode", MODES)
     check.choice(method, "method", METHODS)
+    target = resolve(source, **options)
+    dtype = target.dtype
     if method == "gram32" and mode != "values":
         raise InputError(f"method 'gram32': computes singular values only; expected mode='values', got {mode!r}")
     if method == "gram32" and dtype in ("float64", torch.float64):
@@ -525,8 +525,7 @@ def decompose(
     solver32 = method == "gram32" and dtype in ("float32", torch.float32)
     if mode == "topk":
         k = check.integer(k, "k", minimum=1)
-    target = resolve(source, layers=layers, dtype=dtype, device=device, fold_bn=fold_bn)
-    dtype, fold_bn = target.dtype, target.fold_bn
+    fold_bn = target.fold_bn
     layers = None if target.layers is None else list(target.layers)  # as written into the run metadata
     dev = target.device if target.device is not None else default_device()
     mw = target.selected
@@ -595,7 +594,7 @@ def decompose(
             fro2=fro2.to(dev),
             mode=mode, method=methods[n], folded=spec.folded,
         )
-    options: dict[str, object] = dict(
+    recorded: dict[str, object] = dict(
                    mode=mode, k=k, dtype=str(dtype) if dtype else "weights", device=str(dev), method=method,
                    fold_bn=fold_bn, layers=layers)
-    return Decomposition(out, mw.skipped, mw.source, options, mw)
+    return Decomposition(out, mw.skipped, mw.source, recorded, mw)

@@ -29,7 +29,7 @@ import html
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, TypedDict
 
 import torch
 from torch import nn
@@ -37,12 +37,24 @@ from torch import nn
 from convsvd import _validate as check
 from convsvd.errors import InputError
 from convsvd.io import ModelWeights, from_module, load
-from convsvd.layers import fold_batchnorm
+from convsvd.layers import describe, fold_batchnorm
 
 if TYPE_CHECKING:
     from convsvd.decompose import Decomposition
 
-__all__ = ["SHAPE_SOURCES", "TRACE_SIDES", "Target", "resolve", "zoo_name"]
+__all__ = ["SHAPE_SOURCES", "TRACE_SIDES", "Target", "TargetOptions", "resolve", "zoo_name"]
+
+
+class TargetOptions(TypedDict, total=False):
+    """The options every verb takes through ``**options`` and hands to :func:`resolve`, which checks them."""
+
+    weights: object
+    trust_pickle: bool
+    layers: str | Sequence[str] | None
+    fold_bn: bool | None
+    dtype: torch.dtype | str | None
+    device: str | torch.device | None
+    input_size: int | tuple[int, int] | None
 
 #: Where an input shape can come from, in the order they are tried.
 SHAPE_SOURCES: tuple[str, ...] = ("input_size", "zoo", "onnx", "trace", "data", "unknown")
@@ -179,8 +191,6 @@ class Target:
 
     def to_frame(self) -> Any:
         """One row per analysed layer (and skipped parameter): :func:`convsvd.layers.describe` of :attr:`selected`."""
-        from convsvd.layers import describe
-
         return describe(self.selected)
 
     def __repr__(self) -> str:

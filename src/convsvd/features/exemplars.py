@@ -20,6 +20,7 @@ import torch
 
 from convsvd import _validate as check
 from convsvd._results import LayerResult
+from convsvd.data import as_source
 from convsvd.errors import InputError
 
 __all__ = ["Exemplars", "attach_maps", "exemplars", "fetch_inputs"]
@@ -276,8 +277,6 @@ def exemplars(
     classes = None if is_frame else getattr(table, "classes", None)
     images = None
     if data is not None:
-        from convsvd.data import as_source
-
         source = as_source(data)
         images = fetch_inputs(source, cat["ids"].astype(np.int64))
         classes = classes or source.classes
@@ -345,8 +344,6 @@ def fetch_inputs(data: object, ids: Sequence[int] | np.ndarray, batch_size: int 
     >>> tuple(x.shape)
     (2, 1, 8, 8)
     """
-    from convsvd.data import as_source
-
     source = as_source(data)
     want = np.asarray(ids, dtype=np.int64).reshape(-1)
     found: dict[int, torch.Tensor] = {}

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, get_args
+from typing import TYPE_CHECKING, Callable, Sequence, get_args
 
 import numpy as np
 import pandas as pd
@@ -63,14 +63,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from convsvd import _validate as check
-from convsvd._progress import progress as _progress
+from convsvd._progress import Bar, progress as _progress
 from convsvd._results import LayerResult
 from convsvd._typing import Direction, Location
 from convsvd.decompose import Decomposition
 from convsvd.errors import ConvSVDError, InputError
 from convsvd.signals.hooks import capture, eval_mode
 from convsvd.signals.project import Projector, ProjectionPlan, plan_projection
-from convsvd.target import resolve
+from convsvd.target import TargetOptions, resolve
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DIRECTIONS",
@@ -414,7 +417,6 @@ def featureviz(
     directions: str = "both",
     steps: int = 256,
     size: int | tuple[int, int] | None = None,
-    input_size: int | tuple[int, int] | None = None,
     location: str = "mean",
     copies: int = 1,
     diversity: float = 0.0,
@@ -424,11 +426,9 @@ def featureviz(
     transforms: Transforms | None = Transforms(),
     preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
     batch_size: int | None = None,
-    fold_bn: bool = False,
     svd: Decomposition | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | str | None = None,
     progress: bool | None | Callable[[int, int, str], None] = None,
+    **options: Unpack[TargetOptions],
 ) -> FeatureVisualization:
     """Optimise input images that maximise the signals of SVD neurons of one layer.
 
@@ -447,11 +447,6 @@ def featureviz(
         Adam steps.
     size : int or (int, int), optional
         Side of the optimised image (default: ``input_size``).
-    input_size : int or (int, int), optional
-        Spatial size the model takes (default: what the model states — a built-in model's input, an
-        ONNX graph's, the one square side a shape trace finds (:func:`convsvd.target.resolve`) — else
-        ``size``, else 224).
-        Images of another ``size`` are resized to it after the transforms.
     location : {"mean", "centre"}
         The signal averaged over the layer's output locations, or at the centre one.
     copies : int
@@ -470,16 +465,18 @@ def featureviz(
         ``(B, C, H, W)`` images in ``[0, 1]`` → model input (e.g. a normalisation).
     batch_size : int, optional
         Most images per forward pass (whole neuron-direction units; default: all in one).
-    fold_bn : bool
-        Target the BatchNorm output of a ``conv → BatchNorm`` pair, with the folded SVD.
     svd : Decomposition, optional
         A decomposition to reuse (``mode="full"``/``"topk"``, ``fold_bn`` as here).
-    device : str or torch.device, optional
-        Default: where the model's parameters are.
-    dtype : torch.dtype or {"float32", "float64"}, optional
-        Precision of the optimisation (default: the model's).
     progress : bool, None or callable
         Progress bar over the steps (None: automatic) or ``fn(done, total, what)``.
+    **options
+        Checked by :func:`convsvd.target.resolve` (or carried by a Target): ``input_size`` (int or
+        (int, int): the spatial size the model takes; default what the model states — a built-in
+        model's input, an ONNX graph's, the one square side a shape trace finds — else ``size``,
+        else 224; images of another ``size`` are resized to it after the transforms); ``fold_bn``
+        (target the BatchNorm output of a ``conv → BatchNorm`` pair, with the folded SVD);
+        ``device`` (default: where the model's parameters are); ``dtype`` (precision of the
+        optimisation; default the model's).
 
     Returns
     -------
@@ -511,7 +508,7 @@ def featureviz(
         raise check.fail("transforms", transforms, "a Transforms or None")
     if not isinstance(layer, str):
         raise check.fail("layer", layer, "one layer name")
-    target = resolve(model, fold_bn=fold_bn, dtype=dtype, device=device, input_size=input_size)
+    target = resolve(model, **options)
     target.weights[layer]  # one-line error naming the layers when unknown
     if target.weights.format == "onnx":
         raise InputError(f"model {target.source!r}: feature visualisation needs gradients through the model, and "
@@ -537,11 +534,12 @@ def featureviz(
     run_dtype = proj.Ut.dtype
     renderer = _Renderer(image, first.in_channels, hw, run_dtype, plan.device)
     call = _model_call(plan.model, run_dtype, plan.device)
+    job = _Job(plan, layer, proj, call, renderer, steps, hw, in_hw, location, copies, float(diversity), float(lr),
+               seed, transforms, preprocess)
     images, signals, traces = [], [], []
     with eval_mode(plan.model), _progress(steps * len(chunks), f"features {layer}", progress) as bar:
         for chunk in chunks:
-            img, sig, tr = _optimise(plan, layer, proj, call, renderer, chunk, steps, hw, in_hw, location, copies,
-                                     float(diversity), float(lr), seed, transforms, preprocess, bar)
+            img, sig, tr = _optimise(job, chunk, bar)
             images.append(img)
             signals.append(sig)
             traces.append(tr)
@@ -554,12 +552,34 @@ def featureviz(
     )
 
 
-def _optimise(plan: ProjectionPlan, layer: str, proj: Projector, call: Callable[[torch.Tensor], object],
-              render: _Renderer, rows: list[tuple[int, int, int, int, int]], steps: int, hw: tuple[int, int],
-              in_hw: tuple[int, int], location: str, copies: int, diversity: float, lr: float, seed: int,
-              transforms: Transforms | None, preprocess: Callable[[torch.Tensor], torch.Tensor] | None,
-              bar: object) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Optimise one pass worth of images; returns (images, final signals, trace)."""
+@dataclass(frozen=True, eq=False)
+class _Job:
+    """What every pass of one :func:`featureviz` call shares (checked there)."""
+
+    plan: ProjectionPlan
+    layer: str
+    proj: Projector
+    call: Callable[[torch.Tensor], object]
+    render: _Renderer
+    steps: int
+    hw: tuple[int, int]
+    in_hw: tuple[int, int]
+    location: str
+    copies: int
+    diversity: float
+    lr: float
+    seed: int
+    transforms: Transforms | None
+    preprocess: Callable[[torch.Tensor], torch.Tensor] | None
+
+
+def _optimise(job: _Job, rows: list[tuple[int, int, int, int, int]],
+              bar: Bar) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Optimise one pass worth of images (``rows``: group, neuron, direction, copy, flat neuron);
+    returns (images, final signals, trace)."""
+    plan, layer, proj, call, render, steps = job.plan, job.layer, job.proj, job.call, job.render, job.steps
+    hw, in_hw, location, copies, diversity, lr = job.hw, job.in_hw, job.location, job.copies, job.diversity, job.lr
+    seed, transforms, preprocess = job.seed, job.transforms, job.preprocess
     dev, dt = plan.device, proj.Ut.dtype
     B = len(rows)
     inits, moves = [], []
@@ -616,7 +636,7 @@ def _optimise(plan: ProjectionPlan, layer: str, proj: Projector, call: Callable[
             params.grad = grad
             opt.step()
             trace[t] = obj.detach()
-            bar.advance(1, f"step {t + 1}/{steps}")  # type: ignore[attr-defined]
+            bar.advance(1, f"step {t + 1}/{steps}")
         with torch.no_grad():
             img = render(params)
             final = objective.signal(forward(model_input(img, None), cap))

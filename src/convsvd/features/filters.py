@@ -14,6 +14,7 @@ The rank-``r`` rebuild ``Σ_{i<r} σ_i u_i v_iᵀ`` (per group) keeps the share
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,10 @@ from convsvd import _validate as check
 from convsvd._results import LayerResult
 from convsvd.decompose import Decomposition, decompose
 from convsvd.errors import InputError
-from convsvd.target import resolve
+from convsvd.target import TargetOptions, resolve
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["SingularFilters", "singular_filters", "DEFAULT_ENERGY"]
 
@@ -111,9 +115,8 @@ def singular_filters(
     layer: str,
     *,
     rank: int | None = None,
-    fold_bn: bool = False,
     svd: Decomposition | None = None,
-    dtype: torch.dtype | str | None = None,
+    **options: Unpack[TargetOptions],
 ) -> SingularFilters:
     """Singular filters of a 2-d conv layer and its rebuild from the top ``rank`` triplets.
 
@@ -125,12 +128,11 @@ def singular_filters(
     rank : int, optional
         Triplets per group in the rebuild; default: the smallest keeping
         :data:`DEFAULT_ENERGY` of ``‖W̄‖²_F``.
-    fold_bn : bool
-        Fold a following BatchNorm into the layer first.
     svd : Decomposition, optional
         Reuse a full decomposition that has ``layer`` (``fold_bn`` as here).
-    dtype : torch.dtype or {"float32", "float64"}, optional
-        Of the SVD (default the weights').
+    **options
+        Checked by :func:`convsvd.target.resolve` (or carried by a Target): ``fold_bn`` (fold a
+        following BatchNorm into the layer first), ``dtype`` (of the SVD; default the weights').
 
     Returns
     -------
@@ -141,7 +143,7 @@ def singular_filters(
     >>> tuple(sf.filters.shape), sf.reads_input, 0 < sf.energy < 1
     ((1, 9, 1, 3, 3), True, True)
     """
-    target = resolve(source, fold_bn=fold_bn, dtype=dtype)
+    target = resolve(source, **options)
     mw = target.folded
     spec = mw[layer]
     if spec.kind != "conv2d":

@@ -16,8 +16,15 @@ import numpy as np
 import pandas as pd
 
 from convsvd import _validate as check
+from convsvd.data import as_source
+from convsvd.decompose import decompose
 from convsvd.errors import InputError, NotComputedError
+from convsvd.features import attach_maps, exemplars, featureviz, singular_filters
+from convsvd.hypergraph import class_separation
+from convsvd.layers import as_weights, describe
 from convsvd.report.content import Note
+from convsvd.signals import plan_projection, profile
+from convsvd.spectral import spectrum
 
 if TYPE_CHECKING:  # pragma: no cover
     from convsvd.data import DataSource
@@ -206,8 +213,6 @@ class Analysis:
 
     def load(self, progress: Progress) -> None:
         """Read the model and check the data (cheap: before any heavy work)."""
-        from convsvd.layers import as_weights, describe
-
         self.weights = as_weights(self.model).select(self.options.layers)
         self.layer_table = describe(self.weights)
         self.input_shape = self.options.input_shape
@@ -219,8 +224,6 @@ class Analysis:
                                  f"random initialisation)")
             self.init_weights = init.select(self.weights.names)
         if self.data is not None:
-            from convsvd.data import as_source
-
             self.source = as_source(self.data)
             if not self.runnable:
                 raise InputError(f"model {self.mw.source!r}: the data sections run the model, so it needs an "
@@ -229,8 +232,6 @@ class Analysis:
 
     def decompose(self, progress: Progress) -> None:
         """Full SVD of every layer, and the top SVD neurons of the layers shown."""
-        from convsvd.decompose import decompose
-
         o = self.options
         self.svd = decompose(self.mw, mode="full", device=o.device, fold_bn=o.fold_bn, progress=progress)
         shown = _evenly_spaced(list(self.dec.layers), o.feature_layers)
@@ -244,8 +245,6 @@ class Analysis:
         """Signals of the dataset on every SVD neuron (a SignalTable in the data folder)."""
         if self.source is None:
             return
-        from convsvd.signals import plan_projection, profile
-
         o = self.options
         expected = plan_projection(self.mw, svd=self.dec, fold_bn=o.fold_bn).expected_input(self.input_shape)
         self.source = self.source.conform(expected)
@@ -265,10 +264,6 @@ class Analysis:
         """The dataset inputs with the largest and smallest signal of each top SVD neuron."""
         if self.table is None:
             return
-        from convsvd.features import exemplars
-
-        from convsvd.features import attach_maps
-
         for name, neurons in self.top.items():
             if name in self.table.layers:
                 ex = exemplars(self.table, name, k=self.options.k, neurons=neurons, data=self.source)
@@ -292,8 +287,6 @@ class Analysis:
             self.neuron_notes.append(Note("Feature visualisation needs a model that reads images (a first conv2d "
                                           "layer).", "missing"))
             return
-        from convsvd.features import featureviz
-
         o = self.options
         guessed = not (self.input_shape and len(self.input_shape) == 3)
         side = (GUESSED_SIDE, GUESSED_SIDE) if guessed else tuple(self.input_shape[1:])  # type: ignore[index]
@@ -317,8 +310,6 @@ class Analysis:
             self.filters_reason = (f"The first layer, {first.name if first else '–'}, is "
                                    f"{first.kind if first else 'missing'}, not a conv2d layer that reads images.")
             return
-        from convsvd.features import singular_filters
-
         self.filters = singular_filters(self.mw, first.name, svd=self.dec, fold_bn=self.options.fold_bn)
 
     def spectra(self, progress: Progress) -> None:
@@ -327,8 +318,6 @@ class Analysis:
         The trained layers are also compared with their own weights shuffled (the randomised baseline),
         except with ``quick``.
         """
-        from convsvd.spectral import spectrum
-
         o = self.options
         common = dict(mp=True, fold_bn=o.fold_bn, device=o.device, progress=progress)
         self.spectrum = spectrum(self.mw, random_baseline=not o.quick, **common)  # type: ignore[arg-type]
@@ -357,8 +346,6 @@ class Analysis:
         if not (labels >= 0).any():
             self.separation_reason = "Class separation needs class labels; the data have none."
             return
-        from convsvd.hypergraph import class_separation
-
         self.separation = class_separation(self.table)
 
 

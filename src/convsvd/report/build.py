@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import pandas as pd
 
@@ -28,7 +28,10 @@ from convsvd.report import sections as S
 from convsvd.report.analysis import STEPS, Analysis, Options
 from convsvd.report.content import Note, Section
 from convsvd.report.html import Page, render
-from convsvd.target import resolve
+from convsvd.target import TargetOptions, resolve
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ReportResult", "demo", "report"]
 
@@ -73,6 +76,18 @@ class ReportResult:
                 return s
         raise InputError(f"section {sid!r}: not in this report (sections: {', '.join(s.id for s in self.sections)})")
 
+    def save(self, folder: PathLike) -> list[Path]:
+        """The report is its own file set: :func:`report` writes the HTML file and ``data_dir`` and
+        publishes them together; this writes only ``sections.csv`` (:meth:`to_frame`) into ``folder``."""
+        from convsvd._results import folder as existing, write_frame
+
+        return write_frame(existing(folder), "sections", self.to_frame(), ("csv",))
+
+    def _repr_html_(self) -> str:
+        from convsvd._results import html_table
+
+        return html_table(f"report {self.path} ({sum(self.timings.values()):.1f} s)", self.to_frame())
+
     def to_frame(self) -> pd.DataFrame:
         """One row per section: ``id, title, status, figures, tables, notes``."""
         return pd.DataFrame([dict(id=s.id, title=s.title, status=s.status, figures=len(s.figures),
@@ -116,18 +131,16 @@ def report(
     *,
     out: PathLike,
     quick: bool = False,
-    layers: str | Sequence[str] | None = None,
     neurons: int | None = None,
     steps: int | None = None,
     k: int | None = None,
     input_shape: Sequence[int] | None = None,
     batch_size: int = 128,
-    device: str | None = None,
-    fold_bn: bool = False,
     init: object | None = None,
     seed: int = 0,
     title: str | None = None,
     progress: "bool | None | Callable[[int, int, str], None]" = None,
+    **options: Unpack[TargetOptions],
 ) -> ReportResult:
     """Analyse a model (and a dataset) with every part of convsvd and write one self-contained HTML report.
 
@@ -151,8 +164,6 @@ def report(
         Skip the slowest parts: fewer SVD neurons, feature-visualisation steps and exemplars
         (:data:`~convsvd.report.QUICK` instead of :data:`~convsvd.report.DEFAULTS`), and no
         shuffled-weights baseline of the spectra.
-    layers : str or list of str, optional
-        Glob patterns of the layers to analyse (default: all).
     neurons, steps, k : int, optional
         Top SVD neurons shown per layer, feature-visualisation steps, exemplars per side.
     input_shape : sequence of int, optional
@@ -160,10 +171,6 @@ def report(
         model's, an ONNX graph's — else the data's first input's; else images are optimised at 224×224).
     batch_size : int
         Inputs per forward pass when profiling.
-    device : str, optional
-        ``"cpu"`` or ``"cuda"`` for the SVD, profiling and feature visualisation.
-    fold_bn : bool
-        Fold each BatchNorm that directly follows a layer into it, everywhere (the model is not changed).
     init : nn.Module, ModelWeights or path, optional
         The same model at its random initialisation (e.g. an epoch-0 checkpoint; weights-only files do):
         its spectra are shown beside the trained ones. Default: a built-in model's own initialisation;
@@ -174,6 +181,11 @@ def report(
         Page title (default: the model's source).
     progress : bool, None or callable
         One progress bar over the steps (None: when stderr is a terminal) or ``fn(done, total, what)``.
+    **options
+        Checked by :func:`convsvd.target.resolve` (or carried by a Target): ``layers`` (glob patterns
+        of the layers to analyse; default all), ``device`` (``"cpu"`` or ``"cuda"`` for the SVD,
+        profiling and feature visualisation), ``fold_bn`` (fold each BatchNorm that directly follows
+        a layer into it, everywhere; the model is not changed), ``input_size``.
 
     Returns
     -------
@@ -190,7 +202,7 @@ def report(
     >>> r.to_frame()[["id", "status"]]                                                   # doctest: +SKIP
     """
     paths = files.plan_paths(out)
-    target = resolve(model, layers=layers, device=device, fold_bn=fold_bn)
+    target = resolve(model, **options)
     if input_shape is None:
         input_shape = target.stated_input_shape()  # the user's input_size, a built-in model's, an ONNX graph's
     if init is None and target.zoo is not None:  # a built-in model's own initialisation
@@ -199,15 +211,15 @@ def report(
 
         init = from_module(zoo.load(target.zoo, pretrained=False), source=f"{target.zoo} (initialisation)")
     model = target.weights
-    options = Options.resolve(quick=quick, neurons=neurons, steps=steps, k=k, layers=target.layers,
-                              input_shape=input_shape, batch_size=batch_size,
-                              device=None if target.device is None else str(target.device), fold_bn=target.fold_bn,
-                              seed=seed, data=_describe(data), init=_describe(init))
+    settings = Options.resolve(quick=quick, neurons=neurons, steps=steps, k=k, layers=target.layers,
+                               input_shape=input_shape, batch_size=batch_size,
+                               device=None if target.device is None else str(target.device), fold_bn=target.fold_bn,
+                               seed=seed, data=_describe(data), init=_describe(init))
     staging = files.staging_folder(paths)
     try:
         with _progress(len(STEP_NAMES), "report", progress, threshold=1) as bar:
             clock = _Clock(bar, progress)
-            analysis = Analysis(model, data, options, staging / "signals", init=init)
+            analysis = Analysis(model, data, settings, staging / "signals", init=init)
             for name, run in STEPS:
                 with clock.step(name):
                     run(analysis, clock.inner())

@@ -36,7 +36,10 @@ from convsvd.io.onnx_io import OnnxModule
 from convsvd.layers import as_weights
 from convsvd.signals.diagnose import model_failure
 from convsvd.signals.hooks import capture, eval_mode, moved_to
-from convsvd.target import resolve
+from convsvd.target import TargetOptions, resolve
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 if TYPE_CHECKING:
     from convsvd.signals.onnx_runner import OnnxRunner
@@ -238,13 +241,10 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 def plan_projection(
     model: object,
     *,
-    layers: str | Sequence[str] | None = None,
-    fold_bn: bool = False,
     svd: Decomposition | None = None,
-    dtype: torch.dtype | str | None = None,
-    device: str | torch.device | None = None,
     basis: str = "svd",
     seed: int = 0,
+    **options: Unpack[TargetOptions],
 ) -> ProjectionPlan:
     """Choose the layers, decompose them, and prepare their projectors.
 
@@ -252,23 +252,21 @@ def plan_projection(
     ----------
     model : Target, nn.Module, or anything :func:`convsvd.target.resolve` accepts that holds a module
         (an ONNX file runs in ONNX Runtime)
-    layers : str or list of str, optional
-        Glob patterns of layer names (comma-separated in a string); default all.
-    fold_bn : bool
-        Profile ``conv → BatchNorm`` pairs as one linear map (the BatchNorm's output, folded weights and bias).
     svd : Decomposition, optional
         A decomposition to reuse (``mode="full"`` or ``"topk"``; ``fold_bn`` must match).
-    dtype : torch.dtype or {"float32", "float64"}, optional
-        Precision of the SVD and the projection; default the model's.
-    device : str or torch.device, optional
-        Default: where the model's parameters are.
     basis : {"svd", "channel", "random"}, default "svd"
         What the "neurons" are (:data:`BASES`, :meth:`Projector.in_basis`).
     seed : int
         Seed of the ``random`` basis (layer ``i`` in model order uses ``seed + i``).
+    **options
+        Checked by :func:`convsvd.target.resolve` (or carried by a Target): ``layers`` (glob
+        patterns of layer names, comma-separated in a string; default all); ``fold_bn`` (profile
+        ``conv → BatchNorm`` pairs as one linear map: the BatchNorm's output, folded weights and
+        bias); ``dtype`` (precision of the SVD and the projection; default the model's);
+        ``device`` (default: where the model's parameters are).
     """
     check.choice(basis, "basis", BASES)
-    resolved = resolve(model, layers=layers, fold_bn=fold_bn, dtype=dtype, device=device)
+    resolved = resolve(model, **options)
     net, _ = _model_of(resolved)
     mdtype, mdevice = _model_dtype_device(net)
     dev = resolved.device if resolved.device is not None else mdevice
@@ -277,7 +275,7 @@ def plan_projection(
     profiled = [s for s in chosen.layers if not s.transposed]
     skipped = tuple((s.name, TRANSPOSED_REASON) for s in chosen.layers if s.transposed)
     if not profiled:
-        raise InputError(f"layers {layers!r}: select only transposed convolutions, which cannot be profiled "
+        raise InputError(f"layers {resolved.layers!r}: select only transposed convolutions, which cannot be profiled "
                          f"({TRANSPOSED_REASON.split(': ')[1]})")
     todo = replace(chosen, layers=tuple(profiled))
     if svd is None:

@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +49,10 @@ from convsvd.signals.hooks import eval_mode, moved_to
 from convsvd.signals.influence import check_influence_options, influence
 from convsvd.signals.project import AGGREGATIONS, ProjectionPlan, Projector, key_of, plan_projection, run_forward
 from convsvd.signals.table import SignalTable
-from convsvd.target import resolve
+from convsvd.target import TargetOptions, resolve
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["profile"]
 
@@ -322,14 +325,10 @@ def profile(
     model: object,
     data: object,
     *,
-    layers: str | Sequence[str] | None = None,
     aggregate: str = "mean",
     threshold: float | None = None,
     top_k: int | None = None,
     batch_size: int = 64,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | str | None = None,
-    fold_bn: bool = False,
     input_shape: Sequence[int] | None = None,
     out: PathLike | None = None,
     shard_size: int = 1024,
@@ -339,20 +338,18 @@ def profile(
     store_dtype: str | None = None,
     nonfinite: str = "skip",
     basis: str = "svd",
+    **options: Unpack[TargetOptions],
 ) -> SignalTable:
     """Signals of every input of a dataset on every SVD neuron of the chosen layers.
 
     Parameters
     ----------
-    model : nn.Module (or ModelWeights holding one)
+    model : Target, nn.Module, or anything :func:`convsvd.target.resolve` accepts that holds a module
         Run in eval mode (each module's mode is restored afterwards); outputs unchanged.
     data : dataset
         Anything :func:`convsvd.data.as_source` accepts: ``"digits"``, an image
         folder, a ``.npz``/``.pt`` file, tensors/arrays ``(inputs, labels)``,
         a ``DataLoader``, a :class:`~convsvd.data.DataSource`.
-    layers : str or list of str, optional
-        Glob patterns of layer names (comma-separated in a string); default all
-        conv and linear layers. Transposed convs are listed as not profiled.
     aggregate : {"mean", "max", "abs", "l2"}
         Over the locations of a conv's output (see :mod:`convsvd.signals.project`).
     threshold : float or "reference", optional
@@ -362,13 +359,6 @@ def profile(
         Influential set: the ``k`` largest ``|signal|`` instead.
     batch_size : int
         Inputs per forward pass (a ``DataLoader`` keeps its own).
-    device : str or torch.device, optional
-        Where the model runs and the projection is computed (default: the model's device).
-        The model is moved there for the run and back afterwards.
-    dtype : torch.dtype or {"float32", "float64"}, optional
-        Precision of the SVD and projection (default the model's); stored floats follow it.
-    fold_bn : bool
-        Profile each ``conv → BatchNorm`` pair as one map: the BatchNorm's output, folded weights and bias.
     input_shape : sequence of int, optional
         ``(C, *spatial)`` the model takes: image folders are resized to it and tensors checked against it.
     out : path, optional
@@ -392,6 +382,15 @@ def profile(
     basis : {"svd", "channel", "random"}, default "svd"
         Project on the SVD neurons, the raw output channels (σ = NaN) or a seeded random
         orthonormal basis (:data:`~convsvd.signals.project.BASES`); recorded in the manifest.
+    **options
+        Checked by :func:`convsvd.target.resolve` (or carried by a Target): ``layers`` (glob patterns
+        of layer names, comma-separated in a string; default all conv and linear layers; transposed
+        convs are listed as not profiled); ``device`` (where the model runs and the projection is
+        computed; default the model's device; the model is moved there for the run and back
+        afterwards); ``dtype`` (precision of the SVD and projection, default the model's; stored
+        floats follow it); ``fold_bn`` (profile each ``conv → BatchNorm`` pair as one map: the
+        BatchNorm's output, folded weights and bias); ``input_size`` (the input's side, when the
+        model does not state it).
 
     Returns
     -------
@@ -420,7 +419,7 @@ def profile(
     check.integer(shard_size, "shard_size", minimum=1)
     check.choice(store_dtype, "store_dtype", (None, *store.STORE_DTYPES))
     check.choice(nonfinite, "nonfinite", NONFINITE)
-    target = resolve(model, layers=layers, fold_bn=fold_bn, dtype=dtype, device=device)
+    target = resolve(model, **options)
     if input_shape is None:
         input_shape = target.stated_input_shape()  # the user's input_size, the zoo's or the ONNX graph's
     dist = setup()

@@ -193,6 +193,18 @@ class SignalTable:
     def files(self) -> list[Path]:
         return [self.path / s["file"] for s in self.manifest["shards"]]  # type: ignore[index, union-attr]
 
+    def save(self, folder: PathLike) -> list[Path]:
+        """A table is its own folder (:attr:`path`, written and resumed by :func:`~convsvd.signals.profile`):
+        this writes only ``summary.csv`` (:meth:`summary`) into the existing ``folder``."""
+        from convsvd._results import folder as existing, write_frame
+
+        return write_frame(existing(folder), "summary", self.summary(), ("csv",))
+
+    def _repr_html_(self) -> str:
+        from convsvd._results import html_table
+
+        return html_table(f"signals of {self.n_inputs} inputs in {self.path}", self.summary())
+
     def summary(self) -> pd.DataFrame:
         """One row per site, from the manifest (no scan): ``layer, module, kind, groups, neurons, inputs, mean_influential``."""
         cols = ["layer", "module", "kind", "groups", "neurons", "inputs", "mean_influential"]

@@ -56,7 +56,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -90,7 +90,10 @@ from convsvd.spectral.mp import fit_marchenko_pastur
 from convsvd.spectral.powerlaw import DISTRIBUTIONS, PowerLawFit, fit_power_law_batch
 from convsvd.spectral.shuffle import layer_seed, shuffle_entries
 from convsvd.spectral.views import operator_singular_values, slice_singular_values
-from convsvd.target import Target, resolve
+from convsvd.target import Target, TargetOptions, resolve
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_OPERATOR_N", "VIEWS", "SpectrumResult", "compare", "spectrum"]
 
@@ -365,7 +368,6 @@ def spectrum(
     model: object,
     *,
     view: View = "unfold",
-    layers: str | Sequence[str] | None = None,
     mp: bool = False,
     random_baseline: bool = False,
     n: int | None = None,
@@ -375,12 +377,10 @@ def spectrum(
     distribution: Literal["power_law", "truncated_power_law"] = "power_law",
     min_evals: int = DEFAULT_MIN_EVALS,
     distance: Literal["ks", "js", "ww"] = "ks",
-    dtype: torch.dtype | str | None = None,
-    fold_bn: bool = False,
-    device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool | None | Callable[[int, int, str], None] = None,
     convention: str = "convsvd",
+    **options: Unpack[TargetOptions],
 ) -> SpectrumResult:
     """Spectral (random-matrix) analysis of every conv and linear layer of a model.
 
@@ -390,8 +390,6 @@ def spectrum(
         Anything :func:`convsvd.target.resolve` accepts (``"digits-cnn"``, ``"digits-cnn@5"``, ...).
     view : {"unfold", "slices", "operator"}, default "unfold"
         Which matrices of a conv layer make its ESD (module docstring).
-    layers : str or list of str, optional
-        Glob patterns of layer names (comma-separated in a string).
     mp : bool, default False
         Fit the Marchenko–Pastur law to each bulk (``num_spikes``, ``mp_softrank``,
         and the MP-based phenomenology labels).
@@ -423,16 +421,6 @@ def spectrum(
         layers with a few dozen eigenvalues. For an i.i.d. Gaussian layer it is of
         order ``1/M`` (below 0.05 for ``M ≥ 100`` in the tests); for a layer with
         learned low-rank structure it is close to 1.
-    dtype : {"float32", "float64"} or torch.dtype, optional
-        Precision of the spectra. Default: float32 for float32 (or half) weights —
-        float32 Gram matrices with float64 eigenvalues in the unfold view, error bound
-        in :mod:`convsvd.decompose` (leading eigenvalues to about 6 digits) — and float64
-        when any weight is float64. ``"float64"`` gives the float64 Gram route.
-    fold_bn : bool, default False
-        Fold a BatchNorm that directly follows a layer into it first.
-    device : str or torch.device, optional
-        Where the eigenvalues are computed (default: CUDA when available for the unfold
-        view, else the CPU). Fits run on the CPU.
     seed : int, default 0
         Seed of the shuffles; each layer's shuffle depends only on ``seed`` and its name.
     progress : bool, None or callable
@@ -442,6 +430,17 @@ def spectrum(
         ``σ²/N`` with log10; DeepDataProfiler's ``σ²/d`` with the natural log; WeightWatcher's
         ``σ²`` (``σ²/2`` for conv slices) with log10 — and, as WeightWatcher does, only
         ``λ > 1e-5`` enter the power-law fit. The ``convention`` column says which was used.
+    **options
+        ``layers`` (glob patterns of layer names, comma-separated in a string), ``fold_bn`` (fold a
+        BatchNorm that directly follows a layer into it first), ``dtype``, ``device``: checked by
+        :func:`convsvd.target.resolve` (or carried by a Target).
+
+        ``dtype`` ({"float32", "float64"}) is the precision of the spectra. Default: float32 for float32 (or
+        half) weights — float32 Gram matrices with float64 eigenvalues in the unfold view, error bound
+        in :mod:`convsvd.decompose` (leading eigenvalues to about 6 digits) — and float64 when any
+        weight is float64. ``"float64"`` gives the float64 Gram route. ``device`` is where the
+        eigenvalues are computed (default: CUDA when available for the unfold view, else the CPU);
+        fits run on the CPU.
 
     Returns
     -------
@@ -464,7 +463,7 @@ def spectrum(
     """
     _check_options(view, n, min_evals, distance, distribution, budget)
     check.choice(convention, "convention", CONVENTIONS)
-    target = resolve(model, layers=layers, dtype=dtype, device=device, fold_bn=fold_bn)
+    target = resolve(model, **options)
     device, fold_bn = target.device, target.fold_bn
     if input_shape is None and view == "operator":
         input_shape = target.stated_input_shape()  # the user's input_size, the zoo's or the ONNX graph's
@@ -534,7 +533,7 @@ def spectrum(
             phenomenology="", **norms(np.empty(0), 1, eps), convention=convention,
         )
     chosen = None if target.layers is None else list(target.layers)
-    options: dict[str, object] = dict(
+    recorded: dict[str, object] = dict(
                    view=view, layers=chosen, mp=mp, random_baseline=random_baseline,
                    n=n if view == "operator" else None, budget=budget if view == "operator" else None,
                    input_shape=list(input_shape) if input_shape is not None else None, sizes=sizes_how,
@@ -543,7 +542,7 @@ def spectrum(
                    fold_bn=fold_bn, device=str(device) if device is not None else None, seed=seed,
                    convention=convention)
     ordered = tuple(built[k] for k in _model_order(mw, list(built)))
-    return SpectrumResult(ordered, view, mw.source, ModelWeights(tuple(finite)).content_hash(), options)
+    return SpectrumResult(ordered, view, mw.source, ModelWeights(tuple(finite)).content_hash(), recorded)
 
 
 def _operator_plans(
@@ -615,34 +614,30 @@ def compare(
     *,
     labels: Sequence[str] | None = None,
     view: View = "unfold",
-    layers: str | Sequence[str] | None = None,
     mp: bool = False,
     random_baseline: bool = False,
     n: int | None = None,
     min_evals: int = DEFAULT_MIN_EVALS,
-    dtype: torch.dtype | str | None = None,
-    fold_bn: bool = False,
-    device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool | None | Callable[[int, int, str], None] = None,
     input_shape: Sequence[int] | None = None,
     budget: float | None = None,
     convention: str = "convsvd",
+    **options: Unpack[TargetOptions],
 ) -> pd.DataFrame:
     """The spectral summary of several models (or checkpoints of one), one row each.
 
     Parameters
     ----------
     sources : sequence
-        Models: ``nn.Module``, :class:`~convsvd.io.ModelWeights`, anything
-        :func:`convsvd.io.load` reads (checkpoint and safetensors files, ...), or
+        Models: anything :func:`convsvd.target.resolve` accepts (Targets, ``nn.Module``,
+        :class:`~convsvd.io.ModelWeights`, files, built-in names such as ``"digits-cnn@3"``), or
         :class:`SpectrumResult` objects already computed.
     labels : sequence of str, optional
         One per source (default: the file stem, class name or source; repeated names
         get ``#2``, ``#3``, ...).
-    view, layers, mp, random_baseline, n, min_evals, dtype, fold_bn, device, seed, progress, input_shape, budget,
-    convention
-        As in :func:`spectrum`, for every source.
+    view, mp, random_baseline, n, min_evals, seed, progress, input_shape, budget, convention, **options
+        As in :func:`spectrum`, for every source (``layers``, ``fold_bn``, ``dtype``, ``device``).
 
     Returns
     -------
@@ -674,9 +669,8 @@ def compare(
     with _progress(len(sources), "models", progress, threshold=2) as bar:
         for label, source in zip(unique, sources):
             res = source if isinstance(source, SpectrumResult) else spectrum(
-                source, view=view, layers=layers, mp=mp, random_baseline=random_baseline, n=n,
-                min_evals=min_evals, dtype=dtype, fold_bn=fold_bn, device=device, seed=seed, progress=False,
-                input_shape=input_shape, budget=budget, convention=convention,
+                source, view=view, mp=mp, random_baseline=random_baseline, n=n, min_evals=min_evals, seed=seed,
+                progress=False, input_shape=input_shape, budget=budget, convention=convention, **options,
             )
             conv = res.layers[0].convention if res.layers else convention
             rows.append({"label": label, "source": res.source, "view": res.view, "convention": conv, **res.summary()})
