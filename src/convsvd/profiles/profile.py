@@ -147,13 +147,15 @@ class Profile:
         return total
 
     def __eq__(self, other: object) -> bool:
+        """Same layers, inputs, neuron type, sets and counts; weights equal up to the rounding of their sums
+        (``rtol=1e-12``: adding profiles in another order rounds differently)."""
         if not isinstance(other, Profile):
             return NotImplemented
         if (self.layers, self.num_inputs, self.neuron_type) != (other.layers, other.num_inputs, other.neuron_type):
             return False
         return all(_same(a[k], b[k]) for a, b in [(self.neuron_counts, other.neuron_counts),
                                                    (self.synapse_counts, other.synapse_counts)] for k in a) \
-            and self.allclose(other, rtol=0, atol=0)
+            and self.allclose(other, rtol=1e-12, atol=1e-14)
 
     __hash__ = None  # type: ignore[assignment]
 
