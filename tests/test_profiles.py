@@ -481,3 +481,24 @@ def test_model_is_unchanged_and_chunked_equals_one_shot() -> None:
     parts = InputProfiles.concat([p.run(x[:2]), p.run(x[2:5]), p.run(x[5:])])
     assert whole.profile() == parts.profile()
     assert torch.equal(model(x), before)
+
+
+@pytest.mark.parametrize("conv, shape", [
+    (nn.Conv2d(3, 4, 3, padding=1), (3, 9, 7)),
+    (nn.Conv2d(3, 4, (3, 2), padding=(2, 1), dilation=(2, 3)), (3, 10, 8)),
+    (nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="reflect"), (3, 9, 8)),
+    (nn.Conv2d(3, 4, 3, padding="same", dilation=2, padding_mode="circular"), (3, 7, 7)),
+])
+def test_patches_reproduce_the_conv_and_tap_sums_equal_their_sums(conv: nn.Conv2d, shape: tuple[int, ...]) -> None:
+    from convsvd.profiles import LayerOp
+
+    model = nn.Sequential(conv, nn.Flatten()).double()
+    x = torch.randn(2, *shape, dtype=torch.float64)
+    g = layer_graph(model, x[:1])
+    _, ins, _, _ = g.activations(x)
+    op = LayerOp(g.layers[1], ins[1], [g.layers[0]])
+    U = op._unfold(ins[1][0])
+    W = conv.weight.detach().double().reshape(4, -1)
+    y = torch.einsum("ok,bkp->bop", W, U.flatten(1, 2)) + conv.bias.detach().double()[:, None]
+    assert torch.allclose(y, model[0](x).flatten(2), atol=1e-12)
+    assert torch.allclose(op._tap_sums(ins[1][0]), U.sum(-1), atol=1e-12)

@@ -41,6 +41,23 @@ NEURON_TYPES = ("channel", "element", "spatial", "svd")
 _ROW_BUDGET = 1 << 23  # entries of a dense block of rows computed at once
 
 
+def _window_sums(x: torch.Tensor, dim: int, k: int, d: int, n: int) -> torch.Tensor:
+    """Along ``dim`` (length ``L``): for tap ``t < k``, the float64 sum of entries ``t·d … t·d + n − 1``.
+
+    ``L − n = (k − 1)·d``, so a tap leaves out ``t·d`` entries at the start and ``(k − 1 − t)·d`` at
+    the end: the total minus two short running sums.
+    """
+    L = x.shape[dim]
+    E = L - n
+    total = x.sum(dim, keepdim=True, dtype=torch.float64)
+    if E == 0:
+        return total
+    head = torch.cat([torch.zeros_like(total), x.narrow(dim, 0, E).to(torch.float64).cumsum(dim)], dim)
+    tail = torch.cat([torch.zeros_like(total), x.narrow(dim, L - E, E).to(torch.float64).flip(dim).cumsum(dim)], dim)
+    t = torch.arange(k, device=x.device)
+    return total - head.index_select(dim, t * d) - tail.index_select(dim, (k - 1 - t) * d)
+
+
 def neuron_count(layer: Layer, ntype: str) -> int:
     """Neurons of ``layer`` for a neuron type (``svd`` keeps the channel count: a complete basis)."""
     C, H, W = layer.shape
@@ -108,6 +125,28 @@ class LayerOp:
         self.kk, self.Q = kk, H * W
         self._unfold_kw = kw
 
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, self._pads, mode=self._mode) if self._mode != "constant" else F.pad(x, self._pads)
+
+    def _tap_sums(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, kk)``: for each tap, the sum over output positions of the input entry it reads.
+
+        Equals ``self._unfold(x).sum(-1)`` without building the patches: for stride 1, the sum of
+        every row (column) minus the few rows (columns) a tap never reads; else a convolution with
+        a kernel of ones.
+        """
+        m = self.layer.module
+        xp = self._pad(x)
+        B, C, Hp, Wp = xp.shape
+        (kh, kw), (sh, sw), (dh, dw) = m.kernel_size, m.stride, m.dilation
+        Ho, Wo = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
+        if (sh, sw) == (1, 1):
+            rows = _window_sums(xp, 2, kh, dh, Ho)  # (B, C, kh, Wp)
+            return _window_sums(rows, 3, kw, dw, Wo).reshape(B, C, kh * kw).to(x.dtype)
+        ones = xp.new_ones(1, 1, Ho, Wo)
+        out = F.conv2d(xp.reshape(B * C, 1, Hp, Wp), ones, stride=(dh, dw), dilation=(sh, sw))
+        return out[:, :, :kh, :kw].reshape(B, C, kh * kw)
+
     def _unfold(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, kk, P)`` patches of ``x`` as the conv reads them."""
         B, C = x.shape[:2]
@@ -159,7 +198,7 @@ class LayerOp:
             x = self.xs[0]
             if R is not None:
                 x = torch.einsum("bchw,cj->bjhw", x, R.to(x.dtype))
-            S = x.flatten(2) if kind == "linear" else self._unfold(x).sum(-1)
+            S = x.flatten(2) if kind == "linear" else self._tap_sums(x)
             return torch.einsum("ojk,bjk->boj", Wf, S)
         B, C = self.B, L.channels
         if kind == "maxpool":
@@ -198,12 +237,16 @@ class LayerOp:
         kind = self.layer.kind
         if kind != "conv":
             return self.channel()[b, o]
-        Wf = self._weight_full()
-        U = self._unfold(self.xs[0])  # (B, C, kk, P)
-        out = U.new_zeros(len(b), U.shape[1])
-        for sl in _chunks(len(b), U[0].numel()):
-            z = torch.einsum("mck,mckp->mcp", Wf[o[sl]], U[b[sl]])
-            out[sl] = z.clamp(min=0).amax(-1)
+        m = self.layer.module
+        xp = self._pad(self.xs[0])
+        B, C, Hp, Wp = xp.shape
+        Wf = self._weight_full().reshape(-1, C, *m.kernel_size)  # (O, C, kh, kw)
+        out = xp.new_zeros(len(b), C)
+        for sl in _chunks(len(b), C * self.Q * 2):
+            mb = len(b[sl])
+            z = F.conv2d(xp[b[sl]].reshape(1, mb * C, Hp, Wp), Wf[o[sl]].reshape(mb * C, 1, *m.kernel_size),
+                         stride=m.stride, dilation=m.dilation, groups=mb * C)
+            out[sl] = z.reshape(mb, C, -1).clamp(min=0).amax(-1)
         return out
 
     # ------------------------------------------------------------------ spatial
