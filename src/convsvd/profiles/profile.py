@@ -181,6 +181,34 @@ class Profile:
     def num_synapses(self) -> int:
         return int(sum(m.nnz for m in self.synapse_counts.values()))
 
+    def strongest_path(self) -> list[tuple[str, int]]:
+        """From the output layer's heaviest neuron back to the input, following each neuron's heaviest synapse.
+
+        Returns ``[(layer, neuron), ...]`` from the output backwards (ties: the lower index).
+        """
+        by = {l.name: l for l in self.layers}
+        last = self.layers[-1]
+        w = self.neuron_weights[last.name].toarray().ravel()
+        c = self.neuron_counts[last.name].toarray().ravel()
+        key = w if w.any() else c.astype(float)
+        if not key.any():
+            return []
+        path = [(last.name, int(np.argmax(key)))]
+        seen = set()
+        while True:
+            name, n = path[-1]
+            l = by[name]
+            if not l.inputs or (name, n) in seen:
+                return path
+            seen.add((name, n))
+            row = self.synapse_weights[name].getrow(n).toarray().ravel()
+            if not row.any():
+                return path
+            j = int(np.argmax(row))
+            offs = np.cumsum([0] + [by[i].neurons for i in l.inputs])
+            a = int(np.searchsorted(offs, j, side="right") - 1)
+            path.append((l.inputs[a], j - int(offs[a])))
+
     def to_frame(self) -> pd.DataFrame:
         """One row per neuron in the profile: ``layer, kind, neuron, count, weight``."""
         rows = []
