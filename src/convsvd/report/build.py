@@ -28,6 +28,7 @@ from convsvd.report import sections as S
 from convsvd.report.analysis import STEPS, Analysis, Options
 from convsvd.report.content import Note, Section
 from convsvd.report.html import Page, render
+from convsvd.report.profiles_section import profiles_section_for
 
 __all__ = ["ReportResult", "demo", "report"]
 
@@ -221,6 +222,7 @@ def _sections(a: Analysis) -> list[Section]:
         S.neurons_section(a.dec, a.top, a.table, a.featureviz, a.exemplars, a.neuron_notes),
         S.missing_section("separation", a.separation_reason) if a.separation is None
         else S.separation_section(a.separation),
+        profiles_section_for(a),  # attribution profiles (convsvd.report.profiles_section)
         S.methods_section(),
     ]
 
