@@ -502,3 +502,14 @@ def test_patches_reproduce_the_conv_and_tap_sums_equal_their_sums(conv: nn.Conv2
     y = torch.einsum("ok,bkp->bop", W, U.flatten(1, 2)) + conv.bias.detach().double()[:, None]
     assert torch.allclose(y, model[0](x).flatten(2), atol=1e-12)
     assert torch.allclose(op._tap_sums(ins[1][0]), U.sum(-1), atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("ntype", ["channel", "element", "spatial", "svd"])
+def test_cuda_equals_cpu(ntype: str) -> None:
+    model = functional_model()
+    x = inputs((1, 6, 6), 4, seed=6)
+    cpu = Profiler(model, x[:1], neuron_type=ntype, threshold=0.3).run(x).profile()
+    gpu_model = functional_model().cuda()
+    gpu = Profiler(gpu_model, x[:1].cuda(), neuron_type=ntype, threshold=0.3).run(x.cuda()).profile()
+    assert gpu.allclose(cpu, rtol=1e-9, atol=1e-12)

@@ -199,7 +199,7 @@ class Profiler:
         pending: dict[int, list] = {}  # type: ignore[type-arg]
         if self.neuron_type == "svd" and k0 in self.rot:
             s = self._op(k0, ins).channel().sum(-1)  # (B, C): s_i = u_iᵀ(y − b)
-            contrib = self.rot[k0].to(s.dtype)[t] * s
+            contrib = self.rot[k0].to(s.device, s.dtype)[t] * s
             mask, w = self._select(contrib)
             bb, nn_ = mask.nonzero(as_tuple=True)
             pending[k0] = [(bb, nn_, w[bb, nn_].to(dt))]
@@ -286,7 +286,7 @@ class Profiler:
                 width = self.layers[a].neurons
                 sel = (i >= off) & (i < off + width)
                 nrec.setdefault(a, []).append((bk[m][sel], i[sel] - off, torch.ones_like(i[sel]),
-                                               torch.zeros(int(sel.sum()), dtype=torch.float64)))
+                                               torch.zeros(int(sel.sum()), dtype=torch.float64, device=i.device)))
                 off += width
 
     def _ddp_add(self, b: torch.Tensor, o: torch.Tensor, ins: dict, k: int):  # type: ignore[no-untyped-def,type-arg]
@@ -298,7 +298,7 @@ class Profiler:
         M = len(b)
         w = torch.zeros(M, 2 * C, dtype=x1.dtype, device=x1.device)
         first = m1 > m2
-        w[torch.arange(M), torch.where(first, o, C + o)] = 1.0
+        w[torch.arange(M, device=b.device), torch.where(first, o, C + o)] = 1.0
         return w > 0, w
 
     def _assemble(self, B: int, nrec: dict, srec: dict, ids: torch.Tensor, labels: torch.Tensor,  # type: ignore[type-arg]

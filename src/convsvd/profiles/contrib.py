@@ -181,7 +181,7 @@ class LayerOp:
         """Input ``a`` as ``(B, C, Q)``, in its layer's basis for ``svd``."""
         x = self.xs[a].flatten(2)
         R = self.rot_in[a]
-        return x if R is None else torch.einsum("bcq,cj->bjq", x, R.to(x.dtype))
+        return x if R is None else torch.einsum("bcq,cj->bjq", x, R.to(x.device, x.dtype))
 
     # ------------------------------------------------------------------ channel / svd
 
@@ -191,13 +191,13 @@ class LayerOp:
         if kind in ("conv", "linear"):
             Wf = self._weight_full()
             if self.rot_out is not None:
-                Wf = torch.einsum("oi,ock->ick", self.rot_out.to(Wf.dtype), Wf)
+                Wf = torch.einsum("oi,ock->ick", self.rot_out.to(Wf.device, Wf.dtype), Wf)
             R = self.rot_in[0]
             if R is not None:
-                Wf = torch.einsum("ock,cj->ojk", Wf, R.to(Wf.dtype))
+                Wf = torch.einsum("ock,cj->ojk", Wf, R.to(Wf.device, Wf.dtype))
             x = self.xs[0]
             if R is not None:
-                x = torch.einsum("bchw,cj->bjhw", x, R.to(x.dtype))
+                x = torch.einsum("bchw,cj->bjhw", x, R.to(x.device, x.dtype))
             S = x.flatten(2) if kind == "linear" else self._tap_sums(x)
             return torch.einsum("ojk,bjk->boj", Wf, S)
         B, C = self.B, L.channels
@@ -209,13 +209,13 @@ class LayerOp:
             J = xr.shape[1]
             g = torch.gather(xr.unsqueeze(1).expand(B, C, J, xr.shape[2]), 3,
                              self.idx.unsqueeze(2).expand(B, C, J, self.idx.shape[2]))
-            return R.to(xr.dtype).unsqueeze(0) * g.sum(-1)
+            return R.to(xr.device, xr.dtype).unsqueeze(0) * g.sum(-1)
         if kind == "avgpool":
             w = self.A.sum(0)
             xr = self._x(0)
             s = (xr * w).sum(-1)  # (B, J)
             R = self.rot_in[0]
-            return torch.diag_embed(s) if R is None else R.to(s.dtype).unsqueeze(0) * s.unsqueeze(1)
+            return torch.diag_embed(s) if R is None else R.to(s.device, s.dtype).unsqueeze(0) * s.unsqueeze(1)
         parts = []
         off = 0
         for a, il in enumerate(self.in_layers):
@@ -227,7 +227,7 @@ class LayerOp:
             if R is None:
                 blk[:, lo:hi] = torch.diag_embed(s)
             else:
-                blk[:, lo:hi] = R.to(s.dtype).unsqueeze(0) * s.unsqueeze(1)
+                blk[:, lo:hi] = R.to(s.device, s.dtype).unsqueeze(0) * s.unsqueeze(1)
             parts.append(blk)
             off += il.channels
         return torch.cat(parts, 2)
@@ -275,7 +275,7 @@ class LayerOp:
         for a, il in enumerate(self.in_layers):
             s = self.xs[a].flatten(2).sum(1)  # (B, Q)
             blk = s.new_zeros(M, il.positions)
-            blk[torch.arange(M), p] = s[b, p]
+            blk[torch.arange(M, device=b.device), p] = s[b, p]
             parts.append(blk)
         return torch.cat(parts, 1)
 
@@ -308,13 +308,13 @@ class LayerOp:
         if kind == "maxpool":
             Q = self.xs[0].shape[2] * self.xs[0].shape[3]
             out = self.y.new_zeros(M, L.channels * Q)
-            out[torch.arange(M), o * Q + self.idx[b, o, p]] = self.y[b, o, p]
+            out[torch.arange(M, device=b.device), o * Q + self.idx[b, o, p]] = self.y[b, o, p]
             return out
         if kind == "avgpool":
             x = self.xs[0].flatten(2)  # (B, C, Q)
             Q = x.shape[2]
             out = x.new_zeros(M, L.channels, Q)
-            out[torch.arange(M), o] = self.A[p] * x[b, o]
+            out[torch.arange(M, device=b.device), o] = self.A[p] * x[b, o]
             return out.flatten(1)
         parts = []
         off = 0
@@ -322,11 +322,11 @@ class LayerOp:
             x = self.xs[a].flatten(1)  # (B, C_a·P)
             blk = x.new_zeros(M, x.shape[1])
             if kind == "add":
-                blk[torch.arange(M), e] = x[b, e]
+                blk[torch.arange(M, device=b.device), e] = x[b, e]
             else:
                 local = o - off
                 inside = (local >= 0) & (local < il.channels)
-                rows = torch.arange(M)[inside]
+                rows = torch.arange(M, device=b.device)[inside]
                 j = local[inside] * P + p[inside]
                 blk[rows, j] = x[b[inside], j]
             parts.append(blk)
