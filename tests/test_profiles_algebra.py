@@ -208,3 +208,37 @@ def test_profile_graph_resumes_by_chunks(tmp_path) -> None:  # type: ignore[no-u
     assert np.array_equal(InputProfiles.open(out).ids, whole.ids) and len(set(whole.ids.tolist())) == 40
     with pytest.raises(InputError, match="another profile run"):
         profile_graph(model, "digits:test", limit=40, batch_size=8, chunk_batches=2, out=out, threshold=0.3)
+
+
+def test_figures_and_report_section(runs: InputProfiles) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convsvd.report.profiles_section import profiles_section
+    from convsvd.viz.profiles import plot_class_matrix, plot_depth_accuracy, plot_persistence, plot_profile_graph
+
+    p = runs.profile([0])
+    path = p.strongest_path()
+    assert path[0][0] == runs.layers[-1].name and path[-1][0] == "x_in"
+    for (a, n), (b, m) in zip(path, path[1:]):  # each step is a synapse of the profile
+        assert (a, n, b, m) in set(p.synapse_frame()[["layer", "neuron", "source_layer", "source_neuron"]]
+                                   .itertuples(index=False, name=None))
+    ax = plot_profile_graph(p)
+    red = [l for l in ax.lines if l.get_color() == "tab:red"]
+    assert len(red) == len(path) - 1
+    plot_class_matrix(class_matrix(runs))
+    ax = plot_depth_accuracy(class_similarity(runs))
+    assert len(ax.lines[0].get_xdata()) == len(runs.layers)
+    h = homology(runs.class_profiles()[0])
+    ax = plot_persistence(h)
+    assert sum(len(c.get_offsets()) for c in ax.collections) == sum(len(d) for d in h.diagrams)
+    plt.close("all")
+    sec = profiles_section(runs, per_class=1, max_classes=2)
+    assert sec.status == "done" and sec.id == "profiles"
+    assert [t.key for t in sec.tables] == ["profiles-summary", "profiles-depth", "profiles-bottleneck"]
+    assert [f.key for f in sec.figures] == ["profiles-depth", "profiles-class-matrix", "profiles-graph-0",
+                                            "profiles-graph-1", "profiles-persistence"]
+    missing = profiles_section(None, "no data")
+    assert missing.status == "missing" and missing.notes[0].text == "no data"

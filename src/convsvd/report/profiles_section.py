@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from convsvd.errors import ConvSVDError
 from convsvd.report.content import Data, Figure, Heading, Note, Section, Table
@@ -126,7 +125,3 @@ def profiles_section_for(analysis: object, limit: int | None = None) -> Section:
         return profiles_section(None, f"No attribution profiles: {e}")
     return profiles_section(ps, per_class=1 if options.quick else 2, max_classes=4 if options.quick else 10)
 
-
-def frame_of(section: Section) -> pd.DataFrame:
-    """The section's tables by key (for tests and notebooks)."""
-    return pd.DataFrame([dict(key=t.key, rows=len(t.frame)) for t in section.tables])
