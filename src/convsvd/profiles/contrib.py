@@ -237,16 +237,19 @@ class LayerOp:
         kind = self.layer.kind
         if kind != "conv":
             return self.channel()[b, o]
-        m = self.layer.module
-        xp = self._pad(self.xs[0])
-        B, C, Hp, Wp = xp.shape
-        Wf = self._weight_full().reshape(-1, C, *m.kernel_size)  # (O, C, kh, kw)
-        out = xp.new_zeros(len(b), C)
-        for sl in _chunks(len(b), C * self.Q * 2):
-            mb = len(b[sl])
-            z = F.conv2d(xp[b[sl]].reshape(1, mb * C, Hp, Wp), Wf[o[sl]].reshape(mb * C, 1, *m.kernel_size),
-                         stride=m.stride, dilation=m.dilation, groups=mb * C)
-            out[sl] = z.reshape(mb, C, -1).clamp(min=0).amax(-1)
+        Wf = self._weight_full()  # (O, C, kk)
+        C = Wf.shape[1]
+        out = Wf.new_zeros(len(b), C)
+        order = torch.argsort(b, stable=True)
+        bs = b[order]
+        inputs, counts = torch.unique_consecutive(bs, return_counts=True)
+        start = 0
+        for ub, cnt in zip(inputs.tolist(), counts.tolist()):  # per input: one batched matmul over channels
+            rows = order[start:start + cnt]
+            U = self._unfold(self.xs[0][ub:ub + 1])[0]  # (C, kk, P)
+            z = torch.bmm(Wf[o[rows]].permute(1, 0, 2), U)  # (C, m, P)
+            out[rows] = z.clamp(min=0).amax(-1).T
+            start += cnt
         return out
 
     # ------------------------------------------------------------------ spatial
