@@ -32,7 +32,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent

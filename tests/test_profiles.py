@@ -104,7 +104,6 @@ def coefficients(layer, in_layers, xs):  # type: ignore[no-untyped-def]
     if kind == "maxpool":
         x = xs[0][0]
         _, Hi, Wi = x.shape
-        k = (H, W)
         # kernel / stride recovered from the shapes of the test models: (k, s) = (2, 2) or (2, 1)
         s = 2 if Hi // 2 == H else 1
         for c in range(C):

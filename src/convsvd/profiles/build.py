@@ -454,7 +454,6 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                         threshold=threshold, top_k=top_k, start=start, unknown=unknown)
         n_total = len(source) if limit is None else min(limit, len(source))
         n_batches = -(-n_total // batch_size)
-        n_chunks = -(-n_batches // chunk_batches)
         options = dict(prof.options(), targets=targets, batch_size=batch_size, chunk_batches=chunk_batches,
                        limit=limit)
         meta: dict = dict(format=FORMAT, neuron_type=neuron_type, model_hash=model_hash,  # type: ignore[type-arg]

@@ -256,7 +256,7 @@ class LayerOp:
 
     def spatial_rows(self, b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """``(M, I)`` contributions of input positions to output positions ``p`` of inputs ``b``."""
-        L, kind = self.layer, self.layer.kind
+        kind = self.layer.kind
         M = len(b)
         if kind == "conv":
             Wsum = self._weight_full().sum(0)  # (C, kk)
