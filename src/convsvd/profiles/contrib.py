@@ -171,11 +171,17 @@ class LayerOp:
         return full
 
     def _pool_matrix(self) -> torch.Tensor:
-        """``(P, Q)`` weights of a (adaptive) average pooling, from the pooling of each basis image."""
+        """``(P, Q)`` weights of a (adaptive) average pooling: the Jacobian of the pooling of one channel.
+
+        Exact for every kernel, stride, padding and ``count_include_pad``; costs ``P`` reverse passes
+        (vectorised), never a ``Q × Q`` identity.
+        """
         _, _, H, W = self.xs[0].shape
-        Q = H * W
-        basis = torch.eye(Q, dtype=self.xs[0].dtype, device=self.xs[0].device).view(Q, 1, H, W)
-        return self.layer.fn(basis).reshape(Q, -1).T.contiguous()  # type: ignore[misc]
+        x0 = torch.zeros(1, 1, H, W, dtype=self.xs[0].dtype, device=self.xs[0].device)
+        fn = self.layer.fn
+        with torch.enable_grad():
+            J = torch.autograd.functional.jacobian(lambda z: fn(z).reshape(-1), x0, vectorize=True)  # type: ignore[misc]
+        return J.reshape(J.shape[0], H * W).contiguous()
 
     def _x(self, a: int) -> torch.Tensor:
         """Input ``a`` as ``(B, C, Q)``, in its layer's basis for ``svd``."""
