@@ -512,3 +512,31 @@ def test_cuda_equals_cpu(ntype: str) -> None:
     gpu_model = functional_model().cuda()
     gpu = Profiler(gpu_model, x[:1].cuda(), neuron_type=ntype, threshold=0.3).run(x.cuda()).profile()
     assert gpu.allclose(cpu, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("start", ["class", "layers"])
+def test_ddp_rule_for_sums_and_pools(start: str) -> None:
+    model = functional_model()
+    x = inputs((1, 6, 6), 4, seed=8)
+    p = Profiler(model, x[:1], rule="ddp", start=start, threshold=0.3)
+    ps = p.run(x)
+    g = p.graph
+    _, ins, _, _ = g.activations(x)
+    names = [l.name for l in g.layers]
+    add = g.layers[names.index("add")]
+    C = add.channels
+    m1 = ins[add.index][0].flatten(2).amax(2)
+    m2 = ins[add.index][1].flatten(2).amax(2)
+    seen = 0
+    for b in range(len(x)):
+        syn = ps.synapse_weights["add"][b].tocoo()
+        for col, w in zip(syn.col.tolist(), syn.data.tolist()):
+            o, i = divmod(col, 2 * C)
+            want = o if m1[b, o] > m2[b, o] else C + o  # all of it to the larger maximum (ties: the second)
+            assert (i, w) == (want, 1.0)
+            seen += 1
+        for pool in ("max_pool2d", "adaptive_avg_pool2d"):
+            syn = ps.synapse_weights[pool][b].tocoo()
+            n = g.layers[names.index(pool)].channels
+            assert all(divmod(c, n)[0] == divmod(c, n)[1] for c in syn.col.tolist()) and set(syn.data.tolist()) <= {1.0}
+    assert seen > 0

@@ -219,12 +219,11 @@ class Profiler:
             op = self._op(k, ins)
             if self.neuron_type == "spatial" and k == k0:
                 C, H, W = g.layers[L.inputs[0]].shape
-                rows = op.element_rows(bk, t[bk]).reshape(len(bk), C, H * W).sum(1)
-            elif self.rule == "ddp" and L.kind == "linear":
-                rows = None
+                mask, s = self._select(op.element_rows(bk, t[bk]).reshape(len(bk), C, H * W).sum(1))
+            elif self.rule == "ddp":
+                mask, s = self._ddp_select(op, bk, nk, ins, k)
             else:
-                rows = op.rows(self.neuron_type, bk, nk, self.rule)
-            mask, s = self._ddp_linear(op, bk, nk, ins, k) if rows is None else self._select(rows)
+                mask, s = self._select(op.rows(self.neuron_type, bk, nk, self.rule))
             m, i = mask.nonzero(as_tuple=True)
             sv = s[m, i].to(dt)
             srec.setdefault(k, []).append((bk[m], nk[m], i, torch.ones_like(i), sv))
@@ -235,6 +234,19 @@ class Profiler:
                 sel = (i >= off) & (i < off + width)
                 pending.setdefault(a, []).append((bk[m][sel], i[sel] - off, flow[sel]))
                 off += width
+
+    def _ddp_select(self, op: LayerOp, b: torch.Tensor, n: torch.Tensor, ins: dict, k: int):  # type: ignore[no-untyped-def,type-arg]
+        """DeepDataProfiler's contributors of rows ``(b, n)``: its rule for each kind of layer."""
+        L = self.graph.layers[k]
+        if L.kind == "linear":
+            return self._ddp_linear(op, b, n, ins, k)
+        if self.neuron_type == "channel" and L.kind == "add" and len(L.inputs) == 2:
+            return self._ddp_add(b, n, ins, k)
+        if self.neuron_type == "channel" and L.kind in ("maxpool", "avgpool"):  # a channel passes to itself, weight 1
+            w = torch.zeros(len(b), L.channels, dtype=torch.float64, device=b.device)
+            w[torch.arange(len(b), device=b.device), n] = 1.0
+            return w > 0, w
+        return self._select(op.rows(self.neuron_type, b, n, "ddp"))
 
     def _ddp_linear(self, op: LayerOp, b: torch.Tensor, o: torch.Tensor, ins: dict, k: int):  # type: ignore[no-untyped-def,type-arg]
         """DeepDataProfiler's linear rule: per input entry ``x_j W_oj`` (negatives as 0), kept while
@@ -273,10 +285,8 @@ class Profiler:
             if len(bk) == 0:
                 continue
             op = self._op(k, ins)
-            if self.rule == "ddp" and L.kind == "linear":
-                mask2, s = self._ddp_linear(op, bk, nk, ins, k)
-            elif self.rule == "ddp" and L.kind == "add":
-                mask2, s = self._ddp_add(bk, nk, ins, k)
+            if self.rule == "ddp":
+                mask2, s = self._ddp_select(op, bk, nk, ins, k)
             else:
                 mask2, s = self._select(op.rows("channel", bk, nk, self.rule))
             m, i = mask2.nonzero(as_tuple=True)
