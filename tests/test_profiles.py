@@ -487,6 +487,8 @@ def test_model_is_unchanged_and_chunked_equals_one_shot() -> None:
     (nn.Conv2d(3, 4, (3, 2), padding=(2, 1), dilation=(2, 3)), (3, 10, 8)),
     (nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="reflect"), (3, 9, 8)),
     (nn.Conv2d(3, 4, 3, padding="same", dilation=2, padding_mode="circular"), (3, 7, 7)),
+    (nn.Conv2d(3, 4, (3, 4), stride=(2, 3), padding=(1, 2), dilation=(1, 2)), (3, 11, 13)),
+    (nn.Conv2d(3, 4, (2, 4), padding="same"), (3, 6, 7)),
 ])
 def test_patches_reproduce_the_conv_and_tap_sums_equal_their_sums(conv: nn.Conv2d, shape: tuple[int, ...]) -> None:
     from convsvd.profiles import LayerOp

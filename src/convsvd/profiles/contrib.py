@@ -58,6 +58,29 @@ def _window_sums(x: torch.Tensor, dim: int, k: int, d: int, n: int) -> torch.Ten
     return total - head.index_select(dim, t * d) - tail.index_select(dim, (k - 1 - t) * d)
 
 
+def _strided_window_sums(x: torch.Tensor, dim: int, k: int, d: int, s: int, n: int, pad: int) -> torch.Tensor:
+    """Along ``dim`` of an unpadded ``x`` (zero padding ``pad`` before it): for tap ``t < k``, the sum of
+    the entries ``t·d + j·s − pad`` for ``j < n`` that lie inside ``x``.
+
+    With stride 1 a difference of prefix sums; with a stride, the same on each residue class mod ``s``.
+    """
+    L = x.shape[dim]
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    t = torch.arange(k, device=x.device)
+    start = t * d - pad  # first index read by tap t (may be < 0: padding)
+    if s == 1:
+        cs = torch.cat([torch.zeros_like(x.narrow(dim, 0, 1), dtype=acc), x.to(acc).cumsum(dim)], dim)
+        lo = start.clamp(0, L)
+        hi = (start + n).clamp(0, L)
+        return cs.index_select(dim, hi) - cs.index_select(dim, lo)
+    out = []
+    for tt in range(k):
+        idx = start[tt] + torch.arange(n, device=x.device) * s
+        idx = idx[(idx >= 0) & (idx < L)]
+        out.append(x.index_select(dim, idx).to(acc).sum(dim, keepdim=True))
+    return torch.cat(out, dim)
+
+
 def neuron_count(layer: Layer, ntype: str) -> int:
     """Neurons of ``layer`` for a neuron type (``svd`` keeps the channel count: a complete basis)."""
     C, H, W = layer.shape
@@ -136,9 +159,16 @@ class LayerOp:
         a kernel of ones.
         """
         m = self.layer.module
+        (kh, kw), (sh, sw), (dh, dw) = m.kernel_size, m.stride, m.dilation
+        if self._mode == "constant":  # zero padding: windows of prefix sums of the unpadded input, any stride
+            B, C, H, W = x.shape
+            left, _, top, _ = self._pads
+            Hp, Wp = H + self._pads[2] + self._pads[3], W + self._pads[0] + self._pads[1]
+            Ho, Wo = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
+            rows = _strided_window_sums(x, 2, kh, dh, sh, Ho, top)  # (B, C, kh, W)
+            return _strided_window_sums(rows, 3, kw, dw, sw, Wo, left).reshape(B, C, kh * kw).to(x.dtype)
         xp = self._pad(x)
         B, C, Hp, Wp = xp.shape
-        (kh, kw), (sh, sw), (dh, dw) = m.kernel_size, m.stride, m.dilation
         Ho, Wo = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
         if (sh, sw) == (1, 1):
             rows = _window_sums(xp, 2, kh, dh, Ho)  # (B, C, kh, Wp)
