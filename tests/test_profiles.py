@@ -482,6 +482,7 @@ def test_model_is_unchanged_and_chunked_equals_one_shot() -> None:
     assert torch.equal(model(x), before)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize("conv, shape", [
     (nn.Conv2d(3, 4, 3, padding=1), (3, 9, 7)),
     (nn.Conv2d(3, 4, (3, 2), padding=(2, 1), dilation=(2, 3)), (3, 10, 8)),
