@@ -299,6 +299,47 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_graph_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("data", metavar="DATA", help="'digits' (or digits:train|test|all), an image folder or a .npz/.pt file")
+    p.add_argument("--neuron-type", default="channel", metavar="TYPE", help="channel (default), element, spatial or svd")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--threshold", type=float, metavar="T", help="keep the smallest set of contributors reaching "
+                                                                "this share of Σ|contribution| (default 0.1)")
+    g.add_argument("--top-k", type=int, metavar="K", help="keep the K largest contributions instead")
+    p.add_argument("--rule", default="share", metavar="RULE", help="share (default) or ddp (DeepDataProfiler's rule)")
+    p.add_argument("--start", default="class", metavar="S",
+                   help="class (default: backwards from the predicted class) or layers (DeepDataProfiler's profiles)")
+    p.add_argument("--targets", default="predicted", metavar="T", help="predicted (default) or label")
+    p.add_argument("--unknown", default="refuse", metavar="U",
+                   help="an operation without a contribution rule: refuse (default) or pass (part of its input's layer)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per forward pass (default 64)")
+    p.add_argument("--limit", type=int, metavar="N", help="profile only the first N inputs")
+    p.add_argument("--device", help="cpu or cuda (default: where the model is)")
+    p.add_argument("--out", metavar="DIR", help="run folder: manifest.json, chunks/, profile/ and CSV tables "
+                                                "(resumed when run again)")
+
+
+@command("profile-graph", "attribution profiles: neurons and synapses that carried each decision, per class",
+         _profile_graph_args)
+def cmd_profile_graph(args: argparse.Namespace) -> int:
+    from convsvd.profiles import class_similarity, profile_graph, write_outputs
+
+    out = _writable_dir(args.out) if args.out else None
+    t0 = time.perf_counter()
+    ps = profile_graph(resolve_model(args), args.data, neuron_type=args.neuron_type, threshold=args.threshold,
+                       top_k=args.top_k, rule=args.rule, start=args.start, targets=args.targets,
+                       unknown=args.unknown, batch_size=args.batch_size, limit=args.limit, device=args.device,
+                       input_shape=zoo_input_shape(args.model), out=out, progress=True)
+    print_frame(ps.profile().summary(), title=f"{len(ps)} inputs, {ps.neuron_type} neurons, "
+                                               f"{time.perf_counter() - t0:.2f} s")
+    if (ps.labels >= 0).any():
+        print_frame(class_similarity(ps).to_frame(), title="nearest class profile (leave-one-out), per layer")
+    if out is not None:
+        _console().print(f"wrote {', '.join(['manifest.json', 'chunks/'] + write_outputs(ps, out))} in {out}/")
+    return 0
+
+
 # --------------------------------------------------------------------------- report, demo
 
 

@@ -32,6 +32,7 @@ from convsvd.target import TargetOptions, resolve
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+from convsvd.report.profiles_section import profiles_section_for
 
 __all__ = ["ReportResult", "demo", "report"]
 
@@ -246,6 +247,7 @@ def _sections(a: Analysis) -> list[Section]:
                           a.neuron_notes, a.separation),
         S.missing_section("separation", a.separation_reason) if a.separation is None
         else S.separation_section(a.separation),
+        profiles_section_for(a),  # attribution profiles (convsvd.report.profiles_section)
         S.methods_section(),
     ]
 

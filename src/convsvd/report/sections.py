@@ -47,6 +47,7 @@ SECTION_TITLES: dict[str, str] = {
     "filters": "First-layer singular filters",
     "neurons": "SVD neurons that matter, per layer",
     "separation": "Class separation across depth",
+    "profiles": "Attribution profiles",
     "methods": "Methods",
     "metadata": "Run metadata",
 }

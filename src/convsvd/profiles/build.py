@@ -1,0 +1,551 @@
+"""Build attribution profiles: backwards from a class (or from every layer, as DeepDataProfiler), batched.
+
+``start="class"`` (default). The profile of an input starts at the model's output
+with one neuron, the predicted class (or the given target), weight 1. Going
+backwards through the layers in reverse topological order, each neuron ``i`` of a
+layer with weight ``w_i`` keeps, by the selection rule, the input neurons ``j``
+that contribute most to it: each kept pair is a synapse with weight ``s_ij`` (the
+relative contribution; a neuron's synapses sum to 1), and ``j`` receives the
+flow ``w_i · s_ij``. A neuron's weight is the sum of the flows it receives (each
+layer's weights sum to 1 when every neuron has a contributor); its count is 1.
+For ``svd`` neurons the output layer's SVD neurons are chosen by their
+contributions ``U[k, i] · s_i`` to the class logit ``k``; for ``spatial`` neurons
+of a vector output, by the class's own contributions.
+
+``start="layers"`` (DeepDataProfiler's profiles; channel neurons only). Every
+layer but the input has its own influential neurons, chosen from its output by
+the rule (per channel the largest value over the positions of its tail output,
+where the sign agrees with the layer's own output, negatives as 0), count 1 and
+the rule's weight; each of them selects its contributors in the input layers
+(synapses as above); a contributor's count grows by one per synapse, its weight
+does not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from convsvd._progress import progress as _progress
+from convsvd._typing import PathLike
+from convsvd.data.protocol import DataSource, ExpectedInput, as_source, check_batch_size
+from convsvd.errors import InputError
+from convsvd.profiles.contrib import NEURON_TYPES, LayerOp, neuron_count
+from convsvd.profiles.graph import LayerGraph, layer_graph
+from convsvd.profiles.profile import FORMAT, InputProfiles, LayerInfo, _read_meta
+from convsvd.profiles.select import RULES, select
+from convsvd.signals.influence import check_influence_options
+
+__all__ = ["Profiler", "profile_graph", "STARTS"]
+
+STARTS = ("class", "layers")
+
+
+def _svd_basis(U: torch.Tensor, out_channels: int) -> torch.Tensor:
+    """``(C, C)`` float64 orthonormal basis: the groups' left singular vectors (block-diagonal), then a completion."""
+    g, m, r = U.shape
+    blk = torch.zeros(out_channels, g * r, dtype=torch.float64)
+    for j in range(g):
+        blk[j * m:(j + 1) * m, j * r:(j + 1) * r] = U[j].to("cpu", torch.float64)
+    if g * r == out_channels:
+        return blk
+    q, _ = torch.linalg.qr(blk, mode="complete")
+    return torch.cat([blk, q[:, g * r:]], 1)
+
+
+class Profiler:
+    """Attribution profiles of a model, batch by batch.
+
+    Parameters
+    ----------
+    model : nn.Module
+    example : torch.Tensor
+        One input batch (its shape tells every activation's shape).
+    neuron_type : {"channel", "element", "spatial", "svd"}
+    rule : {"share", "ddp"}
+    threshold : float, optional
+        Default 0.1.
+    top_k : int, optional
+        Keep the ``k`` largest contributions instead (``share`` rule only).
+    start : {"class", "layers"}
+    unknown : {"refuse", "pass"}
+        See :func:`convsvd.profiles.graph.layer_graph`.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)).eval()
+    >>> p = Profiler(net, torch.zeros(1, 1, 4, 4)).run(torch.rand(5, 1, 4, 4))
+    >>> len(p), p.layer_names
+    (5, ['x_in', '0', '3'])
+    """
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, *, neuron_type: str = "channel", rule: str = "share",
+                 threshold: float | None = None, top_k: int | None = None, start: str = "class",
+                 unknown: str = "refuse", svd: object = None) -> None:
+        if neuron_type not in NEURON_TYPES:
+            raise InputError(f"neuron_type: expected one of {', '.join(NEURON_TYPES)}, got {neuron_type!r}")
+        if rule not in RULES:
+            raise InputError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
+        if start not in STARTS:
+            raise InputError(f"start: expected one of {', '.join(STARTS)}, got {start!r}")
+        if start == "layers" and neuron_type != "channel":
+            raise InputError(f"start='layers' (DeepDataProfiler's profiles) is defined for channel neurons, "
+                             f"got neuron_type={neuron_type!r}")
+        if rule == "ddp" and neuron_type not in ("channel", "element"):
+            raise InputError(f"rule='ddp' is defined for channel and element neurons, got {neuron_type!r}")
+        if rule == "ddp" and top_k is not None:
+            raise InputError("top_k: DeepDataProfiler's rule takes a threshold, not top_k")
+        self.threshold, self.top_k = check_influence_options(threshold, top_k)
+        self.model, self.neuron_type, self.rule, self.start = model, neuron_type, rule, start
+        self.graph: LayerGraph = layer_graph(model, example, unknown=unknown)
+        g = self.graph
+        if g.layers[g.output].positions != 1:
+            raise InputError(f"model output {g.layers[g.output].name!r} has shape {g.layers[g.output].shape}: "
+                             "expected (N, classes)")
+        names = {l.index: l.name for l in g.layers}
+        self.layers = tuple(LayerInfo(l.name, l.kind, neuron_count(l, neuron_type),
+                                      tuple(names[i] for i in l.inputs), l.shape) for l in g.layers)
+        self.rot: dict[int, torch.Tensor] = {}
+        if neuron_type == "svd":
+            self._bases(svd)
+
+    def _bases(self, svd: object) -> None:
+        from convsvd.decompose import decompose
+
+        weighted = [l for l in self.graph.layers if l.kind in ("conv", "linear")]
+        if svd is None:
+            svd = decompose(self.model, mode="full", device="cpu", dtype="float64")
+        for l in weighted:
+            name = l.name.split("#")[0]
+            try:
+                ls = svd[name]  # type: ignore[index]
+            except Exception:  # noqa: BLE001 - Decomposition raises InputError; a dict KeyError
+                raise InputError(f"layer {name!r}: not in the decomposition given") from None
+            if ls.U is None or not ls.complete:
+                raise InputError(f"layer {name!r}: svd neurons need the full SVD (mode='full')")
+            self.rot[l.index] = _svd_basis(ls.U, l.channels)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [l.name for l in self.layers]
+
+    def options(self) -> dict[str, object]:
+        return dict(neuron_type=self.neuron_type, rule=self.rule, threshold=self.threshold, top_k=self.top_k,
+                    start=self.start, notes=self.graph.notes)
+
+    # ------------------------------------------------------------------ one batch
+
+    def _op(self, k: int, ins: dict[int, list[torch.Tensor]]) -> LayerOp:
+        L = self.graph.layers[k]
+        in_layers = [self.graph.layers[i] for i in L.inputs]
+        rot_in = rot_out = None
+        if self.neuron_type == "svd":
+            rot_in = [self.rot.get(i) for i in L.inputs]
+            rot_out = self.rot.get(k)
+        return LayerOp(L, ins[k], in_layers, rot_in, rot_out)
+
+    def _select(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return select(rows, self.rule, self.threshold, self.top_k)
+
+    def run(self, x: torch.Tensor, targets: torch.Tensor | None = None, ids: torch.Tensor | None = None,
+            labels: torch.Tensor | None = None) -> InputProfiles:
+        """Profiles of a batch ``x`` ``(B, ...)``, from ``targets`` (default: the predicted classes)."""
+        g = self.graph
+        B = x.shape[0]
+        with torch.no_grad():
+            out, ins, tails, heads = g.activations(x)
+        self._heads = heads
+        pred = out.reshape(B, -1).argmax(1)
+        if targets is None:
+            targets = pred
+        targets = torch.as_tensor(targets, dtype=torch.int64).reshape(-1)
+        K = g.layers[g.output].channels
+        if targets.shape != (B,) or (B and (int(targets.min()) < 0 or int(targets.max()) >= K)):
+            raise InputError(f"targets: expected {B} classes in [0, {K}), got {targets.tolist()[:8]}")
+        nrec: dict[int, list[tuple[torch.Tensor, ...]]] = {}
+        srec: dict[int, list[tuple[torch.Tensor, ...]]] = {}
+        with torch.no_grad():
+            if self.start == "class":
+                self._backward(B, ins, targets, nrec, srec)
+            else:
+                self._layers(B, ins, tails, heads, nrec, srec)
+        ids = torch.arange(B) if ids is None else ids
+        labels = torch.full((B,), -1, dtype=torch.int64) if labels is None else labels
+        return self._assemble(B, nrec, srec, ids, labels, targets, pred)
+
+    def _merge(self, parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], n: int) -> tuple[torch.Tensor, ...]:
+        b = torch.cat([p[0] for p in parts])
+        i = torch.cat([p[1] for p in parts])
+        w = torch.cat([p[2] for p in parts])
+        key, inv = torch.unique(b * n + i, return_inverse=True)
+        tot = torch.zeros(len(key), dtype=w.dtype, device=w.device).index_add_(0, inv, w)
+        return key // n, key % n, tot
+
+    def _backward(self, B: int, ins: dict[int, list[torch.Tensor]], targets: torch.Tensor,
+                  nrec: dict, srec: dict) -> None:  # type: ignore[type-arg]
+        g = self.graph
+        k0 = g.output
+        L0 = g.layers[k0]
+        dev = ins[k0][0].device if L0.inputs else targets.device
+        dt = torch.float64
+        b = torch.arange(B, device=dev)
+        t = targets.to(dev)
+        pending: dict[int, list] = {}  # type: ignore[type-arg]
+        if self.neuron_type == "svd" and k0 in self.rot:
+            s = self._op(k0, ins).channel().sum(-1)  # (B, C): s_i = u_iᵀ(y − b)
+            contrib = self.rot[k0].to(s.device, s.dtype)[t] * s
+            mask, w = self._select(contrib)
+            bb, nn_ = mask.nonzero(as_tuple=True)
+            pending[k0] = [(bb, nn_, w[bb, nn_].to(dt))]
+        elif self.neuron_type == "spatial":
+            pending[k0] = [(b, torch.zeros_like(t), torch.ones(B, dtype=dt, device=dev))]
+        else:
+            pending[k0] = [(b, t, torch.ones(B, dtype=dt, device=dev))]
+        for k in reversed(range(len(g.layers))):
+            if k not in pending:
+                continue
+            L = g.layers[k]
+            n_k = self.layers[k].neurons
+            bk, nk, wk = self._merge(pending.pop(k), n_k)
+            nrec.setdefault(k, []).append((bk, nk, torch.ones_like(nk), wk))
+            if not L.inputs or len(bk) == 0:
+                continue
+            op = self._op(k, ins)
+            if self.neuron_type == "spatial" and k == k0:
+                C, H, W = g.layers[L.inputs[0]].shape
+                mask, s = self._select(op.element_rows(bk, t[bk]).reshape(len(bk), C, H * W).sum(1))
+            elif self.rule == "ddp":
+                mask, s = self._ddp_select(op, bk, nk, ins, k)
+            else:
+                mask, s = self._select(op.rows(self.neuron_type, bk, nk, self.rule))
+            m, i = mask.nonzero(as_tuple=True)
+            sv = s[m, i].to(dt)
+            srec.setdefault(k, []).append((bk[m], nk[m], i, torch.ones_like(i), sv))
+            flow = wk[m] * sv
+            off = 0
+            for a in L.inputs:
+                width = self.layers[a].neurons
+                sel = (i >= off) & (i < off + width)
+                pending.setdefault(a, []).append((bk[m][sel], i[sel] - off, flow[sel]))
+                off += width
+
+    def _ddp_select(self, op: LayerOp, b: torch.Tensor, n: torch.Tensor, ins: dict, k: int):  # type: ignore[no-untyped-def,type-arg]
+        """DeepDataProfiler's contributors of rows ``(b, n)``: its rule for each kind of layer."""
+        L = self.graph.layers[k]
+        if L.kind == "linear":
+            return self._ddp_linear(op, b, n, ins, k)
+        if self.neuron_type == "channel" and L.kind == "add" and len(L.inputs) == 2:
+            return self._ddp_add(b, n, ins, k)
+        if self.neuron_type == "channel" and L.kind in ("maxpool", "avgpool"):  # a channel passes to itself, weight 1
+            w = torch.zeros(len(b), L.channels, dtype=torch.float64, device=b.device)
+            w[torch.arange(len(b), device=b.device), n] = 1.0
+            return w > 0, w
+        return self._select(op.rows(self.neuron_type, b, n, "ddp"))
+
+    def _ddp_linear(self, op: LayerOp, b: torch.Tensor, o: torch.Tensor, ins: dict, k: int):  # type: ignore[no-untyped-def,type-arg]
+        """DeepDataProfiler's linear rule: per input entry ``x_j W_oj`` (negatives as 0), kept while
+        ``Σ_kept + b_o ≤ threshold · y_o`` plus one more; weights summed per input channel."""
+        L = self.graph.layers[k]
+        m = L.module
+        x = ins[k][0]
+        B, C = x.shape[:2]
+        z = (x.flatten(1)[b] * m.weight.detach()[o]).clamp(min=0)  # (M, F)
+        Fn = z.shape[1]
+        srt, order = torch.sort(z, dim=1, descending=True, stable=True)
+        cum = srt.cumsum(1)
+        y = self._heads[k].flatten(1)[b, o]
+        bias = m.bias.detach()[o] if m.bias is not None else torch.zeros_like(y)
+        accept = ((cum + bias.unsqueeze(1)) <= (self.threshold * y).unsqueeze(1)).sum(1)
+        accept = torch.where(accept < Fn, accept, accept - 1)
+        keep = torch.arange(Fn, device=z.device).unsqueeze(0) <= accept.unsqueeze(1)
+        denom = cum.gather(1, accept.unsqueeze(1))
+        ws = torch.where(keep & (srt > 0), srt / torch.where(denom > 0, denom, torch.ones_like(denom)),
+                         torch.zeros_like(srt))
+        w = torch.zeros_like(z).scatter(1, order, ws)
+        if self.neuron_type == "channel":
+            w = w.reshape(len(b), C, -1).sum(2)
+        return w > 0, w
+
+    def _layers(self, B: int, ins: dict, tails: dict, heads: dict, nrec: dict, srec: dict) -> None:  # type: ignore[type-arg]
+        g = self.graph
+        self._heads = heads
+        for k in range(1, len(g.layers)):
+            L = g.layers[k]
+            t = torch.where((heads[k] > 0) == (tails[k] > 0), tails[k], torch.zeros_like(tails[k]))
+            val = t.flatten(2).amax(2).clamp(min=0)  # (B, C)
+            mask, w = self._select(val)
+            bk, nk = mask.nonzero(as_tuple=True)
+            nrec.setdefault(k, []).append((bk, nk, torch.ones_like(nk), w[bk, nk].to(torch.float64)))
+            if len(bk) == 0:
+                continue
+            op = self._op(k, ins)
+            if self.rule == "ddp":
+                mask2, s = self._ddp_select(op, bk, nk, ins, k)
+            else:
+                mask2, s = self._select(op.rows("channel", bk, nk, self.rule))
+            m, i = mask2.nonzero(as_tuple=True)
+            srec.setdefault(k, []).append((bk[m], nk[m], i, torch.ones_like(i), s[m, i].to(torch.float64)))
+            off = 0
+            for a in L.inputs:
+                width = self.layers[a].neurons
+                sel = (i >= off) & (i < off + width)
+                nrec.setdefault(a, []).append((bk[m][sel], i[sel] - off, torch.ones_like(i[sel]),
+                                               torch.zeros(int(sel.sum()), dtype=torch.float64, device=i.device)))
+                off += width
+
+    def _ddp_add(self, b: torch.Tensor, o: torch.Tensor, ins: dict, k: int):  # type: ignore[no-untyped-def,type-arg]
+        """DeepDataProfiler's residual sum: all of a channel goes to the summand with the larger maximum (ties: the second)."""
+        x1, x2 = ins[k][0], ins[k][1]
+        C = x1.shape[1]
+        m1 = x1.flatten(2).amax(2)[b, o]
+        m2 = x2.flatten(2).amax(2)[b, o]
+        M = len(b)
+        w = torch.zeros(M, 2 * C, dtype=x1.dtype, device=x1.device)
+        first = m1 > m2
+        w[torch.arange(M, device=b.device), torch.where(first, o, C + o)] = 1.0
+        return w > 0, w
+
+    def _assemble(self, B: int, nrec: dict, srec: dict, ids: torch.Tensor, labels: torch.Tensor,  # type: ignore[type-arg]
+                  targets: torch.Tensor, pred: torch.Tensor) -> InputProfiles:
+        by = {l.name: l for l in self.layers}
+        nc, nw, sc, sw = {}, {}, {}, {}
+        for k, l in enumerate(self.layers):
+            parts = nrec.get(k, [])
+            if parts:
+                b = torch.cat([p[0] for p in parts]).cpu().numpy()
+                n = torch.cat([p[1] for p in parts]).cpu().numpy()
+                c = torch.cat([p[2] for p in parts]).cpu().numpy()
+                w = torch.cat([p[3] for p in parts]).cpu().numpy()
+            else:
+                b = n = c = np.zeros(0, np.int64)
+                w = np.zeros(0)
+            nc[l.name] = sp.csr_matrix((c.astype(np.int64), (b, n)), shape=(B, l.neurons))
+            nc[l.name].sum_duplicates()
+            nw[l.name] = sp.csr_matrix((w, (b, n)), shape=(B, l.neurons))
+            nw[l.name].sum_duplicates()
+            nw[l.name].eliminate_zeros()
+            if l.inputs:
+                width = sum(by[i].neurons for i in l.inputs)
+                parts = srec.get(k, [])
+                if parts:
+                    b = torch.cat([p[0] for p in parts]).cpu().numpy()
+                    col = (torch.cat([p[1] for p in parts]) * width + torch.cat([p[2] for p in parts])).cpu().numpy()
+                    c = torch.cat([p[3] for p in parts]).cpu().numpy()
+                    w = torch.cat([p[4] for p in parts]).cpu().numpy()
+                else:
+                    b = col = c = np.zeros(0, np.int64)
+                    w = np.zeros(0)
+                shape = (B, l.neurons * width)
+                sc[l.name] = sp.csr_matrix((c.astype(np.int64), (b, col)), shape=shape)
+                sw[l.name] = sp.csr_matrix((w, (b, col)), shape=shape)
+                for m in (sc[l.name], sw[l.name]):
+                    m.sum_duplicates()
+                sw[l.name].eliminate_zeros()
+        return InputProfiles(self.layers, ids.cpu().numpy().astype(np.int64), labels.cpu().numpy().astype(np.int64),
+                             targets.cpu().numpy().astype(np.int64), pred.cpu().numpy().astype(np.int64),
+                             nc, nw, sc, sw, self.neuron_type, "", None, self.options())
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _expected(model: nn.Module, input_shape: Sequence[int] | None) -> ExpectedInput:
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    spatial = tuple(int(s) for s in input_shape[1:]) if input_shape is not None and len(input_shape) > 1 else None
+    if isinstance(first, nn.Conv2d):
+        return ExpectedInput("first conv", "conv2d", first.in_channels, spatial)
+    if isinstance(first, nn.Linear):
+        return ExpectedInput("first linear", "linear", first.in_features, None)
+    return ExpectedInput()
+
+
+def profile_graph(
+    model: object,
+    data: object,
+    *,
+    neuron_type: str = "channel",
+    rule: str = "share",
+    threshold: float | None = None,
+    top_k: int | None = None,
+    start: str = "class",
+    targets: str = "predicted",
+    batch_size: int = 64,
+    chunk_batches: int = 4,
+    device: str | torch.device | None = None,
+    input_shape: Sequence[int] | None = None,
+    unknown: str = "refuse",
+    limit: int | None = None,
+    out: PathLike | None = None,
+    progress: object = None,
+) -> InputProfiles:
+    """Attribution profiles of every input of a dataset.
+
+    Parameters
+    ----------
+    model : nn.Module, ModelWeights with a module, or anything :func:`convsvd.io.load` reads into a module
+    data : anything :func:`convsvd.data.as_source` accepts (``"digits:test"``, a folder, arrays, a DataLoader)
+    neuron_type : {"channel", "element", "spatial", "svd"}
+    rule : {"share", "ddp"}
+        Selection rule (:mod:`convsvd.profiles.select`).
+    threshold, top_k
+        As in :func:`convsvd.signals.influence` (default threshold 0.1).
+    start : {"class", "layers"}
+        Backwards from a class (default), or DeepDataProfiler's per-layer profiles.
+    targets : {"predicted", "label"}
+        The class each input's profile starts from.
+    batch_size : int
+    chunk_batches : int
+        Batches per chunk file under ``out`` (the unit of resumption).
+    device : str or torch.device, optional
+    input_shape : sequence of int, optional
+        ``(C, H, W)`` the model takes (images are resized to it).
+    unknown : {"refuse", "pass"}
+    limit : int, optional
+        Profile only the first ``limit`` inputs.
+    out : path, optional
+        Folder for ``manifest.json`` and ``chunks/chunk-NNNNNN.npz``; an interrupted run started again
+        with the same options computes only the missing chunks.
+    progress : bool or None or callable
+
+    Returns
+    -------
+    InputProfiles
+
+    >>> from convsvd import zoo
+    >>> ps = profile_graph(zoo.load("digits-cnn"), "digits:test", limit=20)
+    >>> ps.class_profiles()[0].num_inputs > 0
+    True
+    """
+    from convsvd.layers import as_weights
+
+    mw = as_weights(model)
+    if mw.model is None:
+        raise InputError(f"model {mw.source!r}: profiles run the model, so they need an nn.Module, not a weights-only "
+                         f"{mw.format} file")
+    module: nn.Module = mw.model
+    batch_size = check_batch_size(batch_size)
+    if isinstance(chunk_batches, bool) or not isinstance(chunk_batches, int) or chunk_batches < 1:
+        raise InputError(f"chunk_batches: expected a positive int, got {chunk_batches!r}")
+    if targets not in ("predicted", "label"):
+        raise InputError(f"targets: expected 'predicted' or 'label', got {targets!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"limit: expected a positive int, got {limit!r}")
+    source: DataSource = as_source(data).conform(_expected(module, input_shape))
+    dev = torch.device(device) if device is not None else next(
+        (p.device for p in module.parameters()), torch.device("cpu"))
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    was_training = module.training
+    module.eval()
+    try:
+        return _run(module, mw.content_hash(), source, neuron_type, rule, threshold, top_k, start, targets,
+                    batch_size, chunk_batches, dev, dtype, unknown, limit, out, progress)
+    finally:
+        module.train(was_training)
+
+
+def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: str, rule: str,  # noqa: C901
+         threshold: float | None, top_k: int | None, start: str, targets: str, batch_size: int, chunk_batches: int,
+         dev: torch.device, dtype: torch.dtype, unknown: str, limit: int | None, out: PathLike | None,
+         progress: object) -> InputProfiles:
+    original = next((p.device for p in module.parameters()), torch.device("cpu"))
+    module.to(dev)
+    try:
+        batches = source.iter_batches(batch_size)
+        first = next(iter(source.iter_batches(batch_size, [0])), None)
+        if first is None:
+            raise InputError(f"data {source.name!r}: no input")
+        prof = Profiler(module, first[1].inputs[:1].to(dev, dtype), neuron_type=neuron_type, rule=rule,
+                        threshold=threshold, top_k=top_k, start=start, unknown=unknown)
+        n_total = len(source) if limit is None else min(limit, len(source))
+        n_batches = -(-n_total // batch_size)
+        options = dict(prof.options(), targets=targets, batch_size=batch_size, chunk_batches=chunk_batches,
+                       limit=limit)
+        meta: dict = dict(format=FORMAT, neuron_type=neuron_type, model_hash=model_hash,  # type: ignore[type-arg]
+                          classes=source.classes, options=options, layers=[l.to_json() for l in prof.layers],
+                          dataset=source.describe(), chunks={}, complete=False)
+        key = hashlib.sha256(json.dumps([model_hash, options, meta["dataset"].get("fingerprint")], sort_keys=True,
+                                        default=str).encode()).hexdigest()[:32]
+        meta["run_key"] = key
+        root = Path(out) if out is not None else None
+        if root is not None:
+            meta = _prepare(root, meta)
+        parts: list[InputProfiles] = []
+        pending: list[InputProfiles] = []
+        done = meta["chunks"]
+        with _progress(n_batches, "profiles", progress) as bar:
+            for bi, batch in batches:
+                if bi >= n_batches:
+                    break
+                ci = bi // chunk_batches
+                name = f"chunk-{ci:06d}.npz"
+                if name in done:
+                    bar.advance(1, f"chunk {ci} done before")
+                    if bi % chunk_batches == chunk_batches - 1 or bi == n_batches - 1:
+                        parts.append(InputProfiles.read_chunk(root / "chunks" / name, meta, done[name]))  # type: ignore[operator]
+                    continue
+                lo = bi * batch_size
+                keep = min(len(batch.ids), n_total - lo)
+                x = batch.inputs[:keep].to(dev, dtype)
+                tg = batch.labels[:keep].to(dev) if targets == "label" else None
+                if tg is not None and bool((tg < 0).any()):
+                    raise InputError(f"data {source.name!r}: targets='label' needs labels, some inputs have none")
+                pending.append(prof.run(x, tg, batch.ids[:keep], batch.labels[:keep]))
+                bar.advance(1, f"batch {bi + 1}/{n_batches}")
+                if bi % chunk_batches == chunk_batches - 1 or bi == n_batches - 1:
+                    part = InputProfiles.concat(pending)
+                    pending = []
+                    part = _with(part, model_hash, source.classes)
+                    if root is not None:
+                        done[name] = part.write_chunk(root / "chunks" / name)
+                        _write_manifest(root, meta)
+                    parts.append(part)
+        if not parts:
+            raise InputError(f"data {source.name!r}: no input")
+        result = _with(InputProfiles.concat(parts), model_hash, source.classes)
+        if root is not None:
+            meta["complete"] = True
+            meta["inputs"] = len(result)
+            meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            _write_manifest(root, meta)
+        return result
+    finally:
+        module.to(original)
+
+
+def _with(p: InputProfiles, model_hash: str, classes: list[str] | None) -> InputProfiles:
+    from dataclasses import replace
+
+    return replace(p, model_hash=model_hash, classes=classes)
+
+
+def _prepare(root: Path, meta: dict) -> dict:  # type: ignore[type-arg]
+    """Resume a run in ``root`` with the same key, or start one in an empty (or absent) folder."""
+    man = root / "manifest.json"
+    if man.exists():
+        old = _read_meta(man, "profile run")
+        if old.get("run_key") != meta["run_key"]:
+            raise InputError(f"{root}: holds another profile run (other model, data or options); "
+                             "use another folder or delete it")
+        old_chunks = {n: s for n, s in old.get("chunks", {}).items() if (root / "chunks" / n).is_file()}
+        meta["chunks"] = old_chunks
+        return meta
+    if root.exists() and any(root.iterdir()):
+        raise InputError(f"{root}: exists and is not a profile run; use an empty folder")
+    try:
+        (root / "chunks").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{root}: cannot create the folder ({e.strerror})") from None
+    _write_manifest(root, meta)
+    return meta
+
+
+def _write_manifest(root: Path, meta: dict) -> None:  # type: ignore[type-arg]
+    from convsvd._meta import write_atomic
+
+    write_atomic(root / "manifest.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2, default=str)))

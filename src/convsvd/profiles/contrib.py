@@ -1,0 +1,386 @@
+"""Contributions of a layer's input neurons to its output neurons, batched over inputs.
+
+Every layer computes its output entries ``y[o, p]`` (channel ``o``, position ``p``)
+from the entries ``x_a[c, q]`` of its inputs ``a``. The *element contribution* of
+``x_a[c, q]`` to ``y[o, p]`` is the term it adds (the bias is nobody's):
+
+- linear / conv: ``W[o, c, tap] · x[c, q]`` where ``q`` is the position the tap
+  reads for ``p`` (stride, padding, dilation and groups included; a linear layer
+  after a flatten is the conv whose kernel covers its whole input);
+- average pooling (plain or adaptive): ``A[p, q] · x[c, q]`` with ``A`` the pooling
+  weights, for the same channel;
+- max pooling: ``x[c, q*]`` for the entry ``q*`` the maximum came from, 0 elsewhere;
+- residual sum: ``x_a[o, p]`` from each summand; concatenation: the entry it copies.
+
+A neuron is a set of entries: one entry (``element``), one channel (``channel``),
+one position across channels (``spatial``), or one direction of the channel space
+(``svd``: the left singular vectors ``u_i`` of a conv/linear layer, completed to an
+orthonormal basis; other layers keep their channels). The contribution of input
+neuron ``j`` to output neuron ``i`` is the sum of the element contributions from
+the entries of ``j`` to the entries of ``i``; for ``svd``, the input is written in
+its layer's basis, ``x = Σ_j q_j (q_jᵀ x)``, so neuron ``j`` contributes the terms of
+``q_j (q_jᵀ x)``, and an output SVD neuron sums ``u_iᵀ`` of its output channels'
+terms.
+
+DeepDataProfiler's channel contribution of a conv (``rule="ddp"``) is instead the
+largest positive per-position term ``max_p max(0, Σ_tap W[o, c, tap] x[c, q])``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from convsvd.profiles.graph import Layer
+
+__all__ = ["LayerOp", "NEURON_TYPES", "neuron_count"]
+
+#: Neuron types.
+NEURON_TYPES = ("channel", "element", "spatial", "svd")
+
+_ROW_BUDGET = 1 << 23  # entries of a dense block of rows computed at once
+
+
+def _window_sums(x: torch.Tensor, dim: int, k: int, d: int, n: int) -> torch.Tensor:
+    """Along ``dim`` (length ``L``): for tap ``t < k``, the float64 sum of entries ``t·d … t·d + n − 1``.
+
+    ``L − n = (k − 1)·d``, so a tap leaves out ``t·d`` entries at the start and ``(k − 1 − t)·d`` at
+    the end: the total minus two short running sums.
+    """
+    L = x.shape[dim]
+    E = L - n
+    total = x.sum(dim, keepdim=True, dtype=torch.float64)
+    if E == 0:
+        return total
+    head = torch.cat([torch.zeros_like(total), x.narrow(dim, 0, E).to(torch.float64).cumsum(dim)], dim)
+    tail = torch.cat([torch.zeros_like(total), x.narrow(dim, L - E, E).to(torch.float64).flip(dim).cumsum(dim)], dim)
+    t = torch.arange(k, device=x.device)
+    return total - head.index_select(dim, t * d) - tail.index_select(dim, (k - 1 - t) * d)
+
+
+def _strided_window_sums(x: torch.Tensor, dim: int, k: int, d: int, s: int, n: int, pad: int) -> torch.Tensor:
+    """Along ``dim`` of an unpadded ``x`` (zero padding ``pad`` before it): for tap ``t < k``, the sum of
+    the entries ``t·d + j·s − pad`` for ``j < n`` that lie inside ``x``.
+
+    With stride 1 a difference of prefix sums; with a stride, the same on each residue class mod ``s``.
+    """
+    L = x.shape[dim]
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    t = torch.arange(k, device=x.device)
+    start = t * d - pad  # first index read by tap t (may be < 0: padding)
+    if s == 1:
+        cs = torch.cat([torch.zeros_like(x.narrow(dim, 0, 1), dtype=acc), x.to(acc).cumsum(dim)], dim)
+        lo = start.clamp(0, L)
+        hi = (start + n).clamp(0, L)
+        return cs.index_select(dim, hi) - cs.index_select(dim, lo)
+    out = []
+    for tt in range(k):
+        idx = start[tt] + torch.arange(n, device=x.device) * s
+        idx = idx[(idx >= 0) & (idx < L)]
+        out.append(x.index_select(dim, idx).to(acc).sum(dim, keepdim=True))
+    return torch.cat(out, dim)
+
+
+def neuron_count(layer: Layer, ntype: str) -> int:
+    """Neurons of ``layer`` for a neuron type (``svd`` keeps the channel count: a complete basis)."""
+    C, H, W = layer.shape
+    return {"channel": C, "svd": C, "spatial": H * W, "element": C * H * W}[ntype]
+
+
+def _chunks(M: int, width: int) -> list[slice]:
+    step = max(1, _ROW_BUDGET // max(1, width))
+    return [slice(i, min(M, i + step)) for i in range(0, M, step)]
+
+
+class LayerOp:
+    """The contributions of one layer for one batch.
+
+    Parameters
+    ----------
+    layer : Layer
+    inputs : list of torch.Tensor
+        ``(B, C_a, H_a, W_a)`` per input layer ``a``, as the layer read them.
+    in_layers : list of Layer
+    rot_in : list of torch.Tensor or None
+        For ``svd``: the ``(C_a, C_a)`` orthonormal basis of each input layer (None: its channels).
+    rot_out : torch.Tensor or None
+        For ``svd``: the ``(C, C)`` basis of this layer's output channels (conv/linear only).
+    """
+
+    def __init__(self, layer: Layer, inputs: list[torch.Tensor], in_layers: list[Layer],
+                 rot_in: list[torch.Tensor | None] | None = None, rot_out: torch.Tensor | None = None) -> None:
+        self.layer, self.xs, self.in_layers = layer, inputs, in_layers
+        self.rot_in = rot_in or [None] * len(inputs)
+        self.rot_out = rot_out
+        self.B = inputs[0].shape[0] if inputs else 0
+        self._cache: dict[str, object] = {}
+        if layer.kind == "conv":
+            self._conv_setup()
+        elif layer.kind == "maxpool":
+            y, idx = layer.fn(inputs[0])  # type: ignore[misc]
+            self.y, self.idx = y.flatten(2), idx.flatten(2)
+        elif layer.kind == "avgpool":
+            self.A = self._pool_matrix()
+
+    # ------------------------------------------------------------------ geometry
+
+    def _conv_setup(self) -> None:
+        m = self.layer.module
+        x = self.xs[0]
+        C, H, W = x.shape[1:]
+        pad = m.padding
+        if isinstance(pad, str):  # "same" / "valid"
+            if pad == "valid":
+                pad = (0, 0)
+            else:
+                tot = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size)]
+                pad = None
+                self._pads = (tot[1] // 2, tot[1] - tot[1] // 2, tot[0] // 2, tot[0] - tot[0] // 2)
+        if pad is not None:
+            self._pads = (pad[1], pad[1], pad[0], pad[0])
+        mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
+        self._mode = mode
+        pos = torch.arange(H * W, dtype=torch.float64, device=x.device).view(1, 1, H, W) + 1
+        pos = F.pad(pos, self._pads, mode=mode) if mode != "constant" else F.pad(pos, self._pads)
+        kw = dict(kernel_size=m.kernel_size, dilation=m.dilation, stride=m.stride)
+        kk = m.kernel_size[0] * m.kernel_size[1]
+        self.idxmap = (F.unfold(pos, **kw).view(kk, -1).round().long() - 1)  # (kk, P): input position or -1
+        self.kk, self.Q = kk, H * W
+        self._unfold_kw = kw
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, self._pads, mode=self._mode) if self._mode != "constant" else F.pad(x, self._pads)
+
+    def _tap_sums(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, kk)``: for each tap, the sum over output positions of the input entry it reads.
+
+        Equals ``self._unfold(x).sum(-1)`` without building the patches: for stride 1, the sum of
+        every row (column) minus the few rows (columns) a tap never reads; else a convolution with
+        a kernel of ones.
+        """
+        m = self.layer.module
+        (kh, kw), (sh, sw), (dh, dw) = m.kernel_size, m.stride, m.dilation
+        if self._mode == "constant":  # zero padding: windows of prefix sums of the unpadded input, any stride
+            B, C, H, W = x.shape
+            left, _, top, _ = self._pads
+            Hp, Wp = H + self._pads[2] + self._pads[3], W + self._pads[0] + self._pads[1]
+            Ho, Wo = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
+            rows = _strided_window_sums(x, 2, kh, dh, sh, Ho, top)  # (B, C, kh, W)
+            return _strided_window_sums(rows, 3, kw, dw, sw, Wo, left).reshape(B, C, kh * kw).to(x.dtype)
+        xp = self._pad(x)
+        B, C, Hp, Wp = xp.shape
+        Ho, Wo = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
+        if (sh, sw) == (1, 1):
+            rows = _window_sums(xp, 2, kh, dh, Ho)  # (B, C, kh, Wp)
+            return _window_sums(rows, 3, kw, dw, Wo).reshape(B, C, kh * kw).to(x.dtype)
+        ones = xp.new_ones(1, 1, Ho, Wo)
+        out = F.conv2d(xp.reshape(B * C, 1, Hp, Wp), ones, stride=(dh, dw), dilation=(sh, sw))
+        return out[:, :, :kh, :kw].reshape(B, C, kh * kw)
+
+    def _unfold(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, kk, P)`` patches of ``x`` as the conv reads them."""
+        B, C = x.shape[:2]
+        xp = F.pad(x, self._pads, mode=self._mode) if self._mode != "constant" else F.pad(x, self._pads)
+        return F.unfold(xp, **self._unfold_kw).view(B, C, self.kk, -1)
+
+    def _weight_full(self) -> torch.Tensor:
+        """``(O, C, kk)`` weight of a conv with its groups written out (zeros across groups)."""
+        m = self.layer.module
+        if self.layer.kind == "linear":
+            C, H, W = self.in_layers[0].shape
+            return m.weight.detach().reshape(m.out_features, C, H * W)
+        Wt = m.weight.detach()
+        O, Cg = Wt.shape[:2]
+        g = m.groups
+        if g == 1:
+            return Wt.reshape(O, Cg, -1)
+        full = Wt.new_zeros(O, Cg * g, Wt[0, 0].numel())
+        og = O // g
+        for j in range(g):
+            full[j * og:(j + 1) * og, j * Cg:(j + 1) * Cg] = Wt[j * og:(j + 1) * og].reshape(og, Cg, -1)
+        return full
+
+    def _pool_matrix(self) -> torch.Tensor:
+        """``(P, Q)`` weights of a (adaptive) average pooling: the Jacobian of the pooling of one channel.
+
+        Exact for every kernel, stride, padding and ``count_include_pad``; costs ``P`` reverse passes
+        (vectorised), never a ``Q × Q`` identity.
+        """
+        _, _, H, W = self.xs[0].shape
+        x0 = torch.zeros(1, 1, H, W, dtype=self.xs[0].dtype, device=self.xs[0].device)
+        fn = self.layer.fn
+        with torch.enable_grad():
+            J = torch.autograd.functional.jacobian(lambda z: fn(z).reshape(-1), x0, vectorize=True)  # type: ignore[misc]
+        return J.reshape(J.shape[0], H * W).contiguous()
+
+    def _x(self, a: int) -> torch.Tensor:
+        """Input ``a`` as ``(B, C, Q)``, in its layer's basis for ``svd``."""
+        x = self.xs[a].flatten(2)
+        R = self.rot_in[a]
+        return x if R is None else torch.einsum("bcq,cj->bjq", x, R.to(x.device, x.dtype))
+
+    # ------------------------------------------------------------------ channel / svd
+
+    def channel(self) -> torch.Tensor:
+        """``(B, O, I)`` contributions between channel (or SVD) neurons, inputs concatenated."""
+        L, kind = self.layer, self.layer.kind
+        if kind in ("conv", "linear"):
+            Wf = self._weight_full()
+            if self.rot_out is not None:
+                Wf = torch.einsum("oi,ock->ick", self.rot_out.to(Wf.device, Wf.dtype), Wf)
+            R = self.rot_in[0]
+            if R is not None:
+                Wf = torch.einsum("ock,cj->ojk", Wf, R.to(Wf.device, Wf.dtype))
+            x = self.xs[0]
+            if R is not None:
+                x = torch.einsum("bchw,cj->bjhw", x, R.to(x.device, x.dtype))
+            S = x.flatten(2) if kind == "linear" else self._tap_sums(x)
+            return torch.einsum("ojk,bjk->boj", Wf, S)
+        B, C = self.B, L.channels
+        if kind == "maxpool":
+            R = self.rot_in[0]
+            if R is None:
+                return torch.diag_embed(self.y.sum(-1))
+            xr = self._x(0)  # (B, J, Q)
+            J = xr.shape[1]
+            g = torch.gather(xr.unsqueeze(1).expand(B, C, J, xr.shape[2]), 3,
+                             self.idx.unsqueeze(2).expand(B, C, J, self.idx.shape[2]))
+            return R.to(xr.device, xr.dtype).unsqueeze(0) * g.sum(-1)
+        if kind == "avgpool":
+            w = self.A.sum(0)
+            xr = self._x(0)
+            s = (xr * w).sum(-1)  # (B, J)
+            R = self.rot_in[0]
+            return torch.diag_embed(s) if R is None else R.to(s.device, s.dtype).unsqueeze(0) * s.unsqueeze(1)
+        parts = []
+        off = 0
+        for a, il in enumerate(self.in_layers):
+            s = self._x(a).sum(-1)  # (B, J_a)
+            R = self.rot_in[a]
+            blk = s.new_zeros(B, C, s.shape[1])
+            lo = off if kind == "cat" else 0
+            hi = lo + il.channels
+            if R is None:
+                blk[:, lo:hi] = torch.diag_embed(s)
+            else:
+                blk[:, lo:hi] = R.to(s.device, s.dtype).unsqueeze(0) * s.unsqueeze(1)
+            parts.append(blk)
+            off += il.channels
+        return torch.cat(parts, 2)
+
+    def ddp_channel_rows(self, b: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """``(M, I)`` DeepDataProfiler's channel contributions of rows ``(b, o)`` (``max_p`` of positive terms)."""
+        kind = self.layer.kind
+        if kind != "conv":
+            return self.channel()[b, o]
+        Wf = self._weight_full()  # (O, C, kk)
+        C = Wf.shape[1]
+        out = Wf.new_zeros(len(b), C)
+        order = torch.argsort(b, stable=True)
+        bs = b[order]
+        inputs, counts = torch.unique_consecutive(bs, return_counts=True)
+        start = 0
+        for ub, cnt in zip(inputs.tolist(), counts.tolist()):  # per input: one batched matmul over channels
+            rows = order[start:start + cnt]
+            U = self._unfold(self.xs[0][ub:ub + 1])[0]  # (C, kk, P)
+            z = torch.bmm(Wf[o[rows]].permute(1, 0, 2), U)  # (C, m, P)
+            out[rows] = z.clamp(min=0).amax(-1).T
+            start += cnt
+        return out
+
+    # ------------------------------------------------------------------ spatial
+
+    def spatial_rows(self, b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """``(M, I)`` contributions of input positions to output positions ``p`` of inputs ``b``."""
+        kind = self.layer.kind
+        M = len(b)
+        if kind == "conv":
+            Wsum = self._weight_full().sum(0)  # (C, kk)
+            V = torch.einsum("ck,bckp->bkp", Wsum, self._unfold(self.xs[0]))  # (B, kk, P)
+            vals = V[b, :, p]  # (M, kk)
+            idx = self.idxmap[:, p].T  # (M, kk)
+            out = vals.new_zeros(M, self.Q + 1)
+            return out.scatter_add_(1, torch.where(idx >= 0, idx, self.Q), vals)[:, :-1]
+        if kind == "linear":
+            Wsum = self._weight_full().sum(0)  # (C, Q)
+            return (self.xs[0].flatten(2)[b] * Wsum).sum(1)
+        if kind == "maxpool":
+            Q = self.xs[0].shape[2] * self.xs[0].shape[3]
+            out = self.y.new_zeros(M, Q)
+            return out.scatter_add_(1, self.idx[b, :, p], self.y[b, :, p])
+        if kind == "avgpool":
+            return self.A[p] * self.xs[0].flatten(2)[b].sum(1)
+        parts = []
+        for a, il in enumerate(self.in_layers):
+            s = self.xs[a].flatten(2).sum(1)  # (B, Q)
+            blk = s.new_zeros(M, il.positions)
+            blk[torch.arange(M, device=b.device), p] = s[b, p]
+            parts.append(blk)
+        return torch.cat(parts, 1)
+
+    # ------------------------------------------------------------------ element
+
+    def element_rows(self, b: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """``(M, I)`` contributions of input entries to output entries ``e`` (flat ``c·P + p``) of inputs ``b``."""
+        L, kind = self.layer, self.layer.kind
+        P = L.positions
+        o, p = e // P, e % P
+        M = len(b)
+        if kind == "linear":
+            Wf = self._weight_full().flatten(1)  # (O, F)
+            return self.xs[0].flatten(1)[b] * Wf[o]
+        if kind == "conv":
+            Wf = self._weight_full()  # (O, C, kk)
+            U = self._unfold(self.xs[0])  # (B, C, kk, P)
+            C = U.shape[1]
+            width = C * self.Q
+            out = U.new_zeros(M, width)
+            cq = torch.arange(C, device=U.device).view(C, 1) * self.Q
+            for sl in _chunks(M, width):
+                vals = Wf[o[sl]] * U[b[sl], :, :, p[sl]]  # (m, C, kk)
+                q = self.idxmap[:, p[sl]].T.unsqueeze(1)  # (m, 1, kk)
+                idx = torch.where(q >= 0, cq + q, width)
+                blk = vals.new_zeros(vals.shape[0], width + 1)
+                blk.scatter_add_(1, idx.flatten(1), vals.flatten(1))
+                out[sl] = blk[:, :-1]
+            return out
+        if kind == "maxpool":
+            Q = self.xs[0].shape[2] * self.xs[0].shape[3]
+            out = self.y.new_zeros(M, L.channels * Q)
+            out[torch.arange(M, device=b.device), o * Q + self.idx[b, o, p]] = self.y[b, o, p]
+            return out
+        if kind == "avgpool":
+            x = self.xs[0].flatten(2)  # (B, C, Q)
+            Q = x.shape[2]
+            out = x.new_zeros(M, L.channels, Q)
+            out[torch.arange(M, device=b.device), o] = self.A[p] * x[b, o]
+            return out.flatten(1)
+        parts = []
+        off = 0
+        for a, il in enumerate(self.in_layers):
+            x = self.xs[a].flatten(1)  # (B, C_a·P)
+            blk = x.new_zeros(M, x.shape[1])
+            if kind == "add":
+                blk[torch.arange(M, device=b.device), e] = x[b, e]
+            else:
+                local = o - off
+                inside = (local >= 0) & (local < il.channels)
+                rows = torch.arange(M, device=b.device)[inside]
+                j = local[inside] * P + p[inside]
+                blk[rows, j] = x[b[inside], j]
+            parts.append(blk)
+            off += il.channels
+        return torch.cat(parts, 1)
+
+    def rows(self, ntype: str, b: torch.Tensor, n: torch.Tensor, rule: str = "share") -> torch.Tensor:
+        """``(M, I)`` contributions to output neurons ``n`` of inputs ``b`` for a neuron type."""
+        if ntype in ("channel", "svd"):
+            if rule == "ddp":
+                return self.ddp_channel_rows(b, n)
+            full = self._cache.get("channel")
+            if full is None:
+                full = self._cache["channel"] = self.channel()
+            return full[b, n]  # type: ignore[index]
+        if ntype == "spatial":
+            return self.spatial_rows(b, n)
+        return self.element_rows(b, n)

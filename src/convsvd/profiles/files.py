@@ -1,0 +1,42 @@
+"""The files a profile run leaves beside its chunks: the dataset profile, per-layer and per-class tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from convsvd._typing import PathLike
+from convsvd.profiles.profile import InputProfiles
+from convsvd.profiles.similarity import class_matrix, class_similarity
+
+__all__ = ["write_outputs"]
+
+
+def write_outputs(ps: InputProfiles, out: PathLike) -> list[str]:
+    """Write ``profile/`` (the summed profile), ``summary.csv``, ``class-similarity.csv`` and ``class-matrix.csv``.
+
+    Parameters
+    ----------
+    ps : InputProfiles
+    out : path
+        An existing folder (usually the run's own).
+
+    Returns
+    -------
+    list of str
+        The names written.
+    """
+    from convsvd._meta import write_atomic
+
+    out = Path(out)
+    total = ps.profile()
+    total.save(out / "profile")
+    written = ["profile/"]
+    write_atomic(out / "summary.csv", lambda p: total.summary().to_csv(p, index=False))
+    written.append("summary.csv")
+    if (ps.labels >= 0).any():
+        sim = class_similarity(ps).to_frame()
+        write_atomic(out / "class-similarity.csv", lambda p: sim.to_csv(p, index=False))
+        mat = class_matrix(ps)
+        write_atomic(out / "class-matrix.csv", lambda p: mat.to_csv(p))
+        written += ["class-similarity.csv", "class-matrix.csv"]
+    return written

@@ -1,0 +1,60 @@
+"""Which contributions a profile keeps: convsvd's share rule, or DeepDataProfiler's rule.
+
+``share`` (default; the rule of :func:`convsvd.signals.influence`): sort the
+entries of a row by ``|value|``; keep the smallest prefix whose share of the
+row's ``Σ |value|`` reaches the threshold (or the ``k`` largest with ``top_k``);
+weights ``|value| / Σ_kept |value|``.
+
+``ddp`` (DeepDataProfiler 2.0.1): negative values count as 0; sort descending;
+keep the entries whose cumulative share is ``≤`` the threshold, plus the next one
+(at most all of them); weights ``value / Σ_kept value``; zero values are dropped.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from convsvd.errors import InputError
+from convsvd.signals.influence import influence
+
+__all__ = ["select", "RULES"]
+
+RULES = ("share", "ddp")
+
+
+def select(values: torch.Tensor, rule: str = "share", threshold: float | None = None,
+           top_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mask, weight)``, both ``(M, I)``, of the kept entries of each row of ``values``.
+
+    >>> m, w = select(torch.tensor([[4.0, -3.0, 2.0, 1.0]]), threshold=0.5)
+    >>> m.tolist(), [round(v, 3) for v in w[0].tolist()]
+    ([[True, True, False, False]], [0.571, 0.429, 0.0, 0.0])
+    >>> m, w = select(torch.tensor([[4.0, -3.0, 2.0, 1.0]]), "ddp", threshold=0.5)
+    >>> m.tolist()
+    [[True, False, True, False]]
+    """
+    if values.dim() != 2:
+        raise InputError(f"values: expected (M, I), got shape {tuple(values.shape)}")
+    if rule == "share":
+        inf = influence(values, threshold=threshold, top_k=top_k)
+        return inf.mask, inf.weight.to(values.dtype)
+    if rule != "ddp":
+        raise InputError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
+    if top_k is not None:
+        raise InputError("top_k: DeepDataProfiler's rule takes a threshold, not top_k")
+    t = 0.1 if threshold is None else float(threshold)
+    M, I = values.shape
+    v = values.clamp(min=0)
+    srt, order = torch.sort(v, dim=1, descending=True, stable=True)
+    cum = srt.cumsum(1)
+    total = cum[:, -1:]
+    ok = total[:, 0] > 0
+    accept = (cum / torch.where(total > 0, total, torch.ones_like(total)) <= t).sum(1)
+    accept = torch.where(accept < I, accept, accept - 1)
+    keep = torch.arange(I, device=v.device).unsqueeze(0) <= accept.unsqueeze(1)
+    keep &= (srt > 0) & ok.unsqueeze(1)
+    denom = cum.gather(1, accept.unsqueeze(1))
+    w_sorted = torch.where(keep, srt / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(srt))
+    mask = torch.zeros_like(keep).scatter(1, order, keep)
+    weight = torch.zeros_like(v).scatter(1, order, w_sorted)
+    return mask, weight

@@ -1,0 +1,243 @@
+"""Similarity of profiles: Jaccard of neuron or synapse sets, inputs against class profiles, class × class.
+
+Definitions (DeepDataProfiler's, ``algorithms/jaccard.py``):
+
+- a profile's *neuron set* in a layer: the neurons with a non-zero count; its
+  *synapse set*: the synapses with a non-zero count;
+- ``jaccard(p, q)``: ``|P ∩ Q| / |P ∪ Q|`` with the sets of all chosen layers
+  pooled (DeepDataProfiler's ``jaccard``); ``average="layers"`` takes the mean of
+  the per-layer values instead (its ``avg_jaccard``; a layer where both sets are
+  empty counts 0 there, here it is left out);
+- ``instance_jaccard(p, q)``: ``|P ∩ Q| / |P|``, the share of ``p`` inside ``q``;
+- ``weighted=True`` (convsvd's extension): ``Σ min(a, b) / Σ max(a, b)`` over the
+  mean weights (weights divided by the number of inputs) instead of sets.
+
+An input is compared with each class profile *without itself* (leave-one-out),
+so the nearest-class-profile accuracy is not inflated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from convsvd.errors import InputError
+from convsvd.profiles.profile import InputProfiles, Profile
+
+__all__ = ["jaccard", "instance_jaccard", "class_similarity", "ClassSimilarity", "class_matrix"]
+
+
+def _layers(p: Profile | InputProfiles, layers: object, synapses: bool) -> list[str]:
+    names = [l.name for l in p.layers if (l.inputs or not synapses)]
+    if layers is None:
+        return names
+    want = [layers] if isinstance(layers, str) else list(layers)  # type: ignore[call-overload]
+    bad = [w for w in want if w not in names]
+    if bad:
+        raise InputError(f"layers: {bad[0]!r} is not a layer of the profile{' with synapses' if synapses else ''} "
+                         f"(layers: {', '.join(names)})")
+    return want
+
+
+def _mats(p: Profile | InputProfiles, synapses: bool, weighted: bool) -> dict[str, sp.csr_matrix]:
+    if synapses:
+        return p.synapse_weights if weighted else p.synapse_counts
+    return p.neuron_weights if weighted else p.neuron_counts
+
+
+def jaccard(p: Profile, q: Profile, *, synapses: bool = False, weighted: bool = False, layers: object = None,
+            average: str = "pooled") -> float:
+    """Jaccard similarity of two profiles.
+
+    Parameters
+    ----------
+    p, q : Profile
+    synapses : bool
+        Compare synapse sets instead of neuron sets.
+    weighted : bool
+        ``Σ min / Σ max`` of the mean weights instead of set sizes.
+    layers : str or list of str, optional
+    average : {"pooled", "layers"}
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; NaN when every compared set is empty.
+
+    >>> from convsvd.profiles.profile import LayerInfo
+    >>> p = Profile.empty((LayerInfo("x_in", "input", 3, (), (3, 1, 1)),), "channel")
+    >>> import math; math.isnan(jaccard(p, p))
+    True
+    """
+    if average not in ("pooled", "layers"):
+        raise InputError(f"average: expected 'pooled' or 'layers', got {average!r}")
+    names = _layers(p, layers, synapses)
+    a_m, b_m = _mats(p, synapses, weighted), _mats(q, synapses, weighted)
+    inter, union = [], []
+    for name in names:
+        a, b = a_m[name], b_m[name]
+        if weighted:
+            a = a / max(p.num_inputs, 1)
+            b = b / max(q.num_inputs, 1)
+            inter.append(float(a.minimum(b).sum()))
+            union.append(float(a.maximum(b).sum()))
+        else:
+            a, b = a != 0, b != 0
+            inter.append(float(a.multiply(b).nnz))
+            union.append(float((a + b).nnz))
+    if average == "pooled":
+        u = sum(union)
+        return sum(inter) / u if u > 0 else float("nan")
+    vals = [i / u for i, u in zip(inter, union) if u > 0]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def instance_jaccard(p: Profile, q: Profile, *, synapses: bool = False, layers: object = None) -> float:
+    """``|P ∩ Q| / |P|``: the share of ``p``'s neurons (or synapses) also in ``q`` (NaN when ``p`` is empty)."""
+    names = _layers(p, layers, synapses)
+    a_m, b_m = _mats(p, synapses, False), _mats(q, synapses, False)
+    inter = sum((a_m[n] != 0).multiply(b_m[n] != 0).nnz for n in names)
+    size = sum((a_m[n] != 0).nnz for n in names)
+    return inter / size if size else float("nan")
+
+
+@dataclass(frozen=True)
+class ClassSimilarity:
+    """Every input against every class profile, per layer.
+
+    Attributes
+    ----------
+    classes : numpy.ndarray
+        ``(K,)`` class indices.
+    layers : list of str
+    values : numpy.ndarray
+        ``(L + 1, N, K)``: per layer, then (last) all layers pooled.
+    labels : numpy.ndarray
+        ``(N,)`` the classes compared against (the grouping of the class profiles).
+    options : dict
+    """
+
+    classes: np.ndarray
+    layers: list[str]
+    values: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    options: dict = field(default_factory=dict)  # type: ignore[type-arg]
+
+    def predictions(self) -> np.ndarray:
+        """``(L + 1, N)`` nearest class profile (highest similarity; ties: the lower class)."""
+        v = np.where(np.isnan(self.values), -np.inf, self.values)
+        return self.classes[np.argmax(v, axis=2)]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per layer (and ``all``): depth, nearest-class-profile accuracy, mean similarity to own class."""
+        pred = self.predictions()
+        K = len(self.classes)
+        pos = np.searchsorted(self.classes, self.labels)
+        ok = (self.labels >= 0) & (pos < K)
+        rows = []
+        for d, name in enumerate(self.layers + ["all"]):
+            own = self.values[d, np.flatnonzero(ok), pos[ok]] if ok.any() else np.array([np.nan])
+            rows.append(dict(layer=name, depth=d if name != "all" else len(self.layers),
+                             accuracy=float(np.mean(pred[d, ok] == self.labels[ok])) if ok.any() else float("nan"),
+                             own_class=float(np.nanmean(own)) if np.isfinite(own).any() else float("nan"),
+                             inputs=int(ok.sum())))
+        return pd.DataFrame(rows)
+
+
+def _binary_sets(ps: InputProfiles, name: str, synapses: bool) -> sp.csr_matrix:
+    m = (ps.synapse_counts if synapses else ps.neuron_counts)[name]
+    out = sp.csr_matrix((np.ones(m.nnz), m.indices, m.indptr), shape=m.shape)
+    return out
+
+
+def _layer_scores(A: sp.csr_matrix, onehot: sp.csr_matrix, own: np.ndarray, loo: bool,
+                  instance: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Intersections and unions (or sizes) ``(N, K)`` of binary input sets ``A`` with class sets."""
+    counts = (onehot.T @ A).tocsr()  # (K, n) inputs of each class holding each neuron
+    Bset = (counts > 0).astype(np.float64)
+    inter = np.asarray((A @ Bset.T).todense())
+    sizeA = np.asarray(A.sum(1)).reshape(-1, 1)
+    sizeB = np.asarray(Bset.sum(1)).reshape(1, -1).repeat(A.shape[0], 0)
+    if loo:
+        rows = np.flatnonzero(own >= 0)
+        two = (counts >= 2).astype(np.float64)
+        one = (counts == 1).astype(np.float64)
+        inter_own = np.asarray((A[rows].multiply(two[own[rows]])).sum(1)).ravel()
+        lose = np.asarray((A[rows].multiply(one[own[rows]])).sum(1)).ravel()
+        inter[rows, own[rows]] = inter_own
+        sizeB[rows, own[rows]] -= lose
+    union = sizeA + sizeB - inter
+    return inter, (np.broadcast_to(sizeA, inter.shape).astype(np.float64) if instance else union)
+
+
+def class_similarity(ps: InputProfiles, *, synapses: bool = False, by: str = "labels", metric: str = "jaccard",
+                     layers: object = None, leave_one_out: bool = True) -> ClassSimilarity:
+    """Every input's neuron (or synapse) sets against each class profile, by sparse matrix products.
+
+    Parameters
+    ----------
+    ps : InputProfiles
+    synapses : bool
+    by : {"labels", "targets", "predictions"}
+        How the class profiles are formed.
+    metric : {"jaccard", "instance"}
+        ``|A ∩ B| / |A ∪ B|`` or ``|A ∩ B| / |A|``.
+    layers : str or list of str, optional
+    leave_one_out : bool
+        Compare each input with its own class profile without it.
+
+    Returns
+    -------
+    ClassSimilarity
+    """
+    if metric not in ("jaccard", "instance"):
+        raise InputError(f"metric: expected 'jaccard' or 'instance', got {metric!r}")
+    names = _layers(ps, layers, synapses)
+    key = ps._key(by)
+    classes = np.unique(key[key >= 0])
+    if len(classes) == 0:
+        raise InputError(f"class_similarity: no input has a class ({by})")
+    N, K = len(ps), len(classes)
+    pos = np.searchsorted(classes, key)
+    own = np.where(key >= 0, pos, -1)
+    rows = np.flatnonzero(own >= 0)
+    onehot = sp.csr_matrix((np.ones(len(rows)), (rows, own[rows])), shape=(N, K))
+    vals = np.empty((len(names) + 1, N, K))
+    I_tot = np.zeros((N, K))
+    U_tot = np.zeros((N, K))
+    for d, name in enumerate(names):
+        inter, den = _layer_scores(_binary_sets(ps, name, synapses), onehot, own, leave_one_out, metric == "instance")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vals[d] = np.where(den > 0, inter / np.where(den > 0, den, 1), np.nan)
+        I_tot += inter
+        U_tot += den
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vals[-1] = np.where(U_tot > 0, I_tot / np.where(U_tot > 0, U_tot, 1), np.nan)
+    return ClassSimilarity(classes, names, vals, key, dict(synapses=synapses, by=by, metric=metric,
+                                                           leave_one_out=leave_one_out))
+
+
+def class_matrix(ps: InputProfiles, *, synapses: bool = False, by: str = "labels", weighted: bool = False,
+                 layers: object = None) -> pd.DataFrame:
+    """Class × class Jaccard of the class profiles (all chosen layers pooled), as a labelled DataFrame."""
+    profiles = ps.class_profiles(by)
+    keys = sorted(profiles)
+    names = ps.classes
+    lab = [names[k] if names is not None and k < len(names) else str(k) for k in keys]
+    if weighted:
+        M = np.array([[jaccard(profiles[a], profiles[b], synapses=synapses, weighted=True, layers=layers)
+                       for b in keys] for a in keys])
+        return pd.DataFrame(M, index=lab, columns=lab)
+    sel = _layers(ps, layers, synapses)
+    mats = [sp.vstack([(_mats(profiles[k], synapses, False)[n] != 0).astype(np.float64).reshape(1, -1)
+                       for k in keys], format="csr") for n in sel]
+    B = sp.hstack(mats, format="csr")  # (K, all neurons or synapses)
+    inter = np.asarray((B @ B.T).todense())
+    size = np.asarray(B.sum(1)).ravel()
+    union = size[:, None] + size[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        M = np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
+    return pd.DataFrame(M, index=lab, columns=lab)

@@ -1,0 +1,127 @@
+"""The report's section on attribution profiles: graphs of a few inputs per class, class similarity, depth, topology."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from convsvd.errors import ConvSVDError
+from convsvd.report.content import Data, Figure, Heading, Note, Section, Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from convsvd.profiles import InputProfiles
+
+__all__ = ["profiles_section", "profiles_section_for", "SECTION_ID", "SECTION_TITLE"]
+
+SECTION_ID = "profiles"
+SECTION_TITLE = "Attribution profiles"
+
+_INTRO = ("Each input's profile starts at its predicted class and goes back through the layers: every neuron keeps "
+          "the smallest set of input channels whose share of its |contribution| reaches the threshold (0.1), and "
+          "passes its weight on to them. A class profile sums the profiles of its inputs. An input is assigned to "
+          "the class profile whose neuron set is the most similar to its own (Jaccard, leave-one-out).")
+
+
+def _class_name(ps: "InputProfiles", k: int) -> str:
+    return ps.classes[k] if ps.classes is not None and 0 <= k < len(ps.classes) else str(k)
+
+
+def profiles_section(ps: "InputProfiles | None", reason: str = "", per_class: int = 2, max_classes: int = 10,
+                     topology: bool = True) -> Section:
+    """The section, drawn from the profiles of a dataset (``None``: a section that says why it is missing).
+
+    Parameters
+    ----------
+    ps : InputProfiles or None
+    reason : str
+        Why there are no profiles (when ``ps`` is None).
+    per_class : int
+        Inputs whose attribution graph is drawn, per class.
+    max_classes : int
+        Classes drawn (the first ones).
+    topology : bool
+        Add the persistence diagrams of the class profiles and their bottleneck distances.
+    """
+    if ps is None:
+        return Section(SECTION_ID, SECTION_TITLE, (Note(reason or "No profiles were computed.", "missing"),),
+                       status="missing")
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from convsvd.profiles import class_matrix, class_similarity, diagram_distances, homology
+    from convsvd.viz.profiles import plot_class_matrix, plot_depth_accuracy, plot_persistence, plot_profile_graph
+
+    blocks: list = []  # type: ignore[type-arg]
+    data: list[Data] = []
+    status = "done"
+    total = ps.profile()
+    blocks.append(Table("profiles-summary", total.summary(),
+                        f"The profile of all {len(ps)} inputs ({ps.neuron_type} neurons): per layer, the neurons "
+                        "and synapses that appear in at least one input's profile."))
+    labelled = ps.labels >= 0
+    if not labelled.any():
+        blocks.append(Note("The data have no class labels: no class profiles, similarity or accuracy.", "missing"))
+        status = "partial"
+    else:
+        sim = class_similarity(ps)
+        frame = sim.to_frame()
+        fig = plot_depth_accuracy(sim).figure
+        blocks.append(Figure.from_matplotlib("profiles-depth", fig, "Accuracy of the nearest class profile, layer by "
+                                             "layer (leave-one-out Jaccard of neuron sets).", ("profiles-depth",)))
+        blocks.append(Table("profiles-depth", frame, "Nearest class profile per layer: accuracy and mean similarity "
+                                                     "of an input to its own class profile."))
+        mat = class_matrix(ps)
+        fig = plot_class_matrix(mat).figure
+        blocks.append(Figure.from_matplotlib("profiles-class-matrix", fig, "Jaccard similarity of the class "
+                                             "profiles' neuron sets (all layers).", ("profiles-class-matrix",)))
+        data.append(Data("profiles-class-matrix", mat.reset_index(names="class"), "class × class Jaccard"))
+    blocks.append(Heading("Attribution graphs of single inputs", "profiles-inputs"))
+    key = np.where(labelled, ps.labels, ps.predictions)
+    for k in sorted(set(key.tolist()))[:max_classes]:
+        rows = np.flatnonzero(key == k)[:per_class]
+        fig, axes = plt.subplots(1, len(rows), figsize=(5.5 * len(rows), 3.2), layout="constrained", squeeze=False)
+        for ax, r in zip(axes[0], rows):
+            plot_profile_graph(ps[int(r)], ax=ax, title=f"input {int(ps.ids[r])} (class {_class_name(ps, k)}, "
+                                                      f"predicted {_class_name(ps, int(ps.predictions[r]))})")
+        blocks.append(Figure.from_matplotlib(f"profiles-graph-{k}", fig, f"Class {_class_name(ps, k)}: the "
+                                             "attribution graph of each input, strongest path in red."))
+    if topology:
+        try:
+            cps = ps.class_profiles("labels" if labelled.any() else "predictions")
+            chosen = sorted(cps)[:4]
+            homs = {_class_name(ps, k): homology(cps[k], length="inverse") for k in chosen}
+            fig, axes = plt.subplots(1, len(homs), figsize=(3.4 * len(homs), 3.2), layout="constrained", squeeze=False)
+            for ax, (name, h) in zip(axes[0], homs.items()):
+                plot_persistence(h, ax=ax, title=f"class {name}")
+            blocks.append(Heading("Topology of the class profiles", "profiles-topology"))
+            blocks.append(Figure.from_matplotlib("profiles-persistence", fig, "Persistence diagrams (H0, H1) of the "
+                                                 "class profiles' attribution graphs; edge length 1 / mean synapse "
+                                                 "weight, distance the shortest path."))
+            dist = diagram_distances(homs, dim=1)
+            blocks.append(Table("profiles-bottleneck", dist.reset_index(names="class"),
+                                "Bottleneck distance between the H1 diagrams of the class profiles."))
+        except ConvSVDError as e:
+            blocks.append(Note(f"No topology: {e}", "missing"))
+            status = "partial"
+    return Section(SECTION_ID, SECTION_TITLE, tuple(blocks), tuple(data), status, _INTRO)
+
+
+def profiles_section_for(analysis: object, limit: int | None = None) -> Section:
+    """The section for a report's analysis: profiles of its data (at most 512 inputs, 128 with ``quick``)."""
+    from convsvd.profiles import profile_graph
+
+    source = getattr(analysis, "source", None)
+    if source is None or not getattr(analysis, "runnable", False):
+        return profiles_section(None, "Attribution profiles run the model on data: none was given.")
+    options = getattr(analysis, "options")
+    n = limit if limit is not None else (128 if options.quick else 512)
+    try:
+        ps = profile_graph(analysis.mw, source, batch_size=options.batch_size, device=options.device,  # type: ignore[attr-defined]
+                           input_shape=getattr(analysis, "input_shape", None), limit=n, progress=False)
+    except ConvSVDError as e:
+        return profiles_section(None, f"No attribution profiles: {e}")
+    return profiles_section(ps, per_class=1 if options.quick else 2, max_classes=4 if options.quick else 10)
+

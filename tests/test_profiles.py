@@ -1,0 +1,545 @@
+"""Attribution profiles against a brute-force reference of the definitions (explicit loops), on tiny seeded models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convsvd.decompose import decompose
+from convsvd.errors import InputError
+from convsvd.profiles import Profiler, layer_graph
+from convsvd.profiles.build import _svd_basis
+
+# --------------------------------------------------------------------------- models
+
+
+def seq_model() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1, groups=2, stride=1, dilation=1), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 4, 2, stride=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    ).double().eval()
+
+
+class Functional(nn.Module):
+    """A residual block, a concatenation and a strided dilated conv, called through a functional forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 3, 3, padding=1)
+        self.a = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        self.b = nn.Conv2d(3, 2, 1)
+        self.c = nn.Conv2d(5, 4, 3, stride=2, padding=3, dilation=2, groups=1)
+        self.fc1 = nn.Linear(4 * 2 * 2, 5)
+        self.fc2 = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        y = x + self.a(x)
+        z = torch.cat([F.relu(y), self.b(x)], dim=1)
+        z = F.max_pool2d(F.relu(self.c(z)), 2, 1)
+        z = F.adaptive_avg_pool2d(z, 2)
+        return self.fc2(F.relu(self.fc1(torch.flatten(z, 1))))
+
+
+def functional_model() -> nn.Module:
+    torch.manual_seed(2)
+    return Functional().double().eval()
+
+
+def inputs(shape: tuple[int, ...], n: int = 3, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+MODELS = {"sequential": (seq_model, (2, 8, 8)), "functional": (functional_model, (1, 6, 6))}
+
+# --------------------------------------------------------------------------- reference: element coefficients
+
+
+def _windows(n_in: int, n_out: int, k: int, s: int, pad: int, dil: int) -> list[list[int]]:
+    return [[p * s - pad + t * dil for t in range(k)] for p in range(n_out)]
+
+
+def coefficients(layer, in_layers, xs):  # type: ignore[no-untyped-def]
+    """For one input: ``{out element (c, h, w): [(operand, (c', h', w'), coef)]}`` with ``y = Σ coef·x (+ bias)``."""
+    C, H, W = layer.shape
+    out: dict[tuple[int, int, int], list] = {}  # type: ignore[type-arg]
+    kind = layer.kind
+    if kind == "linear":
+        Wt = layer.module.weight.detach()
+        c0, h0, w0 = in_layers[0].shape
+        for o in range(C):
+            terms = []
+            for j in range(c0 * h0 * w0):
+                terms.append((0, (j // (h0 * w0), (j // w0) % h0, j % w0), float(Wt[o, j])))
+            out[(o, 0, 0)] = terms
+        return out
+    if kind == "conv":
+        m = layer.module
+        Wt = m.weight.detach()
+        g = m.groups
+        cin = in_layers[0].shape[0]
+        cg, og = cin // g, C // g
+        _, Hi, Wi = in_layers[0].shape
+        for o in range(C):
+            grp = o // og
+            for ph in range(H):
+                for pw in range(W):
+                    terms = []
+                    for cl in range(cg):
+                        for kh in range(m.kernel_size[0]):
+                            for kw in range(m.kernel_size[1]):
+                                ih = ph * m.stride[0] - m.padding[0] + kh * m.dilation[0]
+                                iw = pw * m.stride[1] - m.padding[1] + kw * m.dilation[1]
+                                if 0 <= ih < Hi and 0 <= iw < Wi:
+                                    terms.append((0, (grp * cg + cl, ih, iw), float(Wt[o, cl, kh, kw])))
+                    out[(o, ph, pw)] = terms
+        return out
+    if kind == "maxpool":
+        x = xs[0][0]
+        _, Hi, Wi = x.shape
+        # kernel / stride recovered from the shapes of the test models: (k, s) = (2, 2) or (2, 1)
+        s = 2 if Hi // 2 == H else 1
+        for c in range(C):
+            for ph in range(H):
+                for pw in range(W):
+                    cand = [(x[c, ph * s + a, pw * s + b].item(), (c, ph * s + a, pw * s + b))
+                            for a in range(2) for b in range(2)]
+                    best = max(cand, key=lambda t: t[0])
+                    out[(c, ph, pw)] = [(0, best[1], 1.0)]
+        return out
+    if kind == "avgpool":
+        _, Hi, Wi = in_layers[0].shape
+        for c in range(C):
+            for ph in range(H):
+                for pw in range(W):
+                    hs, he = math.floor(ph * Hi / H), math.ceil((ph + 1) * Hi / H)
+                    ws, we = math.floor(pw * Wi / W), math.ceil((pw + 1) * Wi / W)
+                    n = (he - hs) * (we - ws)
+                    out[(c, ph, pw)] = [(0, (c, a, b), 1.0 / n) for a in range(hs, he) for b in range(ws, we)]
+        return out
+    if kind == "add":
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    out[(c, h, w)] = [(a, (c, h, w), 1.0) for a in range(len(in_layers))]
+        return out
+    if kind == "cat":
+        off = 0
+        for a, il in enumerate(in_layers):
+            for c in range(il.shape[0]):
+                for h in range(H):
+                    for w in range(W):
+                        out[(off + c, h, w)] = [(a, (c, h, w), 1.0)]
+            off += il.shape[0]
+        return out
+    raise AssertionError(kind)
+
+
+# --------------------------------------------------------------------------- reference: neurons and selection
+
+
+def neuron_of(e: tuple[int, int, int], shape: tuple[int, int, int], ntype: str) -> int:
+    c, h, w = e
+    _, H, W = shape
+    if ntype in ("channel", "svd"):
+        return c
+    if ntype == "spatial":
+        return h * W + w
+    return (c * H + h) * W + w
+
+
+def n_neurons(shape: tuple[int, int, int], ntype: str) -> int:
+    C, H, W = shape
+    return {"channel": C, "svd": C, "spatial": H * W, "element": C * H * W}[ntype]
+
+
+def select_share(vals: list[float], t: float) -> dict[int, float]:
+    a = [abs(v) for v in vals]
+    total = sum(a)
+    if total == 0:
+        return {}
+    order = sorted(range(len(a)), key=lambda i: (-a[i], i))
+    kept, cum = [], 0.0
+    for i in order:
+        kept.append(i)
+        cum += a[i]
+        if cum / total >= t:
+            break
+    s = sum(a[i] for i in kept)
+    return {i: a[i] / s for i in kept}
+
+
+def select_ddp(vals: list[float], t: float) -> dict[int, float]:
+    v = [max(0.0, x) for x in vals]
+    total = sum(v)
+    if total == 0:
+        return {}
+    order = sorted(range(len(v)), key=lambda i: (-v[i], i))
+    cum, kept = 0.0, []
+    for i in order:
+        cum += v[i]
+        kept.append(i)
+        if cum / total > t:
+            break
+    s = sum(v[i] for i in kept)
+    return {i: v[i] / s for i in kept if v[i] > 0}
+
+
+def reference(model: nn.Module, x: torch.Tensor, ntype: str, t: float = 0.1, rule: str = "share"):  # type: ignore[no-untyped-def]
+    """Per input: ``(neurons {(layer, n): weight}, synapses {(layer, o, i): weight})`` by explicit loops."""
+    g = layer_graph(model, x[:1])
+    _, ins, _, heads = g.activations(x)
+    layers = g.layers
+    rot: dict[int, torch.Tensor] = {}
+    if ntype == "svd":
+        d = decompose(model, mode="full", device="cpu", dtype="float64")
+        for l in layers:
+            if l.kind in ("conv", "linear"):
+                rot[l.index] = _svd_basis(d[l.name].U, l.channels)
+    choose = select_share if rule == "share" else select_ddp
+    results = []
+    for b in range(x.shape[0]):
+        xs = {k: [v[b:b + 1] for v in vals] for k, vals in ins.items()}
+        co = {l.index: coefficients(l, [layers[i] for i in l.inputs], xs[l.index]) for l in layers if l.inputs}
+        # every coefficient reproduces the layer's own output
+        for l in layers:
+            if not l.inputs or l.kind == "maxpool":
+                continue
+            bias = l.module.bias if l.module is not None and l.module.bias is not None else None
+            for e, terms in co[l.index].items():
+                y = sum(cf * float(xs[l.index][a][0][j].detach()) for a, j, cf in terms) + (float(bias[e[0]].detach()) if bias is not None else 0)
+                assert abs(y - float(heads[l.index][b][e])) < 1e-9
+
+        def xprime(k: int, a: int, j: tuple[int, int, int]) -> dict[int, float]:
+            """Split input entry j of operand a into its neurons: {neuron: term of x[j]}."""
+            il = layers[layers[k].inputs[a]]
+            xv = xs[k][a][0]
+            if ntype != "svd" or il.index not in rot:
+                return {neuron_of(j, il.shape, ntype): float(xv[j])}
+            Q = rot[il.index]
+            c, h, w = j
+            return {jj: float(Q[c, jj]) * float((Q[:, jj] * xv[:, h, w]).sum()) for jj in range(il.shape[0])}
+
+        def contributions(k: int, n: int) -> list[float]:
+            l = layers[k]
+            offs = np.cumsum([0] + [n_neurons(layers[i].shape, ntype) for i in l.inputs])
+            vals = [0.0] * int(offs[-1])
+            for e, terms in co[k].items():
+                if ntype == "svd" and k in rot:
+                    wo = float(rot[k][e[0], n])
+                else:
+                    wo = 1.0 if neuron_of(e, l.shape, ntype) == n else 0.0
+                if wo == 0.0:
+                    continue
+                for a, j, cf in terms:
+                    for jj, xv in xprime(k, a, j).items():
+                        vals[int(offs[a]) + jj] += wo * cf * xv
+            return vals
+
+        out_k = g.output
+        logits = heads[out_k][b].reshape(-1)
+        cls = int(logits.argmax())
+        pending: dict[int, dict[int, float]] = {}
+        if ntype == "svd" and out_k in rot:
+            s = [sum(contributions(out_k, i)) for i in range(layers[out_k].channels)]
+            pending[out_k] = choose([float(rot[out_k][cls, i]) * s[i] for i in range(len(s))], t)
+        elif ntype == "spatial":
+            pending[out_k] = {0: 1.0}
+        else:
+            pending[out_k] = {cls: 1.0}
+        neurons: dict[tuple[str, int], float] = {}
+        synapses: dict[tuple[str, int, int], float] = {}
+        for k in reversed(range(len(layers))):
+            if k not in pending:
+                continue
+            l = layers[k]
+            for n, w in pending[k].items():
+                neurons[(l.name, n)] = w
+            if not l.inputs:
+                continue
+            offs = np.cumsum([0] + [n_neurons(layers[i].shape, ntype) for i in l.inputs])
+            for n, w in pending[k].items():
+                if ntype == "spatial" and k == out_k:
+                    vals = [0.0] * int(offs[-1])
+                    for a, j, cf in co[k][(cls, 0, 0)]:
+                        vals[neuron_of(j, layers[l.inputs[a]].shape, "spatial")] += cf * float(xs[k][a][0][j])
+                else:
+                    vals = contributions(k, n)
+                for i, s in choose(vals, t).items():
+                    synapses[(l.name, n, i)] = s
+                    a = int(np.searchsorted(offs, i, side="right") - 1)
+                    src = l.inputs[a]
+                    pending.setdefault(src, {})
+                    pending[src][i - int(offs[a])] = pending[src].get(i - int(offs[a]), 0.0) + w * s
+        results.append((neurons, synapses))
+    return results
+
+
+def ours(ps, b: int):  # type: ignore[no-untyped-def]
+    neurons, synapses = {}, {}
+    for l in ps.layers:
+        row = ps.neuron_weights[l.name][b].tocoo()
+        cnt = ps.neuron_counts[l.name][b].tocoo()
+        assert set(cnt.col.tolist()) >= set(row.col.tolist())
+        w = dict(zip(row.col.tolist(), row.data.tolist()))
+        for n in cnt.col.tolist():
+            neurons[(l.name, n)] = w.get(n, 0.0)
+        if l.inputs:
+            width = ps.synapse_counts[l.name].shape[1] // l.neurons
+            sw = ps.synapse_weights[l.name][b].tocoo()
+            for col, v in zip(sw.col.tolist(), sw.data.tolist()):
+                synapses[(l.name, col // width, col % width)] = v
+    return neurons, synapses
+
+
+def assert_same(ref: dict, got: dict, what: str) -> None:  # type: ignore[type-arg]
+    assert set(ref) == set(got), f"{what}: only in reference {sorted(set(ref) - set(got))[:5]}, only ours {sorted(set(got) - set(ref))[:5]}"
+    for k in ref:
+        assert got[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12), (what, k)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_graph_of_the_functional_model() -> None:
+    model, shape = MODELS["functional"]
+    g = layer_graph(model(), inputs(shape, 1))
+    got = [(l.name, l.kind, tuple(g.layers[i].name for i in l.inputs), l.shape) for l in g.layers]
+    assert got == [
+        ("x_in", "input", (), (1, 6, 6)),
+        ("stem", "conv", ("x_in",), (3, 6, 6)),
+        ("a", "conv", ("stem",), (3, 6, 6)),
+        ("add", "add", ("stem", "a"), (3, 6, 6)),
+        ("b", "conv", ("stem",), (2, 6, 6)),
+        ("cat", "cat", ("add", "b"), (5, 6, 6)),
+        ("c", "conv", ("cat",), (4, 4, 4)),
+        ("max_pool2d", "maxpool", ("c",), (4, 3, 3)),
+        ("adaptive_avg_pool2d", "avgpool", ("max_pool2d",), (4, 2, 2)),
+        ("fc1", "linear", ("adaptive_avg_pool2d",), (5, 1, 1)),
+        ("fc2", "linear", ("fc1",), (3, 1, 1)),
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("ntype", ["channel", "element", "spatial", "svd"])
+def test_profiles_equal_the_reference(name: str, ntype: str) -> None:
+    build, shape = MODELS[name]
+    model = build()
+    x = inputs(shape, 3, seed=len(name))
+    ps = Profiler(model, x[:1], neuron_type=ntype, threshold=0.3).run(x)
+    ref = reference(model, x, ntype, t=0.3)
+    for b in range(len(x)):
+        rn, rs = ref[b]
+        gn, gs = ours(ps, b)
+        assert_same(rn, gn, f"{name}/{ntype} input {b} neurons")
+        assert_same(rs, gs, f"{name}/{ntype} input {b} synapses")
+        assert all(v == 1 for m in ps.neuron_counts.values() for v in m[b].data)
+
+
+@pytest.mark.parametrize("t", [0.05, 0.5, 0.9])
+def test_thresholds_on_channels(t: float) -> None:
+    model = seq_model()
+    x = inputs((2, 8, 8), 2, seed=5)
+    ps = Profiler(model, x[:1], threshold=t).run(x)
+    for b, (rn, rs) in enumerate(reference(model, x, "channel", t=t)):
+        gn, gs = ours(ps, b)
+        assert_same(rn, gn, f"t={t} neurons")
+        assert_same(rs, gs, f"t={t} synapses")
+
+
+def test_ddp_channel_contribution_of_a_conv_is_the_largest_positive_term() -> None:
+    from convsvd.profiles import LayerOp
+
+    model = functional_model()
+    x = inputs((1, 6, 6), 2, seed=4)
+    g = layer_graph(model, x[:1])
+    _, ins, _, _ = g.activations(x)
+    for l in g.layers:
+        if l.kind != "conv":
+            continue
+        in_layers = [g.layers[i] for i in l.inputs]
+        op = LayerOp(l, ins[l.index], in_layers)
+        b = torch.tensor([0, 1, 1])
+        o = torch.tensor([0, l.channels - 1, 1])
+        got = op.ddp_channel_rows(b, o)
+        for r in range(3):
+            co = coefficients(l, in_layers, [ins[l.index][0][b[r]:b[r] + 1]])
+            xv = ins[l.index][0][b[r]]
+            C = in_layers[0].channels
+            want = [0.0] * C
+            for (oo, ph, pw), terms in co.items():
+                if oo != int(o[r]):
+                    continue
+                per = [0.0] * C
+                for _, j, cf in terms:
+                    per[j[0]] += cf * float(xv[j])
+                want = [max(w, p) for w, p in zip(want, per)]
+            assert got[r].tolist() == pytest.approx(want, abs=1e-12), l.name
+
+
+def test_weights_flow_sums_to_one_per_layer() -> None:
+    model = seq_model()
+    x = inputs((2, 8, 8), 4, seed=9)
+    ps = Profiler(model, x[:1], neuron_type="element", threshold=0.2).run(x)
+    for l in ps.layers:
+        sums = np.asarray(ps.neuron_weights[l.name].sum(1)).ravel()
+        assert np.allclose(sums, 1.0), l.name
+
+
+def test_given_targets_change_the_start() -> None:
+    model = seq_model()
+    x = inputs((2, 8, 8), 3)
+    p = Profiler(model, x[:1])
+    ps = p.run(x, targets=torch.tensor([0, 1, 2]))
+    assert ps.neuron_counts[ps.layers[-1].name].toarray().argmax(1).tolist() == [0, 1, 2]
+    with pytest.raises(InputError, match="targets"):
+        p.run(x, targets=torch.tensor([0, 1, 7]))
+
+
+def test_unknown_operation_is_named_or_passed() -> None:
+    class Odd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.flatten(torch.square(self.conv(x)), 1))
+
+    x = torch.rand(2, 1, 4, 4)
+    with pytest.raises(InputError, match=r"square.*no contribution rule.*unknown='pass'"):
+        Profiler(Odd(), x)
+    p = Profiler(Odd(), x, unknown="pass")
+    assert any("square" in n for n in p.graph.notes)
+    assert len(p.run(x)) == 2
+
+
+def test_reductions_and_untraceable_models_are_refused() -> None:
+    class Mean(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    with pytest.raises(InputError, match="mean"):
+        Profiler(Mean(), torch.rand(1, 1, 4, 4))
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:
+                return self.fc(x)
+            return -self.fc(x)
+
+    with pytest.raises(InputError, match="torch.fx cannot trace"):
+        Profiler(Branchy(), torch.rand(1, 4))
+
+
+def test_bad_options() -> None:
+    model = seq_model()
+    x = inputs((2, 8, 8), 1)
+    for kw, pat in [(dict(neuron_type="pixel"), "neuron_type"), (dict(rule="x"), "rule"),
+                    (dict(start="x"), "start"), (dict(threshold=0.0), "threshold"),
+                    (dict(start="layers", neuron_type="element"), "start='layers'"),
+                    (dict(rule="ddp", top_k=2), "top_k")]:
+        with pytest.raises(InputError, match=pat):
+            Profiler(model, x, **kw)
+
+
+def test_top_k_keeps_k_contributors() -> None:
+    model = seq_model()
+    x = inputs((2, 8, 8), 2)
+    ps = Profiler(model, x[:1], top_k=2).run(x)
+    for l in ps.layers:
+        if l.inputs and l.kind in ("conv", "linear"):
+            per_out = np.asarray(ps.profile([0]).synapse_counts[l.name].sum(1)).ravel()
+            assert set(per_out[per_out > 0].tolist()) <= {1, 2} and per_out.max() == 2, l.name
+
+
+def test_model_is_unchanged_and_chunked_equals_one_shot() -> None:
+    model = functional_model()
+    x = inputs((1, 6, 6), 6, seed=3)
+    before = model(x)
+    p = Profiler(model, x[:1], neuron_type="element")
+    whole = p.run(x)
+    from convsvd.profiles import InputProfiles
+
+    parts = InputProfiles.concat([p.run(x[:2]), p.run(x[2:5]), p.run(x[5:])])
+    assert whole.profile() == parts.profile()
+    assert torch.equal(model(x), before)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("conv, shape", [
+    (nn.Conv2d(3, 4, 3, padding=1), (3, 9, 7)),
+    (nn.Conv2d(3, 4, (3, 2), padding=(2, 1), dilation=(2, 3)), (3, 10, 8)),
+    (nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="reflect"), (3, 9, 8)),
+    (nn.Conv2d(3, 4, 3, padding="same", dilation=2, padding_mode="circular"), (3, 7, 7)),
+    (nn.Conv2d(3, 4, (3, 4), stride=(2, 3), padding=(1, 2), dilation=(1, 2)), (3, 11, 13)),
+    (nn.Conv2d(3, 4, (2, 4), padding="same"), (3, 6, 7)),
+])
+def test_patches_reproduce_the_conv_and_tap_sums_equal_their_sums(conv: nn.Conv2d, shape: tuple[int, ...]) -> None:
+    from convsvd.profiles import LayerOp
+
+    model = nn.Sequential(conv, nn.Flatten()).double()
+    x = torch.randn(2, *shape, dtype=torch.float64)
+    g = layer_graph(model, x[:1])
+    _, ins, _, _ = g.activations(x)
+    op = LayerOp(g.layers[1], ins[1], [g.layers[0]])
+    U = op._unfold(ins[1][0])
+    W = conv.weight.detach().double().reshape(4, -1)
+    y = torch.einsum("ok,bkp->bop", W, U.flatten(1, 2)) + conv.bias.detach().double()[:, None]
+    assert torch.allclose(y, model[0](x).flatten(2), atol=1e-12)
+    assert torch.allclose(op._tap_sums(ins[1][0]), U.sum(-1), atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("ntype", ["channel", "element", "spatial", "svd"])
+def test_cuda_equals_cpu(ntype: str) -> None:
+    model = functional_model()
+    x = inputs((1, 6, 6), 4, seed=6)
+    cpu = Profiler(model, x[:1], neuron_type=ntype, threshold=0.3).run(x).profile()
+    gpu_model = functional_model().cuda()
+    gpu = Profiler(gpu_model, x[:1].cuda(), neuron_type=ntype, threshold=0.3).run(x.cuda()).profile()
+    assert gpu.allclose(cpu, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("start", ["class", "layers"])
+def test_ddp_rule_for_sums_and_pools(start: str) -> None:
+    model = functional_model()
+    x = inputs((1, 6, 6), 4, seed=8)
+    p = Profiler(model, x[:1], rule="ddp", start=start, threshold=0.3)
+    ps = p.run(x)
+    g = p.graph
+    _, ins, _, _ = g.activations(x)
+    names = [l.name for l in g.layers]
+    add = g.layers[names.index("add")]
+    C = add.channels
+    m1 = ins[add.index][0].flatten(2).amax(2)
+    m2 = ins[add.index][1].flatten(2).amax(2)
+    seen = 0
+    for b in range(len(x)):
+        syn = ps.synapse_weights["add"][b].tocoo()
+        for col, w in zip(syn.col.tolist(), syn.data.tolist()):
+            o, i = divmod(col, 2 * C)
+            want = o if m1[b, o] > m2[b, o] else C + o  # all of it to the larger maximum (ties: the second)
+            assert (i, w) == (want, 1.0)
+            seen += 1
+        for pool in ("max_pool2d", "adaptive_avg_pool2d"):
+            syn = ps.synapse_weights[pool][b].tocoo()
+            n = g.layers[names.index(pool)].channels
+            assert all(divmod(c, n)[0] == divmod(c, n)[1] for c in syn.col.tolist()) and set(syn.data.tolist()) <= {1.0}
+    assert seen > 0

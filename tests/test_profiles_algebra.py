@@ -1,0 +1,243 @@
+"""Profile algebra, files, similarity and homology."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from convsvd.errors import InputError
+from convsvd.profiles import (
+    InputProfiles,
+    Profile,
+    Profiler,
+    class_matrix,
+    class_similarity,
+    diagram_distances,
+    homology,
+    instance_jaccard,
+    jaccard,
+    profile_graph,
+)
+from convsvd.profiles.profile import LayerInfo
+from convsvd.profiles.topology import homology_of_graph
+
+
+def small_model() -> nn.Module:
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 3)).double().eval()
+
+
+@pytest.fixture(scope="module")
+def runs() -> InputProfiles:
+    torch.manual_seed(0)
+    x = torch.randn(24, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(24) % 3
+    p = Profiler(small_model(), x[:1], neuron_type="element", threshold=0.3)
+    return p.run(x, labels=labels)
+
+
+def test_sum_of_input_profiles_is_the_profile_of_the_batch(runs: InputProfiles) -> None:
+    singles = [runs[i] for i in range(len(runs))]
+    assert sum(singles) == runs.profile()
+    assert Profile.sum(singles) == runs.profile()
+    assert runs.profile().num_inputs == len(runs)
+    assert runs[0] != runs[1]
+
+
+def test_addition_is_associative_and_commutative(runs: InputProfiles) -> None:
+    a, b, c = runs[0], runs[1], runs[2]
+    assert (a + b) + c == a + (b + c)
+    assert a + b == b + a
+    assert (a + b).allclose(runs.profile([0, 1]))
+
+
+def test_class_profiles_partition_the_dataset(runs: InputProfiles) -> None:
+    cp = runs.class_profiles()
+    assert sorted(cp) == [0, 1, 2]
+    assert Profile.sum(cp.values()) == runs.profile()
+    assert [cp[k].num_inputs for k in sorted(cp)] == [8, 8, 8]
+
+
+def test_profiles_of_other_models_do_not_add(runs: InputProfiles) -> None:
+    other = Profile.empty((LayerInfo("x_in", "input", 2, (), (2, 1, 1)),), "element")
+    with pytest.raises(InputError, match="cannot be added"):
+        runs[0] + other
+    with pytest.raises(InputError, match="at least one"):
+        Profile.sum([])
+
+
+def test_frames_and_html(runs: InputProfiles) -> None:
+    p = runs.profile()
+    f = p.to_frame()
+    assert list(f.columns) == ["layer", "kind", "neuron", "count", "weight"]
+    assert int(f["count"].sum()) == sum(int(m.sum()) for m in p.neuron_counts.values())
+    s = p.synapse_frame()
+    assert len(s) == p.num_synapses and (s["weight"] > 0).all()
+    assert "Profile</b> of 24 inputs" in p._repr_html_()
+    assert list(runs.to_frame().columns[:4]) == ["id", "label", "target", "prediction"]
+
+
+def test_save_and_open_round_trip_and_checksum(tmp_path, runs: InputProfiles) -> None:  # type: ignore[no-untyped-def]
+    p = runs.profile()
+    p.save(tmp_path / "p")
+    q = Profile.open(tmp_path / "p")
+    assert q == p and q.options == p.options
+    p.save(tmp_path / "p")  # overwrite: swapped in atomically
+    assert Profile.open(tmp_path / "p") == p
+    raw = (tmp_path / "p" / "profile.npz").read_bytes()
+    (tmp_path / "p" / "profile.npz").write_bytes(raw[:-10])
+    with pytest.raises(InputError, match="checksum"):
+        Profile.open(tmp_path / "p")
+    with pytest.raises(InputError, match="not a saved profile"):
+        Profile.open(tmp_path / "nothing")
+
+
+def test_jaccard_identities(runs: InputProfiles) -> None:
+    a, b = runs[0], runs[5]
+    for syn in (False, True):
+        for weighted in (False, True):
+            assert jaccard(a, a, synapses=syn, weighted=weighted) == pytest.approx(1.0)
+            assert jaccard(a, b, synapses=syn, weighted=weighted) == pytest.approx(
+                jaccard(b, a, synapses=syn, weighted=weighted))
+            assert 0 <= jaccard(a, b, synapses=syn, weighted=weighted) < 1
+        assert jaccard(a, a, synapses=syn, average="layers") == pytest.approx(1.0)
+    assert instance_jaccard(a, runs.profile()) == 1.0
+    # by hand: neuron sets pooled over layers
+    inter = sum((a.neuron_counts[n] != 0).multiply(b.neuron_counts[n] != 0).nnz for n in a.neuron_counts)
+    union = sum(((a.neuron_counts[n] != 0) + (b.neuron_counts[n] != 0)).nnz for n in a.neuron_counts)
+    assert jaccard(a, b) == pytest.approx(inter / union)
+
+
+def test_class_similarity_equals_pairwise_loops(runs: InputProfiles) -> None:
+    sim = class_similarity(runs)
+    layers = [l.name for l in runs.layers]
+    for i in range(len(runs)):
+        for k in range(3):
+            rows = [j for j in range(len(runs)) if runs.labels[j] == k and j != i]
+            cp = runs.profile(rows)
+            want = jaccard(runs[i], cp)
+            assert sim.values[-1, i, k] == pytest.approx(want, nan_ok=True)
+            for d, name in enumerate(layers):
+                wl = jaccard(runs[i], cp, layers=name)
+                assert sim.values[d, i, k] == pytest.approx(wl, nan_ok=True)
+    f = sim.to_frame()
+    assert list(f["layer"]) == layers + ["all"]
+    pred = sim.predictions()
+    assert f["accuracy"].iloc[-1] == pytest.approx(np.mean(pred[-1] == runs.labels))
+    inst = class_similarity(runs, metric="instance", synapses=True, leave_one_out=False)
+    cps = runs.class_profiles()
+    assert inst.values[-1, 3, 1] == pytest.approx(instance_jaccard(runs[3], cps[1], synapses=True))
+
+
+def test_class_matrix_is_symmetric_with_unit_diagonal(runs: InputProfiles) -> None:
+    m = class_matrix(runs)
+    assert m.shape == (3, 3)
+    assert np.allclose(np.diag(m.values), 1.0)
+    assert np.allclose(m.values, m.values.T)
+    cps = runs.class_profiles()
+    assert m.values[0, 2] == pytest.approx(jaccard(cps[0], cps[2]))
+    mw = class_matrix(runs, weighted=True, synapses=True)
+    assert mw.values[1, 2] == pytest.approx(jaccard(cps[1], cps[2], weighted=True, synapses=True))
+
+
+def _cycle(n: int, w: float = 1.0) -> sp.coo_matrix:
+    r = np.arange(n)
+    return sp.coo_matrix((np.full(n, w), (r, (r + 1) % n)), shape=(n, n))
+
+
+@pytest.mark.parametrize("n, dies", [(3, None), (4, 2.0), (6, 2.0), (8, 3.0)])
+def test_homology_of_cycles(n: int, dies: float | None) -> None:
+    d0, d1 = homology_of_graph(_cycle(n))
+    assert np.isinf(d0[:, 1]).sum() == 1  # one component
+    assert len(d0) == n
+    if dies is None:
+        assert len(d1) == 0  # a triangle fills in at once
+    else:
+        assert d1.tolist() == [[1.0, dies]]
+
+
+def test_homology_of_disjoint_cycles_and_a_tree() -> None:
+    G = sp.block_diag([_cycle(4), _cycle(5, 2.0)])
+    d0, d1 = homology_of_graph(G)
+    assert np.isinf(d0[:, 1]).sum() == 2
+    assert sorted(d1.tolist()) == [[1.0, 2.0], [2.0, 4.0]]
+    tree = sp.coo_matrix((np.ones(4), ([0, 0, 1, 1], [1, 2, 3, 4])), shape=(5, 5))
+    d0, d1 = homology_of_graph(tree)
+    assert len(d1) == 0 and np.isinf(d0[:, 1]).sum() == 1
+
+
+def test_homology_of_a_profile_and_diagram_distances(runs: InputProfiles) -> None:
+    cps = runs.class_profiles()
+    homs = {k: homology(p, length="inverse") for k, p in cps.items()}
+    for k, h in homs.items():
+        assert len(h.vertices) == len(set(h.vertices))
+        # H0: one infinite bar per connected component of the attribution graph
+        G, _ = __import__("convsvd.profiles.topology", fromlist=["x"]).attribution_graph(cps[k], "inverse")
+        n_comp = sp.csgraph.connected_components(G, directed=False)[0]
+        assert np.isinf(h.diagrams[0][:, 1]).sum() == n_comp
+        assert h.betti(0.0)[0] == len(h.vertices)
+    D = diagram_distances(homs, dim=0)
+    assert D.shape == (3, 3) and np.allclose(D.values, D.values.T) and np.allclose(np.diag(D.values), 0)
+    assert (D.values[~np.eye(3, dtype=bool)] >= 0).all()
+    with pytest.raises(InputError, match="length"):
+        homology(cps[0], length="log")
+
+
+def test_profile_graph_resumes_by_chunks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from convsvd import zoo
+
+    model = zoo.load("digits-cnn")
+    out = tmp_path / "run"
+    whole = profile_graph(model, "digits:test", limit=40, batch_size=8, chunk_batches=2, out=out)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["complete"] and len(man["chunks"]) == 3 and man["inputs"] == 40
+    # lose a chunk: a second run recomputes only that one and equals the first
+    (out / "chunks" / "chunk-000001.npz").unlink()
+    before = {n: (out / "chunks" / n).stat().st_mtime_ns for n in ["chunk-000000.npz", "chunk-000002.npz"]}
+    again = profile_graph(model, "digits:test", limit=40, batch_size=8, chunk_batches=2, out=out)
+    assert again.profile() == whole.profile()
+    assert {n: (out / "chunks" / n).stat().st_mtime_ns for n in before} == before
+    assert InputProfiles.open(out).profile() == whole.profile()
+    assert np.array_equal(InputProfiles.open(out).ids, whole.ids) and len(set(whole.ids.tolist())) == 40
+    with pytest.raises(InputError, match="another profile run"):
+        profile_graph(model, "digits:test", limit=40, batch_size=8, chunk_batches=2, out=out, threshold=0.3)
+
+
+def test_figures_and_report_section(runs: InputProfiles) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convsvd.report.profiles_section import profiles_section
+    from convsvd.viz.profiles import plot_class_matrix, plot_depth_accuracy, plot_persistence, plot_profile_graph
+
+    p = runs.profile([0])
+    path = p.strongest_path()
+    assert path[0][0] == runs.layers[-1].name and path[-1][0] == "x_in"
+    for (a, n), (b, m) in zip(path, path[1:]):  # each step is a synapse of the profile
+        assert (a, n, b, m) in set(p.synapse_frame()[["layer", "neuron", "source_layer", "source_neuron"]]
+                                   .itertuples(index=False, name=None))
+    ax = plot_profile_graph(p)
+    red = [l for l in ax.lines if l.get_color() == "tab:red"]
+    assert len(red) == len(path) - 1
+    plot_class_matrix(class_matrix(runs))
+    ax = plot_depth_accuracy(class_similarity(runs))
+    assert len(ax.lines[0].get_xdata()) == len(runs.layers)
+    h = homology(runs.class_profiles()[0])
+    ax = plot_persistence(h)
+    assert sum(len(c.get_offsets()) for c in ax.collections) == sum(len(d) for d in h.diagrams)
+    plt.close("all")
+    sec = profiles_section(runs, per_class=1, max_classes=2)
+    assert sec.status == "done" and sec.id == "profiles"
+    assert [t.key for t in sec.tables] == ["profiles-summary", "profiles-depth", "profiles-bottleneck"]
+    assert [f.key for f in sec.figures] == ["profiles-depth", "profiles-class-matrix", "profiles-graph-0",
+                                            "profiles-graph-1", "profiles-persistence"]
+    missing = profiles_section(None, "no data")
+    assert missing.status == "missing" and missing.notes[0].text == "no data"
