@@ -325,12 +325,13 @@ def _profile_graph_args(p: argparse.ArgumentParser) -> None:
 def cmd_profile_graph(args: argparse.Namespace) -> int:
     from convsvd.profiles import class_similarity, profile_graph, write_outputs
 
-    out = _writable_dir(args.out) if args.out else None
+    out = _out_folder(args.out)
+    target = resolve_model(args, device=args.device)
     t0 = time.perf_counter()
-    ps = profile_graph(resolve_model(args), args.data, neuron_type=args.neuron_type, threshold=args.threshold,
+    ps = profile_graph(target, args.data, neuron_type=args.neuron_type, threshold=args.threshold,
                        top_k=args.top_k, rule=args.rule, start=args.start, targets=args.targets,
                        unknown=args.unknown, batch_size=args.batch_size, limit=args.limit, device=args.device,
-                       input_shape=zoo_input_shape(args.model), out=out, progress=True)
+                       input_shape=target.stated_input_shape(), out=out, progress=True)
     print_frame(ps.profile().summary(), title=f"{len(ps)} inputs, {ps.neuron_type} neurons, "
                                                f"{time.perf_counter() - t0:.2f} s")
     if (ps.labels >= 0).any():

@@ -36,7 +36,8 @@ from torch import nn
 
 from convsvd._progress import progress as _progress
 from convsvd._typing import PathLike
-from convsvd.data.protocol import DataSource, ExpectedInput, as_source, check_batch_size
+from convsvd.data.protocol import DataSource, ExpectedInput, check_batch_size
+from convsvd.data.sources import as_source
 from convsvd.errors import InputError
 from convsvd.profiles.contrib import NEURON_TYPES, LayerOp, neuron_count
 from convsvd.profiles.graph import LayerGraph, layer_graph
