@@ -77,6 +77,11 @@ def test_table_holds_the_signals_and_influence_of_every_input(tmp_path):
     assert frame.signal.dtype == np.float64
     # queries
     assert set(table.for_class("b").id) == {101, 104, 107}
+    m = table.matrix("3", labels=["b"])  # dense: 2 groups × 3 neurons, the rows of class "b" only
+    assert m.ids.tolist() == [101, 104, 107] and m.signal.shape == (3, 6) and m.groups.tolist() == [0, 0, 0, 1, 1, 1]
+    part = frame[(frame.layer == "3") & frame.id.isin([101, 104, 107])]
+    assert np.array_equal(m.signal.reshape(-1), part.signal.to_numpy()) and m.signal.dtype == np.float64
+    assert np.array_equal(m.mask.reshape(-1), part.influential.to_numpy())
     assert len(table.neuron("3", 2, group=1)) == 10
     assert table.influential(layer="6").influential.all()
     prof = table.class_profile("6")
