@@ -499,3 +499,13 @@ def test_separation_equals_the_hypernetx_computation_on_every_layer(planted):
                                        equal_nan=True, err_msg=col)
     assert ours["influential_median"].tolist() == [2.0, 1.0, 1.0, 1.0]  # c: (10, 1) and (1, 10) need both neurons
     assert ours["influential_mean"].tolist() == pytest.approx([23 / 11, 7 / 11, 13 / 11, 9 / 11])
+
+
+def test_shuffles_option(planted):
+    with pytest.raises(InputError, match=r"^shuffles: expected an int ≥ 0 \(label shuffles of the NCC baseline\), "
+                                         r"got -1$"):
+        separation(planted, shuffles=-1)
+    none = class_separation(planted, classes=["A", "B", "C"], layers=["c"], shuffles=0)
+    assert math.isnan(none["c"].ncc_shuffled) and none.shuffles == 0
+    five = class_separation(planted, classes=["A", "B", "C"], layers=["c"], shuffles=5)["c"]
+    assert five.ncc_shuffles == 5 and 0 <= five.ncc_shuffled <= 1 and five.ncc_chance == pytest.approx(0.4)

@@ -15,8 +15,11 @@ for neuron ``i`` of group ``g`` when the layer has several groups).
   Jaccard overlap of class hyperedges, the share of each class's neurons
   exclusive to it, the s-connected components (s = 1, 2, 3), the hypergraph
   modularity of the class partition of the inputs on the dual input hypergraph,
-  and the cross-validated accuracy of a nearest-class-centroid rule on the signals
-  (definitions and undefined cases: :mod:`convsvd.hypergraph.separation`).
+  and the cross-validated accuracy of a nearest-class-centroid rule on the signals, with
+  its chance level and shuffled-label baseline, the influential-set sizes and a flag for
+  class hyperedges collapsed to one neuron (definitions and undefined cases:
+  :mod:`convsvd.hypergraph.separation`). Computed on sparse incidence matrices,
+  vectorised over inputs (:mod:`convsvd.hypergraph.metrics`), equal to HyperNetX's values.
 - **Export**: HIF JSON (:func:`write_hif`, :func:`read_hif`) and CSV incidence
   tables (:meth:`ClassIncidence.to_frame`, :func:`incidence_frame`).
 
