@@ -265,3 +265,14 @@ def test_cli_operator_view_uses_each_layers_size_and_the_budget(tmp_path, capsys
     capsys.readouterr()
     assert main(["spectrum", "digits-cnn", "--view", "operator", "--view-budget", "0"]) == 2
     assert "view-budget" in capsys.readouterr().err
+
+
+def test_progress_off_a_terminal_is_log_lines_with_an_eta(capsys) -> None:  # type: ignore[no-untyped-def]
+    from convsvd.spectral._meter import meter
+
+    with meter("operator view of conv", 10, every=0.0) as tick:
+        for done in (4, 8, 10):
+            tick(done, 10)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("operator view of conv: 4/10 blocks")
+    assert all("ETA" in line for line in lines) and lines[-1].endswith("ETA 0.0 s")
