@@ -35,7 +35,7 @@ test-fast: $(VENV)/.test
 bench: $(VENV)/.base
 	$(BIN)/python benchmarks/decompose.py
 	$(BIN)/python benchmarks/features.py
-	@echo "peer benchmarks (spectrum, powerlaw_fit, profile_signals) need the peers: bash ../shared/peers/install-peers.sh .peers-venv"
+	@echo "peer benchmarks (spectrum, powerlaw_fit, profile_signals) need the peers: bash scripts/install-peers.sh .peers-venv"
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -16,7 +16,7 @@ weights), medians over the repeats of:
   ``fit_power_law`` + ``universal_metric``.
 
 The peers run in their own environment (``--peers``, made by
-``../shared/peers/install-peers.sh``), one subprocess per tool and model, warmed up on
+``scripts/install-peers.sh``), one subprocess per tool and model, warmed up on
 a tiny model first; convsvd runs here, warmed up the same way. Runs are interleaved
 (convsvd, then each peer, repeat after repeat) so a busy machine slows all alike; the
 load average is printed, since the CPU may be shared. Ratios > 1 mean convsvd is

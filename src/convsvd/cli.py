@@ -376,6 +376,14 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", metavar="MODEL",
                    help="the same model at its random initialisation (e.g. an epoch-0 checkpoint), for the spectra "
                         "(default: a built-in model's own initialisation; else none)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--threshold", type=_threshold, metavar="T",
+                   help="influential set: smallest set reaching this share of a layer's Σ|signal| (default 0.3; "
+                        "'reference': DeepDataProfiler's 0.1)")
+    g.add_argument("--top-k", type=int, metavar="K", help="influential set: the K largest |signal| instead")
+    p.add_argument("--min-share", type=float, default=0.5, metavar="P",
+                   help="class hyperedges: neurons influential for at least this share of a class's inputs "
+                        "(default 0.5)")
     p.add_argument("--title", help="title of the page (default: the model)")
 
 
@@ -402,7 +410,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     init = None if args.init is None else resolve(args.init, trust_pickle=args.trust_pickle)
     data = prepared_data(args, target.weights, args.data)[0] if args.data is not None else None
     result = report(target, data, out=args.out, quick=args.quick, neurons=args.neurons, steps=args.steps,
-                    k=args.k, batch_size=args.batch_size, init=init, title=args.title, progress=True)
+                    k=args.k, batch_size=args.batch_size, init=init, title=args.title, progress=True,
+                    threshold=args.threshold, top_k=args.top_k, min_share=args.min_share)
     _print_report(result)
     return 0
 

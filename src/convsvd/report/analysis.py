@@ -69,11 +69,16 @@ class Options:
     seed: int = 0
     data: str | None = None
     init: str | None = None
+    threshold: float | str | None = None
+    top_k: int | None = None
+    min_share: float = 0.5
 
     @classmethod
     def resolve(cls, *, quick: bool, neurons: int | None, steps: int | None, k: int | None,
                 layers: str | Sequence[str] | None, input_shape: Sequence[int] | None, batch_size: int,
-                device: str | None, fold_bn: bool, seed: int, data: str | None, init: str | None) -> "Options":
+                device: str | None, fold_bn: bool, seed: int, data: str | None, init: str | None,
+                threshold: float | str | None = None, top_k: int | None = None,
+                min_share: float = 0.5) -> "Options":
         """Fill the counts from :data:`DEFAULTS` or :data:`QUICK`, checking the ones given."""
         base = QUICK if quick else DEFAULTS
         counts = {}
@@ -81,7 +86,13 @@ class Options:
             value = check.optional_integer(value, key, minimum=1)
             counts[key] = base[key] if value is None else value
         check.integer(batch_size, "batch_size", minimum=1)
+        from convsvd.hypergraph.build import check_min_share
+        from convsvd.signals.influence import check_influence_options
+
+        threshold, top_k = check_influence_options(threshold, top_k)
+        check_min_share(min_share)
         return cls(quick=bool(quick), neurons=counts["neurons"], steps=counts["steps"], k=counts["k"],
+                   threshold=threshold, top_k=top_k, min_share=float(min_share),
                    feature_layers=base["feature_layers"], batch_size=batch_size, device=device, fold_bn=bool(fold_bn),
                    seed=seed, data=data, init=init, input_shape=tuple(int(s) for s in input_shape) if input_shape else None,
                    layers=layers if layers is None or isinstance(layers, str) else tuple(layers))
@@ -249,6 +260,7 @@ class Analysis:
         expected = plan_projection(self.mw, svd=self.dec, fold_bn=o.fold_bn).expected_input(self.input_shape)
         self.source = self.source.conform(expected)
         self.table = profile(self.mw, self.source, layers=list(self.dec.layers), batch_size=o.batch_size,
+                             threshold=o.threshold, top_k=o.top_k,
                              device=o.device, fold_bn=o.fold_bn, input_shape=self.input_shape, out=self.signals_dir,
                              svd=self.dec, progress=progress)
         self.input_shape = self.input_shape or _first_input_shape(self.source)
@@ -346,7 +358,7 @@ class Analysis:
         if not (labels >= 0).any():
             self.separation_reason = "Class separation needs class labels; the data have none."
             return
-        self.separation = class_separation(self.table)
+        self.separation = class_separation(self.table, min_share=self.options.min_share)
 
 
 #: The computing steps, in order: (name shown in the progress bar and the timings, method).

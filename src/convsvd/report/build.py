@@ -141,6 +141,9 @@ def report(
     seed: int = 0,
     title: str | None = None,
     progress: "bool | None | Callable[[int, int, str], None]" = None,
+    threshold: float | str | None = None,
+    top_k: int | None = None,
+    min_share: float = 0.5,
     **options: Unpack[TargetOptions],
 ) -> ReportResult:
     """Analyse a model (and a dataset) with every part of convsvd and write one self-contained HTML report.
@@ -182,6 +185,12 @@ def report(
         Page title (default: the model's source).
     progress : bool, None or callable
         One progress bar over the steps (None: when stderr is a terminal) or ``fn(done, total, what)``.
+    threshold, top_k : optional
+        The influence rule of the signals (:func:`convsvd.signals.profile`; default threshold 0.3,
+        ``"reference"`` for DeepDataProfiler's 0.1).
+    min_share : float
+        Class hyperedges: a neuron joins a class's hyperedge when it is influential for at least
+        this share of the class's inputs (:func:`convsvd.hypergraph.class_separation`).
     **options
         Checked by :func:`convsvd.target.resolve` (or carried by a Target): ``layers`` (glob patterns
         of the layers to analyse; default all), ``device`` (``"cpu"`` or ``"cuda"`` for the SVD,
@@ -215,7 +224,8 @@ def report(
     settings = Options.resolve(quick=quick, neurons=neurons, steps=steps, k=k, layers=target.layers,
                                input_shape=input_shape, batch_size=batch_size,
                                device=None if target.device is None else str(target.device), fold_bn=target.fold_bn,
-                               seed=seed, data=_describe(data), init=_describe(init))
+                               seed=seed, data=_describe(data), init=_describe(init), threshold=threshold,
+                               top_k=top_k, min_share=min_share)
     staging = files.staging_folder(paths)
     try:
         with _progress(len(STEP_NAMES), "report", progress, threshold=1) as bar:
@@ -240,7 +250,7 @@ def _describe(source: object | None) -> str | None:
 def _sections(a: Analysis) -> list[Section]:
     """Every section but the run metadata, drawn from the analysis."""
     return [
-        S.model_section(a.mw, a.layer_table, a.dec),  # type: ignore[arg-type]
+        S.model_section(a.mw, a.layer_table, a.dec, accuracy=a.accuracy),  # type: ignore[arg-type]
         S.spectra_section(a.spectrum, a.spectrum_init, a.views, list(a.top)),  # type: ignore[arg-type]
         S.filters_section(a.filters, a.filters_reason),
         S.neurons_section(a.dec, {n: a.why.get(n) or a.top[n] for n in a.top}, a.table, a.featureviz, a.exemplars,

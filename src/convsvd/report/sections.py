@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from convsvd.hypergraph import Separation
     from convsvd.io import ModelWeights
     from convsvd.signals import SignalTable
+    from convsvd.signals.accuracy import Accuracy
     from convsvd.spectral import LayerSpectrum, SpectrumResult
 
 __all__ = [
@@ -76,8 +77,10 @@ def singular_value_frame(svd: "Decomposition") -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def model_section(weights: "ModelWeights", layers: pd.DataFrame, svd: "Decomposition", top_k: int = 10) -> Section:
-    """Every analysed layer, what was skipped and why, and each layer's singular values.
+def model_section(weights: "ModelWeights", layers: pd.DataFrame, svd: "Decomposition", top_k: int = 10,
+                  accuracy: "Accuracy | None" = None) -> Section:
+    """Every analysed layer, what was skipped and why, each layer's singular values and, with labelled
+    data, the model's own accuracy and confusion matrix.
 
     ``layers`` is :func:`convsvd.layers.describe` of the model.
     """
@@ -115,11 +118,20 @@ def model_section(weights: "ModelWeights", layers: pd.DataFrame, svd: "Decomposi
               {"unfolded_shape": "unfolded W̄_j", "sigma_max": "σ_max", "sigma_min": "σ_min",
                "stable_rank": "stable rank", "energy_top_k": f"energy top {top_k}"}),
     ]
+    data = [Data("singular_values", singular_value_frame(svd), "every singular value of every layer")]
+    if accuracy is not None and accuracy.confusion is not None:
+        from convsvd.viz.accuracy import plot_confusion
+
+        blocks.append(Figure.from_matplotlib(
+            "confusion", plot_confusion(accuracy).figure,
+            f"The model's own predictions on the data ({accuracy.transform or 'as read'}): each row is a label, "
+            f"each column a predicted output, coloured by the share of the label's inputs. A wrong input transform "
+            f"shows here first.", ("confusion",)))
+        data.append(Data("confusion", accuracy.confusion_frame(), "the confusion matrix: label × predicted output"))
     intro = (f"{weights.source} ({weights.format}): {len(analysed)} conv and linear layers, "
-             f"{int(analysed['params'].sum()):,} parameters analysed, {len(skipped)} parameters skipped.")
-    return Section("model", SECTION_TITLES["model"], tuple(blocks),
-                   (Data("singular_values", singular_value_frame(svd), "every singular value of every layer"),),
-                   intro=intro)
+             f"{int(analysed['params'].sum()):,} parameters analysed, {len(skipped)} parameters skipped"
+             + (f"; accuracy on the data: {accuracy.describe()}." if accuracy is not None else "."))
+    return Section("model", SECTION_TITLES["model"], tuple(blocks), tuple(data), intro=intro)
 
 
 # --------------------------------------------------------------------------- spectra
@@ -397,9 +409,9 @@ def neurons_section(
 # --------------------------------------------------------------------------- class separation
 
 
-_SEPARATION_COLUMNS = ["layer", "neurons", "mean_size", "empty_hyperedges", "jaccard_mean",
+_SEPARATION_COLUMNS = ["layer", "neurons", "influential_mean", "mean_size", "empty_hyperedges", "jaccard_mean",
                        "exclusive_mean", "components_s1", "components_s2", "components_s3", "modularity",
-                       "ncc_accuracy", "status"]
+                       "ncc_accuracy", "ncc_shuffled", "ncc_chance", "status"]
 
 
 def _pair_figure(draw: Callable[[Any, "Axes"], object], first: object, last: object,
@@ -412,6 +424,15 @@ def _pair_figure(draw: Callable[[Any, "Axes"], object], first: object, last: obj
     for ax, item in zip(fig.subplots(1, len(items), squeeze=False)[0], items):
         draw(item, ax)
     return fig
+
+
+def _separation_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The shown columns; modularity to 3 decimals (its value is not meaningful beyond, and float noise
+    around 0 must not read as −1e−100)."""
+    shown = frame[[c for c in _SEPARATION_COLUMNS if c in frame.columns]].copy()
+    if "modularity" in shown:
+        shown["modularity"] = shown["modularity"].astype(float).round(3) + 0.0  # + 0.0: no "-0.0"
+    return shown
 
 
 def separation_section(sep: "Separation") -> Section:
@@ -430,14 +451,18 @@ def separation_section(sep: "Separation") -> Section:
                                f"Separation metrics layer by layer (p = {sep.min_share:g}: a neuron is in a class's "
                                f"hyperedge when it is influential for at least that share of the class's inputs); "
                                f"arrows point the way of more separation.", ("separation",)),
-        Table("separation", frame[_SEPARATION_COLUMNS],
+        Table("separation", _separation_table(frame),
               f"{int(frame['inputs'].iloc[0])} inputs of {int(frame['classes'].iloc[0])} classes. "
-              "One row per layer: mean hyperedge size, empty hyperedges, mean Jaccard overlap of the class hyperedges, "
-              "mean exclusive share, s-connected components (s = 1, 2, 3), modularity of the classes on the dual "
-              "input hypergraph, and the cross-validated nearest-class-centroid accuracy on the signals.",
-              {"mean_size": "mean size", "empty_hyperedges": "empty", "jaccard_mean": "Jaccard",
-               "exclusive_mean": "exclusive", "components_s1": "comp. s=1", "components_s2": "comp. s=2",
-               "components_s3": "comp. s=3", "ncc_accuracy": "NCC accuracy"}),
+              "One row per layer: mean number of influential SVD neurons per input, mean class-hyperedge size, "
+              "empty hyperedges, mean Jaccard overlap of the class hyperedges, mean exclusive share, s-connected "
+              "components (s = 1, 2, 3), modularity of the classes on the dual input hypergraph (3 decimals), and the "
+              "cross-validated nearest-class-centroid (NCC) accuracy on the signals — a measure of how separable "
+              "the classes are, not the model's accuracy — beside the same NCC with shuffled labels and the chance "
+              "level (the largest class's share).",
+              {"influential_mean": "influential / input", "mean_size": "hyperedge size",
+               "empty_hyperedges": "empty", "jaccard_mean": "Jaccard", "exclusive_mean": "exclusive",
+               "components_s1": "comp. s=1", "components_s2": "comp. s=2", "components_s3": "comp. s=3",
+               "ncc_accuracy": "NCC accuracy", "ncc_shuffled": "NCC, shuffled labels", "ncc_chance": "chance"}),
         Figure.from_matplotlib("class-overlap",
                                _pair_figure(lambda l, ax: plot_class_overlap(l, ax), first, last,
                                             (max(3.8, 0.42 * C + 2.4), max(3.2, 0.42 * C + 1.4))),
@@ -462,6 +487,14 @@ def separation_section(sep: "Separation") -> Section:
     notes = frame[frame["status"] != "ok"]
     for _, row in notes.iterrows():
         blocks.append(Note(f"{row['layer']}: {row['message']}", "warning"))
+    if "collapsed" in frame:
+        collapsed = frame.loc[frame["collapsed"].astype(bool), "layer"].tolist()
+        if collapsed:
+            blocks.append(Note(
+                f"In {', '.join(collapsed)} every class hyperedge is a single SVD neuron (most inputs have one "
+                f"influential neuron): overlap, exclusive shares and components there compare one neuron per class. "
+                f"A larger threshold (report --threshold, e.g. 0.5) or --top-k gives larger influential sets.",
+                "warning"))
     intro = ("How well the influential SVD neurons of each layer tell the classes apart: each class is a hyperedge "
              "of the SVD neurons that are influential for most of its inputs.")
     return Section("separation", SECTION_TITLES["separation"], tuple(blocks), data, intro=intro)

@@ -10,9 +10,10 @@ names, for instance ``0 … 9``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -37,12 +38,28 @@ class Accuracy:
         The data transform the inputs went through (as the data source describes it).
     reason : str
         Why no accuracy was measured (empty when it was).
+    confusion : numpy.ndarray or None
+        ``(C, K)`` int64 counts: row = label, column = predicted output (None when nothing was measured).
+    classes : tuple of str
+        Names of the labels (rows), when the data have them.
     """
 
     correct: int
     labelled: int
     transform: str = ""
     reason: str = ""
+    confusion: np.ndarray | None = field(default=None, repr=False, compare=False)
+    classes: tuple[str, ...] = ()
+
+    def confusion_frame(self) -> pd.DataFrame:
+        """The confusion matrix as a long table: ``label, class, predicted, count`` (empty when not measured)."""
+        if self.confusion is None:
+            return pd.DataFrame(columns=["label", "class", "predicted", "count"])
+        C, K = self.confusion.shape
+        label, pred = np.meshgrid(np.arange(C), np.arange(K), indexing="ij")
+        names = [self.classes[i] if i < len(self.classes) else str(i) for i in range(C)]
+        return pd.DataFrame(dict(label=label.ravel(), **{"class": np.repeat(names, K)}, predicted=pred.ravel(),
+                                 count=self.confusion.ravel()))
 
     @property
     def value(self) -> float | None:
@@ -120,6 +137,7 @@ def accuracy(
     dev = torch.device(device) if device is not None else (params[0].device if params else torch.device("cpu"))
     dtype = params[0].dtype if params else torch.float32
     correct = labelled = 0
+    confusion: np.ndarray | None = None
     total = source.num_batches(batch_size)
     with eval_mode(net), moved_to(net, dev), torch.no_grad(), \
             _progress(total or 0, "accuracy", progress) as bar:
@@ -142,11 +160,20 @@ def accuracy(
             if int(labels[keep].max()) >= out.shape[1]:
                 return Accuracy(0, 0, transform, f"labels up to {int(labels[keep].max())} do not index the "
                                                  f"model's {out.shape[1]} outputs")
-            correct += int((out.argmax(dim=1) == labels)[keep].sum())
+            pred = out.argmax(dim=1)
+            correct += int((pred == labels)[keep].sum())
             labelled += int(keep.sum())
+            lab, prd = labels[keep].cpu().numpy(), pred[keep].cpu().numpy()
+            K = int(out.shape[1])
+            rows = max(int(lab.max()) + 1, len(source.classes or ()), 0 if confusion is None else confusion.shape[0])
+            part = np.bincount(lab * K + prd, minlength=rows * K).reshape(rows, K)
+            if confusion is not None:
+                part[:confusion.shape[0]] += confusion
+            confusion = part
     if not labelled:
         return Accuracy(0, 0, transform, "the data have no class labels")
-    return Accuracy(correct, labelled, transform)
+    return Accuracy(correct, labelled, transform, confusion=confusion,
+                    classes=tuple(str(c) for c in (source.classes or ())))
 
 
 def _has_labels(source: object, batch_size: int) -> bool:
