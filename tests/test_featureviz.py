@@ -198,3 +198,20 @@ def test_features_command_refuses_an_unwritable_out(tmp_path, capsys):
     code = main(["features", "digits-cnn", "--layer", "conv1", "--steps", "2", "--out", str(blocker / "sub")])
     err = capsys.readouterr().err
     assert code == 2 and "--out" in err and err.count("\n") == 1
+
+
+def test_total_variation_penalty_smooths_the_images_and_zero_changes_nothing() -> None:
+    from convsvd.features import ImageParam
+    from convsvd.features.featureviz import _total_variation
+
+    model = zoo.load("digits-cnn")
+    plain = featureviz(model, "conv3", [0, 1], steps=48, progress=False)
+    same = featureviz(model, "conv3", [0, 1], steps=48, image=ImageParam(tv=0.0), progress=False)
+    torch.testing.assert_close(plain.images, same.images, rtol=0, atol=0)
+    smooth = featureviz(model, "conv3", [0, 1], steps=48, image=ImageParam(tv=2.0), progress=False)
+    assert _total_variation(smooth.images).mean() < _total_variation(plain.images).mean()
+    img = torch.zeros(1, 1, 3, 3)
+    img[..., 1, 1] = 1.0  # one bright pixel: 2 of the 6 horizontal and 2 of the 6 vertical steps are 1
+    assert float(_total_variation(img)[0]) == pytest.approx(2 / 6 + 2 / 6)
+    with pytest.raises(InputError, match="tv"):
+        ImageParam(tv=-1.0)

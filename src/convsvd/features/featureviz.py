@@ -144,18 +144,26 @@ class ImageParam:
         Mix 3-channel images with :func:`colour_matrix` (ignored for other channel counts).
     init_std : float
         Standard deviation of the initial parameters.
+    tv : float
+        Total-variation penalty: each step subtracts ``tv · |s| · TV(x)`` from the objective ``s`` of
+        an image ``x`` (``TV`` = mean absolute difference of neighbouring pixels, in the image's
+        ``[0, 1]`` range; ``|s|`` detached, so the penalty scales with the objective and the same
+        ``tv`` serves every layer). It trades a little signal for smooth, structured images instead
+        of saturated pixel noise; 0 turns it off.
     """
 
     kind: str = "fourier"
     decay: float = 1.0
     decorrelate: bool = True
     init_std: float = 0.01
+    tv: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("fourier", "pixel"):
             raise InputError(f"ImageParam kind {self.kind!r}: expected 'fourier' or 'pixel'")
-        if not (self.decay >= 0 and self.init_std >= 0):
-            raise InputError(f"ImageParam decay={self.decay!r}, init_std={self.init_std!r}: expected values ≥ 0")
+        if not (self.decay >= 0 and self.init_std >= 0 and self.tv >= 0):
+            raise InputError(f"ImageParam decay={self.decay!r}, init_std={self.init_std!r}, tv={self.tv!r}: "
+                             f"expected values ≥ 0")
 
 
 @dataclass(frozen=True)
@@ -573,6 +581,13 @@ class _Job:
     preprocess: Callable[[torch.Tensor], torch.Tensor] | None
 
 
+def _total_variation(img: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of neighbouring pixels of each image ``(B, C, H, W)`` → ``(B,)``."""
+    dx = (img[..., :, 1:] - img[..., :, :-1]).abs().flatten(1).mean(dim=1) if img.shape[-1] > 1 else 0.0
+    dy = (img[..., 1:, :] - img[..., :-1, :]).abs().flatten(1).mean(dim=1) if img.shape[-2] > 1 else 0.0
+    return dx + dy  # type: ignore[return-value]
+
+
 def _optimise(job: _Job, rows: list[tuple[int, int, int, int, int]],
               bar: Bar) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Optimise one pass worth of images (``rows``: group, neuron, direction, copy, flat neuron);
@@ -626,10 +641,14 @@ def _optimise(job: _Job, rows: list[tuple[int, int, int, int, int]],
         return preprocess(x) if preprocess is not None else x
 
     with capture({layer: plan.hooked[layer]}, on_output) as cap:
+        tv = render.param.tv
         for t in range(steps):
-            y = forward(model_input(render(params), t), cap)
+            img = render(params)
+            y = forward(model_input(img, t), cap)
             obj = sign * objective.signal(y)
             loss = -obj.sum()
+            if tv > 0:
+                loss = loss + tv * (obj.detach().abs() * _total_variation(img)).sum()
             if diversity > 0 and copies > 1:
                 loss = loss + diversity * _diversity(y, copies)
             (grad,) = torch.autograd.grad(loss, [params])

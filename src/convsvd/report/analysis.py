@@ -19,7 +19,7 @@ from convsvd import _validate as check
 from convsvd.data import as_source
 from convsvd.decompose import decompose
 from convsvd.errors import InputError, NotComputedError
-from convsvd.features import attach_maps, exemplars, featureviz, singular_filters
+from convsvd.features import ImageParam, attach_maps, exemplars, featureviz, singular_filters
 from convsvd.hypergraph import class_separation
 from convsvd.layers import as_weights, describe
 from convsvd.report.content import Note
@@ -46,6 +46,9 @@ Progress = Union[bool, Callable[[int, int, str], None]]
 DEFAULTS: dict[str, int] = dict(neurons=6, steps=256, k=8, feature_layers=8)
 #: The same with ``quick=True``: fewer neurons, steps and exemplars (and no shuffled-weights baseline).
 QUICK: dict[str, int] = dict(neurons=4, steps=48, k=4, feature_layers=8)
+#: Total-variation penalty of the report's feature visualisations (:class:`convsvd.features.ImageParam`):
+#: on the digits CNN it lowers the saturated pixels from 10.5 % to 8.4 % for 15 % less signal.
+REPORT_TV = 0.3
 #: Side of the images optimised for a model whose input size is not known.
 GUESSED_SIDE = 224
 #: Seconds the operator view of the report's one conv layer may take (estimated first; a smaller grid otherwise).
@@ -306,7 +309,7 @@ class Analysis:
             for name, neurons in self.top.items():
                 self.featureviz[name] = featureviz(self.mw, name, neurons, steps=o.steps, size=side,
                                                    input_size=side, seed=o.seed, device=o.device, fold_bn=o.fold_bn,
-                                                   svd=self.dec, progress=progress)
+                                                   svd=self.dec, image=ImageParam(tv=REPORT_TV), progress=progress)
         except InputError as e:
             if not guessed:
                 raise
