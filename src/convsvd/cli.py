@@ -117,6 +117,28 @@ def _writable_dir(path: str) -> Path:
     return out
 
 
+def _out_folder(path: str) -> Path:
+    """``--out DIR`` checked before any work; the folder is made only when results are published (OutputSet)."""
+    import os
+    import tempfile
+
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {path}: is not a folder")
+    base = out.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise InputError(f"--out {path}: cannot be created ({base} is a file, not a folder)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".convsvd-write-test-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"--out {path}: folder is not writable ({base}: {e.strerror or e})") from None
+    return out
+
+
 # --------------------------------------------------------------------------- describe
 
 
@@ -133,11 +155,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
     frame = describe(mw)
     print_frame(frame, title=f"{mw.source}: {len(mw.layers)} layers analysed, {len(mw.skipped)} parameters skipped")
     if args.out:
-        from convsvd._meta import write_atomic
+        from convsvd._atomic import OutputSet
 
-        out = _writable_dir(args.out)
-        write_atomic(out / "layers.csv", lambda p: frame.to_csv(p, index=False))
-        write_atomic(out / "layers.parquet", lambda p: frame.to_parquet(p, index=False))
+        with OutputSet(_out_folder(args.out), "the layer table") as out:
+            frame.to_csv(out / "layers.csv", index=False)
+            frame.to_parquet(out / "layers.parquet", index=False)
     return 0
 
 
@@ -161,21 +183,26 @@ def _svd_args(p: argparse.ArgumentParser) -> None:
 def cmd_svd(args: argparse.Namespace) -> int:
     from convsvd.decompose import decompose
 
-    out = _writable_dir(args.out) if args.out else None
+    out = _out_folder(args.out) if args.out else None
     mw = resolve_model(args)
-    mode = "topk" if args.top_k else ("values" if args.values_only else "full")
+    if args.top_k is not None and args.top_k < 1:  # 0 is a value, not "not given"
+        raise InputError(f"--top-k {args.top_k}: expected a positive number of singular triplets")
+    mode = "topk" if args.top_k is not None else ("values" if args.values_only else "full")
     t0 = time.perf_counter()
     dec = decompose(mw, layers=args.layers, mode=mode, k=args.top_k, dtype=args.dtype, device=args.device,
                     fold_bn=args.fold_bn, cache_dir=args.cache, progress=True)
     dt = time.perf_counter() - t0
-    top = args.top_k or 10
+    top = args.top_k if args.top_k is not None else 10
     print_frame(dec.to_frame(top_k=top), title=f"{mw.source}: SVD of {len(dec)} layers in {dt:.2f} s")
     for s in dec.skipped:
         if "NaN" in s.reason or "zero-size" in s.reason:
             _console(stderr=True).print(f"[yellow]skipped {s.name}: {s.reason}[/]")
     if out is not None:
-        paths = dec.save(out, top_k=top)
-        _console().print(f"wrote {', '.join(str(p) for p in paths)}")
+        from convsvd._atomic import OutputSet
+
+        with OutputSet(out, "the SVD results") as staging:  # all four files, or the earlier ones
+            names = [p.name for p in dec.save(staging, top_k=top)]
+        _console().print(f"wrote {', '.join(str(out / n) for n in names)}")
     return 0
 
 
@@ -212,7 +239,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from convsvd.data import as_source
     from convsvd.signals import profile
 
-    out = _writable_dir(args.out)
+    out = _out_folder(args.out)  # the run creates it when it starts writing
     mw = resolve_model(args)
     data = as_source(args.data)
     shape = zoo_input_shape(args.model)
@@ -381,7 +408,9 @@ def cmd_features(args: argparse.Namespace) -> int:
     from convsvd.signals import profile
     from convsvd.viz import features_figure
 
-    out = _writable_dir(args.out)
+    from convsvd._atomic import OutputSet
+
+    final_out = _out_folder(args.out)
     mw = resolve_model(args)
     layers = [name.strip() for name in args.layer.split(",") if name.strip()]
     for name in layers:
@@ -400,25 +429,26 @@ def cmd_features(args: argparse.Namespace) -> int:
         for name, fv in fvs.items():
             exs[name] = exemplars(table, name, k=args.k, neurons=fv.flat_neurons(), data=args.data)
     written = []
-    for name, fv in fvs.items():
-        sf = singular_filters(mw, name, rank=args.rank) if mw[name].kind == "conv2d" else None
-        fig = features_figure(fv, exs.get(name), sf)
-        path = out / f"features-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.png"
-        try:
-            write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=100))
-        finally:
-            plt.close(fig)
-        written.append(path)
-    frame = pd.concat([fv.to_frame() for fv in fvs.values()], ignore_index=True)
-    write_atomic(out / "features.csv", lambda p: frame.to_csv(p, index=False))
-    if exs:
-        ex_frame = pd.concat([e.to_frame() for e in exs.values()], ignore_index=True)
-        write_atomic(out / "exemplars.csv", lambda p: ex_frame.to_csv(p, index=False))
-    options = dict(layers=layers, neurons=neurons, steps=args.steps, size=size, input_size=input_size,
-                   directions=args.directions, location=args.location, seed=args.seed, data=args.data, k=args.k,
-                   rank=args.rank)
-    meta = run_metadata(mw.source, mw.content_hash(), options, figures=[p.name for p in written])
-    write_atomic(out / "features.json", lambda p: Path(p).write_text(meta))
+    with OutputSet(final_out, "the feature visualisations") as out:  # every file, or the earlier ones
+        for name, fv in fvs.items():
+            sf = singular_filters(mw, name, rank=args.rank) if mw[name].kind == "conv2d" else None
+            fig = features_figure(fv, exs.get(name), sf)
+            path = out / f"features-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.png"
+            try:
+                write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=100))
+            finally:
+                plt.close(fig)
+            written.append(final_out / path.name)
+        frame = pd.concat([fv.to_frame() for fv in fvs.values()], ignore_index=True)
+        write_atomic(out / "features.csv", lambda p: frame.to_csv(p, index=False))
+        if exs:
+            ex_frame = pd.concat([e.to_frame() for e in exs.values()], ignore_index=True)
+            write_atomic(out / "exemplars.csv", lambda p: ex_frame.to_csv(p, index=False))
+        options = dict(layers=layers, neurons=neurons, steps=args.steps, size=size, input_size=input_size,
+                       directions=args.directions, location=args.location, seed=args.seed, data=args.data, k=args.k,
+                       rank=args.rank)
+        meta = run_metadata(mw.source, mw.content_hash(), options, figures=[p.name for p in written])
+        write_atomic(out / "features.json", lambda p: Path(p).write_text(meta))
     print_frame(frame.drop(columns=["seed", "location"]), title=f"{mw.source}: feature visualisation")
     _console().print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
@@ -471,51 +501,54 @@ def cmd_hypergraph(args: argparse.Namespace) -> int:
         if name not in table.layers:
             raise InputError(f"--layer {name!r}: not profiled in {args.signals} (layers: {', '.join(table.layers)})")
     classes = _names(args.classes, "--classes")
-    out = _writable_dir(args.out)
+    final_out = _out_folder(args.out)
     t0 = time.perf_counter()
     result = class_separation(table, min_share=args.min_share, classes=classes, folds=args.folds, seed=args.seed,
                               max_inputs=args.max_inputs)
     dt = time.perf_counter() - t0
-    written: list[Path] = []
+    from convsvd._atomic import OutputSet
 
-    def save_csv(frame, name: str) -> None:  # type: ignore[no-untyped-def]
-        write_atomic(out / name, lambda p: frame.to_csv(p, index=False))
-        written.append(out / name)
+    with OutputSet(final_out, "the hypergraph results") as out:  # every file, or the earlier ones
+        written: list[Path] = []
 
-    def save_png(fig, name: str) -> None:  # type: ignore[no-untyped-def]
-        try:
-            write_atomic(out / name, lambda p: fig.savefig(p, format="png", dpi=100))
-        finally:
-            plt.close(fig)
-        written.append(out / name)
+        def save_csv(frame, name: str) -> None:  # type: ignore[no-untyped-def]
+            write_atomic(out / name, lambda p: frame.to_csv(p, index=False))
+            written.append(out / name)
 
-    frame = result.to_frame()
-    save_csv(frame, "separation.csv")
-    save_csv(result.exclusive_frame(), "exclusive.csv")
-    save_csv(result.pairs_frame(), "pairs.csv")
-    deepest = result.deepest_shared()
-    save_csv(deepest, "deepest-shared.csv")
-    save_png(plot_separation(result), "separation.png")
-    meta = dict(signals=str(args.signals), layer=None, min_share=args.min_share)
-    for name in layers:
-        layer = result[name]
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-        save_png(plot_class_hypergraph(layer).figure, f"class-hypergraph-{safe}.png")
-        save_png(plot_incidence(layer).figure, f"incidence-{safe}.png")
-        save_png(plot_class_overlap(layer).figure, f"overlap-{safe}.png")
-        save_csv(layer.incidence.to_frame(), f"class-incidence-{safe}.csv")
-        save_csv(layer.overlap_frame().reset_index(), f"overlap-{safe}.csv")
-        H_in = input_hypergraph(table, name, classes=classes)
-        save_csv(incidence_frame(H_in), f"input-incidence-{safe}.csv")
-        meta["layer"] = name
-        for H, stem in ((class_hypergraph(layer.incidence), "class"), (H_in, "input")):
-            written.append(write_hif(H, out / f"{stem}-hypergraph-{safe}.hif.json", metadata=meta))
-    options = dict(signals=str(args.signals), layers=layers, classes=classes, min_share=args.min_share,
-                   folds=args.folds, seed=args.seed, max_inputs=args.max_inputs)
-    m = table.manifest
-    text = run_metadata(str(m.get("source")), str(m.get("model_hash")), options, files=[p.name for p in written],
-                        dataset=m.get("dataset", {}).get("name"), time_s=round(dt, 3))  # type: ignore[union-attr]
-    write_atomic(out / "hypergraph.json", lambda p: Path(p).write_text(text))
+        def save_png(fig, name: str) -> None:  # type: ignore[no-untyped-def]
+            try:
+                write_atomic(out / name, lambda p: fig.savefig(p, format="png", dpi=100))
+            finally:
+                plt.close(fig)
+            written.append(out / name)
+
+        frame = result.to_frame()
+        save_csv(frame, "separation.csv")
+        save_csv(result.exclusive_frame(), "exclusive.csv")
+        save_csv(result.pairs_frame(), "pairs.csv")
+        deepest = result.deepest_shared()
+        save_csv(deepest, "deepest-shared.csv")
+        save_png(plot_separation(result), "separation.png")
+        meta = dict(signals=str(args.signals), layer=None, min_share=args.min_share)
+        for name in layers:
+            layer = result[name]
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+            save_png(plot_class_hypergraph(layer).figure, f"class-hypergraph-{safe}.png")
+            save_png(plot_incidence(layer).figure, f"incidence-{safe}.png")
+            save_png(plot_class_overlap(layer).figure, f"overlap-{safe}.png")
+            save_csv(layer.incidence.to_frame(), f"class-incidence-{safe}.csv")
+            save_csv(layer.overlap_frame().reset_index(), f"overlap-{safe}.csv")
+            H_in = input_hypergraph(table, name, classes=classes)
+            save_csv(incidence_frame(H_in), f"input-incidence-{safe}.csv")
+            meta["layer"] = name
+            for H, stem in ((class_hypergraph(layer.incidence), "class"), (H_in, "input")):
+                written.append(write_hif(H, out / f"{stem}-hypergraph-{safe}.hif.json", metadata=meta))
+        options = dict(signals=str(args.signals), layers=layers, classes=classes, min_share=args.min_share,
+                       folds=args.folds, seed=args.seed, max_inputs=args.max_inputs)
+        m = table.manifest
+        text = run_metadata(str(m.get("source")), str(m.get("model_hash")), options, files=[p.name for p in written],
+                            dataset=m.get("dataset", {}).get("name"), time_s=round(dt, 3))  # type: ignore[union-attr]
+        write_atomic(out / "hypergraph.json", lambda p: Path(p).write_text(text))
     shown = frame.drop(columns=["inputs", "classes", "min_share", "modularity_inputs", "ncc_folds", "message"])
     num = shown.select_dtypes("float").columns
     shown[num] = shown[num].round(4) + 0.0  # a modularity of −1e-100 prints as 0
@@ -533,7 +566,7 @@ def cmd_hypergraph(args: argparse.Namespace) -> int:
     if len(top) and top["depth"].iloc[0] >= 0:
         pairs = ", ".join(f"{a}–{b}" for a, b in zip(top["class_a"], top["class_b"]))
         _console().print(f"classes sharing SVD neurons deepest ({top['deepest_layer'].iloc[0]}): {pairs}")
-    _console().print(f"wrote {len(written) + 1} files in {out}/")
+    _console().print(f"wrote {len(written) + 1} files in {final_out}/")
     return 0
 
 
@@ -589,7 +622,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     from convsvd._progress import progress
     from convsvd.spectral import spectrum
 
-    out = _writable_dir(args.out) if args.out else None
+    final_out = _out_folder(args.out) if args.out else None
     mw = resolve_model(args)
     t0 = time.perf_counter()
     res = spectrum(mw, view=args.view, layers=args.layers, mp=args.mp, random_baseline=args.random_baseline,
@@ -604,7 +637,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     shown = {k: v for k, v in summary.items() if k not in hidden and k != "rand_lambda_max"}
     print_frame(pd.DataFrame([shown]), title=f"summary: α̂ = {summary['alpha_hat']:.4g} "
                                               f"(mean α·log10 λmax over {summary['n_analysed']} layers)")
-    if out is None:
+    if final_out is None:
         return 0
     import matplotlib
 
@@ -617,20 +650,23 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     for layer in res.layers:
         if layer.evals.size:
             figures[f"esd-{re.sub(r'[^A-Za-z0-9._-]', '_', layer.name)}.png"] = (lambda l=layer: esd_figure(l))
-    with progress(len(figures), "figures", True) as bar:
-        for name, draw in figures.items():
-            fig = draw()
-            try:
-                write_atomic(out / name, lambda p: fig.savefig(p, format="png", dpi=90))
-            finally:
-                plt.close(fig)
-            bar.advance(1, name)
-    write_atomic(out / "spectrum.csv", lambda p: frame.to_csv(p, index=False))
-    write_atomic(out / "spectrum.parquet", lambda p: frame.to_parquet(p, index=False))
-    meta = run_metadata(res.source, res.model_hash, res.options, summary=_finite_or_none(summary),
-                        seconds=round(dt, 3), figures=list(figures))
-    write_atomic(out / "spectrum.json", lambda p: Path(p).write_text(meta))
-    _console().print(f"wrote spectrum.csv, spectrum.parquet, spectrum.json and {len(figures)} figures in {out}/")
+    from convsvd._atomic import OutputSet
+
+    with OutputSet(final_out, "the spectra") as out:  # every file, or the earlier ones
+        with progress(len(figures), "figures", True) as bar:
+            for name, draw in figures.items():
+                fig = draw()
+                try:
+                    write_atomic(out / name, lambda p: fig.savefig(p, format="png", dpi=90))
+                finally:
+                    plt.close(fig)
+                bar.advance(1, name)
+        write_atomic(out / "spectrum.csv", lambda p: frame.to_csv(p, index=False))
+        write_atomic(out / "spectrum.parquet", lambda p: frame.to_parquet(p, index=False))
+        meta = run_metadata(res.source, res.model_hash, res.options, summary=_finite_or_none(summary),
+                            seconds=round(dt, 3), figures=list(figures))
+        write_atomic(out / "spectrum.json", lambda p: Path(p).write_text(meta))
+    _console().print(f"wrote spectrum.csv, spectrum.parquet, spectrum.json and {len(figures)} figures in {final_out}/")
     return 0
 
 
@@ -650,7 +686,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from convsvd._meta import run_metadata, write_atomic
     from convsvd.spectral import compare
 
-    out = _writable_dir(args.out) if args.out else None
+    final_out = _out_folder(args.out) if args.out else None
     if args.labels is not None and len(args.labels) != len(args.models):
         raise InputError(f"--labels: expected {len(args.models)} labels (one per model), got {len(args.labels)}")
     sources = [resolve_model(argparse.Namespace(model=m, weights=None, trust_pickle=args.trust_pickle))
@@ -665,14 +701,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print_frame(frame[[c for c in frame.columns if c not in hidden]],
                 title=f"{len(frame)} models ({args.view} view) in {time.perf_counter() - t0:.2f} s; "
                       "alpha_hat = mean over layers of α·log10 λmax")
-    if out is not None:
-        write_atomic(out / "compare.csv", lambda p: frame.to_csv(p, index=False))
-        write_atomic(out / "compare.parquet", lambda p: frame.to_parquet(p, index=False))
-        options = dict(models=args.models, labels=args.labels, view=args.view, layers=args.layers, mp=args.mp,
-                       random_baseline=args.random_baseline, n=args.n, dtype=args.dtype, seed=args.seed)
-        meta = run_metadata(", ".join(args.models), "", options, model_hashes=[s.content_hash() for s in sources])
-        write_atomic(out / "compare.json", lambda p: Path(p).write_text(meta))
-        _console().print(f"wrote compare.csv, compare.parquet and compare.json in {out}/")
+    if final_out is not None:
+        from convsvd._atomic import OutputSet
+
+        with OutputSet(final_out, "the comparison") as out:  # every file, or the earlier ones
+            write_atomic(out / "compare.csv", lambda p: frame.to_csv(p, index=False))
+            write_atomic(out / "compare.parquet", lambda p: frame.to_parquet(p, index=False))
+            options = dict(models=args.models, labels=args.labels, view=args.view, layers=args.layers, mp=args.mp,
+                           random_baseline=args.random_baseline, n=args.n, dtype=args.dtype, seed=args.seed)
+            meta = run_metadata(", ".join(args.models), "", options,
+                                model_hashes=[s.content_hash() for s in sources])
+            write_atomic(out / "compare.json", lambda p: Path(p).write_text(meta))
+        _console().print(f"wrote compare.csv, compare.parquet and compare.json in {final_out}/")
     return 0
 
 
