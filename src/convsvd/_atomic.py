@@ -193,29 +193,42 @@ class FolderLock:
     when another process holds it. The lock file stays (removing it would race).
     """
 
-    def __init__(self, path: Path, out: PathLike) -> None:
-        self.path, self.out = Path(path), out
+    def __init__(self, path: Path, out: PathLike, remove: bool = False) -> None:
+        self.path, self.out, self.remove = Path(path), out, remove
         self._fd: int | None = None
 
     def acquire(self) -> None:
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            finally:
-                os.close(fd)
-            raise InputError(f"{self.out}: another convsvd run is writing there (pid {holder}); "
-                             "wait for it to finish or choose another output folder") from None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                finally:
+                    os.close(fd)
+                raise InputError(f"{self.out}: another convsvd run is writing there (pid {holder}); "
+                                 "wait for it to finish or choose another output folder") from None
+            try:  # a holder that removes the file on release may have done so since we opened it
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
+            if self.remove:  # safe: acquire() checks that the file it locked is still the one at the path
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
             os.close(self._fd)  # closing releases the flock
             self._fd = None
 
