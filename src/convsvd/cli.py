@@ -197,6 +197,8 @@ def cmd_svd(args: argparse.Namespace) -> int:
     for s in dec.skipped:
         if "NaN" in s.reason or "zero-size" in s.reason:
             _console(stderr=True).print(f"[yellow]skipped {s.name}: {s.reason}[/]")
+    for note in dec.notes:  # e.g. a damaged cache entry, recomputed
+        print(f"convsvd svd: note: {note}", file=sys.stderr)
     if out is not None:
         from convsvd._atomic import OutputSet
 
