@@ -1,0 +1,79 @@
+"""Helpers of the fault-injection suite: run the CLI in a child process (to kill it), snapshot folders."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def run_cli(args: list[str], *, kill_at: str | None = None, no_exchange: bool = False,
+            cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``convsvd ARGS`` in a child process; ``kill_at``: the step at which it SIGKILLs itself.
+
+    ``no_exchange`` makes the platform look as if it had no ``renameat2`` (the two-rename fallback).
+    """
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(SRC)!r})
+        import torch
+        torch.set_num_threads(1)
+        if {no_exchange!r}:
+            import convsvd._atomic as A
+            A.exchange = lambda a, b: False
+        from convsvd.cli import main
+        sys.exit(main({args!r}))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "CONVSVD_TEST_KILL_AT"}
+    if kill_at is not None:
+        env["CONVSVD_TEST_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=timeout)
+
+
+def killed(proc: subprocess.CompletedProcess) -> bool:
+    return proc.returncode == -signal.SIGKILL
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (following links), by relative path, with its bytes."""
+    out = {}
+    for dirpath, _, names in os.walk(root, followlinks=True):
+        for n in names:
+            p = Path(dirpath) / n
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
+
+
+def hidden(root: Path) -> list[str]:
+    """Hidden entries in ``root`` (staging folders, temporary files…), lock files aside."""
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock"))
+
+
+def one_line_error(proc: subprocess.CompletedProcess, command: str) -> str:
+    """Assert exit 2, one line ``convsvd COMMAND: error: …`` on stderr, no traceback; return the line."""
+    err = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(err) == 1 and err[0].startswith(f"convsvd {command}: error: "), err
+    return err[0]
+
+
+@pytest.fixture()
+def cli_inproc(capsys: pytest.CaptureFixture[str]):
+    """``convsvd ARGS`` in this process: ``(exit code, stdout, stderr)``."""
+    from convsvd.cli import main
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        code = main(args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
