@@ -38,8 +38,61 @@ def run_cli(args: list[str], *, kill_at: str | None = None, no_exchange: bool = 
                           timeout=timeout)
 
 
-def killed(proc: subprocess.CompletedProcess) -> bool:
-    return proc.returncode == -signal.SIGKILL
+def killed(proc: subprocess.CompletedProcess | int) -> bool:
+    return (proc if isinstance(proc, int) else proc.returncode) == -signal.SIGKILL
+
+
+def forked(fn, *, kill_at: str | None = None, no_exchange: bool = False) -> int:  # type: ignore[no-untyped-def]
+    """Run ``fn()`` in a forked child (torch already imported: no start-up cost); its exit code, or −9 if killed.
+
+    ``kill_at``: the step (:func:`convsvd._atomic.kill_point`) at which the child SIGKILLs itself;
+    ``no_exchange``: as if the platform had no ``renameat2`` (the two-rename fallback).
+    """
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.environ.pop("CONVSVD_TEST_KILL_AT", None)
+            if kill_at is not None:
+                os.environ["CONVSVD_TEST_KILL_AT"] = kill_at
+            if no_exchange:
+                import convsvd._atomic as A
+
+                A.exchange = lambda a, b: False
+            code = int(fn() or 0)
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def cli(args: list[str]):  # type: ignore[no-untyped-def]
+    """``convsvd ARGS`` as a function for :func:`forked`."""
+    def run() -> int:
+        from convsvd.cli import main
+
+        return main(args)
+
+    return run
+
+
+def report_fn(out: Path, neurons: int):  # type: ignore[no-untyped-def]
+    """A cheap report of the built-in digits CNN (no data) to ``out``, as a function for :func:`forked`."""
+    def run() -> int:
+        from convsvd import zoo
+        from convsvd.io import from_module
+        from convsvd.report import report
+
+        report(from_module(zoo.load("digits-cnn"), source="digits-cnn"), None, out=out, quick=True,
+               neurons=neurons, steps=2, k=2, input_shape=(1, 8, 8), progress=False)
+        return 0
+
+    return run
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
