@@ -337,9 +337,9 @@ class OutputSet:
                 except OSError as err:
                     raise environment_error(err, self.what, self.out) from err
             elif not isinstance(exc, InputError):
-                err = os_error(exc)  # also safetensors' "(os error 28)", which is no OSError
-                if err is not None and err.errno in _ENV_ERRNOS:
-                    raise environment_error(err, self.what, self.out) from exc
+                cause = os_error(exc)  # also safetensors' "(os error 28)", which is no OSError
+                if cause is not None and cause.errno in _ENV_ERRNOS:
+                    raise environment_error(cause, self.what, self.out) from exc
         finally:
             if self.staging is not None and self.staging.exists():
                 shutil.rmtree(self.staging, ignore_errors=True)
