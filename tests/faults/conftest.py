@@ -130,22 +130,3 @@ def cli_inproc(capsys: pytest.CaptureFixture[str]):
         return code, out, err
 
     return run
-
-
-def run_report(out: Path, *, neurons: int, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    """A cheap report of the built-in digits CNN (no data) to ``out`` in a child process."""
-    code = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(SRC)!r})
-        import torch
-        torch.set_num_threads(1)
-        from convsvd import zoo
-        from convsvd.io import from_module
-        from convsvd.report import report
-        report(from_module(zoo.load("digits-cnn"), source="digits-cnn"), None, out={str(out)!r}, quick=True,
-               neurons={neurons}, steps=2, k=2, input_shape=(1, 8, 8), progress=False)
-    """)
-    env = {k: v for k, v in os.environ.items() if k != "CONVSVD_TEST_KILL_AT"}
-    if kill_at is not None:
-        env["CONVSVD_TEST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
