@@ -81,13 +81,15 @@ def test_every_data_link_is_a_file(demo_quick) -> None:
     out, page = demo_quick
     data_links = [h for h in page.links if not h.startswith("#")]
     assert data_links, "figures and tables link the numbers behind them"
+    version = os.readlink(out / "report-data")  # the stable name links to the versioned folder
+    assert re.fullmatch(r"\.report-data\.v-[0-9a-f]{16}", version)
     for href in data_links:
-        assert href.startswith("report-data/")
+        assert href.startswith(f"{version}/")  # a page links to its own version: never to a missing folder
         assert (out / href).is_file(), href
     figures = re.findall(r"<figure.*?</figure>", (out / "report.html").read_text(), re.S)
     assert len(figures) == sum(len(page.sections[s].images) for s in page.order)
     for fig in figures:  # every figure names the files with its numbers
-        assert 'href="report-data/' in fig, fig[-300:]
+        assert f'href="{version}/' in fig, fig[-300:]
     meta = json.loads((out / "report-data" / "report.json").read_text())
     assert meta["model_hash"] == _digits_cnn().content_hash()
     assert set(meta["timings"]) >= {"svd", "profile", "feature visualisation", "class separation"}
@@ -304,4 +306,4 @@ def test_a_second_report_replaces_the_first(tmp_path: Path) -> None:
     b = report(_digits_cnn(), None, out=tmp_path / "r.html", **{**CHEAP, "neurons": 1})
     assert not (b.data_dir / "stale.csv").exists()
     assert len(parse_report(b.path).tables["neurons-conv1"].rows) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r-data", "r.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [os.readlink(tmp_path / "r-data"), "r-data", "r.html"]

@@ -46,10 +46,13 @@ import xxhash
 from convsvd._typing import PathLike
 from convsvd.errors import InputError
 
-__all__ = ["OutputSet", "MANIFEST", "acquire_lock", "file_digest", "folder_lock", "release_lock", "verify_set",
-           "environment_error", "exchange"]
+__all__ = ["OutputSet", "FolderLock", "MANIFEST", "acquire_lock", "file_digest", "folder_lock", "release_lock",
+           "verify_set", "environment_error", "os_error", "exchange", "write_manifest", "kill_point"]
 
 MANIFEST = "convsvd-files.json"
+KILL_ENV = "CONVSVD_TEST_KILL_AT"
+"""Test-only: a step name (see :func:`kill_point`) at which the process kills itself with SIGKILL."""
+_ENV_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -63,11 +66,46 @@ def file_digest(path: PathLike) -> str:
     return h.hexdigest()
 
 
+def kill_point(step: str) -> None:
+    """Fault-injection hook for the tests: SIGKILL this process when ``$CONVSVD_TEST_KILL_AT == step``.
+
+    Steps: ``staged`` (set written, before it is swapped in), ``exchanged`` (swapped in, the
+    old set not yet deleted), ``moved-aside`` (between the two renames of the fallback swap),
+    and those of the report (:mod:`convsvd.report.files`). Reading one environment variable
+    is all it costs outside the tests.
+    """
+    if os.environ.get(KILL_ENV) == step:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def os_error(exc: BaseException) -> OSError | None:
+    """The OS error behind ``exc``: itself, its cause, or one a native writer reports only in its message.
+
+    safetensors raises ``SafetensorError("... No space left on device (os error 28)")``
+    rather than an ``OSError``; this finds the errno in such messages.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__
+    import re
+
+    m = re.search(r"\(os error (\d+)\)|\[errno (\d+)\]", str(exc))
+    if m:
+        code = int(m.group(1) or m.group(2))
+        return OSError(code, os.strerror(code))
+    return None
+
+
 def environment_error(exc: OSError, what: str, where: PathLike) -> InputError:
     """One line for an environment fault while writing ``what`` at ``where``."""
     reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied"}.get(exc.errno or 0, exc.strerror or str(exc))
+              errno.EPERM: "permission denied", errno.EFBIG: "the file size limit was reached"
+              }.get(exc.errno or 0, exc.strerror or str(exc))
     return InputError(f"{where}: could not write {what} ({reason}); earlier outputs were left as they were")
 
 
@@ -113,6 +151,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_manifest(folder: Path) -> None:
+    """Write ``convsvd-files.json`` (size and XXH3-128 of every file under ``folder``) and fsync it."""
+    _write_manifest(folder)
+
+
 def _write_manifest(folder: Path) -> None:
     files = {}
     for p in sorted(folder.rglob("*")):
@@ -145,40 +188,82 @@ def verify_set(folder: PathLike) -> None:
             raise InputError(f"{p}: damaged (its checksum does not match {MANIFEST}); run the command again")
 
 
+class FolderLock:
+    """An OS lock (``fcntl.flock``) on a lock file that names the holder's pid; one run per output.
+
+    ``with FolderLock(path, out):`` fails at once, with one line naming the holder,
+    when another process holds it. The lock file stays (removing it would race).
+    """
+
+    def __init__(self, path: Path, out: PathLike, remove: bool = False) -> None:
+        self.path, self.out, self.remove = Path(path), out, remove
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                finally:
+                    os.close(fd)
+                raise InputError(f"{self.out}: another convsvd run is writing there (pid {holder}); "
+                                 "wait for it to finish or choose another output folder") from None
+            try:  # a holder that removes the file on release may have done so since we opened it
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            if self.remove:  # safe: acquire() checks that the file it locked is still the one at the path
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def lock_path(out: Path) -> Path:
     """``.DIR.lock`` beside the folder ``DIR``."""
     return out.parent / f".{out.name}.lock"
 
 
-def acquire_lock(out: PathLike) -> int:
-    """Take the OS lock (``flock``) of folder ``out``; the open file descriptor holding it.
+def acquire_lock(out: PathLike) -> FolderLock:
+    """Take the OS lock of folder ``out`` (:class:`FolderLock` on ``.DIR.lock``); release it with
+    :func:`release_lock`.
 
     Raises
     ------
     InputError
         Another process holds it (naming its pid).
     """
-    import fcntl
-
-    out = Path(out)
-    fd = os.open(lock_path(out), os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        try:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-        finally:
-            os.close(fd)
-        raise InputError(f"{out}: another convsvd run is writing there (pid {holder}); "
-                         "wait for it to finish or choose another output folder") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
+    lock = FolderLock(lock_path(Path(out)), out)
+    lock.acquire()
+    return lock
 
 
-def release_lock(fd: int) -> None:
+def release_lock(lock: FolderLock) -> None:
     """Release a lock taken by :func:`acquire_lock`."""
-    os.close(fd)  # closing releases the flock; the file stays (removing it would race)
+    lock.release()
 
 
 @contextmanager
@@ -199,13 +284,13 @@ def folder_lock(out: PathLike, what: str = "the outputs") -> Iterator[Path]:
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd = acquire_lock(out)
+        lock = acquire_lock(out)
     except OSError as exc:
         raise environment_error(exc, what, out) from exc
     try:
         yield out
     finally:
-        release_lock(fd)
+        release_lock(lock)
 
 
 class OutputSet:
@@ -228,7 +313,7 @@ class OutputSet:
         self.out = Path(out)
         self.what = what
         self.staging: Path | None = None
-        self._lock_fd: int | None = None
+        self._lock_obj: FolderLock | None = None
 
     # -- paths ---------------------------------------------------------------------
     @property
@@ -240,12 +325,14 @@ class OutputSet:
 
     # -- steps ---------------------------------------------------------------------
     def _lock(self) -> None:
-        self._lock_fd = acquire_lock(self.out)
+        self._lock_obj = FolderLock(self.lock_path, self.out)
+        self._lock_obj.acquire()
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            release_lock(self._lock_fd)
-            self._lock_fd = None
+        lock = getattr(self, "_lock_obj", None)
+        if lock is not None:
+            lock.release()
+            self._lock_obj = None
 
     def recover(self) -> None:
         """Restore a folder lost between two renames, and remove what killed runs left behind."""
@@ -280,13 +367,16 @@ class OutputSet:
         assert self.staging is not None
         _write_manifest(self.staging)
         _fsync_dir(self.staging)
+        kill_point("staged")
         if not self.out.exists():
             os.replace(self.staging, self.out)
         elif exchange(self.staging, self.out):
+            kill_point("exchanged")
             shutil.rmtree(self.staging, ignore_errors=True)  # now holds the old set
         else:
             old = self.out.parent / f".{self.out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(self.out, old)
+            kill_point("moved-aside")
             os.replace(self.staging, self.out)
             shutil.rmtree(old, ignore_errors=True)
         _fsync_dir(self.out.parent)
@@ -299,9 +389,10 @@ class OutputSet:
                     self._publish()
                 except OSError as err:
                     raise environment_error(err, self.what, self.out) from err
-            elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
-                                                            errno.EACCES, errno.EPERM):
-                raise environment_error(exc, self.what, self.out) from exc
+            elif not isinstance(exc, InputError):
+                cause = os_error(exc)  # also safetensors' "(os error 28)", which is no OSError
+                if cause is not None and cause.errno in _ENV_ERRNOS:
+                    raise environment_error(cause, self.what, self.out) from exc
         finally:
             if self.staging is not None and self.staging.exists():
                 shutil.rmtree(self.staging, ignore_errors=True)

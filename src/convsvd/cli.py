@@ -183,15 +183,18 @@ def cmd_svd(args: argparse.Namespace) -> int:
 
     out = _out_folder(args.out)
     target = resolve_model(args, layers=args.layers, dtype=args.dtype, device=args.device, fold_bn=args.fold_bn)
+    check.optional_integer(args.top_k, "--top-k", minimum=1)  # 0 is a value, not "not given"
     mode = "topk" if args.top_k is not None else ("values" if args.values_only else "full")
     t0 = time.perf_counter()
     dec = decompose(target, mode=mode, k=args.top_k, cache_dir=args.cache, progress=True)
     dt = time.perf_counter() - t0
-    top = args.top_k or 10
+    top = args.top_k if args.top_k is not None else 10
     print_frame(dec.to_frame(top_k=top), title=f"{target.source}: SVD of {len(dec)} layers in {dt:.2f} s")
     for s in dec.skipped:
         if s.code in (SkipCode.NONFINITE, SkipCode.ZERO_SIZE):
             _console(stderr=True).print(f"[yellow]skipped {s.name}: {s.reason}[/]")
+    for note in dec.notes:  # e.g. a damaged cache entry, recomputed
+        print(f"convsvd svd: note: {note}", file=sys.stderr)
     if out is not None:
         from convsvd._atomic import OutputSet
 
@@ -633,7 +636,7 @@ def cmd_hypergraph(args: argparse.Namespace) -> int:
     if len(top) and top["depth"].iloc[0] >= 0:
         pairs = ", ".join(f"{a}–{b}" for a, b in zip(top["class_a"], top["class_b"]))
         _console().print(f"classes sharing SVD neurons deepest ({top['deepest_layer'].iloc[0]}): {pairs}")
-    _console().print(f"wrote {len(written) + 1} files in {out}/")
+    _console().print(f"wrote {len(written) + 1} files in {final_out}/")
     return 0
 
 

@@ -75,7 +75,7 @@ __all__ = ["LayerSVD", "Decomposition", "decompose", "MODES", "METHODS"]
 
 MODES: tuple[str, ...] = get_args(Mode)
 METHODS = ("auto", "svd", "gram", "gram32", "lanczos", "randomized")
-_CACHE_VERSION = "convsvd-svd-2"
+_CACHE_VERSION = "convsvd-svd-3"  # 3: entries carry their identity and an XXH3-128 of their tensors
 _BATCH_BYTES = 256 * 2**20  # largest stacked batch handed to one LAPACK call
 
 
@@ -221,6 +221,8 @@ class Decomposition(Mapping):
     source: str = ""
     options: dict[str, object] = field(default_factory=dict)
     weights: ModelWeights | None = field(default=None, repr=False)
+    notes: tuple[str, ...] = ()
+    """What the user should know about how the result was obtained (e.g. damaged cache entries recomputed)."""
 
     @functools.cached_property
     def weights_hash(self) -> str:
@@ -332,6 +334,72 @@ def _gram32_eigvalsh(A: torch.Tensor, solver: torch.dtype = torch.float64) -> to
     return torch.linalg.eigvalsh(torch.from_numpy(G), UPLO="L").flip(-1)
 
 
+_STREAM_BYTES = 256 * 2**20
+"""A values-only ``"gram"`` matrix whose float64 copy would be larger than this is streamed (:func:`_streamed_gram_eigvalsh`)."""
+_BLOCK_BYTES = 32 * 2**20
+"""Size of one float64 column block of a streamed matrix."""
+_EIG_COST = 6.0
+"""Time of the in-place eigenvalue solver in blocks of Gram work (times k/L), for the progress estimate: measured
+≈ 6.5 on a 6144×6144 layer (40 s for the 10 blocks, 260 s for ``dsyevd``)."""
+
+
+def _streamed(shape: tuple[int, ...], mode: str, method: str) -> bool:
+    m, n = shape[-2:]
+    return mode == "values" and method == "gram" and m * n * 8 > _STREAM_BYTES
+
+
+def _stream_plan(m: int, n: int) -> tuple[bool, int, int, int]:
+    """``(left, k, step, units)``: Gram side ``k``, block width ``step``, progress units (blocks + solver)."""
+    left = m <= n
+    k, long = (m, n) if left else (n, m)
+    step = max(1, _BLOCK_BYTES // (8 * k))
+    blocks = -(-long // step)
+    return left, k, step, blocks + max(1, round(_EIG_COST * blocks * k / long))
+
+
+def _streamed_gram_eigvalsh(a: torch.Tensor, advance: Callable[[int], None] = lambda n: None) -> torch.Tensor:
+    """Eigenvalues (descending, float64) of the smaller Gram matrix of one ``(m, n)`` matrix, in bounded memory.
+
+    ``G = W̄W̄ᵀ`` (or ``W̄ᵀW̄``) is accumulated in float64 over column (row) blocks of
+    ``_BLOCK_BYTES``, each converted to float64 on its own — never a float64 copy of the
+    whole matrix — with BLAS ``dsyrk`` on the CPU (one triangle, in place) and a
+    float64 ``addmm_`` elsewhere. The eigenvalues are taken in place (LAPACK ``dsyevd``,
+    values only, workspace ``O(k)``). Peak memory beyond the weight: the ``k×k`` float64
+    Gram matrix and one block. Each ``dsyrk`` sums in float64 like the one-shot product,
+    so the result agrees with :func:`_gram_eigh` to rounding. ``advance(units)`` is
+    called after every block and once after the solver.
+    """
+    m, n = a.shape
+    left, k, step, units = _stream_plan(m, n)
+    long = n if left else m
+    blocks = -(-long // step)
+    if a.device.type == "cpu":
+        from scipy.linalg import eigvalsh
+        from scipy.linalg.blas import dsyrk
+
+        an = a.detach().numpy()
+        G = np.zeros((k, k), dtype=np.float64, order="F")
+        for lo in range(0, long, step):
+            if left:  # G += B Bᵀ with B = W̄[:, lo:hi], an F-ordered float64 copy of the block
+                x = np.asarray(an[:, lo:lo + step], dtype=np.float64, order="F")
+            else:     # G += BᵀB with B = W̄[lo:hi, :]; Bᵀ of a C-ordered block is F-ordered
+                x = np.asarray(an[lo:lo + step, :], dtype=np.float64, order="C").T
+            G = dsyrk(1.0, x, beta=1.0, c=G, trans=0, lower=1, overwrite_c=1)
+            del x
+            advance(1)
+        lam = torch.from_numpy(eigvalsh(G, lower=True, overwrite_a=True, check_finite=False, driver="evd"))
+    else:
+        Gt = torch.zeros(k, k, dtype=torch.float64, device=a.device)
+        for lo in range(0, long, step):
+            b = (a[:, lo:lo + step] if left else a[lo:lo + step, :].mT).to(torch.float64)
+            Gt.addmm_(b, b.mT)
+            del b
+            advance(1)
+        lam = torch.linalg.eigvalsh(Gt)
+    advance(units - blocks)
+    return lam.flip(-1)
+
+
 def _values(A: torch.Tensor, method: str, solver32: bool = False) -> torch.Tensor:
     if method == "gram32":
         return _gram32_eigvalsh(A, torch.float32 if solver32 else torch.float64).clamp_min(0).sqrt()
@@ -425,11 +493,82 @@ def _resolve_method(mode: str, method: str, m: int, n: int, device: torch.device
 # --------------------------------------------------------------------------- cache
 
 
-def _cache_key(matrix: torch.Tensor, mode: str, method: str, k: int | None) -> str:
+def _cache_key(digest: str, mode: str, method: str, k: int | None) -> str:
     h = hashlib.sha256()
     h.update(f"{_CACHE_VERSION}|{mode}|{method}|{k}|".encode())
-    h.update(tensor_digest(matrix).encode())
+    h.update(digest.encode())
     return h.hexdigest()
+
+
+def _cache_identity(name: str, A: torch.Tensor, digest: str, mode: str, method: str, k: int | None) -> dict[str, str]:
+    """What a cache entry must have been computed from: written into its metadata, checked on every read."""
+    return {"format": _CACHE_VERSION, "layer": name, "shape": "x".join(map(str, A.shape)),
+            "dtype": str(A.dtype).removeprefix("torch."), "weight_digest": digest,
+            "route": f"mode={mode} method={method} k={k}"}
+
+
+def _payload_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """XXH3-128 of a cache entry's tensors: names, dtypes, shapes and bytes, in name order."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _expected_shapes(A: torch.Tensor, mode: str, k: int | None) -> dict[str, tuple[int, ...]]:
+    g, m, n = A.shape
+    r = min(m, n) if mode != "topk" or k is None else min(k, m, n)
+    shapes: dict[str, tuple[int, ...]] = {"S": (g, r), "fro2": (g,)}
+    if mode != "values":
+        shapes.update(U=(g, m, r), Vh=(g, r, n))
+    return shapes
+
+
+def _cache_read(path: Path, identity: Mapping[str, str],
+                shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """A cache entry that passes every check, or ``(None, why not)``; ``(None, None)`` when there is none.
+
+    Checked: the XXH3-128 of the tensors against the one in the entry's metadata (flipped
+    or truncated bytes), the identity it was written for (weight digest, shape, dtype,
+    route; an entry copied under another key), the tensors' names, shapes and finiteness.
+    The layer name is recorded but not compared: layers with identical weights share an entry.
+    """
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None, None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as exc:  # a damaged cache entry is recomputed, never trusted
+        return None, f"unreadable ({type(exc).__name__})"
+    if meta.get("xxh3_128") != _payload_digest(tensors):
+        return None, "its contents do not match their XXH3-128 checksum"
+    for key, want in identity.items():
+        if key != "layer" and meta.get(key) != want:
+            return None, f"it was written for {key} {meta.get(key)!r}, not {want!r}"
+    if set(tensors) != set(shapes) or any(tuple(tensors[n].shape) != s for n, s in shapes.items()):
+        return None, "its tensors do not have the layer's shapes"
+    if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
+        return None, "it holds non-finite values"
+    return tensors, None
+
+
+def _cache_write(path: Path, tensors: dict[str, torch.Tensor], identity: Mapping[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    from convsvd._meta import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {**identity, "xxh3_128": _payload_digest(cpu)}
+    write_atomic(path, lambda p: save_file(cpu, str(p), metadata=meta))
 
 
 def _fro2(A: torch.Tensor) -> torch.Tensor:
@@ -444,24 +583,6 @@ def _fro2(A: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(A, dim=(-2, -1)).pow(2).cpu()
     rows = torch.linalg.vector_norm(A, dim=-1).to(torch.float64)
     return rows.pow(2).sum(dim=-1).cpu()
-
-
-def _cache_read(path: Path) -> dict[str, torch.Tensor] | None:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception:  # a damaged cache entry is recomputed, never trusted
-        return None
-
-
-def _cache_write(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    from convsvd._meta import write_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(p)))
 
 
 # --------------------------------------------------------------------------- public entry
@@ -544,22 +665,41 @@ def decompose(
 
     cache = Path(cache_dir) if cache_dir is not None else None
     keys: dict[str, str] = {}
+    identities: dict[str, dict[str, str]] = {}
+    notes: list[str] = []
     if cache is not None:
-        keys = {n: _cache_key(A, mode, methods[n] + ("/f32" if solver32 else ""), k) for n, A in mats.items()}
-        for n, key in keys.items():
-            hit = _cache_read(cache / f"{key}.safetensors")
-            if hit is not None and "S" in hit and "fro2" in hit:
+        for n, A in mats.items():
+            route = methods[n] + ("/f32" if solver32 else "")
+            digest = tensor_digest(A)
+            keys[n] = _cache_key(digest, mode, route, k)
+            identities[n] = _cache_identity(n, A, digest, mode, route, k)
+            path = cache / f"{keys[n]}.safetensors"
+            hit, why = _cache_read(path, identities[n], _expected_shapes(A, mode, k))
+            if hit is not None:
                 results[n] = (hit.get("U"), hit["S"], hit.get("Vh"), hit["fro2"])
+            elif why is not None:
+                notes.append(f"cache entry {path} for layer {n!r} not used: {why}; recomputed and rewritten")
 
     from convsvd._progress import progress as _progress
 
     todo = [n for n in mats if n not in results]
+    stream = [n for n in todo if _streamed(mats[n].shape, mode, methods[n])]
+    todo = [n for n in todo if n not in stream]
+    units = {n: specs[n].groups * _stream_plan(*mats[n].shape[1:])[3] for n in stream}
     buckets: dict[tuple, list[str]] = {}
     for n in todo:
         A = mats[n]
         buckets.setdefault((tuple(A.shape[1:]), A.dtype, methods[n]), []).append(n)
 
-    with _progress(len(todo), "SVD", progress) as bar:
+    with _progress(len(todo) + sum(units.values()), "SVD", progress) as bar:
+        for n in stream:  # big values-only layers: one at a time, in bounded memory, progress within the layer
+            A = mats[n].to(dev)
+            what = f"{n} {A.shape[1]}×{A.shape[2]}"
+            lam = torch.stack([_streamed_gram_eigvalsh(A[j], lambda u: bar.advance(u, what)) for j in range(len(A))])
+            res = (None, lam.clamp_min(0).sqrt().to(A.dtype), None, _fro2(mats[n]))
+            results[n] = res
+            if cache is not None:
+                _cache_write(cache / f"{keys[n]}.safetensors", {"S": res[1], "fro2": res[3]}, identities[n])
         for (shape, dt, meth), names in buckets.items():
             per = max(1, _BATCH_BYTES // max(1, math.prod(shape) * 8))
             chunk: list[str] = []
@@ -578,7 +718,8 @@ def decompose(
                         results[c] = res
                         if cache is not None:
                             _cache_write(cache / f"{keys[c]}.safetensors",
-                                         {kk: v for kk, v in zip(("U", "S", "Vh", "fro2"), res) if v is not None})
+                                         {kk: v for kk, v in zip(("U", "S", "Vh", "fro2"), res) if v is not None},
+                                         identities[c])
                         off += g
                     bar.advance(len(chunk), f"{shape[0]}×{shape[1]}")
                     chunk, groups_in_chunk = [], 0
@@ -597,4 +738,4 @@ def decompose(
     recorded: dict[str, object] = dict(
                    mode=mode, k=k, dtype=str(dtype) if dtype else "weights", device=str(dev), method=method,
                    fold_bn=fold_bn, layers=layers)
-    return Decomposition(out, mw.skipped, mw.source, recorded, mw)
+    return Decomposition(out, mw.skipped, mw.source, recorded, mw, tuple(notes))

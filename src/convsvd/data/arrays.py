@@ -24,22 +24,47 @@ from convsvd.data.protocol import (
 )
 from convsvd.errors import InputError
 
-__all__ = ["ArrayData", "load_arrays"]
+__all__ = ["ArrayData", "label_classes", "load_arrays"]
 
 
 def _as_tensor(x: object, what: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach()
     if isinstance(x, np.ndarray):
-        if x.dtype == object:
-            raise InputError(f"{what}: expected a numeric array, got dtype object")
+        if x.dtype.kind not in "biuf":
+            raise InputError(f"{what}: expected a numeric array, got dtype {x.dtype}")
         return torch.from_numpy(np.ascontiguousarray(x))
     if isinstance(x, (list, tuple)):
         try:
-            return torch.as_tensor(np.asarray(x))
+            return _as_tensor(np.asarray(x), what)
         except (ValueError, TypeError) as e:
             raise InputError(f"{what}: cannot be read as an array ({e})") from None
     raise InputError(f"{what}: expected a tensor or NumPy array, got {type(x).__name__}")
+
+
+def _is_text(labels: object) -> bool:
+    if isinstance(labels, np.ndarray):
+        return labels.dtype.kind in "US"
+    return isinstance(labels, (list, tuple)) and len(labels) > 0 and all(isinstance(v, (str, bytes)) for v in labels)
+
+
+def label_classes(labels: object, classes: Sequence[str] | None, what: str) -> tuple[np.ndarray, list[str]]:
+    """Class names as labels → ``(int64 indices, class names)``.
+
+    The classes are ``classes`` when given (every label must be one of them), else the
+    distinct labels sorted; the mapping is stated in :meth:`ArrayData.describe`.
+
+    >>> idx, names = label_classes(np.array(["dog", "cat", "dog"]), None, "labels")
+    >>> idx.tolist(), names
+    ([1, 0, 1], ['cat', 'dog'])
+    """
+    text = [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(labels).reshape(-1).tolist()]
+    names = [str(c) for c in classes] if classes is not None else sorted(set(text))
+    index = {c: i for i, c in enumerate(names)}
+    unknown = sorted(set(text) - set(index))
+    if unknown:
+        raise InputError(f"{what}: label {unknown[0]!r} is not one of the classes ({', '.join(names[:8])})")
+    return np.array([index[t] for t in text], dtype=np.int64), names
 
 
 class ArrayData:
@@ -51,7 +76,9 @@ class ArrayData:
         ``(N, C, *spatial)`` images (or ``(N, features)``); integer arrays
         are converted to float32 unchanged (scale them yourself).
     labels : tensor or array, optional
-        ``(N,)`` integer class indices; default: all ``-1`` (unlabelled).
+        ``(N,)`` integer class indices, or class names (strings) which become
+        classes — ``classes`` when given, else the distinct names sorted — with the
+        mapping stated in :meth:`describe`; default: all ``-1`` (unlabelled).
     ids : tensor or array, optional
         ``(N,)`` distinct integer ids; default ``0 … N−1``.
     classes : list of str, optional
@@ -79,6 +106,10 @@ class ArrayData:
         n = int(x.shape[0])
         if n == 0:
             raise InputError(f"{name} inputs: is empty (0 inputs)")
+        self.label_mapping: dict[str, int] | None = None
+        if labels is not None and _is_text(labels):
+            labels, classes = label_classes(labels, classes, f"{name} labels")
+            self.label_mapping = {c: i for i, c in enumerate(classes)}
         y = torch.full((n,), -1, dtype=torch.int64) if labels is None else _as_tensor(labels, f"{name} labels")
         if y.shape != (n,) or y.is_floating_point() and not torch.equal(y, y.round()):
             raise InputError(f"{name} labels: expected ({n},) integer class indices, got shape {tuple(y.shape)} {y.dtype}")
@@ -139,8 +170,12 @@ class ArrayData:
         return self
 
     def describe(self) -> dict[str, object]:
+        transform = "none (inputs used as given)"
+        if self.label_mapping is not None:
+            pairs = ", ".join(f"{c!r}→{i}" for c, i in self.label_mapping.items())
+            transform += f"; string labels mapped to classes {pairs}"
         return dict(kind="arrays", name=self.name, inputs=len(self), input_shape=list(self.inputs.shape[1:]),
-                    classes=self.classes, transform="none (inputs used as given)",
+                    classes=self.classes, transform=transform,
                     fingerprint=fingerprint(self.ids, self.labels, self.inputs), skipped=[])
 
 

@@ -22,7 +22,7 @@ import torch
 
 from convsvd import _validate as check
 
-__all__ = ["Batch", "DataSource", "ExpectedInput"]
+__all__ = ["Batch", "DataSource", "ExpectedInput", "nonfinite_rows", "nonfinite_inputs"]
 
 
 class Batch(NamedTuple):
@@ -156,3 +156,45 @@ def fingerprint(*parts: object) -> str:
         else:
             h.update(repr(p).encode())
     return h.hexdigest()[:16]
+
+
+def nonfinite_rows(inputs: torch.Tensor) -> torch.Tensor:
+    """Positions of the inputs that hold a NaN or ±Inf anywhere.
+
+    Parameters
+    ----------
+    inputs : torch.Tensor
+        ``(B, ...)`` a batch of inputs.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(b,)`` int64 positions along the first dimension, ascending (empty when all are finite).
+        Cheap on finite batches: one sum decides, the per-input test runs only when it is not finite.
+
+    >>> x = torch.zeros(4, 2); x[2, 1] = float("nan")
+    >>> nonfinite_rows(x).tolist()
+    [2]
+    """
+    if not inputs.is_floating_point() and not inputs.is_complex():
+        return torch.empty(0, dtype=torch.int64)
+    if inputs.numel() == 0 or bool(torch.isfinite(inputs.sum())):
+        if inputs.numel() == 0 or bool(torch.isfinite(inputs).all()):  # a sum can overflow; check then only
+            return torch.empty(0, dtype=torch.int64)
+    bad = ~torch.isfinite(inputs.reshape(inputs.shape[0], -1)).all(dim=1)
+    return torch.nonzero(bad).reshape(-1).to(torch.int64).cpu()
+
+
+def nonfinite_inputs(batch: Batch, name: str = "data") -> list[tuple[str, str]]:
+    """``(item, reason)`` for every input of ``batch`` holding NaN/±Inf, in the form of ``DataSource.skipped``.
+
+    >>> b = Batch(torch.tensor([7, 8]), torch.tensor([[0.0], [float("inf")]]), torch.tensor([0, 1]))
+    >>> nonfinite_inputs(b, "x.npz")
+    [('x.npz input id 8', '1 of 1 values are NaN or ±Inf')]
+    """
+    out = []
+    for i in nonfinite_rows(batch.inputs).tolist():
+        row = batch.inputs[i]
+        bad = int((~torch.isfinite(row)).sum())
+        out.append((f"{name} input id {int(batch.ids[i])}", f"{bad} of {row.numel()} values are NaN or ±Inf"))
+    return out

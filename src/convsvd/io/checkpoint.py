@@ -67,6 +67,31 @@ def _is_pickle_stream(path: Path) -> bool:
         return False
 
 
+def verify_zip(path: Path) -> None:
+    """Check the CRC-32 of every member of a zip-format checkpoint before anything is loaded.
+
+    PyTorch's zip writer stores each member's CRC; ``torch.load`` does not check it, so
+    flipped bytes in a tensor would load as wrong numbers. Reading every member once
+    (``zipfile.ZipFile.testzip``) costs one pass over the file.
+
+    Raises
+    ------
+    InputError
+        A member's bytes do not match their CRC, or the archive's directory is damaged.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        raise InputError(f"{path}: damaged PyTorch checkpoint, its zip archive cannot be read "
+                         f"({describe_error(exc)})") from exc
+    except Exception as exc:  # zlib.error on a damaged compressed member, and the like
+        raise InputError(f"{path}: damaged PyTorch checkpoint ({describe_error(exc)})") from exc
+    if bad is not None:
+        raise InputError(f"{path}: damaged PyTorch checkpoint, member {bad!r} fails its CRC-32 check "
+                         "(the file was changed or truncated after it was written)")
+
+
 def _holds_objects(path: Path, exc: BaseException) -> bool:
     """True when a safe load failed because the file holds Python objects (False: corrupt)."""
     if not isinstance(exc, pickle.UnpicklingError):
@@ -97,8 +122,11 @@ def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> object:
     UnsafeFileError
         The file holds pickled objects or TorchScript and ``trust_pickle`` is False.
     InputError
-        The file is not a readable checkpoint (truncated, corrupt, another format).
+        The file is not a readable checkpoint (truncated, corrupt, another format), or
+        a zip-format file fails its CRC check (:func:`verify_zip`).
     """
+    if zipfile.is_zipfile(path):
+        verify_zip(path)
     if _is_torchscript(path):
         if not trust_pickle:
             raise UnsafeFileError(f"{path}: {_TORCHSCRIPT_WHY}; {_ADVICE}")

@@ -55,6 +55,8 @@ def resolve_factory(spec: str) -> Callable[[], object]:
         target: object = importlib.import_module(module_name)
     except Exception as exc:  # an import can fail with any error raised by the module's code
         raise InputError(f"{spec}: cannot import module {module_name!r} ({describe_error(exc)})") from exc
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        raise InputError(f"{spec}: importing module {module_name!r} {_exit_words(exc)}") from None
     parts = attr_path.split(".")
     for i, part in enumerate(parts):
         if not hasattr(target, part):
@@ -64,6 +66,13 @@ def resolve_factory(spec: str) -> Callable[[], object]:
     if not callable(target):
         raise InputError(f"{spec}: {attr_path!r} is a {type(target).__name__}, not a callable that returns an nn.Module")
     return target  # type: ignore[return-value]
+
+
+def _exit_words(exc: BaseException) -> str:
+    """What a ``SystemExit`` / ``KeyboardInterrupt`` raised by user code means, for one line."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r}); expected it to return an nn.Module"
+    return f"raised {type(exc).__name__}; expected it to return an nn.Module"
 
 
 def build_from_factory(spec: str) -> nn.Module:
@@ -79,6 +88,8 @@ def build_from_factory(spec: str) -> nn.Module:
         model = factory()
     except Exception as exc:
         raise InputError(f"{spec}: calling the factory with no arguments failed ({describe_error(exc)})") from exc
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:  # a factory must not end or interrupt the run
+        raise InputError(f"{spec}: calling the factory {_exit_words(exc)}") from None
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec}: the factory returned a {type(model).__name__}, expected a torch.nn.Module")
     return model

@@ -10,7 +10,6 @@ text following the step's own progress; every step is timed.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -226,18 +225,14 @@ def report(
                                device=None if target.device is None else str(target.device), fold_bn=target.fold_bn,
                                seed=seed, data=_describe(data), init=_describe(init), threshold=threshold,
                                top_k=top_k, min_share=min_share)
-    staging = files.staging_folder(paths)
-    try:
+    with files.Publication(paths) as pub:  # lock, leftovers of killed runs removed, staging folder
         with _progress(len(STEP_NAMES), "report", progress, threshold=1) as bar:
             clock = _Clock(bar, progress)
-            analysis = Analysis(model, data, settings, staging / "signals", init=init)
+            analysis = Analysis(model, data, settings, pub.staging / "signals", init=init)
             for name, run in STEPS:
                 with clock.step(name):
                     run(analysis, clock.inner())
-            return _write(analysis, clock, paths, staging, title)
-    finally:
-        if staging.exists():  # anything but a published report: nothing half-written stays behind
-            shutil.rmtree(staging, ignore_errors=True)
+            return _write(analysis, clock, paths, pub, title)
 
 
 def _describe(source: object | None) -> str | None:
@@ -267,7 +262,9 @@ _NO_DATA = ("No dataset was given, so this report holds only what the weights te
             "with one subfolder per class, a .npz/.pt file) to add dataset exemplars and class separation.")
 
 
-def _write(a: Analysis, clock: _Clock, paths: files.ReportPaths, staging: Path, title: str | None) -> ReportResult:
+def _write(a: Analysis, clock: _Clock, paths: files.ReportPaths, pub: files.Publication,
+           title: str | None) -> ReportResult:
+    staging = pub.staging
     mw, table, layer_table = a.mw, a.table, a.layer_table
     assert layer_table is not None  # set with the weights by the load step
     with clock.step("figures"):
@@ -303,7 +300,7 @@ def _write(a: Analysis, clock: _Clock, paths: files.ReportPaths, staging: Path, 
             subtitle=f"{len(mw.layers)} layers · {data_name} · {'quick' if a.options.quick else 'full'} report · "
                      f"{created}",
             facts=facts, banners=[Note(_NO_DATA, "warning")] if a.source is None else [],
-            data_dir=paths.data_dir.name, files=written,
+            data_dir=pub.version.name, files=written,  # links go to the versioned folder: never a missing one
             footer=f"Made by convsvd {versions()['convsvd']} · the numbers behind every figure are in "
                    f"{paths.data_dir.name}/ · {created}",
         )
@@ -312,10 +309,11 @@ def _write(a: Analysis, clock: _Clock, paths: files.ReportPaths, staging: Path, 
                             sections=[dict(id=s.id, title=s.title, status=s.status) for s in built],
                             files=written, report=paths.html.name)
         files.write_marker(staging, meta)
-        files.publish(staging, paths, html_text)
-    written_files = tuple(paths.data_dir / n for names in written.values() for n in names)
-    return ReportResult(paths.html, paths.data_dir, tuple(built), dict(clock.timings), a.options,
-                        written_files + (paths.data_dir / files.MARKER,), mw.source, model_hash)
+        pub.publish(html_text)
+    data_dir = pub.data_dir
+    written_files = tuple(data_dir / n for names in written.values() for n in names)
+    return ReportResult(paths.html, data_dir, tuple(built), dict(clock.timings), a.options,
+                        written_files + (data_dir / files.MARKER,), mw.source, model_hash)
 
 
 def demo(out: PathLike = "demo-out", *, quick: bool = False,
