@@ -636,7 +636,7 @@ def cmd_hypergraph(args: argparse.Namespace) -> int:
     if len(top) and top["depth"].iloc[0] >= 0:
         pairs = ", ".join(f"{a}–{b}" for a, b in zip(top["class_a"], top["class_b"]))
         _console().print(f"classes sharing SVD neurons deepest ({top['deepest_layer'].iloc[0]}): {pairs}")
-    _console().print(f"wrote {len(written) + 1} files in {final_out}/")
+    _console().print(f"wrote {len(written) + 1} files in {out}/")
     return 0
 
 
