@@ -151,7 +151,7 @@ def test_interrupted_run_resumes_to_the_clean_table(tmp_path):
 def test_other_options_in_the_same_folder_are_refused_unless_restarted(tmp_path):
     net, data = tiny_net().eval(), tiny_data(8)
     profile(net, data, out=tmp_path, batch_size=4)
-    with pytest.raises(InputError, match=r"holds a run with influence threshold=0.5 \(this run: top_k=2\)"):
+    with pytest.raises(InputError, match=r"holds a run with influence threshold=0.3 \(this run: top_k=2\)"):
         profile(net, data, out=tmp_path, batch_size=4, top_k=2)
     with pytest.raises(InputError, match="batch_size=4"):
         profile(net, data, out=tmp_path, batch_size=8)

@@ -110,9 +110,12 @@ def test_tables_equal_the_api(demo_quick) -> None:
 
     conv3 = page.tables["neurons-conv3"]
     S = dec["conv3"].S[0].double()
-    n = len(conv3.rows)
-    assert conv3.values("sigma") == S[:n].tolist()
-    np.testing.assert_allclose(conv3.values("share"), (S[:n] ** 2 / dec["conv3"].fro2.sum()).tolist(), rtol=1e-12)
+    by_sigma = [i for i, why in enumerate(conv3.texts("why")) if why.startswith("σ #")]
+    n = len(by_sigma)
+    assert n == 4 and by_sigma == list(range(n))  # the largest-σ neurons first, in order (quick: 4)
+    sigma, share = conv3.values("sigma"), conv3.values("share")
+    assert sigma[:n] == S[:n].tolist()
+    np.testing.assert_allclose(share[:n], (S[:n] ** 2 / dec["conv3"].fro2.sum()).tolist(), rtol=1e-12)
 
     trained = spectrum(zoo.load("digits-cnn"), mp=True)  # quick: no shuffled baseline
     init = spectrum(zoo.load("digits-cnn", pretrained=False), mp=True)
@@ -127,6 +130,12 @@ def test_tables_equal_the_api(demo_quick) -> None:
     assert views.texts("view") == ["unfold", "slices", "operator"] and len(set(views.texts("name"))) == 1
 
     table = profile(zoo.load("digits-cnn"), "digits:test", batch_size=128, progress=False)
+    for layer in table.layers:  # every neuron influential for at least 20 % of the inputs is shown
+        prof = table.class_profile(layer)
+        per = prof.groupby("neuron")[["influential_count", "inputs"]].sum()
+        often = set(per.index[per["influential_count"] >= 0.2 * per["inputs"]].tolist())
+        shown_neurons = {int(v) for v in page.tables[f"neurons-{layer}"].values("neuron")}
+        assert often and often <= shown_neurons, (layer, often - shown_neurons)
     sep = separation(table).to_frame().set_index("layer")
     shown = page.tables["separation"]
     assert shown.texts("layer") == sep.index.tolist()

@@ -239,7 +239,7 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", metavar="GLOB", help="comma-separated glob patterns of layer names (default: all)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--threshold", type=_threshold, metavar="T",
-                   help="influential set: smallest set reaching this share of the layer's Σ|signal| (default 0.5; "
+                   help="influential set: smallest set reaching this share of the layer's Σ|signal| (default 0.3; "
                         "'reference': DeepDataProfiler's 0.1)")
     g.add_argument("--top-k", type=int, metavar="K", help="influential set: the K largest |signal| instead")
     p.add_argument("--aggregate", choices=check.choices(Aggregation), default="mean",

@@ -353,7 +353,7 @@ def profile(
     aggregate : {"mean", "max", "abs", "l2"}
         Over the locations of a conv's output (see :mod:`convsvd.signals.project`).
     threshold : float or "reference", optional
-        Influential set: smallest set reaching this share of ``Σ|signal|`` (default 0.5;
+        Influential set: smallest set reaching this share of ``Σ|signal|`` (default 0.3;
         ``"reference"``: DeepDataProfiler's 0.1; see :mod:`convsvd.signals.influence`).
     top_k : int, optional
         Influential set: the ``k`` largest ``|signal|`` instead.
