@@ -87,7 +87,7 @@ def test_profile_records_the_basis_and_uses_the_same_influence_and_separation(tm
     rows = table.layer("fc").sort_values(["id", "neuron"])
     raw = _raw(net, x)["fc"] - net.fc.bias.detach()
     np.testing.assert_allclose(rows.signal.to_numpy().reshape(len(x), 4), raw.numpy(), rtol=0, atol=1e-13)
-    inf = influence(raw, threshold=0.1)  # the same rule on the hand-made channel signals
+    inf = influence(raw)  # the same (default) rule on the hand-made channel signals
     np.testing.assert_array_equal(rows.influential.to_numpy().reshape(len(x), 4), inf.mask.numpy())
     assert rows.sigma.isna().all()
     sep = separation(table).to_frame()

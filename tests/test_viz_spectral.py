@@ -60,9 +60,13 @@ def test_esd_figure_draws_mp_on_its_support_and_the_power_law_from_xmin(trained,
 def test_alpha_depth_trained_vs_random_and_views(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     initial = spectrum(zoo.load("digits-cnn", epoch=0), mp=True)
     ax = plot_alpha_depth([initial, trained], labels=["init", "trained"])
-    alpha_lines = ax.get_lines()
-    np.testing.assert_allclose(alpha_lines[1].get_ydata(), trained.to_frame().alpha.to_numpy(float))
-    assert "α̂ = " in ax.get_legend().get_texts()[1].get_text()
+    curves = [l for l in ax.get_lines() if l.get_label().startswith(("init", "trained"))]
+    np.testing.assert_allclose(curves[1].get_ydata(), trained.to_frame().alpha.to_numpy(float))
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("trained: α̂ = ") for t in texts) and any("not in α̂" in t for t in texts)
+    weighted = plot_alpha_depth([trained], quantity="alpha_weighted")
+    np.testing.assert_allclose(weighted.get_lines()[0].get_ydata(), trained.to_frame().alpha_weighted.to_numpy(float))
+    assert weighted.get_ylabel() == "α·log10 λ_max" and ax.get_ylabel() == "α"  # one quantity per axes
     _png(ax.figure, tmp_path / "alpha.png")
 
     ax = plot_trained_vs_random(trained["fc1"], initial["fc1"])

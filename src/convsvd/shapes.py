@@ -280,11 +280,6 @@ def layer_input_sizes(mw: ModelWeights, input_shape: Sequence[int] | None = None
     """
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
     convs = [s for s in mw.layers if s.kind != "linear"]
-    if mw.model is not None:
-        if shape is None:
-            return SpatialSizes(reason="no input shape was given to trace the model with (input_shape=, --input-size)")
-        modules = {s.name: s.module for s in convs if s.module is not None}
-        return SpatialSizes(trace_input_sizes(mw.model, shape, modules), "traced", "", shape)
     if mw.format == "onnx":
         path = Path(mw.source)
         if not path.is_file():
@@ -297,6 +292,11 @@ def layer_input_sizes(mw: ModelWeights, input_shape: Sequence[int] | None = None
             return SpatialSizes(reason=f"{path}: not readable again ({describe_error(exc)})", input_shape=shape)
         sizes, reason = onnx_input_sizes(proto, shape)
         return SpatialSizes(sizes, "onnx" if sizes else "none", reason, shape)
+    if mw.model is not None:  # a module tree (an ONNX file's graph is read above: its shapes need no run)
+        if shape is None:
+            return SpatialSizes(reason="no input shape was given to trace the model with (input_shape=, --input-size)")
+        modules = {s.name: s.module for s in convs if s.module is not None}
+        return SpatialSizes(trace_input_sizes(mw.model, shape, modules), "traced", "", shape)
     return SpatialSizes(reason=f"a weights-only {mw.format} file has no layer geometry beyond its weights "
                                f"(load the model as 'package.module:factory' with input_shape)", input_shape=shape)
 

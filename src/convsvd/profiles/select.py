@@ -29,7 +29,7 @@ def select(values: torch.Tensor, rule: str = "share", threshold: float | None = 
     >>> m, w = select(torch.tensor([[4.0, -3.0, 2.0, 1.0]]), threshold=0.5)
     >>> m.tolist(), [round(v, 3) for v in w[0].tolist()]
     ([[True, True, False, False]], [0.571, 0.429, 0.0, 0.0])
-    >>> m, w = select(torch.tensor([[4.0, -3.0, 2.0, 1.0]]), "ddp", threshold=0.5)
+    >>> m, w = select(torch.tensor([[4.0, -3.0, 2.0, 1.0]]), "ddp", threshold=0.6)  # 4/7 ≤ 0.6: one more kept
     >>> m.tolist()
     [[True, False, True, False]]
     """

@@ -209,7 +209,7 @@ def spectra_section(trained: "SpectrumResult", init: "SpectrumResult | None", vi
     labels = ["trained"] if init is None else ["trained", "initialisation"]
     summary = _shown(compare(results, labels=labels), _SUMMARY_COLUMNS)
     layers = [trained[n] for n in shown if n in trained.names]
-    hat = float(summary["alpha_hat"].iloc[0])
+    hat = float(summary["alpha_hat"].iloc[0]) if "alpha_hat" in summary else float("nan")
     blocks: list = [
         Table("spectra_summary", summary,
               "α̂ = mean of α·log10 λmax over the headline layers (fitted, at least 32 eigenvalues and 10 tail "
