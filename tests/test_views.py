@@ -276,3 +276,17 @@ def test_progress_off_a_terminal_is_log_lines_with_an_eta(capsys) -> None:  # ty
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("operator view of conv: 4/10 blocks")
     assert all("ETA" in line for line in lines) and lines[-1].endswith("ETA 0.0 s")
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_1x1_kernel_is_one_svd_per_group_at_every_frequency(groups: int) -> None:
+    W = _weight(6, 4 // groups, 1, 1, seed=14)
+    n = (5, 4)
+    s = operator_singular_values(W, n, groups=groups)
+    assert s.shape == (groups, *n, min(6 // groups, 4 // groups))
+    mine = torch.sort(s.flatten(), descending=True).values
+    exact = torch.linalg.svdvals(_operator_matrix(W, n, groups))
+    torch.testing.assert_close(mine, exact[: mine.numel()], rtol=1e-10, atol=1e-10)
+    from convsvd.spectral import plan_operator
+
+    assert plan_operator(tuple(W.shape), groups=groups, size=(56, 56)).blocks == groups

@@ -3,7 +3,8 @@
 The operator view (:func:`~convsvd.spectral.operator_singular_values`) decomposes one
 complex ``(d/g) × (c/g)`` block per group and per frequency of the ``n1 × n2`` grid
 (one of each ``±ω`` pair): ``blocks = g · (n1·n2 + s) / 2`` with ``s`` the number of
-self-conjugate frequencies (``2^e``, ``e`` the number of even sides). Each block
+self-conjugate frequencies (``2^e``, ``e`` the number of even sides); a 1×1 kernel is
+the same block at every frequency, so ``blocks = g``. Each block
 costs about ``8·(m·k² − k³/3)`` real operations for its singular values (Householder
 bidiagonalisation of an ``m × k`` complex matrix, ``m ≥ k``; a complex operation is
 four real ones) plus ``8·taps·m·k`` for its DFT.
@@ -204,7 +205,7 @@ def plan_operator(
     per_block = block_operations(d, cg, math.prod(kernel))
 
     def cost(g: tuple[int, ...]) -> tuple[int, float]:
-        blocks = operator_blocks(g, groups)
+        blocks = operator_blocks(g, groups) if math.prod(kernel) > 1 else int(groups)  # 1×1: one block per group
         return blocks, blocks * per_block
 
     blocks, ops = cost(grid)

@@ -20,7 +20,8 @@ diagonalised by the 2-D DFT, so its singular values are those of the ``n²`` com
 the kernel zero-padded to ``n × n`` (``torch.fft.fftn(W, s=(n, n))``), one batched
 ``svdvals`` over all frequencies, block-diagonal across groups. Cross-correlation
 versus convolution, and any circular shift of the padding, only conjugate or rotate
-``Ŵ`` by unit phases: same singular values. Parseval gives
+``Ŵ`` by unit phases: same singular values. A 1×1 kernel has ``Ŵ(ω) = W`` at every
+frequency: one SVD per group, repeated. Parseval gives
 ``Σ σ² = n² ‖W‖_F²``. Since ``Ŵ(−ω) = conj Ŵ(ω)``, only one of each ``±ω`` pair is
 decomposed; the DFT is evaluated as a small matrix product over the ``k1·k2`` taps, a
 chunk of frequencies at a time, so memory stays bounded for large layers. Dilation is
@@ -158,6 +159,11 @@ def operator_singular_values(
     d, cg = t.shape[0], t.shape[1]
     dg = d // g
     taps = math.prod(kernel)
+    if taps == 1:  # a 1×1 kernel: Ŵ(ω) = W at every frequency, one SVD per group repeated
+        one = torch.linalg.svdvals(t.reshape(g, dg, cg))  # (g, rank)
+        if progress is not None:
+            progress(1, 1)
+        return one.reshape(g, *([1] * dims), -1).expand(g, *size, one.shape[-1]).clone()
     mats = t.reshape(g * dg * cg, taps).T.to(cdtype)  # (taps, g·dg·cg)
 
     # Tap offsets (taps, dims) and every frequency (F, dims), both in row-major order.
