@@ -206,7 +206,7 @@ def test_profile_graph_resumes_by_chunks(tmp_path) -> None:  # type: ignore[no-u
     assert InputProfiles.open(out).profile() == whole.profile()
     assert np.array_equal(InputProfiles.open(out).ids, whole.ids) and len(set(whole.ids.tolist())) == 40
     with pytest.raises(InputError, match="another profile run"):
-        profile_graph(model, "digits:test", limit=40, batch_size=8, chunk_batches=2, out=out, threshold=0.3)
+        profile_graph(model, "digits:test", limit=40, batch_size=8, chunk_batches=2, out=out, threshold=0.5)
 
 
 def test_figures_and_report_section(runs: InputProfiles) -> None:

@@ -175,5 +175,5 @@ def test_out_that_is_a_file_is_refused_before_work(tmp_path: Path, cli_inproc) -
 
 def test_top_k_zero_is_an_error(tmp_path: Path) -> None:
     proc = run_cli(["svd", "digits-cnn", "--top-k", "0", "--out", str(tmp_path / "o")])
-    assert "--top-k 0: expected a positive number" in one_line_error(proc, "svd")
+    assert "--top-k 0: expected an integer ≥ 1" in one_line_error(proc, "svd")
     assert list(tmp_path.iterdir()) == []

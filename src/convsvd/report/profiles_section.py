@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from convsvd.errors import ConvSVDError
 from convsvd.report.content import Data, Figure, Heading, Note, Section, Table
@@ -86,8 +87,12 @@ def profiles_section(ps: "InputProfiles | None", reason: str = "", per_class: in
         for ax, r in zip(axes[0], rows):
             plot_profile_graph(ps[int(r)], ax=ax, title=f"input {int(ps.ids[r])} (class {_class_name(ps, k)}, "
                                                       f"predicted {_class_name(ps, int(ps.predictions[r]))})")
+        synapses = pd.concat([ps[int(r)].synapse_frame().assign(input=int(ps.ids[r])) for r in rows],
+                             ignore_index=True)
+        data.append(Data(f"profiles-graph-{k}", synapses, f"class {_class_name(ps, k)}: synapses of the inputs drawn"))
         blocks.append(Figure.from_matplotlib(f"profiles-graph-{k}", fig, f"Class {_class_name(ps, k)}: the "
-                                             "attribution graph of each input, strongest path in red."))
+                                             "attribution graph of each input, strongest path in red.",
+                                             (f"profiles-graph-{k}",)))
     if topology:
         try:
             cps = ps.class_profiles("labels" if labelled.any() else "predictions")
@@ -97,9 +102,12 @@ def profiles_section(ps: "InputProfiles | None", reason: str = "", per_class: in
             for ax, (name, h) in zip(axes[0], homs.items()):
                 plot_persistence(h, ax=ax, title=f"class {name}")
             blocks.append(Heading("Topology of the class profiles", "profiles-topology"))
+            data.append(Data("profiles-persistence", pd.concat([h.to_frame().assign(**{"class": name})
+                                                                for name, h in homs.items()], ignore_index=True),
+                             "persistence pairs of the class profiles"))
             blocks.append(Figure.from_matplotlib("profiles-persistence", fig, "Persistence diagrams (H0, H1) of the "
                                                  "class profiles' attribution graphs; edge length 1 / mean synapse "
-                                                 "weight, distance the shortest path."))
+                                                 "weight, distance the shortest path.", ("profiles-persistence",)))
             dist = diagram_distances(homs, dim=1)
             blocks.append(Table("profiles-bottleneck", dist.reset_index(names="class"),
                                 "Bottleneck distance between the H1 diagrams of the class profiles."))
