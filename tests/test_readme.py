@@ -59,6 +59,18 @@ FACTORY = textwrap.dedent('''
 ''')
 
 
+class _Mnist(nn.Module):
+    """A small MNIST-shaped CNN whose layer names the README's ``--layers 'conv*'`` matches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.bn1, self.fc = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.relu(self.bn1(self.conv1(x))), 1))
+
+
 def _blocks() -> list[tuple[str, str]]:
     return re.findall(r"```(\w+)\n(.*?)```", README.read_text(), re.S)
 
@@ -101,8 +113,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     _onnx(factory.build(), root / "resnet.onnx", (3, 32, 32))
     _onnx(factory.build(), root / "resnet50.onnx", (3, 224, 224))
     _onnx(factory.build(), root / "ocr_det.onnx", (3, 64, 64), symbolic=True)
-    mnist = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
-    _onnx(mnist, root / "mnist.onnx", (1, 28, 28))
+    _onnx(_Mnist(), root / "mnist.onnx", (1, 28, 28))
     rng = np.random.default_rng(0)
     _images(root / "photos", 2, 3, 40, rng)
     _images(root / "imagenet-val", 2, 2, 300, rng)

@@ -196,6 +196,9 @@ class Analysis:
     views: "list[LayerSpectrum]" = field(default_factory=list)
     separation: "Separation | None" = None
     separation_reason: str = ""
+    baselines: "pd.DataFrame | None" = None
+    separation_baselines: "pd.DataFrame | None" = None
+    baselines_note: str = ""
     accuracy: "Accuracy | None" = None
 
     # ------------------------------------------------------------------ helpers
@@ -363,6 +366,62 @@ class Analysis:
             return
         self.separation = class_separation(self.table, min_share=self.options.min_share)
 
+    def compare_baselines(self, progress: Progress) -> None:
+        """What the claims are read against: per layer, the trained ESD against its shuffle and its
+        initialisation (:func:`convsvd.spectral.spectral_baselines`); class separation in the channel
+        and random bases and in a randomly initialised copy (:func:`convsvd.bases.compare_bases`).
+
+        The separation baselines profile the dataset three more times: they are made for datasets of at
+        most :data:`BASELINE_MAX_INPUTS` inputs (all of them with ``quick=False``), else the section says so.
+        """
+        from convsvd.spectral import spectral_baselines
+
+        o = self.options
+        init = self.init_weights if self.init_weights is not None else None
+        self.baselines = spectral_baselines(self.mw, init=init, layers=list(self.dec.layers),
+                                            progress=progress).to_frame()
+        if self.separation is None or self.table is None or not self.runnable:
+            return
+        if o.quick and self.table.n_inputs > BASELINE_MAX_INPUTS:
+            self.baselines_note = (f"The separation baselines (channel and random bases, a random-initialisation "
+                                   f"copy) were not made: {self.table.n_inputs} inputs, more than "
+                                   f"{BASELINE_MAX_INPUTS} for a quick report.")
+            return
+        from convsvd.bases import compare_bases
+
+        common = dict(layers=list(self.table.layers), threshold=o.threshold, top_k=o.top_k, min_share=o.min_share,
+                      batch_size=o.batch_size, device=o.device, progress=progress)
+        frames = [compare_bases(self.mw, self.source, bases=("channel", "random"), **common)]  # type: ignore[arg-type]
+        copy = self._initial_copy()
+        if copy is not None:
+            init = compare_bases(copy, self.source, bases=("svd",), **common)  # type: ignore[arg-type]
+            init["basis"] = "svd, random initialisation"
+            frames.append(init)
+        self.separation_baselines = pd.concat(frames, ignore_index=True)
+
+    def _initial_copy(self) -> "object | None":
+        """The runnable model at its initialisation: the ``init`` model when it runs, else the same
+        architecture with every layer re-initialised (``reset_parameters``, seeded)."""
+        import copy
+
+        import torch
+
+        if self.init is not None and getattr(as_weights(self.init), "model", None) is not None:
+            return as_weights(self.init).model
+        model = self.mw.model
+        if model is None or not isinstance(model, torch.nn.Module):
+            return None
+        fresh = copy.deepcopy(model)
+        torch.manual_seed(self.options.seed)
+        for m in fresh.modules():
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
+        return fresh
+
+
+#: Largest dataset whose separation baselines a quick report makes (each profiles it once more).
+BASELINE_MAX_INPUTS = 2000
 
 #: The computing steps, in order: (name shown in the progress bar and the timings, method).
 STEPS: tuple[tuple[str, Callable[[Analysis, Progress], None]], ...] = (
@@ -374,4 +433,5 @@ STEPS: tuple[tuple[str, Callable[[Analysis, Progress], None]], ...] = (
     ("singular filters", Analysis.singular_filters),
     ("spectra", Analysis.spectra),
     ("class separation", Analysis.separate),
+    ("baselines", Analysis.compare_baselines),
 )

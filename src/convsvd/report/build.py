@@ -246,12 +246,12 @@ def _sections(a: Analysis) -> list[Section]:
     """Every section but the run metadata, drawn from the analysis."""
     return [
         S.model_section(a.mw, a.layer_table, a.dec, accuracy=a.accuracy),  # type: ignore[arg-type]
-        S.spectra_section(a.spectrum, a.spectrum_init, a.views, list(a.top)),  # type: ignore[arg-type]
+        S.spectra_section(a.spectrum, a.spectrum_init, a.views, list(a.top), a.baselines),  # type: ignore[arg-type]
         S.filters_section(a.filters, a.filters_reason),
         S.neurons_section(a.dec, {n: a.why.get(n) or a.top[n] for n in a.top}, a.table, a.featureviz, a.exemplars,
                           a.neuron_notes, a.separation),
         S.missing_section("separation", a.separation_reason) if a.separation is None
-        else S.separation_section(a.separation),
+        else S.separation_section(a.separation, a.separation_baselines, a.baselines_note),
         profiles_section_for(a),  # attribution profiles (convsvd.report.profiles_section)
         S.methods_section(),
     ]

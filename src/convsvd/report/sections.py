@@ -200,7 +200,7 @@ def _alpha_figure(results: Sequence["SpectrumResult"], labels: Sequence[str]) ->
 
 
 def spectra_section(trained: "SpectrumResult", init: "SpectrumResult | None", views: Sequence["LayerSpectrum"],
-                    shown: Sequence[str]) -> Section:
+                    shown: Sequence[str], baselines: pd.DataFrame | None = None) -> Section:
     """α per layer and α̂; ESDs with their MP and power-law fits; trained vs initialisation; three views of a conv."""
     from convsvd.spectral import compare
     from convsvd.viz import plot_esd, plot_trained_vs_random, plot_views
@@ -269,6 +269,19 @@ def spectra_section(trained: "SpectrumResult", init: "SpectrumResult | None", vi
             ["name", "view", "shape", "n_evals", "alpha", "lambda_max", "stable_rank", "status", "n", "input_size",
              "n_reason"]],
             f"{views[0].name} in each view.", _SPECTRA_LABELS))
+    if baselines is not None and len(baselines):
+        cols = [c for c in ("name", "n_evals", "alpha", "alpha_shuffle", "ks_shuffle", "null_threshold",
+                            "distinguishable_from_shuffle", "alpha_init", "ks_init", "distinguishable_from_init")
+                if c in baselines.columns and not baselines[c].isna().all()]
+        blocks.append(Table("spectra_baselines", baselines[cols],
+                            "Is each trained layer distinguishable from random? KS distance between its ESD and that "
+                            "of its element-wise shuffle (and of its initialisation, when known); a layer is "
+                            "distinguishable when the distance exceeds the largest distance between the shuffle and "
+                            "further shuffles (null_threshold). Every column is in spectra_baselines.",
+                            {"n_evals": "λ count", "alpha": "α", "alpha_shuffle": "α shuffled",
+                             "ks_shuffle": "KS vs shuffle", "null_threshold": "null threshold",
+                             "distinguishable_from_shuffle": "≠ shuffle", "alpha_init": "α init",
+                             "ks_init": "KS vs init", "distinguishable_from_init": "≠ init"}))
     failed = trained.to_frame().query("status != 'ok'")
     for _, row in failed.iterrows():
         blocks.append(Note(f"{row['name']}: not fitted ({row['status']}).", "warning"))
@@ -435,7 +448,7 @@ def _separation_table(frame: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def separation_section(sep: "Separation") -> Section:
+def separation_section(sep: "Separation", baselines: pd.DataFrame | None = None, note: str = "") -> Section:
     """Separation metrics across depth, the class-overlap matrices and class hypergraphs of the first and last layers."""
     from convsvd.viz import plot_class_hypergraph, plot_class_overlap, plot_separation
 
@@ -487,6 +500,20 @@ def separation_section(sep: "Separation") -> Section:
     notes = frame[frame["status"] != "ok"]
     for _, row in notes.iterrows():
         blocks.append(Note(f"{row['layer']}: {row['message']}", "warning"))
+    if baselines is not None and len(baselines):
+        from convsvd.viz.hypergraph import plot_separation_baselines
+
+        svd = frame.assign(basis="svd")
+        both = pd.concat([svd, baselines], ignore_index=True)
+        blocks.append(Figure.from_matplotlib(
+            "separation-baselines", plot_separation_baselines(both),
+            "Does separation grow with depth because of the SVD? The same metrics with the SVD neurons (solid), the "
+            "layers' raw output channels (dashed), a seeded random orthonormal basis (dotted), and the SVD neurons "
+            "of a randomly initialised copy of the model. NCC accuracy does not depend on an orthonormal basis "
+            "(a rotation keeps distances).", ("separation_baselines",)))
+        data = data + (Data("separation_baselines", both, "separation metrics per layer and basis"),)
+    elif note:
+        blocks.append(Note(note, "missing"))
     if "collapsed" in frame:
         collapsed = frame.loc[frame["collapsed"].astype(bool), "layer"].tolist()
         if collapsed:

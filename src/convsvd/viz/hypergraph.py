@@ -19,12 +19,14 @@ import numpy as np
 from convsvd.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from convsvd.hypergraph import ClassIncidence, LayerSeparation, Separation
 
-__all__ = ["plot_class_hypergraph", "plot_class_overlap", "plot_incidence", "plot_separation"]
+__all__ = ["plot_class_hypergraph", "plot_class_overlap", "plot_incidence", "plot_separation",
+           "plot_separation_baselines"]
 
 
 def _incidence(source: "LayerSeparation | ClassIncidence") -> "ClassIncidence":
@@ -252,4 +254,43 @@ def plot_separation(result: "Separation | Mapping[str, Separation]", axes: "Sequ
     first = next(iter(runs.values()))
     fig = axes[0].figure
     fig.suptitle(f"class separation by SVD neurons across depth (p = {first.min_share:g})", fontsize=10)
+    return fig
+
+
+def plot_separation_baselines(frame: "pd.DataFrame", metrics: Sequence[str] = ("jaccard_mean", "exclusive_mean",
+                                                                               "ncc_accuracy")) -> "Figure":
+    """Separation metrics across depth, one line per basis (one small panel per metric).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Rows of :func:`convsvd.hypergraph.separation` with a ``basis`` column (e.g. ``svd``, ``channel``,
+        ``random``, ``svd, random initialisation``), as :func:`convsvd.bases.compare_bases` returns.
+    metrics : sequence of str
+        Columns to draw.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from convsvd.viz._common import short_name, style_axes
+
+    missing = [m for m in (*metrics, "layer", "basis") if m not in frame.columns]
+    if missing:
+        raise InputError(f"frame: missing columns {', '.join(missing)} (expected compare_bases(...) rows)")
+    layers = list(dict.fromkeys(frame["layer"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.2), layout="constrained", squeeze=False)
+    labels = {"jaccard_mean": "Jaccard (lower: more separated)", "exclusive_mean": "exclusive share",
+              "ncc_accuracy": "NCC accuracy", "modularity": "modularity"}
+    styles = {"svd": ("-", "o"), "channel": ("--", "s"), "random": (":", "^")}
+    for ax, metric in zip(axes[0], metrics):
+        for basis, rows in frame.groupby("basis", sort=False):
+            rows = rows.set_index("layer").reindex(layers)
+            line, marker = styles.get(str(basis), ("-.", "x"))
+            ax.plot(range(len(layers)), rows[metric].to_numpy(float), linestyle=line, marker=marker, label=str(basis))
+        style_axes(ax, "layer", labels.get(metric, metric), labels.get(metric, metric))
+        ax.set_xticks(range(len(layers)), [short_name(l, 12) for l in layers], rotation=45, ha="right")
+    axes[0][0].legend(fontsize=8.5, frameon=False)
     return fig
