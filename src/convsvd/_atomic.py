@@ -138,7 +138,8 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a))
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a folder (its entries), ignoring file systems that cannot."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -366,7 +367,7 @@ class OutputSet:
     def _publish(self) -> None:
         assert self.staging is not None
         _write_manifest(self.staging)
-        _fsync_dir(self.staging)
+        fsync_dir(self.staging)
         kill_point("staged")
         if not self.out.exists():
             os.replace(self.staging, self.out)
@@ -379,7 +380,7 @@ class OutputSet:
             kill_point("moved-aside")
             os.replace(self.staging, self.out)
             shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(self.out.parent)
+        fsync_dir(self.out.parent)
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

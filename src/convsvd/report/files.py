@@ -35,7 +35,7 @@ from types import TracebackType
 import numpy as np
 import pandas as pd
 
-from convsvd._atomic import _ENV_ERRNOS, FolderLock, environment_error, kill_point, os_error, write_manifest
+from convsvd._atomic import _ENV_ERRNOS, FolderLock, environment_error, fsync_dir, kill_point, os_error, write_manifest
 from convsvd._meta import _umask, write_atomic
 from convsvd._typing import PathLike
 from convsvd.errors import InputError
@@ -280,14 +280,14 @@ class Publication:
         write_manifest(self.staging)
         kill_point("report-staged")
         os.replace(self.staging, self.version)
-        _fsync(p.html.parent)
+        fsync_dir(p.html.parent)
         kill_point("report-data")
         try:
             _write_durable(p.html, html_text)
         except BaseException:
             shutil.rmtree(self.version, ignore_errors=True)
             raise
-        _fsync(p.html.parent)
+        fsync_dir(p.html.parent)
         self.published = True
         kill_point("report-page")
         self._link(self.version.name)
@@ -329,14 +329,3 @@ def glob_escape(text: str) -> str:
     return glob.escape(text)
 
 
-def _fsync(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
