@@ -121,6 +121,11 @@ def scratch(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 
     d = load_digits("test", size=28)
     np.savez(root / "digits28.npz", inputs=d.images[:64].numpy(), labels=d.labels[:64].numpy())
+    fixtures = sorted(p.name for p in root.iterdir())
+    for sub in ("python", "shell"):  # each test in its own folder: examples reuse names like profile-out
+        (root / sub).mkdir()
+        for name in fixtures:
+            (root / sub / name).symlink_to(root / name)
     old_cwd, old_path = os.getcwd(), list(sys.path)
     os.chdir(root)
     sys.path.insert(0, str(root))
@@ -137,6 +142,7 @@ def test_every_python_block_runs_in_order(scratch: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    os.chdir(scratch / "python")
     namespace: dict[str, object] = {}
     blocks = [code for lang, code in _blocks() if lang == "python"]
     assert len(blocks) >= 10
@@ -163,6 +169,7 @@ def _commands() -> list[str]:
 
 
 def test_every_shell_example_runs(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    os.chdir(scratch / "shell")
     commands = _commands()
     run = [c for c in commands if c.startswith("convsvd ")]
     skipped = [c for c in commands if not c.startswith("convsvd ")]
