@@ -409,8 +409,8 @@ class Analysis:
         if self.init is not None and getattr(as_weights(self.init), "model", None) is not None:
             return as_weights(self.init).model
         model = self.mw.model
-        if model is None or not isinstance(model, torch.nn.Module):
-            return None
+        if model is None or self.mw.format == "onnx" or not isinstance(model, torch.nn.Module):
+            return None  # an ONNX graph runs in ONNX Runtime: there is no module to re-initialise
         fresh = copy.deepcopy(model)
         torch.manual_seed(self.options.seed)
         for m in fresh.modules():
