@@ -8,6 +8,7 @@ so its section says so instead of failing the whole report.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, Union
@@ -16,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from convsvd import _validate as check
+from convsvd._progress import _duration
 from convsvd.data import as_source
 from convsvd.decompose import decompose
 from convsvd.errors import InputError, NotComputedError
-from convsvd.features import ImageParam, attach_maps, exemplars, featureviz, singular_filters
+from convsvd.features import ImageParam, exemplars_of_layers, featureviz, singular_filters
 from convsvd.hypergraph import class_separation
 from convsvd.layers import as_weights, describe
 from convsvd.report.content import Note
@@ -49,6 +51,11 @@ QUICK: dict[str, int] = dict(neurons=4, steps=48, k=4, feature_layers=8)
 #: Total-variation penalty of the report's feature visualisations (:class:`convsvd.features.ImageParam`):
 #: on the digits CNN it lowers the saturated pixels from 10.5 % to 8.4 % for 15 % less signal.
 REPORT_TV = 0.3
+#: Seconds the feature visualisations of a report may take, estimated from one timed step before they
+#: start (fewer layers, or fewer steps, otherwise; see :meth:`Analysis._feature_budget`).
+FEATURE_BUDGET: dict[str, float] = dict(quick=90.0, full=480.0)
+#: The fewest steps worth running when even one layer does not fit the budget.
+FEATURE_MIN_STEPS = 16
 #: Side of the images optimised for a model whose input size is not known.
 GUESSED_SIDE = 224
 #: Seconds the operator view of the report's one conv layer may take (estimated first; a smaller grid otherwise).
@@ -282,12 +289,12 @@ class Analysis:
         """The dataset inputs with the largest and smallest signal of each top SVD neuron."""
         if self.table is None:
             return
-        for name, neurons in self.top.items():
-            if name in self.table.layers:
-                ex = exemplars(self.table, name, k=self.options.k, neurons=neurons, data=self.source)
-                if self.runnable:  # where each exemplar's neuron fires, laid over the image in the figures
-                    ex = attach_maps(ex, self.mw, svd=self.dec, fold_bn=self.options.fold_bn)
-                self.exemplars[name] = ex
+        # from the signal store: one read of the data for every layer's exemplar images, and (runnable
+        # models) one pass of the model over them for where each exemplar's neuron fires
+        wanted = {name: neurons for name, neurons in self.top.items() if name in self.table.layers}
+        self.exemplars.update(exemplars_of_layers(
+            self.table, wanted, k=self.options.k, data=self.source, model=self.mw if self.runnable else None,
+            svd=self.dec, fold_bn=self.options.fold_bn, batch_size=min(self.options.batch_size, 64)))
 
     def visualise(self, progress: Progress) -> None:
         """Feature visualisation of the top SVD neurons (needs a runnable model that reads images)."""
@@ -308,11 +315,15 @@ class Analysis:
         o = self.options
         guessed = not (self.input_shape and len(self.input_shape) == 3)
         side = (GUESSED_SIDE, GUESSED_SIDE) if guessed else tuple(self.input_shape[1:])  # type: ignore[index]
+        def run(name: str, steps: int, bar: Progress) -> "FeatureVisualization":
+            return featureviz(self.mw, name, self.top[name], steps=steps, size=side, input_size=side, seed=o.seed,
+                              device=o.device, fold_bn=o.fold_bn, svd=self.dec, image=ImageParam(tv=REPORT_TV),
+                              progress=bar)
+
         try:
-            for name, neurons in self.top.items():
-                self.featureviz[name] = featureviz(self.mw, name, neurons, steps=o.steps, size=side,
-                                                   input_size=side, seed=o.seed, device=o.device, fold_bn=o.fold_bn,
-                                                   svd=self.dec, image=ImageParam(tv=REPORT_TV), progress=progress)
+            layers, steps = self._feature_budget(list(self.top), o.steps, run)
+            for name in layers:
+                self.featureviz[name] = run(name, steps, progress)
         except InputError as e:
             if not guessed:
                 raise
@@ -320,6 +331,44 @@ class Analysis:
             self.neuron_notes.append(Note(f"Feature visualisation at the default input size {GUESSED_SIDE}×"
                                           f"{GUESSED_SIDE} failed ({e}); give the model's input size (input_shape=, "
                                           f"--input-size).", "missing"))
+
+    def _feature_budget(self, layers: list[str], steps: int,
+                        run: Callable[[str, int, Progress], object]) -> tuple[list[str], int]:
+        """The layers (and steps) of feature visualisation that fit :data:`FEATURE_BUDGET`.
+
+        One step is timed on the deepest layer (the costliest: the forward and backward pass run
+        up to the layer, on every image of its neurons); every layer is assumed to cost that much.
+        When ``len(layers) × steps`` such steps would pass the budget, evenly spaced layers (first
+        and last kept) are visualised instead, as many as fit; when not even one fits, one layer
+        with the steps that fit (at least :data:`FEATURE_MIN_STEPS`). The report says which and why.
+        """
+        budget = FEATURE_BUDGET["quick" if self.options.quick else "full"]
+        if not layers:
+            return layers, steps
+        t0 = time.perf_counter()
+        run(layers[-1], 1, False)
+        per_step = time.perf_counter() - t0
+        fits = int(budget // max(per_step * steps, 1e-9))
+        if fits >= len(layers):
+            return layers, steps
+        estimate = per_step * steps * len(layers)
+        why = (f"at about {per_step:.1f} s a step on {layers[-1]} (the deepest), {steps} steps for each of the "
+               f"{len(layers)} layers would take about {_duration(estimate)}, over the "
+               f"{'quick' if self.options.quick else 'full'} report's budget of {_duration(budget)} for this step")
+        if fits >= 1:
+            chosen = _evenly_spaced(layers, fits) if fits >= 2 else [layers[-1]]
+            self.neuron_notes.append(Note(f"Feature visualisation of {len(chosen)} of {len(layers)} layers "
+                                          f"({', '.join(chosen)}): {why}. The other layers show their exemplars.",
+                                          "warning"))
+            return chosen, steps
+        fewer = int(budget // max(per_step, 1e-9))
+        if fewer < FEATURE_MIN_STEPS:
+            self.neuron_notes.append(Note(f"No feature visualisation: {why}, and even {FEATURE_MIN_STEPS} steps of "
+                                          f"one layer would not fit.", "missing"))
+            return [], steps
+        self.neuron_notes.append(Note(f"Feature visualisation of {layers[-1]} only, with {fewer} steps instead of "
+                                      f"{steps}: {why}.", "warning"))
+        return [layers[-1]], fewer
 
     def singular_filters(self, progress: Progress) -> None:
         """The first layer's singular filters (a conv2d layer that reads images)."""
