@@ -8,6 +8,7 @@ so its section says so instead of failing the whole report.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import numpy as np
 import pandas as pd
+import torch
 
 from convsvd import _validate as check
 from convsvd._progress import _duration
@@ -26,6 +28,7 @@ from convsvd.hypergraph import class_separation
 from convsvd.layers import as_weights, describe
 from convsvd.report.content import Note
 from convsvd.signals import plan_projection, profile
+from convsvd.signals.accuracy import PredictionRecorder, accuracy
 from convsvd.spectral import spectrum
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -272,14 +275,20 @@ class Analysis:
         o = self.options
         expected = plan_projection(self.mw, svd=self.dec, fold_bn=o.fold_bn).expected_input(self.input_shape)
         self.source = self.source.conform(expected)
-        self.table = profile(self.mw, self.source, layers=list(self.dec.layers), batch_size=o.batch_size,
-                             threshold=o.threshold, top_k=o.top_k,
-                             device=o.device, fold_bn=o.fold_bn, input_shape=self.input_shape, out=self.signals_dir,
-                             svd=self.dec, progress=progress)
+        # the model's own accuracy under the data transform, from the predictions of the profiling pass
+        # (one forward call per batch); a second pass over the data only when they cannot be paired
+        net = self.mw.model if isinstance(self.mw.model, torch.nn.Module) else None
+        with PredictionRecorder(net) if net is not None else contextlib.nullcontext() as recorder:
+            self.table = profile(self.mw, self.source, layers=list(self.dec.layers), batch_size=o.batch_size,
+                                 threshold=o.threshold, top_k=o.top_k, device=o.device, fold_bn=o.fold_bn,
+                                 input_shape=self.input_shape, out=self.signals_dir, svd=self.dec, progress=progress)
         self.input_shape = self.input_shape or _first_input_shape(self.source)
-        from convsvd.signals.accuracy import accuracy  # the model's own accuracy under the data transform
-
-        self.accuracy = accuracy(self.mw.model, self.source, batch_size=o.batch_size, device=o.device)
+        got = None
+        if recorder is not None and self.table.layers:
+            labels = [lab for _, lab, _, _ in self.table.chunks(self.table.layers[0])]
+            got = recorder.accuracy(np.concatenate(labels) if labels else np.empty(0, np.int64),
+                                    str(self.source.describe().get("transform", "")), self.source.classes or ())
+        self.accuracy = got or accuracy(self.mw.model, self.source, batch_size=o.batch_size, device=o.device)
         for name in list(self.top):  # add the neurons the inputs rely on to the largest-σ ones
             if name in self.table.layers:
                 self.why[name] = choose_neurons(self.dec[name], o.neurons, self.table.class_profile(name))
@@ -452,8 +461,6 @@ class Analysis:
         """The runnable model at its initialisation: the ``init`` model when it runs, else the same
         architecture with every layer re-initialised (``reset_parameters``, seeded)."""
         import copy
-
-        import torch
 
         if self.init is not None and getattr(as_weights(self.init), "model", None) is not None:
             return as_weights(self.init).model
