@@ -79,6 +79,11 @@ class Profiler:
     start : {"class", "layers"}
     unknown : {"refuse", "pass"}
         See :func:`convsvd.profiles.graph.layer_graph`.
+    channels_last : bool, optional
+        Run the model on channels-last copies of the inputs (oneDNN's fast layout for CPU
+        convolutions; the model itself is not touched). Activations equal the plain forward pass's
+        up to float rounding. Default: on for float32 image batches on the CPU when the model accepts
+        them (checked on ``example``), else off.
 
     >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)).eval()
     >>> p = Profiler(net, torch.zeros(1, 1, 4, 4)).run(torch.rand(5, 1, 4, 4))
@@ -88,7 +93,7 @@ class Profiler:
 
     def __init__(self, model: nn.Module, example: torch.Tensor, *, neuron_type: str = "channel", rule: str = "share",
                  threshold: float | None = None, top_k: int | None = None, start: str = "class",
-                 unknown: str = "refuse", svd: object = None) -> None:
+                 unknown: str = "refuse", svd: object = None, channels_last: bool | None = None) -> None:
         if neuron_type not in NEURON_TYPES:
             raise InputError(f"neuron_type: expected one of {', '.join(NEURON_TYPES)}, got {neuron_type!r}")
         if rule not in RULES:
@@ -112,6 +117,10 @@ class Profiler:
         names = {l.index: l.name for l in g.layers}
         self.layers = tuple(LayerInfo(l.name, l.kind, neuron_count(l, neuron_type),
                                       tuple(names[i] for i in l.inputs), l.shape) for l in g.layers)
+        self.channels_last = self._channels_last_ok(example) if channels_last is None else bool(channels_last)
+        # layers whose own output no later operation of theirs rewrites (no tail: their output is their head)
+        self._untailed = {k for name, k in g._node_layer.items() if name == g.layers[k].node}
+        self._heads: dict[int, torch.Tensor] = {}
         self.rot: dict[int, torch.Tensor] = {}
         if neuron_type == "svd":
             self._bases(svd)
@@ -132,6 +141,24 @@ class Profiler:
                 raise InputError(f"layer {name!r}: svd neurons need the full SVD (mode='full')")
             self.rot[l.index] = _svd_basis(ls.U, l.channels)
 
+    def _channels_last_ok(self, example: torch.Tensor) -> bool:
+        if example.dim() != 4 or example.device.type != "cpu" or example.dtype != torch.float32:
+            return False
+        try:
+            with torch.no_grad():
+                self.graph.activations(example.contiguous(memory_format=torch.channels_last))
+        except Exception:  # noqa: BLE001 - e.g. a .view() that needs contiguous activations: run as given
+            return False
+        return True
+
+    def _activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict, dict]:  # type: ignore[type-arg]
+        """The graph's activations of ``x``, in the layout the model ran in (every use is layout-agnostic;
+        converting them all back would cost more than the channels-last convolutions save)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            return self.graph.activations(x)
+
     @property
     def layer_names(self) -> list[str]:
         return [l.name for l in self.layers]
@@ -149,7 +176,8 @@ class Profiler:
         if self.neuron_type == "svd":
             rot_in = [self.rot.get(i) for i in L.inputs]
             rot_out = self.rot.get(k)
-        return LayerOp(L, ins[k], in_layers, rot_in, rot_out)
+        head = self._heads.get(k) if k in self._untailed else None
+        return LayerOp(L, ins[k], in_layers, rot_in, rot_out, head)
 
     def _select(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return select(rows, self.rule, self.threshold, self.top_k)
@@ -159,8 +187,7 @@ class Profiler:
         """Profiles of a batch ``x`` ``(B, ...)``, from ``targets`` (default: the predicted classes)."""
         g = self.graph
         B = x.shape[0]
-        with torch.no_grad():
-            out, ins, tails, heads = g.activations(x)
+        out, ins, tails, heads = self._activations(x)
         self._heads = heads
         pred = out.reshape(B, -1).argmax(1)
         if targets is None:
@@ -278,8 +305,11 @@ class Profiler:
         self._heads = heads
         for k in range(1, len(g.layers)):
             L = g.layers[k]
-            t = torch.where((heads[k] > 0) == (tails[k] > 0), tails[k], torch.zeros_like(tails[k]))
-            val = t.flatten(2).amax(2).clamp(min=0)  # (B, C)
+            # DDP: per channel max(0, max_p t_p), t_p = tail_p where head_p and tail_p have the same sign, else 0.
+            # Only positive t_p can reach the maximum, and those are the tail_p > 0 with head_p > 0: so
+            # max(0, max_p [head_p > 0] · tail_p), exactly; a layer without a tail is its own head.
+            t = tails[k] if k in self._untailed else torch.where(heads[k] > 0, tails[k], 0.0)
+            val = t.amax((2, 3)).clamp_(min=0)  # (B, C)
             mask, w = self._select(val)
             bk, nk = mask.nonzero(as_tuple=True)
             nrec.setdefault(k, []).append((bk, nk, torch.ones_like(nk), w[bk, nk].to(torch.float64)))
