@@ -613,11 +613,29 @@ def reference_layers(model: nn.Module, x: torch.Tensor, rule: str, t: float):  #
     return results
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+def signs_model() -> nn.Module:
+    """Tails that turn non-positive entries positive (batch-norm, sigmoid, a negative leaky slope) beside one that does not."""
+    torch.manual_seed(3)
+    bn = nn.BatchNorm2d(4)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.bias.data.uniform_(-1, 1)
+    bn.weight.data.uniform_(-2, -0.5)  # a negative scale: large outputs where the conv output is small
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), bn, nn.Sigmoid(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 3, 3, padding=1), nn.LeakyReLU(-3.0), nn.Flatten(), nn.Linear(3 * 4 * 4, 5), nn.ReLU(),
+        nn.Linear(5, 3),
+    ).double().eval()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS) + ["signs"])
 @pytest.mark.parametrize("rule", ["ddp", "share"])
 def test_per_layer_profiles_equal_the_reference(name: str, rule: str) -> None:
-    build, shape = MODELS[name]
+    build, shape = MODELS[name] if name != "signs" else (signs_model, (2, 8, 8))
     model = build()
+    if name == "signs":
+        g = layer_graph(model, inputs(shape, 1))
+        assert [l.name for l in g.layers if l.index in g.sign_changing] == ["0", "4"]
     x = inputs(shape, 3, seed=11 + len(name))
     ps = Profiler(model, x[:1], start="layers", rule=rule, threshold=0.3).run(x)
     for b, (rc, rw, rs) in enumerate(reference_layers(model, x, rule, 0.3)):

@@ -307,8 +307,10 @@ class Profiler:
             L = g.layers[k]
             # DDP: per channel max(0, max_p t_p), t_p = tail_p where head_p and tail_p have the same sign, else 0.
             # Only positive t_p can reach the maximum, and those are the tail_p > 0 with head_p > 0: so
-            # max(0, max_p [head_p > 0] · tail_p), exactly; a layer without a tail is its own head.
-            t = tails[k] if k in self._untailed else torch.where(heads[k] > 0, tails[k], 0.0)
+            # max(0, max_p [head_p > 0] · tail_p), exactly; that is max(0, max_p tail_p) when the layer has
+            # no tail, or a tail under which tail_p > 0 implies head_p > 0 (ReLU, tanh, flatten, ...).
+            plain = k in self._untailed or k not in g.sign_changing
+            t = tails[k] if plain else torch.where(heads[k] > 0, tails[k], 0.0)
             val = t.amax((2, 3)).clamp_(min=0)  # (B, C)
             mask, w = self._select(val)
             bk, nk = mask.nonzero(as_tuple=True)

@@ -324,7 +324,7 @@ class LayerOp:
         out = Wf.new_zeros(M, C)
         if M == 0:
             return out
-        xp = self._pad(self.xs[0])  # (B, C, Hp, Wp)
+        xp = self._pad(self.xs[0]).contiguous()  # (B, C, Hp, Wp); one copy from channels-last, not one per row slot
         B, _, Hp, Wp = xp.shape
         counts = torch.bincount(b, minlength=B)
         width = int(counts.max())
