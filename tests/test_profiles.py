@@ -693,3 +693,32 @@ def test_channels_last_is_skipped_when_the_model_needs_contiguous_activations() 
     p = Profiler(Viewer().eval(), x[:1])
     assert not p.channels_last
     assert len(p.run(x)) == 2
+
+
+@pytest.mark.parametrize("top", [1, 3, 6])
+def test_ddp_linear_rule_from_the_largest_entries_equals_sorting_everything(top: int,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import convsvd.profiles.build as build
+
+    g = torch.Generator().manual_seed(top)
+    z = torch.randint(0, 4, (200, 12), generator=g).double()  # many ties, zeros included
+    z[:50] = torch.rand(50, 12, generator=g, dtype=torch.float64)
+    bias = torch.randn(200, generator=g, dtype=torch.float64) * 0.3
+    goal = torch.rand(200, generator=g, dtype=torch.float64) * z.sum(1) * 0.6
+    monkeypatch.setattr(build, "_LINEAR_TOP", 10 ** 6)
+    whole = build._ddp_linear_weights(z, bias, goal)
+    # the definition, row by row
+    for r in range(len(z)):
+        order = sorted(range(12), key=lambda j: (-float(z[r, j]), j))
+        cum, acc = 0.0, []
+        for j in order:
+            cum += float(z[r, j])
+            acc.append(cum)
+        k = min(sum(1 for c in acc if c + float(bias[r]) <= float(goal[r])), 11)
+        want = [0.0] * 12
+        for j in order[:k + 1]:
+            if z[r, j] > 0:
+                want[j] = float(z[r, j]) / acc[k]
+        assert whole[r].tolist() == pytest.approx(want, rel=1e-12, abs=0)
+    monkeypatch.setattr(build, "_LINEAR_TOP", top)
+    assert torch.equal(build._ddp_linear_weights(z, bias, goal), whole)

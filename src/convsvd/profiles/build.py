@@ -62,6 +62,49 @@ def _svd_basis(U: torch.Tensor, out_channels: int) -> torch.Tensor:
     return torch.cat([blk, q[:, g * r:]], 1)
 
 
+_LINEAR_TOP = 64  # entries of a row sorted first by DeepDataProfiler's linear rule (all of them if that is not enough)
+
+
+def _ddp_linear_kept(srt: torch.Tensor, bias: torch.Tensor, goal: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """Rows of values sorted descending: ``(accept, weights)``, entries ``0..accept`` kept (zeros weigh 0)."""
+    cum = srt.cumsum(1)
+    accept = ((cum + bias.unsqueeze(1)) <= goal.unsqueeze(1)).sum(1)
+    accept = torch.where(accept < n, accept, accept - 1)
+    keep = torch.arange(srt.shape[1], device=srt.device).unsqueeze(0) <= accept.clamp(max=srt.shape[1] - 1).unsqueeze(1)
+    denom = cum.gather(1, accept.clamp(max=srt.shape[1] - 1).unsqueeze(1))
+    ws = torch.where(keep & (srt > 0), srt / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(srt))
+    return accept, ws
+
+
+def _ddp_linear_weights(z: torch.Tensor, bias: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """``(M, F)`` weights of DeepDataProfiler's linear rule for rows ``z ≥ 0``: sorted descending (ties by
+    position), entries kept while ``Σ_kept + bias ≤ goal``, plus one more; weights ``z / Σ_kept``.
+
+    Usually few entries are kept: the ``_LINEAR_TOP`` largest are put in that order first (``topk``,
+    then ties by position), which decides every row whose kept entries all lie strictly above the
+    smallest of them; the other rows are sorted whole. Same result as sorting every row.
+    """
+    M, n = z.shape
+    w = torch.zeros_like(z)
+    K = min(n, _LINEAR_TOP)
+    todo = torch.ones(M, dtype=torch.bool, device=z.device)
+    if K < n and M:
+        v, i = z.topk(K, dim=1)  # the K largest, descending; equal values in any order
+        i, p = i.sort(dim=1)
+        srt, p = v.gather(1, p).sort(dim=1, descending=True, stable=True)  # ties by position
+        order = i.gather(1, p)
+        accept, ws = _ddp_linear_kept(srt, bias, goal, n)
+        at = srt.gather(1, accept.clamp(max=K - 1).unsqueeze(1))[:, 0]
+        todo = (accept >= K - 1) | ((at <= srt[:, K - 1]) & (at > 0))  # a tie may cross the cut: sort it all
+        done = ~todo
+        w[done] = torch.zeros_like(z[done]).scatter(1, order[done], ws[done])
+    if bool(todo.any()):
+        srt, order = torch.sort(z[todo], dim=1, descending=True, stable=True)
+        _, ws = _ddp_linear_kept(srt, bias[todo], goal[todo], n)
+        w[todo] = torch.zeros_like(srt).scatter(1, order, ws)
+    return w
+
+
 class Profiler:
     """Attribution profiles of a model, batch by batch.
 
@@ -284,18 +327,9 @@ class Profiler:
         x = ins[k][0]
         B, C = x.shape[:2]
         z = (x.flatten(1)[b] * m.weight.detach()[o]).clamp(min=0)  # (M, F)
-        Fn = z.shape[1]
-        srt, order = torch.sort(z, dim=1, descending=True, stable=True)
-        cum = srt.cumsum(1)
         y = self._heads[k].flatten(1)[b, o]
         bias = m.bias.detach()[o] if m.bias is not None else torch.zeros_like(y)
-        accept = ((cum + bias.unsqueeze(1)) <= (self.threshold * y).unsqueeze(1)).sum(1)
-        accept = torch.where(accept < Fn, accept, accept - 1)
-        keep = torch.arange(Fn, device=z.device).unsqueeze(0) <= accept.unsqueeze(1)
-        denom = cum.gather(1, accept.unsqueeze(1))
-        ws = torch.where(keep & (srt > 0), srt / torch.where(denom > 0, denom, torch.ones_like(denom)),
-                         torch.zeros_like(srt))
-        w = torch.zeros_like(z).scatter(1, order, ws)
+        w = _ddp_linear_weights(z, bias, self.threshold * y)
         if self.neuron_type == "channel":
             w = w.reshape(len(b), C, -1).sum(2)
         return w > 0, w
