@@ -5,20 +5,29 @@
 
 Model: ``vgg_small()`` (6 conv + 2 linear layers, 32×32×3 inputs, random weights, seed 0), float32, CPU.
 Data: synthetic 32×32 images, batch ``b`` of 64 drawn from seed ``b`` (the same inputs on both sides).
+Both processes run with ``--threads`` torch threads (default 1: on a CPU shared with other jobs, the
+steadiest numbers).
 
-1. DeepDataProfiler's definitions in convsvd (``start="layers", rule="ddp"``: each layer's influential
-   channels from its activations, their contributing channels in the layer below) on ``--inputs`` inputs,
-   batched; and convsvd's own profiles (``start="class"``, share rule) for reference.
-2. DeepDataProfiler ``ChannelProfiler.create_profile``, one image at a time, on the first ``--ddp-images``
-   inputs (the peer environment of ``shared/peers/install-peers.sh``, run as a subprocess). Its profiler
-   fails on this model's last pooling layer (a ``Flatten`` after ``MaxPool2d``: it compares the pooled
-   ``(1, C, 4, 4)`` output with the flattened ``(1, C·16)`` one), so it profiles its layers 1–8 (the six
-   conv and the first two pooling layers); the failure is printed.
-3. Agreement on those inputs and layers: influential channels of layers 1–8, synapses of layers 1–8,
-   neuron counts of layers 0–7 (layer 8's counts also hold the contributions to layer 9, which the
-   reference does not profile), and the largest weight difference. Every disagreement is listed.
-4. Inputs per second of both, and the ratio (target ≥ 10×), beside the ratio of the bare batched
-   forward pass (no profiler that runs the model can beat it).
+The contenders are timed in rounds, back to back, so that load from other processes falls on all of
+them alike: each round takes one batch of ``--batch-size`` inputs and times
+
+- convsvd with DeepDataProfiler's definitions (``start="layers", rule="ddp"``: each layer's influential
+  channels from its activations, their contributing channels in the layer below), batched;
+- convsvd's own profiles (``start="class"``, share rule), batched;
+- the bare batched forward pass of the model as it is (contiguous inputs), and with channels-last
+  inputs (how convsvd's profiler runs a float32 CNN on the CPU); and the forward pass at batch 1 on
+  DeepDataProfiler's images of the round (it runs it twice per image);
+- DeepDataProfiler's ``ChannelProfiler.create_profile``, one image at a time, on its share of the first
+  ``--ddp-images`` inputs (the peer environment of ``shared/peers/install-peers.sh``, a worker process
+  that profiles the images it is asked for). Its profiler fails on this model's last pooling layer (a
+  ``Flatten`` after ``MaxPool2d``: it compares the pooled ``(1, C, 4, 4)`` output with the flattened
+  ``(1, C·16)`` one), so it profiles its layers 1–8 (the six conv and the first two pooling layers);
+  the failure is printed.
+
+Then: agreement on those inputs and layers (influential channels of layers 1–8, synapses of layers
+1–8, neuron counts of layers 0–7 — layer 8's counts also hold the contributions to layer 9, which the
+reference does not profile — and the largest weight difference; every disagreement is listed), and
+inputs per second of every contender with its ratio to DeepDataProfiler (target ≥ 10×).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from convsvd.profiles.graph import Layer
 
@@ -318,6 +319,8 @@ class LayerOp:
         if self.layer.kind != "conv":
             return self.channel()[b, o]
         m = self.layer.module
+        assert isinstance(m, nn.Conv2d)
+        (kh, kw), stride, dilation = m.kernel_size, tuple(m.stride), tuple(m.dilation)
         Wf = self._weight_full()  # (O, C, kk)
         C = Wf.shape[1]
         M = len(b)
@@ -331,9 +334,8 @@ class LayerOp:
         order = torch.argsort(b, stable=True)
         bs = b[order]
         slot = torch.arange(M, device=b.device) - (counts.cumsum(0) - counts)[bs]  # place among its input's rows
-        kh, kw = m.kernel_size
-        Ho = (Hp - m.dilation[0] * (kh - 1) - 1) // m.stride[0] + 1
-        Wo = (Wp - m.dilation[1] * (kw - 1) - 1) // m.stride[1] + 1
+        Ho = (Hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        Wo = (Wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
         step = max(1, _DDP_BUDGET // max(1, C * width * Hp * Wp))
         for lo in range(0, B, step):
             hi = min(B, lo + step)
@@ -342,12 +344,12 @@ class LayerOp:
                 continue
             rows, rb, rs = order[sel], bs[sel] - lo, slot[sel]
             n = hi - lo
-            filt = Wf.new_zeros(n, width, C, self.kk)
+            filt = Wf.new_zeros(n, width, C, kh * kw)
             filt[rb, rs] = Wf[o[rows]]
             # one plain depthwise convolution (channel multiplier 1: oneDNN's fast case) of every input
             # channel repeated once per row slot
             xr = xp[lo:hi].unsqueeze(1).expand(n, width, C, Hp, Wp).reshape(1, n * width * C, Hp, Wp)
-            z = F.conv2d(xr, filt.reshape(n * width * C, 1, kh, kw), stride=m.stride, dilation=m.dilation,
+            z = F.conv2d(xr, filt.reshape(n * width * C, 1, kh, kw), stride=stride, dilation=dilation,
                          groups=n * width * C)  # (1, n·width·C, Ho, Wo)
             mx = z.reshape(n, width, C, Ho * Wo).amax(-1).clamp_(min=0)  # (n, width, C)
             out[rows] = mx[rb, rs]
