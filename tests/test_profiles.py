@@ -666,12 +666,15 @@ def test_ddp_conv_rows_do_not_depend_on_the_chunking(monkeypatch: pytest.MonkeyP
         assert torch.equal(op.ddp_channel_rows(b[r:r + 1], o[r:r + 1])[0], whole[r])
 
 
-@pytest.mark.parametrize("start, rule", [("class", "share"), ("layers", "ddp")])
-def test_channels_last_run_equals_the_plain_run(start: str, rule: str) -> None:
+@pytest.mark.parametrize("start, rule, ntype", [("class", "share", "channel"), ("layers", "ddp", "channel"),
+                                               ("class", "share", "element"), ("class", "share", "spatial"),
+                                               ("class", "share", "svd")])
+def test_channels_last_run_equals_the_plain_run(start: str, rule: str, ntype: str) -> None:
     model = seq_model().float()
     x = inputs((2, 8, 8), 6, seed=13).float()
-    plain = Profiler(model, x[:1], start=start, rule=rule, threshold=0.3, channels_last=False)
-    fast = Profiler(model, x[:1], start=start, rule=rule, threshold=0.3)
+    kw = dict(start=start, rule=rule, threshold=0.3, neuron_type=ntype)
+    plain = Profiler(model, x[:1], channels_last=False, **kw)  # type: ignore[arg-type]
+    fast = Profiler(model, x[:1], **kw)  # type: ignore[arg-type]
     assert fast.channels_last and not plain.channels_last
     assert fast.run(x).profile().allclose(plain.run(x).profile(), rtol=1e-5, atol=1e-6)
     before = [p.is_contiguous() for p in model.parameters()]
