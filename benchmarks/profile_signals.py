@@ -172,37 +172,12 @@ def bench_big(name: str, n: int, batch: int, repeat: int, threads: int) -> None:
 # --------------------------------------------------------------------------- 2. vs DeepDataProfiler
 
 DDP_SCRIPT = textwrap.dedent('''
-    import importlib.abc, importlib.machinery, json, sys, time, types
+    import json, sys, time
     import torch
 
-    class _Any:  # stands for any attribute of a placeholder module
-        def __getattr__(self, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return type(name, (), {})
-        def __call__(self, *a, **k):
-            return None
-
-    class _Placeholders(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-        """deep_data_profiler imports torchvision and torch-lucent at import time; SVDProfiler uses neither."""
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torchvision", "lucent"):
-                return importlib.machinery.ModuleSpec(name, self, is_package=True)
-            return None
-        def create_module(self, spec):
-            m = types.ModuleType(spec.name)
-            m.__path__ = []
-            def attr(name):
-                if name.startswith("__"):
-                    raise AttributeError(name)
-                return _Any()
-            m.__getattr__ = attr
-            return m
-        def exec_module(self, module):
-            pass
-
-    sys.meta_path.insert(0, _Placeholders())
     sys.path.insert(0, sys.argv[1])
+    from _timing import stub_modules
+    stub_modules()  # deep_data_profiler imports torchvision and torch-lucent; SVDProfiler uses neither
     import deep_data_profiler as ddp
     from _models import vgg_small
 
