@@ -46,3 +46,35 @@ def test_fewer_steps_when_not_one_layer_fits_and_none_below_the_floor(monkeypatc
     assert chosen == ["l7"] and n == 30 and "30 steps instead of 48" in notes[0].text
     chosen, n, notes, _ = _budgeted(monkeypatch, per_step=10.0, budget=60, layers=LAYERS, steps=48)
     assert chosen == [] and notes[0].kind == "missing" and f"{analysis.FEATURE_MIN_STEPS} steps" in notes[0].text
+
+
+def test_attribution_profiles_are_cut_to_the_inputs_that_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first PROFILE_PROBE inputs are timed; the count is cut to what the budget allows, and said."""
+    import convsvd.profiles as profiles
+
+    clock = [0.0]
+    calls: list[int] = []
+
+    def fake_profile_graph(model, source, *, limit, **kw):  # type: ignore[no-untyped-def]
+        calls.append(limit)
+        clock[0] += 0.5 * limit  # half a second an input
+        return SimpleNamespace(limit=limit)
+
+    monkeypatch.setattr(profiles, "profile_graph", fake_profile_graph)
+    monkeypatch.setattr(analysis.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setitem(analysis.PROFILE_BUDGET, "quick", 30.0)
+    a = SimpleNamespace(source=list(range(1000)), runnable=True, mw=None, input_shape=None, profiles=None,
+                        profiles_reason="", profiles_note="",
+                        options=SimpleNamespace(quick=True, batch_size=128, device=None))
+    analysis.Analysis.attribution_profiles(a, False)  # type: ignore[arg-type]
+    assert calls == [analysis.PROFILE_PROBE, 60] and a.profiles.limit == 60  # 30 s / 0.5 s
+    assert "first 60 inputs instead of 128" in a.profiles_note
+    calls.clear()
+    monkeypatch.setitem(analysis.PROFILE_BUDGET, "quick", 1000.0)
+    a.profiles_note = ""
+    analysis.Analysis.attribution_profiles(a, False)  # type: ignore[arg-type]
+    assert calls == [analysis.PROFILE_PROBE, 128] and a.profiles_note == ""
+    a.source = list(range(5))  # fewer inputs than the probe: the probe is the result
+    calls.clear()
+    analysis.Analysis.attribution_profiles(a, False)  # type: ignore[arg-type]
+    assert calls == [5] and a.profiles.limit == 5

@@ -224,7 +224,8 @@ class Profile:
             frames.append(pd.DataFrame(dict(
                 layer=l.name, neuron=c.row.astype(np.int64), source_layer=np.array(l.inputs, dtype=object)[part],
                 source_neuron=(c.col - offs[part]).astype(np.int64), count=c.data.astype(np.int64),
-                weight=np.asarray(w[c.row, c.col]).ravel())))
+                # (scipy gives a sparse matrix, not an array, for an empty index)
+                weight=np.asarray(w[c.row, c.col]).ravel() if c.nnz else np.empty(0))))
         cols = ["layer", "neuron", "source_layer", "source_neuron", "count", "weight"]
         return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 

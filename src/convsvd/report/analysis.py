@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from convsvd.data import DataSource
     from convsvd.decompose import Decomposition, LayerSVD
     from convsvd.features import Exemplars, FeatureVisualization, SingularFilters
+    from convsvd.profiles import InputProfiles
     from convsvd.hypergraph import Separation
     from convsvd.io import LayerSpec, ModelWeights
     from convsvd.signals import SignalTable
@@ -59,6 +60,11 @@ REPORT_TV = 0.3
 FEATURE_BUDGET: dict[str, float] = dict(quick=90.0, full=480.0)
 #: The fewest steps worth running when even one layer does not fit the budget.
 FEATURE_MIN_STEPS = 16
+#: Inputs of the report's attribution profiles, and the seconds they may take (the first
+#: PROFILE_PROBE inputs timed first; fewer inputs when the rest would not fit).
+PROFILE_INPUTS: dict[str, int] = dict(quick=128, full=512)
+PROFILE_BUDGET: dict[str, float] = dict(quick=60.0, full=300.0)
+PROFILE_PROBE = 8
 #: Side of the images optimised for a model whose input size is not known.
 GUESSED_SIDE = 224
 #: Seconds the operator view of the report's one conv layer may take (estimated first; a smaller grid otherwise).
@@ -210,6 +216,9 @@ class Analysis:
     separation_baselines: "pd.DataFrame | None" = None
     baselines_note: str = ""
     accuracy: "Accuracy | None" = None
+    profiles: "InputProfiles | None" = None
+    profiles_reason: str = ""
+    profiles_note: str = ""
 
     # ------------------------------------------------------------------ helpers
 
@@ -457,6 +466,42 @@ class Analysis:
             frames.append(init)
         self.separation_baselines = pd.concat(frames, ignore_index=True)
 
+    def attribution_profiles(self, progress: Progress) -> None:
+        """Attribution profiles (:func:`convsvd.profiles.profile_graph`) of the first inputs of the data.
+
+        At most :data:`PROFILE_INPUTS` inputs, and as many as fit :data:`PROFILE_BUDGET`: the first
+        :data:`PROFILE_PROBE` inputs are profiled and timed first, and the count is cut to what the
+        budget allows at that rate (the section says so).
+        """
+        from convsvd.errors import ConvSVDError
+        from convsvd.profiles import profile_graph
+
+        if self.source is None or not self.runnable:
+            self.profiles_reason = "Attribution profiles run the model on data: none was given."
+            return
+        o = self.options
+        mode = "quick" if o.quick else "full"
+        want, budget = PROFILE_INPUTS[mode], PROFILE_BUDGET[mode]
+
+        def run(n: int, bar: Progress) -> "InputProfiles":
+            return profile_graph(self.mw, self.source, batch_size=min(o.batch_size, n), device=o.device,
+                                 input_shape=self.input_shape, limit=n, progress=bar)
+
+        try:
+            total = min(want, len(self.source))
+            probe = min(total, PROFILE_PROBE)
+            t0 = time.perf_counter()
+            ps = run(probe, False)
+            per_input = (time.perf_counter() - t0) / probe
+            n = min(total, max(probe, int(budget // max(per_input, 1e-9))))
+            if n < total:
+                self.profiles_note = (f"Profiles of the first {n} inputs instead of {total}: "
+                                      f"at about {per_input:.2f} s an input (timed on the first {probe}), more would "
+                                      f"pass the {mode} report's budget of {_duration(budget)} for this step.")
+            self.profiles = ps if n <= probe else run(n, progress)
+        except ConvSVDError as e:
+            self.profiles_reason = f"No attribution profiles: {e}"
+
     def _initial_copy(self) -> "object | None":
         """The runnable model at its initialisation: the ``init`` model when it runs, else the same
         architecture with every layer re-initialised (``reset_parameters``, seeded)."""
@@ -490,4 +535,5 @@ STEPS: tuple[tuple[str, Callable[[Analysis, Progress], None]], ...] = (
     ("spectra", Analysis.spectra),
     ("class separation", Analysis.separate),
     ("baselines", Analysis.compare_baselines),
+    ("attribution profiles", Analysis.attribution_profiles),
 )
