@@ -219,6 +219,7 @@ class Analysis:
     profiles: "InputProfiles | None" = None
     profiles_reason: str = ""
     profiles_note: str = ""
+    profile_seconds: float = 0.0
 
     # ------------------------------------------------------------------ helpers
 
@@ -286,11 +287,13 @@ class Analysis:
         self.source = self.source.conform(expected)
         # the model's own accuracy under the data transform, from the predictions of the profiling pass
         # (one forward call per batch); a second pass over the data only when they cannot be paired
+        t0 = time.perf_counter()
         net = self.mw.model if isinstance(self.mw.model, torch.nn.Module) else None
         with PredictionRecorder(net) if net is not None else contextlib.nullcontext() as recorder:
             self.table = profile(self.mw, self.source, layers=list(self.dec.layers), batch_size=o.batch_size,
                                  threshold=o.threshold, top_k=o.top_k, device=o.device, fold_bn=o.fold_bn,
                                  input_shape=self.input_shape, out=self.signals_dir, svd=self.dec, progress=progress)
+        self.profile_seconds = time.perf_counter() - t0
         self.input_shape = self.input_shape or _first_input_shape(self.source)
         got = None
         if recorder is not None and self.table.layers:
@@ -438,8 +441,9 @@ class Analysis:
         initialisation (:func:`convsvd.spectral.spectral_baselines`); class separation in the channel
         and random bases and in a randomly initialised copy (:func:`convsvd.bases.compare_bases`).
 
-        The separation baselines profile the dataset three more times: they are made for datasets of at
-        most :data:`BASELINE_MAX_INPUTS` inputs (all of them with ``quick=False``), else the section says so.
+        The separation baselines profile the dataset three more times: a quick report makes them when
+        three times the profiling step's own time fits :data:`BASELINE_BUDGET` (a full report always),
+        else the section says so.
         """
         from convsvd.spectral import spectral_baselines
 
@@ -449,10 +453,12 @@ class Analysis:
                                             progress=progress).to_frame()
         if self.separation is None or self.table is None or not self.runnable:
             return
-        if o.quick and self.table.n_inputs > BASELINE_MAX_INPUTS:
+        if o.quick and 3 * self.profile_seconds > BASELINE_BUDGET:
             self.baselines_note = (f"The separation baselines (channel and random bases, a random-initialisation "
-                                   f"copy) were not made: {self.table.n_inputs} inputs, more than "
-                                   f"{BASELINE_MAX_INPUTS} for a quick report.")
+                                   f"copy) were not made: they profile the {self.table.n_inputs} inputs three more "
+                                   f"times, about {_duration(3 * self.profile_seconds)} at the profiling step's "
+                                   f"{_duration(self.profile_seconds)}, over the quick report's budget of "
+                                   f"{_duration(BASELINE_BUDGET)} for them (a full report makes them).")
             return
         from convsvd.bases import compare_bases
 
@@ -521,8 +527,9 @@ class Analysis:
         return fresh
 
 
-#: Largest dataset whose separation baselines a quick report makes (each profiles it once more).
-BASELINE_MAX_INPUTS = 2000
+#: Seconds a quick report may spend on the separation baselines (three more profile passes, estimated
+#: from the profiling step's own time).
+BASELINE_BUDGET = 90.0
 
 #: The computing steps, in order: (name shown in the progress bar and the timings, method).
 STEPS: tuple[tuple[str, Callable[[Analysis, Progress], None]], ...] = (
