@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -47,9 +47,9 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _models import resnet18, resnet50, vgg16  # noqa: E402
+from _data import Synthetic  # noqa: E402
 from _timing import sync  # noqa: E402
 
-from convsvd.data import Batch, ExpectedInput  # noqa: E402
 
 SIDE = 224
 STEPS = ("forward", "profile", "separation", "featureviz", "operator", "report-quick", "report")
@@ -60,43 +60,6 @@ TARGETS = dict(profile=1.3, separation=0.2, operator=10.0, report_quick=300.0, r
 
 
 MODELS: dict[str, Callable[[], nn.Module]] = {"vgg16": vgg16, "resnet50": resnet50, "resnet18": resnet18}
-
-
-class Synthetic:
-    """A :class:`convsvd.data.DataSource` of ``n`` random 3×224×224 images in 10 classes, batch ``b`` from seed ``b``."""
-
-    classes = [str(i) for i in range(10)]
-
-    def __init__(self, n: int, side: int = SIDE) -> None:
-        self.n, self.side = n, side
-        self.name = f"synthetic-{n}"
-
-    def __len__(self) -> int:
-        return self.n
-
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        return []
-
-    def num_batches(self, batch_size: int) -> int:
-        return -(-self.n // batch_size)
-
-    def batch(self, b: int, batch_size: int) -> Batch:
-        lo, hi = b * batch_size, min(self.n, (b + 1) * batch_size)
-        x = torch.rand(hi - lo, 3, self.side, self.side, generator=torch.Generator().manual_seed(b))
-        ids = torch.arange(lo, hi)
-        return Batch(ids, x, ids % 10)
-
-    def iter_batches(self, batch_size: int, which: Sequence[int] | None = None) -> Iterator[tuple[int, Batch]]:
-        for b in (range(self.num_batches(batch_size)) if which is None else which):
-            yield b, self.batch(b, batch_size)
-
-    def conform(self, expected: ExpectedInput) -> "Synthetic":
-        return self
-
-    def describe(self) -> dict[str, object]:
-        return dict(kind="synthetic", name=self.name, inputs=self.n, classes=self.classes, transform="none",
-                    fingerprint=f"synthetic:{self.n}:{self.side}", skipped=[])
 
 
 # --------------------------------------------------------------------------- measuring
@@ -201,7 +164,7 @@ def run_model(name: str, run: Run, steps: Sequence[str], n: int, batch: int, fv_
 
     device = run.device
     model = MODELS[name]().to(device)
-    data = Synthetic(n)
+    data = Synthetic(n, SIDE)
     table = None
     if "forward" in steps:
         def forward() -> None:
@@ -288,7 +251,7 @@ def operator(name: str, model: nn.Module, run: Run) -> None:
 def report_steps(run: Run, steps: Sequence[str], n: int, batch: int, work: Path) -> None:
     from convsvd.report import report
 
-    data = Synthetic(n)
+    data = Synthetic(n, SIDE)
     for step, quick in (("report-quick", True), ("report", False)):
         if step in steps:
             out = work / f"{step}.html"
