@@ -255,3 +255,25 @@ def test_synapse_frame_of_a_layer_without_synapses(runs: InputProfiles) -> None:
     q = replace(p, synapse_counts={**p.synapse_counts, layer: empty})
     s = q.synapse_frame()
     assert layer not in set(s["layer"]) and len(s) == p.num_synapses - p.synapse_counts[layer].nnz
+
+
+def test_report_topology_keeps_the_deepest_layers_that_fit(runs: InputProfiles) -> None:
+    """Above the report's vertex cap, the homology is of the deepest layers whose graphs fit, in every class."""
+    from convsvd.profiles import homology
+    from convsvd.profiles.topology import attribution_graph
+    from convsvd.report.profiles_section import _topology_layers
+
+    cps = runs.class_profiles()
+    profiles = [cps[k] for k in sorted(cps)]
+    sizes = [len(attribution_graph(p, "inverse")[1]) for p in profiles]
+    assert _topology_layers(profiles, max(sizes)) == (None, "")  # everything fits: all layers
+    layers, note = _topology_layers(profiles, max(sizes) - 1)
+    names = [l.name for l in profiles[0].layers if l.inputs]
+    assert layers and layers == names[len(names) - len(layers):] and len(layers) < len(names)
+    assert f"last {len(layers)} of {len(names)} layers" in note
+    for p in profiles:
+        assert len(attribution_graph(p, "inverse", layers)[1]) <= max(sizes) - 1
+    # one layer more would not fit in at least one class
+    wider = names[len(names) - len(layers) - 1:]
+    assert max(len(attribution_graph(p, "inverse", wider)[1]) for p in profiles) > max(sizes) - 1
+    assert homology(profiles[0], length="inverse", layers=layers).diagrams[0].shape[1] == 2

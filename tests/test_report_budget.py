@@ -11,9 +11,13 @@ def _budgeted(monkeypatch: pytest.MonkeyPatch, per_step: float, budget: float, l
     clock = [0.0]
     calls: list[tuple[str, int]] = []
 
-    def run(name: str, n: int, bar: object) -> None:  # a step costs per_step seconds of the fake clock
+    def run(name: str, n: int, bar: object) -> None:  # setting up takes 100 s, a step per_step s of the fake clock
         calls.append((name, n))
-        clock[0] += per_step * n
+        clock[0] += 100.0
+        for i in range(n):
+            clock[0] += per_step
+            if callable(bar):
+                bar(i + 1, n, "step")
 
     monkeypatch.setattr(analysis.time, "perf_counter", lambda: clock[0])
     monkeypatch.setitem(analysis.FEATURE_BUDGET, "quick", budget)
@@ -28,7 +32,7 @@ LAYERS = [f"l{i}" for i in range(8)]
 def test_everything_that_fits_runs_as_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     chosen, n, notes, calls = _budgeted(monkeypatch, per_step=0.1, budget=100, layers=LAYERS, steps=48)
     assert chosen == LAYERS and n == 48 and notes == []  # 8 × 48 × 0.1 s = 38 s ≤ 100 s
-    assert calls == [("l7", 1)]  # the probe: one step of the deepest layer
+    assert calls == [("l7", analysis.FEATURE_PROBE_STEPS)]  # the probe: a few steps of the deepest layer
 
 
 def test_fewer_layers_evenly_spaced_when_they_do_not_all_fit(monkeypatch: pytest.MonkeyPatch) -> None:

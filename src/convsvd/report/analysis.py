@@ -58,6 +58,8 @@ REPORT_TV = 0.3
 #: Seconds the feature visualisations of a report may take, estimated from one timed step before they
 #: start (fewer layers, or fewer steps, otherwise; see :meth:`Analysis._feature_budget`).
 FEATURE_BUDGET: dict[str, float] = dict(quick=90.0, full=480.0)
+#: Steps of the timed probe of :meth:`Analysis._feature_budget`.
+FEATURE_PROBE_STEPS = 3
 #: The fewest steps worth running when even one layer does not fit the budget.
 FEATURE_MIN_STEPS = 16
 #: Inputs of the report's attribution profiles, and the seconds they may take (the first
@@ -357,8 +359,9 @@ class Analysis:
                         run: Callable[[str, int, Progress], object]) -> tuple[list[str], int]:
         """The layers (and steps) of feature visualisation that fit :data:`FEATURE_BUDGET`.
 
-        One step is timed on the deepest layer (the costliest: the forward and backward pass run
-        up to the layer, on every image of its neurons); every layer is assumed to cost that much.
+        A few steps are timed on the deepest layer (the costliest: the forward and backward pass run
+        up to the layer, on every image of its neurons), from the first step's end to the last's, so
+        that setting-up is left out; every layer is assumed to cost that much a step.
         When ``len(layers) × steps`` such steps would pass the budget, evenly spaced layers (first
         and last kept) are visualised instead, as many as fit; when not even one fits, one layer
         with the steps that fit (at least :data:`FEATURE_MIN_STEPS`). The report says which and why.
@@ -366,9 +369,9 @@ class Analysis:
         budget = FEATURE_BUDGET["quick" if self.options.quick else "full"]
         if not layers:
             return layers, steps
-        t0 = time.perf_counter()
-        run(layers[-1], 1, False)
-        per_step = time.perf_counter() - t0
+        stamps: list[float] = []
+        run(layers[-1], FEATURE_PROBE_STEPS, lambda done, total, what: stamps.append(time.perf_counter()))
+        per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else 0.0
         fits = int(budget // max(per_step * steps, 1e-9))
         if fits >= len(layers):
             return layers, steps

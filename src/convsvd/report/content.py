@@ -23,6 +23,7 @@ __all__ = ["Block", "Data", "Figure", "Heading", "Html", "Note", "Section", "Tab
 #: Resolution of the embedded PNGs; they are shown at 96 CSS pixels per inch, so they stay sharp on HiDPI screens.
 FIGURE_DPI: int = 144
 _CSS_PX_PER_INCH = 96
+_PAD_INCHES = 0.08
 
 
 def file_key(text: str) -> str:
@@ -33,10 +34,17 @@ def file_key(text: str) -> str:
 
 def _render(fig: "MplFigure") -> tuple[bytes, int]:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight", pad_inches=0.08,
+    fig.savefig(buf, format="png", dpi=FIGURE_DPI, bbox_inches="tight", pad_inches=_PAD_INCHES,
                 facecolor="white", metadata={"Software": None})
     png = buf.getvalue()
     return png, round(int.from_bytes(png[16:20], "big") * _CSS_PX_PER_INCH / FIGURE_DPI)  # IHDR width
+
+
+def _tight_width(fig: "MplFigure") -> int:
+    """The CSS width :func:`_render` will give ``fig``, from its layout alone (text measured, nothing drawn)."""
+    fig.draw_without_rendering()
+    bbox = fig.get_tightbbox(fig.canvas.get_renderer())
+    return round((bbox.width + 2 * _PAD_INCHES) * _CSS_PX_PER_INCH)
 
 
 def figure_png(fig: "MplFigure") -> tuple[bytes, int, float]:
@@ -52,15 +60,16 @@ def figure_png(fig: "MplFigure") -> tuple[bytes, int, float]:
 
     try:
         smallest = legible(fig)
-        png, width = _render(fig)
         limit = MAX_WIDTH_IN * _CSS_PX_PER_INCH
+        width = _tight_width(fig)
         for _ in range(3):  # the tight box includes outside legends: shrink until it fits
             if width <= limit:
                 break
             w, h = fig.get_size_inches()
             scale = limit / width
             fig.set_size_inches(max(w * scale, 2.0), max(h * max(scale, 0.8), 1.5))
-            png, width = _render(fig)
+            width = _tight_width(fig)
+        png, width = _render(fig)  # drawn once: the sizes above come from the layout alone
     finally:
         plt.close(fig)
     return png, width, smallest

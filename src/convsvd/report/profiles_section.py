@@ -12,7 +12,7 @@ from convsvd.errors import ConvSVDError
 from convsvd.report.content import Data, Figure, Heading, Note, Section, Table
 
 if TYPE_CHECKING:  # pragma: no cover
-    from convsvd.profiles import InputProfiles
+    from convsvd.profiles import InputProfiles, Profile
 
 __all__ = ["profiles_section", "profiles_section_for", "SECTION_ID", "SECTION_TITLE"]
 
@@ -27,6 +27,45 @@ _INTRO = ("Each input's profile starts at its predicted class and goes back thro
 
 def _class_name(ps: "InputProfiles", k: int) -> str:
     return ps.classes[k] if ps.classes is not None and 0 <= k < len(ps.classes) else str(k)
+
+
+#: Most vertices of a class profile's attribution graph whose homology the report computes (its
+#: distance matrix is dense, and the work of dimension 1 grows fast with it): a larger graph keeps
+#: its deepest layers that fit, the same for every class shown.
+TOPOLOGY_VERTICES = 600
+
+
+def _topology_layers(profiles: "list[Profile]", cap: int) -> tuple[list[str] | None, str]:
+    """The layers (deepest first kept) whose synapses span at most ``cap`` vertices in every profile
+    (None: all of them), and a sentence saying what was left out ("" when nothing)."""
+    first = profiles[0]
+    names = [l.name for l in first.layers if l.inputs]
+    by = {l.name: l for l in first.layers}
+    keep = 0
+    spans: list[set[tuple[str, int]]] = [set() for _ in profiles]
+    for k in range(len(names) - 1, -1, -1):  # add layers from the deepest while every graph fits
+        l = by[names[k]]
+        offs = np.cumsum([0] + [by[i].neurons for i in l.inputs])
+        grown = []
+        for p, span in zip(profiles, spans):
+            m = p.synapse_weights[l.name].tocoo()
+            part = np.searchsorted(offs, m.col, side="right") - 1
+            new = {(l.name, int(o)) for o in np.unique(m.row)}
+            new |= {(l.inputs[int(a)], int(c - offs[a])) for a, c in set(zip(part.tolist(), m.col.tolist()))}
+            grown.append(span | new)
+        if max(len(g) for g in grown) > cap:
+            break
+        spans, keep = grown, keep + 1
+    if keep == len(names):
+        return None, ""
+    kept = names[len(names) - keep:]
+    if not kept:
+        return [names[-1]], (f"The attribution graphs are too large for their homology here (more than {cap} "
+                             f"vertices even in the last layer, {names[-1]}): the diagrams show that layer's "
+                             f"synapses only.")
+    return kept, (f"Homology of the synapses of the last {keep} of {len(names)} layers ({kept[0]} to {kept[-1]}): "
+                  f"the whole graphs have more than {cap} vertices, the most whose dense distance matrix the report "
+                  f"computes homology of.")
 
 
 def profiles_section(ps: "InputProfiles | None", reason: str = "", per_class: int = 2, max_classes: int = 10,
@@ -98,11 +137,14 @@ def profiles_section(ps: "InputProfiles | None", reason: str = "", per_class: in
         try:
             cps = ps.class_profiles("labels" if labelled.any() else "predictions")
             chosen = sorted(cps)[:4]
-            homs = {_class_name(ps, k): homology(cps[k], length="inverse") for k in chosen}
+            layers, cut = _topology_layers([cps[k] for k in chosen], TOPOLOGY_VERTICES)
+            homs = {_class_name(ps, k): homology(cps[k], length="inverse", layers=layers) for k in chosen}
             fig, axes = plt.subplots(1, len(homs), figsize=(3.4 * len(homs), 3.2), layout="constrained", squeeze=False)
             for ax, (name, h) in zip(axes[0], homs.items()):
                 plot_persistence(h, ax=ax, title=f"class {name}")
             blocks.append(Heading("Topology of the class profiles", "profiles-topology"))
+            if cut:
+                blocks.append(Note(cut))
             data.append(Data("profiles-persistence", pd.concat([h.to_frame().assign(**{"class": name})
                                                                 for name, h in homs.items()], ignore_index=True),
                              "persistence pairs of the class profiles"))
