@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
@@ -42,8 +43,13 @@ def _render(fig: "MplFigure") -> tuple[bytes, int]:
 
 def _tight_width(fig: "MplFigure") -> int:
     """The CSS width :func:`_render` will give ``fig``, from its layout alone (text measured, nothing drawn)."""
-    fig.draw_without_rendering()
-    bbox = fig.get_tightbbox(fig.canvas.get_renderer())
+    renderer = fig.canvas.get_renderer()
+    engine = fig.get_layout_engine()
+    if engine is not None:  # the layout a draw would make, without drawing (images are not resampled)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the same warnings come again from the render
+            engine.execute(fig)
+    bbox = fig.get_tightbbox(renderer)
     return round((bbox.width + 2 * _PAD_INCHES) * _CSS_PX_PER_INCH)
 
 
