@@ -266,7 +266,7 @@ def _unfold_spectra(
     else:
         dec = decompose(mw, mode="values", method="gram", dtype=torch.float64, device=device, progress=progress)
     return {
-        name: _Spectrum(_to_evals(layer.S, layer.shape), tuple(layer.shape), layer.groups)  # type: ignore[arg-type]
+        name: _Spectrum(_to_evals(layer.S, layer.shape), tuple(layer.shape), layer.groups)
         for name, layer in dec.items()
     }
 
@@ -511,16 +511,17 @@ def spectrum(
     built: dict[str, LayerSpectrum] = {}
     for spec in mw.layers:
         name = spec.name
-        sp = own.get(name)
+        got = own.get(name)
         st = status.get(name, "nonfinite")
-        evals = sp.evals if sp is not None else np.empty(0)
-        shape = sp.shape if sp is not None else spec.unfolded_shape
-        fit = fits.get(name)
+        evals = got.evals if got is not None else np.empty(0)
+        shape = got.shape if got is not None else spec.unfolded_shape
+        layer_fit = fits.get(name)
         plan = plans.get(name)
         built[name] = LayerSpectrum(
-            name=name, kind=spec.kind, view=view, shape=shape, n_matrices=sp.n_matrices if sp else 0,
-            evals=evals, fit=fit, mp=mps.get(name), random=rands.get(name), status=st,
-            phenomenology=classify(evals, fit.alpha, mps.get(name), fit.n_tail) if st == "ok" and fit else "",
+            name=name, kind=spec.kind, view=view, shape=shape, n_matrices=got.n_matrices if got else 0,
+            evals=evals, fit=layer_fit, mp=mps.get(name), random=rands.get(name), status=st,
+            phenomenology=(classify(evals, layer_fit.alpha, mps.get(name), layer_fit.n_tail)
+                           if st == "ok" and layer_fit else ""),
             **norms(evals, max(shape), eps, convention_scale(convention, shape, spec.kind, view)),
             convention=convention,
         )
