@@ -68,10 +68,11 @@ def test_ddp_eigenvalues_and_alpha_hat_are_deepdataprofilers() -> None:
             assert layer.entropy == pytest.approx(b.entropy, rel=1e-12)
             assert layer.row()["convention"] == "ddp"
             terms.append(layer.alpha * math.log(ref.max()))
-        assert ours.summary()["alpha_hat_all"] == pytest.approx(float(np.mean(terms)), rel=1e-12)
+        summary = ours.summary().iloc[0]
+        assert summary["alpha_hat_all"] == pytest.approx(float(np.mean(terms)), rel=1e-12)
         head = [t for t, layer in zip(terms, ours.layers) if layer.headline]
-        assert ours.summary()["alpha_hat"] == pytest.approx(float(np.mean(head)) if head else math.nan, rel=1e-12,
-                                                            nan_ok=True)
+        assert summary["alpha_hat"] == pytest.approx(float(np.mean(head)) if head else math.nan, rel=1e-12,
+                                                     nan_ok=True)
 
 
 def test_ww_linear_lambda_max_and_alpha_weighted_are_weightwatchers() -> None:

@@ -189,7 +189,7 @@ class LayerSVD:
         return LayerSVD(self.name, self.kind, self.groups, self.shape, self.weight_shape, self.S.to(device),
                         mv(self.U), mv(self.Vh), self.fro2.to(device), self.mode, self.method, self.folded)
 
-    def summary(self, top_k: int = 10) -> dict[str, object]:
+    def _row(self, top_k: int = 10) -> dict[str, object]:
         m, n = self.shape
         top_k = min(top_k, self.S.numel())  # top-k mode knows only its k leading values
         return dict(
@@ -200,7 +200,7 @@ class LayerSVD:
 
     def to_frame(self, top_k: int = 10) -> pd.DataFrame:
         """A one-row table (see :meth:`Decomposition.to_frame`)."""
-        return pd.DataFrame([self.summary(top_k)], columns=_FRAME_COLUMNS)
+        return pd.DataFrame([self._row(top_k)], columns=_FRAME_COLUMNS)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"S": self.S, "fro2": self.fro2}
@@ -246,7 +246,7 @@ class Decomposition(Mapping):
     def to_frame(self, top_k: int = 10) -> pd.DataFrame:
         """One row per layer: ``name, kind, groups, m, n, unfolded_shape, rank, sigma_max,
         sigma_min, stable_rank, top_k, energy_top_k`` (share of ``‖W̄‖²_F`` in the top-k)."""
-        return pd.DataFrame([l.summary(top_k) for l in self.layers.values()], columns=_FRAME_COLUMNS)
+        return pd.DataFrame([l._row(top_k) for l in self.layers.values()], columns=_FRAME_COLUMNS)
 
     def save(self, out_dir: PathLike, top_k: int = 10) -> list[Path]:
         """Write ``svd.safetensors`` (``NAME/S``, ``NAME/U``, ``NAME/Vh``, ``NAME/fro2``),

@@ -277,7 +277,7 @@ def _write(a: Analysis, clock: _Clock, paths: files.ReportPaths, pub: files.Publ
     if a.accuracy is not None:
         facts.append(("model accuracy", a.accuracy.describe()))
     if a.spectrum is not None:
-        facts.append(("α̂ (spectra)", f"{a.spectrum.summary()['alpha_hat']:.3g}"))
+        facts.append(("α̂ (spectra)", f"{a.spectrum.summary()['alpha_hat'].iloc[0]:.3g}"))
     if a.separation is not None:
         last = a.separation.layers[-1]
         facts.append((f"nearest-centroid separability of the classes at {last.layer} (not the model's accuracy)",

@@ -254,7 +254,7 @@ def plot_alpha_depth(
         y = frame[quantity].to_numpy(float)
         head = frame["headline"].to_numpy(bool)
         name = labels[i] if labels is not None else res.source
-        hat = res.summary()["alpha_hat"]
+        hat = res.summary()["alpha_hat"].iloc[0]
         ax.plot(x, y, marker="o", markersize=4, color=colour, label=f"{name}: α̂ = {hat:.2f}")
         if quantity == "alpha":
             ax.errorbar(x, y, yerr=frame["sigma"].to_numpy(float), fmt="none", ecolor=colour, elinewidth=1,
