@@ -31,6 +31,7 @@ def _run(argv, capsys):
     return code, out.out, out.err
 
 
+@pytest.mark.slow  # whole commands
 def test_same_singular_values_from_module_state_dict_safetensors_and_onnx(tmp_path):
     model = _cnn()
     torch.save(model.state_dict(), tmp_path / "m.pt")

@@ -131,6 +131,7 @@ def test_convention_recorded_and_checked() -> None:
         convention_scale("x", (2, 3))
 
 
+@pytest.mark.slow  # whole commands
 def test_cli_convention(tmp_path, capsys) -> None:
     assert main(["spectrum", "digits-cnn", "--convention", "ddp", "--out", str(tmp_path)]) == 0
     meta = json.loads((tmp_path / "spectrum.json").read_text())

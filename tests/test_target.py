@@ -32,6 +32,7 @@ def test_zoo_names_and_checkpoints():
         resolve("digits-cnn@x")
 
 
+@pytest.mark.slow  # every verb on a whole model
 def test_spectrum_and_every_verb_take_a_built_in_name():
     res = spectrum("digits-cnn")
     assert res.source == "digits-cnn" and len(res) == 5
