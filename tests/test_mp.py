@@ -87,6 +87,7 @@ def test_fit_recovers_sigma2_and_Q_of_a_gaussian_matrix(shape: tuple[int, int], 
     assert (free.lambda_minus, free.lambda_plus) == pytest.approx(mp_edges(free.sigma2, free.Q))
 
 
+@pytest.mark.slow  # fits of large random matrices
 def test_fit_finds_exactly_the_planted_spikes() -> None:
     rng = np.random.default_rng(42)
     N, M = 1000, 500

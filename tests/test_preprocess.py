@@ -176,6 +176,7 @@ def trained() -> tuple[nn.Module, Preprocess]:
     return net.eval(), t
 
 
+@pytest.mark.slow  # training
 def test_a_wrong_transform_changes_the_accuracy(trained: tuple[nn.Module, Preprocess]) -> None:
     net, right = trained
     good = accuracy(net, apply("digits:test", right))

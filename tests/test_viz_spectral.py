@@ -38,6 +38,7 @@ def _gid(ax, gid: str):  # type: ignore[no-untyped-def]
     return lines[0]
 
 
+@pytest.mark.slow  # spectra with MP fits of a whole model
 def test_esd_figure_draws_mp_on_its_support_and_the_power_law_from_xmin(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     layer = trained["conv3"]
     fig = esd_figure(layer)
