@@ -197,6 +197,7 @@ def test_accuracy_without_labels_says_why() -> None:
     assert r.value is None and "not one score per class" in r.describe()
 
 
+@pytest.mark.slow  # training (the module fixture)
 def test_the_manifest_records_the_transform(trained: tuple[nn.Module, Preprocess], tmp_path: Path) -> None:
     net, right = trained
     table = profile(net, apply("digits:test", right), out=tmp_path / "p", progress=False)
