@@ -701,7 +701,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     res = spectrum(target, view=args.view, mp=args.mp, random_baseline=args.random_baseline, n=args.n,
                    budget=_view_budget(args), seed=args.seed, progress=True, convention=args.convention)
     dt = time.perf_counter() - t0
-    frame, summary = res.to_frame(), res.summary().iloc[0]
+    frame, summary = res.to_frame(), res.summary().to_dict("records")[0]
     hidden = {"view", "convention", "xmin", "sigma", "log_norm", "R_exp", "headline", "alpha_hat_all", "n_headline"} \
         | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
         | ({"rand_distance", "rand_lambda_max", "correlation_trap"} if not args.random_baseline else set()) \
