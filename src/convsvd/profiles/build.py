@@ -194,7 +194,7 @@ class Profiler:
             return False
         return True
 
-    def _activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict, dict]:  # type: ignore[type-arg]
+    def _activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict, dict]:
         """The graph's activations of ``x``, in the layout the model ran in (every use is layout-agnostic;
         converting them all back would cost more than the channels-last convolutions save)."""
         if self.channels_last:
