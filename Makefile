@@ -28,7 +28,7 @@ demo: $(VENV)/.base
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -n 2 -q tests src/convsvd
 
-# The development loop: every test but the end-to-end ones marked slow, and the doctests.
+# The development loop: every test but the ones marked slow (end-to-end, exhaustive reference comparisons), doctests included.
 test-fast: $(VENV)/.test
 	$(BIN)/python -m pytest -n 2 -q -m "not slow" tests src/convsvd
 

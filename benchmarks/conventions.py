@@ -182,8 +182,8 @@ def main_side(peers: Path, epochs: list[int]) -> int:
                           for name, d in res["ddp"].items()) / len(res["ddp"])
             print(f"α̂ formula (DeepDataProfiler's α, our ddp λmax, ln, every layer): {formula:.12f} vs "
                   f"universal_metric {res['ddp_alpha_hat']:.12f}, rel {_rel(formula, res['ddp_alpha_hat']):.1e}")
-            print(f"α̂ ddp convention: convsvd {ours_ddp.summary()['alpha_hat']:.6f} over "
-                  f"{ours_ddp.summary()['n_analysed']} layers; DeepDataProfiler universal_metric "
+            print(f"α̂ ddp convention: convsvd {ours_ddp.summary()['alpha_hat'].iloc[0]:.6f} over "
+                  f"{ours_ddp.summary()['n_analysed'].iloc[0]} layers; DeepDataProfiler universal_metric "
                   f"{res['ddp_alpha_hat']:.6f} over {len(res['ddp'])} layers")
         print(f"\nlargest relative λmax difference where equal: ww {worst['ww']:.1e}, ddp {worst['ddp']:.1e}")
     return 0

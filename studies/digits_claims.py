@@ -57,11 +57,11 @@ def conventions() -> tuple[pd.DataFrame, pd.DataFrame]:
         row: dict[str, object] = {"epoch": epoch, "test_error": float(history.loc[epoch, "test_error"])}
         for conv, view in CONVENTIONS:
             res = spectrum(model, convention=conv, view=view)
-            s = res.summary()
+            s = res.summary().iloc[0]
             tag = f"{conv}_{view}"
             row[f"alpha_hat_{tag}"] = s["alpha_hat"]
             row[f"alpha_hat_large_{tag}"] = spectrum(model, convention=conv, view=view,
-                                                     min_evals=LARGE).summary()["alpha_hat"]
+                                                     min_evals=LARGE).summary()["alpha_hat"].iloc[0]
             row[f"fc2_term_{tag}"] = res["fc2"].alpha_weighted
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -44,8 +44,8 @@ def analyse() -> tuple[list[SpectrumResult], pd.DataFrame]:
     for epoch in range(len(zoo.checkpoints(MODEL))):
         model = zoo.load(MODEL, epoch=epoch)
         res = spectrum(model, mp=True, random_baseline=True, seed=0)
-        s = res.summary()
-        large = spectrum(model, min_evals=LARGE).summary()  # only the layers with ≥ 32 eigenvalues
+        s = res.summary().iloc[0]
+        large = spectrum(model, min_evals=LARGE).summary().iloc[0]  # only the layers with ≥ 32 eigenvalues
         row = {"epoch": epoch, "test_error": float(history.loc[epoch, "test_error"]),
                "alpha_hat": s["alpha_hat"], "mean_alpha": s["alpha"],
                "alpha_hat_large": large["alpha_hat"], "mean_alpha_large": large["alpha"]}

@@ -223,6 +223,7 @@ def test_bad_inputs_are_one_line_errors() -> None:
         ablate(net, (x, -torch.ones(len(x), dtype=torch.long)), layers="conv", ks=[1])
 
 
+@pytest.mark.slow  # a whole command
 def test_cli_ablate_writes_frame_and_figure(tmp_path, capsys) -> None:
     out = tmp_path / "abl"
     rc = main(["ablate", "digits-cnn", "digits:test", "--layer", "fc2", "--k", "0,1,2", "--bases",

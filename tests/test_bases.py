@@ -80,6 +80,7 @@ def test_random_basis_is_orthonormal_seeded_and_per_group() -> None:
     assert torch.allclose(s.values["fc"][:, 0], fc @ a.projectors["fc"].Ut[0].T, atol=1e-13)
 
 
+@pytest.mark.slow  # a whole profile run
 def test_profile_records_the_basis_and_uses_the_same_influence_and_separation(tmp_path) -> None:
     net, x, y = _setup()
     table = profile(net, (x, y), basis="channel", out=tmp_path / "ch", batch_size=16)
@@ -102,6 +103,7 @@ def test_profile_records_the_basis_and_uses_the_same_influence_and_separation(tm
         profile(net, (x, y), basis="svd", out=tmp_path / "ch", batch_size=16)
 
 
+@pytest.mark.slow  # whole profile runs, one per basis
 def test_compare_bases_one_frame() -> None:
     net, x, y = _setup()
     frame = compare_bases(net, (x, y), batch_size=16)

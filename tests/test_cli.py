@@ -31,6 +31,7 @@ def _run(argv, capsys):
     return code, out.out, out.err
 
 
+@pytest.mark.slow  # whole commands
 def test_same_singular_values_from_module_state_dict_safetensors_and_onnx(tmp_path):
     model = _cnn()
     torch.save(model.state_dict(), tmp_path / "m.pt")
@@ -44,6 +45,7 @@ def test_same_singular_values_from_module_state_dict_safetensors_and_onnx(tmp_pa
             torch.testing.assert_close(dec[name].S, ref[name].S, rtol=1e-12, atol=0)
 
 
+@pytest.mark.slow  # a whole command
 def test_svd_command_writes_tables_and_tensors(tmp_path, capsys):
     model = _cnn()
     torch.save(model.state_dict(), tmp_path / "m.pt")

@@ -68,10 +68,11 @@ def test_ddp_eigenvalues_and_alpha_hat_are_deepdataprofilers() -> None:
             assert layer.entropy == pytest.approx(b.entropy, rel=1e-12)
             assert layer.row()["convention"] == "ddp"
             terms.append(layer.alpha * math.log(ref.max()))
-        assert ours.summary()["alpha_hat_all"] == pytest.approx(float(np.mean(terms)), rel=1e-12)
+        summary = ours.summary().iloc[0]
+        assert summary["alpha_hat_all"] == pytest.approx(float(np.mean(terms)), rel=1e-12)
         head = [t for t, layer in zip(terms, ours.layers) if layer.headline]
-        assert ours.summary()["alpha_hat"] == pytest.approx(float(np.mean(head)) if head else math.nan, rel=1e-12,
-                                                            nan_ok=True)
+        assert summary["alpha_hat"] == pytest.approx(float(np.mean(head)) if head else math.nan, rel=1e-12,
+                                                     nan_ok=True)
 
 
 def test_ww_linear_lambda_max_and_alpha_weighted_are_weightwatchers() -> None:
@@ -130,6 +131,7 @@ def test_convention_recorded_and_checked() -> None:
         convention_scale("x", (2, 3))
 
 
+@pytest.mark.slow  # whole commands
 def test_cli_convention(tmp_path, capsys) -> None:
     assert main(["spectrum", "digits-cnn", "--convention", "ddp", "--out", str(tmp_path)]) == 0
     meta = json.loads((tmp_path / "spectrum.json").read_text())

@@ -86,6 +86,7 @@ def test_bad_inputs_give_one_line_errors(table):
         exemplars([1, 2], "fc1")
 
 
+@pytest.mark.slow  # exemplars of a dataset and figures
 def test_exemplar_figures_are_drawn(table, tmp_path):
     import matplotlib
 

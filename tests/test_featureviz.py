@@ -37,6 +37,7 @@ def _png_ok(path, size_inches, dpi):
 
 
 @pytest.mark.parametrize("layer", ["conv1", "conv2", "conv3", "fc1"])
+@pytest.mark.slow  # whole optimisations
 def test_optimised_input_beats_random_inputs_and_the_median_digit(digits_cnn, layer):
     fv = featureviz(digits_cnn, layer, list(range(8)), steps=64, size=8)
     ours = _signal_of_own_neuron(digits_cnn, fv)
@@ -52,6 +53,7 @@ def test_optimised_input_beats_random_inputs_and_the_median_digit(digits_cnn, la
         assert target > float((d * ds[:, n]).median()), (layer, n, d)
 
 
+@pytest.mark.slow  # whole optimisations
 def test_seeded_runs_are_reproducible_and_seeds_matter(digits_cnn):
     kw = dict(steps=16, size=8, copies=2)
     a = featureviz(digits_cnn, "conv2", [1, 4], **kw)
@@ -62,6 +64,7 @@ def test_seeded_runs_are_reproducible_and_seeds_matter(digits_cnn):
     assert len({image_seed(0, n, d, k) for n in range(4) for d in (1, -1) for k in range(3)}) == 24
 
 
+@pytest.mark.slow  # many whole optimisations
 def test_batched_equals_one_by_one(digits_cnn):
     # float64 so that no kernel choice between batch sizes can matter; every image has its own
     # random stream, and the diversity term only couples the copies of one neuron and direction.
@@ -77,6 +80,7 @@ def test_batched_equals_one_by_one(digits_cnn):
         assert together.to_frame().neuron.tolist() == [0, 0, 0, 0, 3, 3, 3, 3, 5, 5, 5, 5]
 
 
+@pytest.mark.slow  # whole optimisations
 def test_both_directions_and_the_result_table(digits_cnn):
     fv = featureviz(digits_cnn, "conv3", [2], steps=32, size=8, copies=2)
     frame = fv.to_frame()
@@ -145,6 +149,7 @@ def test_bad_inputs_give_one_line_errors(digits_cnn):
         featureviz(nn.Sequential(nn.Linear(4, 3)), "0", [0], steps=2, size=8)
 
 
+@pytest.mark.slow  # whole optimisations and a figure
 def test_featureviz_figure_is_drawn(digits_cnn, tmp_path):
     import matplotlib
 
@@ -200,6 +205,7 @@ def test_features_command_refuses_an_unwritable_out(tmp_path, capsys):
     assert code == 2 and "--out" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow  # whole optimisations
 def test_total_variation_penalty_smooths_the_images_and_zero_changes_nothing() -> None:
     from convsvd.features import ImageParam
     from convsvd.features.featureviz import _total_variation

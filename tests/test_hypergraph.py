@@ -153,6 +153,7 @@ def test_class_hyperedges_match_the_signal_table(planted):
     assert dual.edges.to_dataframe.loc["a:1", "sigma"] == pytest.approx(3.0)
 
 
+@pytest.mark.slow  # HyperNetX objects of every input
 def test_input_hyperedges_match_the_signal_table(planted):
     for layer in planted.layers:
         H = input_hypergraph(planted, layer)
@@ -314,6 +315,7 @@ def _cells(H):
     return {(e, n): round(float(w), 12) for (e, n), w in frame["weight"].items()}
 
 
+@pytest.mark.slow  # a HyperNetX round trip
 def test_hif_export_reads_back_into_hypernetx_with_the_same_incidence(planted, tmp_path, monkeypatch):
     import hypernetx as hnx
     import hypernetx.hif
@@ -484,6 +486,7 @@ def test_input_hypergraph_is_capped_by_a_stratified_seeded_sample(planted):
         input_hypergraph(planted, "a", max_inputs=0)
 
 
+@pytest.mark.slow  # the HyperNetX reference on every layer
 def test_separation_equals_the_hypernetx_computation_on_every_layer(planted):
     from convsvd.hypergraph._reference import reference_separation
 

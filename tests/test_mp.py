@@ -73,6 +73,7 @@ def test_tracy_widom_scale_is_johnstones_scale_over_N() -> None:
 
 @pytest.mark.parametrize("shape", [(1000, 500), (2000, 500)])
 @pytest.mark.parametrize("sigma", [0.3, 2.0])
+@pytest.mark.slow  # fits of large random matrices
 def test_fit_recovers_sigma2_and_Q_of_a_gaussian_matrix(shape: tuple[int, int], sigma: float) -> None:
     W = sigma * np.random.default_rng(shape[0] + int(10 * sigma)).standard_normal(shape)
     Q = shape[0] / shape[1]
@@ -86,6 +87,7 @@ def test_fit_recovers_sigma2_and_Q_of_a_gaussian_matrix(shape: tuple[int, int], 
     assert (free.lambda_minus, free.lambda_plus) == pytest.approx(mp_edges(free.sigma2, free.Q))
 
 
+@pytest.mark.slow  # fits of large random matrices
 def test_fit_finds_exactly_the_planted_spikes() -> None:
     rng = np.random.default_rng(42)
     N, M = 1000, 500
@@ -106,12 +108,14 @@ def test_fit_finds_exactly_the_planted_spikes() -> None:
         assert fit.mp_softrank == pytest.approx(fit.lambda_plus / evals.max())
 
 
+@pytest.mark.slow  # fits of large random matrices
 def test_pure_noise_shows_no_spikes() -> None:
     for seed in range(8):
         W = np.random.default_rng(100 + seed).standard_normal((600, 200))
         assert fit_marchenko_pastur(_esd(W), 3.0).num_spikes == 0
 
 
+@pytest.mark.slow  # fits of large random matrices
 def test_pooled_spectra_use_the_matrix_side_for_the_tw_scale() -> None:
     rng = np.random.default_rng(1)
     pooled = np.concatenate([_esd(rng.standard_normal((256, 64))) for _ in range(9)])
@@ -120,6 +124,7 @@ def test_pooled_spectra_use_the_matrix_side_for_the_tw_scale() -> None:
     assert fit.threshold == pytest.approx(fit.lambda_plus + 3.0 * tracy_widom_scale(fit.sigma2, 4.0, 64))
 
 
+@pytest.mark.slow  # fits of large random matrices
 def test_fit_statuses_and_option_checks() -> None:
     assert fit_marchenko_pastur([1.0, 2.0], 2.0).status == "too_few"
     assert fit_marchenko_pastur([1.0, math.nan, 2.0, 3.0], 2.0).status == "nonfinite"
@@ -167,6 +172,7 @@ def test_scalar_metrics() -> None:
     assert log_norm(sv) == pytest.approx(math.log10(np.linalg.norm(W) ** 2))
 
 
+@pytest.mark.slow  # fits of large random matrices
 def test_randomize_keeps_the_entries_and_gives_an_mp_spectrum() -> None:
     gen = torch.Generator().manual_seed(0)
     W = torch.randn(400, 200, generator=gen, dtype=torch.float64)

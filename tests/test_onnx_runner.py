@@ -111,6 +111,7 @@ def test_onnx_runtime_signals_equal_torch_signals(onnx_file: tuple[ConvNet, Path
         torch.testing.assert_close(got.sigma[k], ref.sigma[k], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow  # ONNX and torch runs of a whole model, compared
 def test_signal_maps_and_folded_site_are_the_batchnorm_output(onnx_file: tuple[ConvNet, Path]) -> None:
     net, path = onnx_file
     x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
@@ -141,6 +142,7 @@ def test_fixed_batch_dimension_runs_in_chunks(tmp_path: Path) -> None:
     torch.testing.assert_close(mw.model(x), net(x).detach(), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow  # ONNX and torch profiles of a whole model, compared
 def test_profile_of_an_onnx_file_equals_the_torch_profile(onnx_file: tuple[ConvNet, Path], tmp_path: Path) -> None:
     net, path = onnx_file
     g = torch.Generator().manual_seed(5)
@@ -183,6 +185,7 @@ def test_model_failure_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(err.value) and "inputs of shape 5" in str(err.value)
 
 
+@pytest.mark.slow  # a whole report
 def test_report_of_an_onnx_file_with_an_image_folder_has_every_data_section(onnx_file: tuple[ConvNet, Path],
                                                                             tmp_path: Path) -> None:
     from PIL import Image
@@ -205,6 +208,7 @@ def test_report_of_an_onnx_file_with_an_image_folder_has_every_data_section(onnx
     assert "Feature visualisation needs gradients" in html
 
 
+@pytest.mark.slow  # a whole command
 def test_cli_features_of_an_onnx_file_gives_exemplars(onnx_file: tuple[ConvNet, Path], tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     from convsvd.cli import main

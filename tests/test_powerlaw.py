@@ -80,6 +80,7 @@ def _spectrum(W: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 2.5, 3.5])
 @pytest.mark.parametrize("n", [50, 300, 2000])
+@pytest.mark.slow  # the reference package on large inputs
 def test_matches_powerlaw_on_pareto_samples(alpha: float, n: int) -> None:
     x = _pareto(np.random.default_rng(int(alpha * 100) + n), alpha, n)
     fit = fit_power_law(x)
@@ -88,11 +89,13 @@ def test_matches_powerlaw_on_pareto_samples(alpha: float, n: int) -> None:
 
 
 @pytest.mark.parametrize("shape", [(400, 100), (1000, 500), (600, 600)])
+@pytest.mark.slow  # the reference package on large inputs
 def test_matches_powerlaw_on_wishart_eigenvalues(shape: tuple[int, int]) -> None:
     x = _spectrum(np.random.default_rng(sum(shape)).standard_normal(shape))
     _assert_same(fit_power_law(x), _powerlaw_fit(x))
 
 
+@pytest.mark.slow  # the reference package on large inputs
 def test_matches_powerlaw_on_heavy_tailed_matrices() -> None:
     rng = np.random.default_rng(7)
     student = rng.standard_t(2.5, size=(800, 300))
@@ -160,6 +163,7 @@ def test_cuda_tensors_are_fitted_on_the_gpu() -> None:
     assert on_gpu.xmin == on_cpu.xmin and abs(on_gpu.alpha - on_cpu.alpha) < 1e-12
 
 
+@pytest.mark.slow  # many fits, one at a time
 def test_batch_equals_one_at_a_time() -> None:
     rng = np.random.default_rng(9)
     sets = [
@@ -263,6 +267,7 @@ def test_invalid_options_raise(kwargs: dict[str, Any]) -> None:
         fit_power_law([1.0, 2.0, 3.0], **kwargs)
 
 
+@pytest.mark.slow  # a numerical likelihood search
 def test_truncated_power_law_is_the_mle_at_the_power_law_xmin() -> None:
     rng = np.random.default_rng(12)
     x = _pareto(rng, 2.5, 1200)
@@ -350,6 +355,7 @@ def _seeded_sets(seed: int) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("seed", range(12))
+@pytest.mark.slow  # an exhaustive reference search
 def test_pruned_search_equals_exhaustive_search(seed: int) -> None:
     sets = _seeded_sets(seed)
     reference = _exhaustive_numpy(sets)
@@ -387,6 +393,7 @@ def test_pruned_search_on_tiny_sets(values: list[float]) -> None:
 
 
 @pytest.mark.parametrize("seed", range(4))
+@pytest.mark.slow  # an exhaustive reference search
 def test_pruned_search_with_options_equals_exhaustive(seed: int) -> None:
     sets = _seeded_sets(100 + seed) + [np.array([1.0, 1.0]), np.array([np.nan, 2.0]), np.array([3.0])]
     rng = np.random.default_rng(seed)

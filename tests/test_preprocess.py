@@ -176,6 +176,7 @@ def trained() -> tuple[nn.Module, Preprocess]:
     return net.eval(), t
 
 
+@pytest.mark.slow  # training
 def test_a_wrong_transform_changes_the_accuracy(trained: tuple[nn.Module, Preprocess]) -> None:
     net, right = trained
     good = accuracy(net, apply("digits:test", right))
@@ -196,6 +197,7 @@ def test_accuracy_without_labels_says_why() -> None:
     assert r.value is None and "not one score per class" in r.describe()
 
 
+@pytest.mark.slow  # training (the module fixture)
 def test_the_manifest_records_the_transform(trained: tuple[nn.Module, Preprocess], tmp_path: Path) -> None:
     net, right = trained
     table = profile(net, apply("digits:test", right), out=tmp_path / "p", progress=False)
@@ -234,6 +236,7 @@ def test_cli_profile_normalize_dtype_and_manifest(tmp_path: Path, monkeypatch: p
     assert not (tmp_path / "bad" / "manifest.json").exists()
 
 
+@pytest.mark.slow  # a whole command
 def test_cli_features_takes_the_input_size_from_the_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = _factory(tmp_path, 12)
@@ -249,6 +252,7 @@ def test_cli_features_takes_the_input_size_from_the_data(tmp_path: Path, monkeyp
 
 
 @pytest.mark.parametrize("figures, pngs", [("none", set()), ("summary", {"alpha-depth.png"}), ("all", None)])
+@pytest.mark.slow  # whole commands
 def test_cli_spectrum_figures(tmp_path: Path, figures: str, pngs: set[str] | None) -> None:
     out = tmp_path / figures
     assert main(["spectrum", "digits-cnn", "--out", str(out), "--figures", figures]) == 0
@@ -260,6 +264,7 @@ def test_cli_spectrum_figures(tmp_path: Path, figures: str, pngs: set[str] | Non
     assert (out / "spectrum.parquet").is_file()
 
 
+@pytest.mark.slow  # a whole command
 def test_cli_svd_figures(tmp_path: Path) -> None:
     assert main(["svd", "digits-cnn", "--out", str(tmp_path / "a")]) == 0
     assert not list((tmp_path / "a").glob("*.png"))

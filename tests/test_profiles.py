@@ -329,6 +329,7 @@ def test_graph_of_the_functional_model() -> None:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("ntype", ["channel", "element", "spatial", "svd"])
+@pytest.mark.slow  # the reference implementation on whole models
 def test_profiles_equal_the_reference(name: str, ntype: str) -> None:
     build, shape = MODELS[name]
     model = build()

@@ -114,6 +114,7 @@ def test_jaccard_identities(runs: InputProfiles) -> None:
     assert jaccard(a, b) == pytest.approx(inter / union)
 
 
+@pytest.mark.slow  # an exhaustive reference loop
 def test_class_similarity_equals_pairwise_loops(runs: InputProfiles) -> None:
     sim = class_similarity(runs)
     layers = [l.name for l in runs.layers]
@@ -189,6 +190,7 @@ def test_homology_of_a_profile_and_diagram_distances(runs: InputProfiles) -> Non
         homology(cps[0], length="log")
 
 
+@pytest.mark.slow  # whole dataset runs
 def test_profile_graph_resumes_by_chunks(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from convsvd import zoo
 
@@ -209,6 +211,7 @@ def test_profile_graph_resumes_by_chunks(tmp_path) -> None:  # type: ignore[no-u
         profile_graph(model, "digits:test", limit=40, batch_size=8, chunk_batches=2, out=out, threshold=0.5)
 
 
+@pytest.mark.slow  # figures and a report section
 def test_figures_and_report_section(runs: InputProfiles) -> None:
     import matplotlib
 

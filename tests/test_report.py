@@ -125,7 +125,7 @@ def test_tables_equal_the_api(demo_quick) -> None:
                                   trained.to_frame()["alpha"].to_numpy(float))
     hats = page.tables["spectra_summary"]
     assert hats.texts("label") == ["trained", "initialisation"]
-    assert hats.values("alpha_hat") == [trained.summary()["alpha_hat"], init.summary()["alpha_hat"]]
+    assert hats.values("alpha_hat") == [trained.summary()["alpha_hat"].iloc[0], init.summary()["alpha_hat"].iloc[0]]
     views = page.tables["views_metrics"]
     assert views.texts("view") == ["unfold", "slices", "operator"] and len(set(views.texts("name"))) == 1
 

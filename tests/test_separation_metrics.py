@@ -227,6 +227,7 @@ def random_layer(seed, n=90, K=12, C=4):
 
 @pytest.mark.parametrize("seed", SEEDS[:5])
 @pytest.mark.parametrize("max_inputs", [None, 40])
+@pytest.mark.slow  # the HyperNetX reference, many cases
 def test_a_layer_equals_the_hypernetx_computation(seed, max_inputs):
     data = random_layer(seed)
     for min_share in (0.3, 0.6):

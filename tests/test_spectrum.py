@@ -71,13 +71,15 @@ def test_table_has_the_documented_columns_and_summary(trained: SpectrumResult) -
     ok = frame[frame.status == "ok"]
     np.testing.assert_allclose(ok.alpha_weighted, ok.alpha * np.log10(ok.lambda_max), rtol=1e-12)
     assert (ok.num_pl_spikes >= 2).all() and set(ok.phenomenology) <= set(PHENOMENOLOGIES)
-    summary = trained.summary()
-    assert list(summary) == list(SUMMARY_KEYS)
+    one = trained.summary()
+    assert isinstance(one, pd.DataFrame) and len(one) == 1 and list(one.columns) == list(SUMMARY_KEYS)
+    summary = one.iloc[0]
     head = ok[ok.headline.astype(bool)]
     assert set(head.name) == {"conv2", "conv3", "fc1"}  # conv1 (9) and fc2 (10 eigenvalues) are too small
     assert summary["alpha_hat"] == pytest.approx(head.alpha_weighted.mean(), rel=1e-12)
     assert summary["alpha_hat_all"] == pytest.approx(ok.alpha_weighted.mean(), rel=1e-12)
     assert summary["n_headline"] == 3
+    pd.testing.assert_frame_equal(one, compare([trained])[list(SUMMARY_KEYS)])  # compare stacks these rows
     assert summary["alpha"] == pytest.approx(head.alpha.mean(), rel=1e-12)
     assert (summary["n_layers"], summary["n_analysed"], summary["n_failed"]) == (5, 4, 1)
     assert trained["conv1"].status == "too_few"  # 9 eigenvalues < min_evals = 10
@@ -127,7 +129,7 @@ def test_degenerate_layers_get_nan_metrics_and_a_status_the_rest_is_analysed() -
     assert (bad.phenomenology == "").all()
     good = frame[frame.status == "ok"]
     assert good[fitted].notna().all().all()
-    assert res.summary()["n_failed"] == 5 and res.summary()["n_analysed"] == 2
+    assert res.summary()[["n_failed", "n_analysed"]].values.tolist() == [[5, 2]]
     # the norms stay defined where they make sense
     assert frame.loc[1, "lambda_max"] > 0 and frame.loc[1, "stable_rank"] == pytest.approx(1.0, abs=1e-4)
     assert math.isnan(frame.loc[3, "lambda_max"]) and math.isnan(frame.loc[4, "log_norm"])
@@ -309,7 +311,7 @@ def test_trained_digits_cnn_is_more_heavy_tailed_than_its_initialisation(
         assert t.mp.num_spikes >= i.mp.num_spikes + 5, name
         assert t.lambda_max > 3 * i.lambda_max, name
         assert i.mp.num_spikes == 0
-    assert trained.summary()["alpha"] < initial.summary()["alpha"] - 1.0
+    assert trained.summary()["alpha"].iloc[0] < initial.summary()["alpha"].iloc[0] - 1.0
 
 
 # --------------------------------------------------------------------------- compare
@@ -324,7 +326,7 @@ def test_compare_shipped_checkpoints_one_row_each() -> None:
     assert list(frame.columns) == ["label", "source", "view", "convention", *SUMMARY_KEYS]
     mixed = compare([zoo.load("digits-cnn"), zoo.load("digits-cnn"), spectrum(zoo.load("digits-cnn", epoch=0))])
     assert mixed.label.tolist() == ["DigitsCNN", "DigitsCNN#2", "DigitsCNN#3"]
-    assert mixed.alpha_hat[0] == mixed.alpha_hat[1] == spectrum(zoo.load("digits-cnn")).summary()["alpha_hat"]
+    assert mixed.alpha_hat[0] == mixed.alpha_hat[1] == spectrum(zoo.load("digits-cnn")).summary()["alpha_hat"].iloc[0]
     assert mixed.alpha_hat[2] == pytest.approx(frame.alpha_hat.iloc[0], rel=1e-12)  # epoch 0 from its file
     with pytest.raises(InputError, match="labels"):
         compare(files, labels=["a"])

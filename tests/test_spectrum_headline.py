@@ -66,9 +66,9 @@ def test_headline_excludes_small_layers_and_ranks_the_trained_model_first() -> N
     assert not small.headline.astype(bool).any() and (small.headline_reason != "").all()
     head = frame[frame.headline.astype(bool)]
     assert (head.num_pl_spikes >= HEADLINE_MIN_TAIL).all() and (head.headline_reason == "").all()
-    ahat = {e: r.summary()["alpha_hat"] for e, r in results.items()}
+    ahat = {e: r.summary()["alpha_hat"].iloc[0] for e, r in results.items()}
     assert ahat[20] > ahat[5] > ahat[0]
-    mean_alpha = {e: r.summary()["alpha"] for e, r in results.items()}
+    mean_alpha = {e: r.summary()["alpha"].iloc[0] for e, r in results.items()}
     assert mean_alpha[20] < mean_alpha[5] < mean_alpha[0]
 
 

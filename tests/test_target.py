@@ -32,6 +32,7 @@ def test_zoo_names_and_checkpoints():
         resolve("digits-cnn@x")
 
 
+@pytest.mark.slow  # every verb on a whole model
 def test_spectrum_and_every_verb_take_a_built_in_name():
     res = spectrum("digits-cnn")
     assert res.source == "digits-cnn" and len(res) == 5
@@ -127,7 +128,7 @@ def test_notebook_reprs_hold_the_key_numbers(tmp_path):
     html = dec._repr_html_()
     assert f"{dec['conv1'].sigma_max:.4g}" in html and "<table>" in html and "digits-cnn" in repr(dec)
     res = spectrum(t)
-    hat = res.summary()["alpha_hat"]
+    hat = res.summary()["alpha_hat"].iloc[0]
     assert f"{hat:.4g}" in res._repr_html_() and f"{res['fc1'].fit.alpha:.4g}" in res._repr_html_()
     assert f"alpha_hat={hat:.4g}" in repr(res)
     sf = singular_filters(t, "conv1")

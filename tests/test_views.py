@@ -245,6 +245,7 @@ def test_progress_within_a_layer_counts_every_frequency_once() -> None:
     assert len(seen) == -(-total // 4)
 
 
+@pytest.mark.slow  # a whole command
 def test_cli_operator_view_uses_each_layers_size_and_the_budget(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 

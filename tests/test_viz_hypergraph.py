@@ -66,6 +66,7 @@ def test_overlap_matrix_is_the_jaccard_matrix_with_empty_classes_grey(result):
     assert "mean 1" in ax.get_title()
 
 
+@pytest.mark.slow  # a HyperNetX drawing
 def test_class_hypergraph_drawing_has_one_coloured_band_per_class_and_a_vertex_per_neuron(result):
     ax = plot_class_hypergraph(result["a"])
     bands = [c for c in ax.collections if isinstance(c, PolyCollection) and not isinstance(c, EllipseCollection)]
@@ -97,6 +98,7 @@ def test_degenerate_layers_draw_without_error(planted, result):
     assert np.isnan(fig.axes[0].lines[0].get_ydata()).all()
 
 
+@pytest.mark.slow  # separations of several runs and a figure
 def test_separation_curves_draw_every_metric_of_every_run(planted, result):
     frame = result.to_frame()
     fig = plot_separation(result)

@@ -38,6 +38,7 @@ def _gid(ax, gid: str):  # type: ignore[no-untyped-def]
     return lines[0]
 
 
+@pytest.mark.slow  # spectra with MP fits of a whole model
 def test_esd_figure_draws_mp_on_its_support_and_the_power_law_from_xmin(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     layer = trained["conv3"]
     fig = esd_figure(layer)
@@ -57,6 +58,7 @@ def test_esd_figure_draws_mp_on_its_support_and_the_power_law_from_xmin(trained,
     assert img.shape[:2] == (272, 760)  # 9.5 × 3.4 inches at 80 dpi
 
 
+@pytest.mark.slow  # spectra of every view and figures
 def test_alpha_depth_trained_vs_random_and_views(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     initial = spectrum(zoo.load("digits-cnn", epoch=0), mp=True)
     ax = plot_alpha_depth([initial, trained], labels=["init", "trained"])

@@ -79,6 +79,7 @@ def test_retraining_is_bitwise_reproducible(two_epoch_runs):
     assert _states_equal(two_epoch_runs["digits-cnn"][0].model.state_dict(), shipped)
 
 
+@pytest.mark.slow  # training
 def test_history_of_a_run(two_epoch_runs):
     result = two_epoch_runs["digits-cnn"][0]
     frame = result.to_frame()

@@ -109,7 +109,7 @@ def environment_error(exc: OSError, what: str, where: PathLike) -> InputError:
     return InputError(f"{where}: could not write {what} ({reason}); earlier outputs were left as they were")
 
 
-def _libc_renameat2():  # type: ignore[no-untyped-def]
+def _libc_renameat2():
     name = ctypes.util.find_library("c")
     if name is None:
         return None

@@ -39,7 +39,7 @@ class _Callback:
 
 
 class _Rich:
-    def __init__(self, bar, task) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, bar, task) -> None:
         self.bar, self.task = bar, task
 
     def advance(self, n: int = 1, what: str = "") -> None:

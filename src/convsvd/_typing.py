@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
+#: A decoded JSON document (a run manifest, a shard's identity or footer): its values are whatever
+#: JSON holds, checked where they are read, so they are typed ``Any``.
+JsonDict = dict[str, Any]
 LayerKind = str  # "linear" | "conv1d" | "conv2d" | "conv3d" | "convtranspose1d" | ...
 
 LAYER_KINDS: tuple[str, ...] = (

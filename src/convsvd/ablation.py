@@ -561,7 +561,7 @@ def _ablate_layer(net: nn.Module, spec: LayerSpec, lsvd: LayerSVD, source: DataS
                 logits = logits.reshape(V, x.shape[0], -1)
                 for j in range(V):
                     sums[start + j] += _measures(logits[j], ref, labels)
-                bar.advance(1, f"{start + V}/{len(variants)} variants")  # type: ignore[attr-defined]
+                bar.advance(1, f"{start + V}/{len(variants)} variants")
 
     acc0, loss0 = base[0] / n_inputs, base[1] / n_inputs
     points = []

@@ -46,13 +46,13 @@ def command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], 
 # --------------------------------------------------------------------------- shared helpers
 
 
-def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
+def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
-def print_frame(frame, title: str = "", floatfmt: str = "{:.4g}") -> None:  # type: ignore[no-untyped-def]
+def print_frame(frame, title: str = "", floatfmt: str = "{:.4g}") -> None:
     """Print a DataFrame as a rich table."""
     from rich.table import Table
 
@@ -115,14 +115,14 @@ def add_preprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", metavar="S", help="then centre-crop S×S (or HxW) pixels")
 
 
-def resolve_preprocess(args: argparse.Namespace, mw: object):  # type: ignore[no-untyped-def]
+def resolve_preprocess(args: argparse.Namespace, mw: object):
     """The data transform of a command: the model's own, overridden by --normalize / --resize / --crop."""
     from convsvd.data.preprocess import resolve
 
     return resolve(args.normalize, args.resize, args.crop, model=mw)
 
 
-def prepared_data(args: argparse.Namespace, mw: object, data: object):  # type: ignore[no-untyped-def]
+def prepared_data(args: argparse.Namespace, mw: object, data: object):
     """``data`` as a source with the command's transform applied; the transform is printed."""
     from convsvd.data.preprocess import apply
 
@@ -390,7 +390,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", help="title of the page (default: the model)")
 
 
-def _print_report(result) -> None:  # type: ignore[no-untyped-def]
+def _print_report(result) -> None:
     con = _console()
     for s in result.sections:
         if s.status != "done":
@@ -701,7 +701,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     res = spectrum(target, view=args.view, mp=args.mp, random_baseline=args.random_baseline, n=args.n,
                    budget=_view_budget(args), seed=args.seed, progress=True, convention=args.convention)
     dt = time.perf_counter() - t0
-    frame, summary = res.to_frame(), res.summary()
+    frame, summary = res.to_frame(), res.summary().to_dict("records")[0]
     hidden = {"view", "convention", "xmin", "sigma", "log_norm", "R_exp", "headline", "alpha_hat_all", "n_headline"} \
         | ({"num_spikes", "mp_softrank"} if not args.mp else set()) \
         | ({"rand_distance", "rand_lambda_max", "correlation_trap"} if not args.random_baseline else set()) \
@@ -837,11 +837,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     from convsvd._atomic import OutputSet
     from convsvd.viz import plot_ablation
+    from convsvd.viz._common import figure_of
 
     with OutputSet(out, "the ablation results") as staging:
         res.save(staging)
         for layer in res.layers:
-            fig = plot_ablation(layer).figure
+            fig = figure_of(plot_ablation(layer))
             try:
                 name = f"ablation-{re.sub(r'[^A-Za-z0-9._-]', '_', layer.layer)}.png"
                 fig.savefig(staging / name, format="png", dpi=90)

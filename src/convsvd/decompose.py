@@ -183,11 +183,13 @@ class LayerSVD:
         return U @ torch.diag_embed(S) @ Vh
 
     def to(self, device: str | torch.device) -> "LayerSVD":
-        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return LayerSVD(self.name, self.kind, self.groups, self.shape, self.weight_shape, mv(self.S), mv(self.U),
-                        mv(self.Vh), mv(self.fro2), self.mode, self.method, self.folded)
+        def mv(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
 
-    def summary(self, top_k: int = 10) -> dict[str, object]:
+        return LayerSVD(self.name, self.kind, self.groups, self.shape, self.weight_shape, self.S.to(device),
+                        mv(self.U), mv(self.Vh), self.fro2.to(device), self.mode, self.method, self.folded)
+
+    def _row(self, top_k: int = 10) -> dict[str, object]:
         m, n = self.shape
         top_k = min(top_k, self.S.numel())  # top-k mode knows only its k leading values
         return dict(
@@ -198,7 +200,7 @@ class LayerSVD:
 
     def to_frame(self, top_k: int = 10) -> pd.DataFrame:
         """A one-row table (see :meth:`Decomposition.to_frame`)."""
-        return pd.DataFrame([self.summary(top_k)], columns=_FRAME_COLUMNS)
+        return pd.DataFrame([self._row(top_k)], columns=_FRAME_COLUMNS)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"S": self.S, "fro2": self.fro2}
@@ -244,7 +246,7 @@ class Decomposition(Mapping):
     def to_frame(self, top_k: int = 10) -> pd.DataFrame:
         """One row per layer: ``name, kind, groups, m, n, unfolded_shape, rank, sigma_max,
         sigma_min, stable_rank, top_k, energy_top_k`` (share of ``‖W̄‖²_F`` in the top-k)."""
-        return pd.DataFrame([l.summary(top_k) for l in self.layers.values()], columns=_FRAME_COLUMNS)
+        return pd.DataFrame([l._row(top_k) for l in self.layers.values()], columns=_FRAME_COLUMNS)
 
     def save(self, out_dir: PathLike, top_k: int = 10) -> list[Path]:
         """Write ``svd.safetensors`` (``NAME/S``, ``NAME/U``, ``NAME/Vh``, ``NAME/fro2``),
@@ -328,10 +330,10 @@ def _gram32_eigvalsh(A: torch.Tensor, solver: torch.dtype = torch.float64) -> to
     # a.T is the Fortran-order view of a C-order (m, n) block: ssyrk reads it without a
     # copy; trans=1 gives (aᵀ)ᵀaᵀ = a aᵀ, trans=0 gives aᵀa. Only the lower triangle is filled.
     k = min(m, n)
-    G = np.empty((A32.shape[0], k, k), dtype=np.float32 if solver == torch.float32 else np.float64)
+    Gn = np.empty((A32.shape[0], k, k), dtype=np.float32 if solver == torch.float32 else np.float64)
     for b, a in enumerate(A32.contiguous().numpy()):
-        G[b] = ssyrk(1.0, a.T, trans=int(m <= n), lower=1)
-    return torch.linalg.eigvalsh(torch.from_numpy(G), UPLO="L").flip(-1)
+        Gn[b] = ssyrk(1.0, a.T, trans=int(m <= n), lower=1)
+    return torch.linalg.eigvalsh(torch.from_numpy(Gn), UPLO="L").flip(-1)
 
 
 _STREAM_BYTES = 256 * 2**20
@@ -458,8 +460,12 @@ def _topk_randomized(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     return U[..., :k], S[..., :k], V[..., :k].mT
 
 
+#: What one layer's SVD yields: U (None for values only), S, Vh (None for values only), ‖W̄‖²_F per group.
+_Parts = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None, torch.Tensor]
+
+
 def _run_batch(A: torch.Tensor, mode: str, method: str, k: int | None,
-               solver32: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+               solver32: bool = False) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
     m, n = A.shape[-2:]
     r = min(m, n)
     if mode == "values":
@@ -476,8 +482,8 @@ def _run_batch(A: torch.Tensor, mode: str, method: str, k: int | None,
         U, S, Vh = _full(A)
     if mode == "topk":
         U, S, Vh = U[..., :k], S[..., :k], Vh[..., :k, :]
-    U, Vh = _fix_signs(U, Vh)
-    return U, S, Vh
+    U_fixed, Vh_fixed = _fix_signs(U, Vh)
+    return U_fixed, S, Vh_fixed
 
 
 def _resolve_method(mode: str, method: str, m: int, n: int, device: torch.device) -> str:
@@ -516,7 +522,7 @@ def _payload_digest(tensors: Mapping[str, torch.Tensor]) -> str:
         t = tensors[key].detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]  # numpy declares the buffer protocol only for Python >= 3.12
     return h.hexdigest()
 
 
@@ -655,13 +661,13 @@ def decompose(
         if method == "gram32":
             return torch.float32
         if dtype is not None:
-            return dtype  # type: ignore[return-value]
+            return dtype
         return spec.weight.dtype if spec.weight.dtype in (torch.float32, torch.float64) else torch.float32
 
     mats = {s.name: unfolded(s, target_dtype(s)) for s in mw.layers}
     specs = {s.name: s for s in mw.layers}
     methods = {n: _resolve_method(mode, method, *specs[n].unfolded_shape, dev) for n in mats}
-    results: dict[str, tuple] = {}
+    results: dict[str, _Parts] = {}
 
     cache = Path(cache_dir) if cache_dir is not None else None
     keys: dict[str, str] = {}
@@ -696,7 +702,7 @@ def decompose(
             A = mats[n].to(dev)
             what = f"{n} {A.shape[1]}×{A.shape[2]}"
             lam = torch.stack([_streamed_gram_eigvalsh(A[j], lambda u: bar.advance(u, what)) for j in range(len(A))])
-            res = (None, lam.clamp_min(0).sqrt().to(A.dtype), None, _fro2(mats[n]))
+            res: _Parts = (None, lam.clamp_min(0).sqrt().to(A.dtype), None, _fro2(mats[n]))
             results[n] = res
             if cache is not None:
                 _cache_write(cache / f"{keys[n]}.safetensors", {"S": res[1], "fro2": res[3]}, identities[n])

@@ -20,6 +20,7 @@ from dataclasses import replace
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from convsvd.errors import InputError
 from convsvd.io import LayerSpec, ModelWeights, from_module
@@ -74,27 +75,29 @@ def unfolded(spec: LayerSpec, dtype: torch.dtype | None = None) -> torch.Tensor:
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def _following_batchnorms(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
+def _following_batchnorms(model: nn.Module) -> dict[str, tuple[str, _BatchNorm]]:
     """Map conv/linear name → (bn name, bn) for a BatchNorm that directly follows it.
 
     The data flow is read with ``torch.fx`` when the model traces; otherwise a
     BatchNorm registered right after the layer in the same parent counts.
     """
     names = {id(m): n for n, m in model.named_modules()}
-    pairs: dict[str, tuple[str, nn.Module]] = {}
+    pairs: dict[str, tuple[str, _BatchNorm]] = {}
     try:
         import torch.fx
 
         gm = torch.fx.symbolic_trace(model)
         mods = dict(gm.named_modules())
         for node in gm.graph.nodes:
-            if node.op != "call_module" or not isinstance(mods.get(node.target), _BN):
+            bn = mods.get(str(node.target))
+            if node.op != "call_module" or not isinstance(bn, _BN):
                 continue
             src = node.args[0] if node.args else None
-            if getattr(src, "op", None) == "call_module" and len(src.users) == 1:
-                layer = mods.get(src.target)
-                if type(layer) in MODULE_KINDS and not str(MODULE_KINDS[type(layer)]).startswith("convtranspose"):
-                    pairs[names.get(id(layer), src.target)] = (names.get(id(mods[node.target]), node.target), mods[node.target])
+            if isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1:
+                layer = mods.get(str(src.target))
+                kind = None if layer is None else MODULE_KINDS.get(type(layer))
+                if kind is not None and not kind.startswith("convtranspose"):
+                    pairs[names.get(id(layer), str(src.target))] = (names.get(id(bn), str(node.target)), bn)
         return pairs
     except Exception:  # untraceable forward: fall back on registration order
         pass

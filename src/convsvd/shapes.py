@@ -88,7 +88,7 @@ class _Hooks(contextlib.AbstractContextManager["_Hooks"]):
             raise
         return self
 
-    def _recorder(self, name: str):  # type: ignore[no-untyped-def]
+    def _recorder(self, name: str):
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if name not in self.sizes and args and isinstance(args[0], torch.Tensor) and args[0].dim() >= 3:
                 self.sizes[name] = tuple(int(s) for s in args[0].shape[2:])
@@ -240,7 +240,7 @@ def onnx_input_sizes(model: Any, input_shape: Sequence[int] | None = None) -> tu
         dims = shapes.get(node.input[0], [])
         spatial = dims[2:]
         if spatial and all(isinstance(d, int) and d > 0 for d in spatial):
-            sizes[name] = tuple(int(d) for d in spatial)  # type: ignore[arg-type]
+            sizes[name] = tuple(int(d) for d in spatial)
         else:
             missing.append(name)
     if missing:

@@ -120,7 +120,7 @@ class Target:
             return self.weights
         if "folded" not in self._cache:
             self._cache["folded"] = fold_batchnorm(self.weights)
-        return self._cache["folded"]  # type: ignore[no-any-return]
+        return self._cache["folded"]
 
     @property
     def selected(self) -> ModelWeights:
@@ -139,7 +139,7 @@ class Target:
         key = ("svd", mode, k)
         if key not in self._cache:
             self._cache[key] = decompose(self, mode=mode, k=k, progress=False)
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     # ------------------------------------------------------------------ input shape
 
@@ -158,7 +158,7 @@ class Target:
         linear layer), without running the model; None otherwise."""
         if "shape" in self._cache:
             shape, where = self._cache["shape"]
-            return shape if where != "trace" or len(shape) == 1 else None  # type: ignore[no-any-return]
+            return shape if where != "trace" or len(shape) == 1 else None
         return _find_shape(self, run=False)[0]
 
     def input_side(self) -> tuple[int, int] | None:
@@ -177,7 +177,7 @@ class Target:
     def _shape(self) -> tuple[tuple[int, ...] | None, str]:
         if "shape" not in self._cache:
             self._cache["shape"] = _find_shape(self)
-        return self._cache["shape"]  # type: ignore[no-any-return]
+        return self._cache["shape"]
 
     # ------------------------------------------------------------------ show
 

@@ -77,6 +77,7 @@ def test_entry_copied_under_another_layers_key_is_not_served(mw, tmp_path: Path)
     _same(again, fresh)
 
 
+@pytest.mark.slow  # two whole commands
 def test_flipped_bytes_in_vh_never_reach_the_output(mw, tmp_path: Path, cli_inproc) -> None:
     cache, out1, out2 = tmp_path / "cache", tmp_path / "o1", tmp_path / "o2"
     code, _, _ = cli_inproc(["svd", "digits-cnn", "--layers", "conv3", "--cache", str(cache), "--out", str(out1)])

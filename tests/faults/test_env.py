@@ -44,6 +44,7 @@ def test_disk_full_in_svd(tmp_path: Path, cli_inproc, monkeypatch: pytest.Monkey
     assert snapshot(out) == before and hidden(tmp_path) == []
 
 
+@pytest.mark.slow  # a whole command, under fault injection
 def test_disk_full_in_spectrum(tmp_path: Path, cli_inproc, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "spec"
     args = ["spectrum", "digits-cnn", "--layers", "conv3", "--out", str(out)]
@@ -60,6 +61,7 @@ def test_disk_full_in_spectrum(tmp_path: Path, cli_inproc, monkeypatch: pytest.M
     assert snapshot(out) == before and hidden(tmp_path) == []
 
 
+@pytest.mark.slow  # a whole report, under fault injection
 def test_disk_full_in_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from convsvd import zoo
     from convsvd.io import from_module

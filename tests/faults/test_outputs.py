@@ -131,6 +131,7 @@ def test_report_killed_while_publishing(tmp_path: Path, first_report: Path, poin
     verify_set(root / "r-data")
 
 
+@pytest.mark.slow  # whole reports
 def test_report_replaces_a_data_folder_of_an_older_version(tmp_path: Path) -> None:
     html = tmp_path / "r.html"
     legacy = tmp_path / "r-data"
@@ -173,6 +174,7 @@ def test_out_that_is_a_file_is_refused_before_work(tmp_path: Path, cli_inproc) -
     assert f.read_text() == "keep"
 
 
+@pytest.mark.slow  # the command in a child process
 def test_top_k_zero_is_an_error(tmp_path: Path) -> None:
     proc = run_cli(["svd", "digits-cnn", "--top-k", "0", "--out", str(tmp_path / "o")])
     assert "--top-k 0: expected an integer ≥ 1" in one_line_error(proc, "svd")

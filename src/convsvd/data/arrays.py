@@ -204,7 +204,8 @@ def load_arrays(path: PathLike) -> ArrayData:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"data {os.fspath(p)!r}: cannot read as a tensor file ({first})") from None
         if isinstance(content, (tuple, list)) and 1 <= len(content) <= 3:
-            return ArrayData(*content, name=name)
+            inputs, labels, ids = (list(content) + [None, None])[:3]
+            return ArrayData(inputs, labels, ids, name=name)
     else:
         raise InputError(f"data {os.fspath(p)!r}: expected a .npz or .pt/.pth file of inputs and labels, or a folder")
     if not isinstance(content, dict):

@@ -247,7 +247,7 @@ class ImageFolder:
             if getattr(self, "preprocess", None) is not None:
                 im = self.preprocess.resize_crop_image(im)  # type: ignore[union-attr]
             if (im.height, im.width) != (h, w):
-                im = im.resize((w, h), Image.BILINEAR)
+                im = im.resize((w, h), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / np.float32(255.0)
         x = torch.from_numpy(arr.reshape(h, w, c).transpose(2, 0, 1).copy())
         if self.mean is not None:

@@ -252,7 +252,7 @@ def parse_size(text: str | int | None, what: str) -> Size | None:
         sides = sides * 2
     if len(sides) != 2 or min(sides) < 1:
         raise InputError(f"{what} {text!r}: expected a side in pixels (224) or HxW (224x256)")
-    return sides  # type: ignore[return-value]
+    return sides
 
 
 def resolve(normalize: str | None = None, resize: str | int | None = None, crop: str | int | None = None,
@@ -292,7 +292,7 @@ def _number_list(value: Any) -> tuple[float, ...] | None:
     if isinstance(value, (int, float)):
         value = [value]
     try:
-        return tuple(float(v) for v in value) if value else None  # type: ignore[union-attr]
+        return tuple(float(v) for v in value) if value else None
     except (TypeError, ValueError):
         return None
 

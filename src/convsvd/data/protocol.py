@@ -130,7 +130,7 @@ ID_KEYS = ("ids", "id", "index", "indices")
 """Names of stable input ids, likewise."""
 
 
-def pick(mapping: dict, keys: Sequence[str]) -> object | None:  # type: ignore[type-arg]
+def pick(mapping: dict, keys: Sequence[str]) -> object | None:
     """The value of the first of ``keys`` present in ``mapping``, or None."""
     for k in keys:
         if k in mapping:

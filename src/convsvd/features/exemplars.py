@@ -143,7 +143,7 @@ def _best(cols: dict[str, np.ndarray], k: int, largest: bool) -> dict[str, np.nd
     return {c: v[pick] for c, v in cols.items()}
 
 
-def _frame_batches(frame: pd.DataFrame, layer: str, wanted: set[tuple[int, int]] | None):  # type: ignore[no-untyped-def]
+def _frame_batches(frame: pd.DataFrame, layer: str, wanted: set[tuple[int, int]] | None):
     if "id" not in frame.columns and "input" in frame.columns:  # Signals.to_frame() names it "input"
         frame = frame.rename(columns={"input": "id"})
     missing = [c for c in ("id", "layer", "neuron", "signal") if c not in frame.columns]
@@ -162,7 +162,7 @@ def _frame_batches(frame: pd.DataFrame, layer: str, wanted: set[tuple[int, int]]
     yield _only(cols, wanted)
 
 
-def _table_batches(table: object, layer: str, wanted: set[tuple[int, int]] | None):  # type: ignore[no-untyped-def]
+def _table_batches(table: object, layer: str, wanted: set[tuple[int, int]] | None):
     table._check_layer(layer)  # type: ignore[attr-defined]
     g, r = _layer_shape(table, layer) or (1, 0)
     cols = np.arange(g * r) if wanted is None else np.asarray(sorted(a * r + b for a, b in wanted), dtype=np.int64)
@@ -233,7 +233,7 @@ def exemplars(
     is_frame = isinstance(table, pd.DataFrame)
     if not is_frame and not (hasattr(table, "chunks") and hasattr(table, "manifest")):
         raise InputError(f"table: expected a SignalTable or a pandas DataFrame of signals, got {type(table).__name__}")
-    if is_frame:
+    if isinstance(table, pd.DataFrame):
         frame = table
         shape = None
         if "layer" in frame.columns and "neuron" in frame.columns:

@@ -392,7 +392,7 @@ def _model_call(model: nn.Module, dtype: torch.dtype, device: torch.device) -> C
     called as it is; otherwise through :func:`torch.func.functional_call` with
     converted copies of its floating parameters and buffers.
     """
-    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     tensors.update(dict(model.named_buffers(remove_duplicate=False)))
     need = [n for n, t in tensors.items() if t.is_floating_point() and (t.dtype != dtype or t.device != device)]
     if not need:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager, nullcontext
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -284,7 +284,7 @@ def modularity(B: np.ndarray | sp.sparray | sp.spmatrix, parts: np.ndarray, *, w
 _SMALL_GEMM = 2e8  # multiply-adds below which one BLAS thread beats several (thread start-up and waits dominate)
 
 
-_CONTROLLER: list[object] = []  # threadpoolctl's controller, found once (finding the libraries takes ~20 ms)
+_CONTROLLER: list[Any] = []  # threadpoolctl (untyped)'s controller, found once (finding the libraries takes ~20 ms)
 
 
 def _blas_threads(flops: float) -> AbstractContextManager[object]:
@@ -297,7 +297,7 @@ def _blas_threads(flops: float) -> AbstractContextManager[object]:
         except ImportError:  # pragma: no cover - scikit-learn always brings it
             return nullcontext()
         _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=1, user_api="blas")  # type: ignore[attr-defined, no-any-return]
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 

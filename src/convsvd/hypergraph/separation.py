@@ -512,7 +512,7 @@ def class_separation(table: SignalTable, *, min_share: float = 0.5, layers: Sequ
     with _progress(len(names), "separation", progress) as bar:
         for name in names:
             out.append(_separate(read_layer(table, name, labels), min_share, folds, seed, max_inputs, shuffles))
-            bar.advance(1, name)  # type: ignore[attr-defined]
+            bar.advance(1, name)
     return Separation(tuple(out), min_share, folds, seed, max_inputs, shuffles)
 
 

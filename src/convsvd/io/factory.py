@@ -65,7 +65,7 @@ def resolve_factory(spec: str) -> Callable[[], object]:
         target = getattr(target, part)
     if not callable(target):
         raise InputError(f"{spec}: {attr_path!r} is a {type(target).__name__}, not a callable that returns an nn.Module")
-    return target  # type: ignore[return-value]
+    return target
 
 
 def _exit_words(exc: BaseException) -> str:
@@ -164,7 +164,7 @@ def load_weights_into(model: nn.Module, state: Mapping[str, object], source: str
 
 
 def _is_uninitialized(t: torch.Tensor) -> bool:
-    return isinstance(t, nn.parameter.UninitializedTensorMixin)
+    return nn.parameter.is_lazy(t)
 
 
 def load_factory(spec: str, weights: PathLike | None = None, *, trust_pickle: bool = False) -> ModelWeights:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 from torch.nn.parameter import UninitializedParameter
 
 from convsvd.errors import InputError
@@ -31,23 +34,27 @@ def spec_from_module(name: str, module: nn.Module) -> LayerSpec | SkippedParam |
     weight = module.weight
     if isinstance(weight, UninitializedParameter):
         return SkippedParam(name, (), "lazy module not materialised: run one forward pass first")
+    if not isinstance(weight, torch.Tensor):
+        return SkippedParam(name, (), "its weight is not a tensor")
     reason = check_weight(name, weight)
     if reason:
         return SkippedParam(name, tuple(weight.shape), reason)
-    bias = module.bias if isinstance(getattr(module, "bias", None), torch.Tensor) else None
+    bias = getattr(module, "bias", None)
+    bias = bias if isinstance(bias, torch.Tensor) else None
     if kind == "linear":
         return LayerSpec(name, kind, weight.detach(), None if bias is None else bias.detach(), module=module)
+    conv = cast(_ConvNd, module)  # every kind but "linear" is a _ConvNd subclass (MODULE_KINDS)
     n = weight.dim() - 2
-    padding = module.padding if isinstance(module.padding, str) else _tuple(module.padding, n)
+    padding = conv.padding if isinstance(conv.padding, str) else _tuple(conv.padding, n)
     return LayerSpec(
         name=name,
         kind=kind,
         weight=weight.detach(),
         bias=None if bias is None else bias.detach(),
-        stride=_tuple(module.stride, n),
+        stride=_tuple(conv.stride, n),
         padding=padding,
-        dilation=_tuple(module.dilation, n),
-        groups=int(module.groups),
+        dilation=_tuple(conv.dilation, n),
+        groups=int(conv.groups),
         output_padding=_tuple(getattr(module, "output_padding", 0), n),
         padding_mode=str(getattr(module, "padding_mode", "zeros")),
         module=module,

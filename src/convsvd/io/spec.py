@@ -242,7 +242,7 @@ def tensor_digest(t: torch.Tensor) -> str:
     c = t.detach().to("cpu").contiguous()
     if c.numel():
         flat = c.reshape(-1)
-        h.update(flat.view(torch.uint8).numpy() if c.dtype != torch.bool else flat.numpy())
+        h.update(flat.view(torch.uint8).numpy() if c.dtype != torch.bool else flat.numpy())  # type: ignore[arg-type]  # numpy declares the buffer protocol only for Python >= 3.12
     return h.hexdigest()
 
 

@@ -207,7 +207,8 @@ def from_state_dict(state: Mapping[str, object], source: str = "<state_dict>", f
             skipped.append(SkippedParam(name, shape, bad))
             continue
         bias = state[bias_of[key]] if key in bias_of else None
-        layers.append(_inferred_spec(name, value.detach(), None if bias is None else bias.detach()))  # type: ignore[union-attr]
+        assert bias is None or isinstance(bias, torch.Tensor)  # bias_of pairs tensors only
+        layers.append(_inferred_spec(name, value.detach(), None if bias is None else bias.detach()))
     if not layers:
         raise InputError(f"{source}: has no 2–5-D weight tensors to analyse{skipped_summary(skipped)}")
     return ModelWeights(tuple(layers), tuple(skipped), source=source, format=format)

@@ -27,7 +27,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -194,7 +194,7 @@ class Profiler:
             return False
         return True
 
-    def _activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict, dict]:  # type: ignore[type-arg]
+    def _activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict, dict]:
         """The graph's activations of ``x``, in the layout the model ran in (every use is layout-agnostic;
         converting them all back would cost more than the channels-last convolutions save)."""
         if self.channels_last:
@@ -259,7 +259,7 @@ class Profiler:
         return key // n, key % n, tot
 
     def _backward(self, B: int, ins: dict[int, list[torch.Tensor]], targets: torch.Tensor,
-                  nrec: dict, srec: dict) -> None:  # type: ignore[type-arg]
+                  nrec: dict, srec: dict) -> None:
         g = self.graph
         k0 = g.output
         L0 = g.layers[k0]
@@ -267,7 +267,7 @@ class Profiler:
         dt = torch.float64
         b = torch.arange(B, device=dev)
         t = targets.to(dev)
-        pending: dict[int, list] = {}  # type: ignore[type-arg]
+        pending: dict[int, list] = {}
         if self.neuron_type == "svd" and k0 in self.rot:
             s = self._op(k0, ins).channel().sum(-1)  # (B, C): s_i = u_iᵀ(y − b)
             contrib = self.rot[k0].to(s.device, s.dtype)[t] * s
@@ -306,7 +306,7 @@ class Profiler:
                 pending.setdefault(a, []).append((bk[m][sel], i[sel] - off, flow[sel]))
                 off += width
 
-    def _ddp_select(self, op: LayerOp, b: torch.Tensor, n: torch.Tensor, ins: dict, k: int):  # type: ignore[no-untyped-def,type-arg]
+    def _ddp_select(self, op: LayerOp, b: torch.Tensor, n: torch.Tensor, ins: dict, k: int):
         """DeepDataProfiler's contributors of rows ``(b, n)``: its rule for each kind of layer."""
         L = self.graph.layers[k]
         if L.kind == "linear":
@@ -319,11 +319,12 @@ class Profiler:
             return w > 0, w
         return self._select(op.rows(self.neuron_type, b, n, "ddp"))
 
-    def _ddp_linear(self, op: LayerOp, b: torch.Tensor, o: torch.Tensor, ins: dict, k: int):  # type: ignore[no-untyped-def,type-arg]
+    def _ddp_linear(self, op: LayerOp, b: torch.Tensor, o: torch.Tensor, ins: dict, k: int):
         """DeepDataProfiler's linear rule: per input entry ``x_j W_oj`` (negatives as 0), kept while
         ``Σ_kept + b_o ≤ threshold · y_o`` plus one more; weights summed per input channel."""
         L = self.graph.layers[k]
-        m = L.module
+        m = cast(nn.Linear, L.module)  # a linear layer's module
+        assert self.threshold is not None  # DeepDataProfiler's rule takes a threshold, never top_k (__init__)
         x = ins[k][0]
         B, C = x.shape[:2]
         z = (x.flatten(1)[b] * m.weight.detach()[o]).clamp(min=0)  # (M, F)
@@ -334,7 +335,7 @@ class Profiler:
             w = w.reshape(len(b), C, -1).sum(2)
         return w > 0, w
 
-    def _layers(self, B: int, ins: dict, tails: dict, heads: dict, nrec: dict, srec: dict) -> None:  # type: ignore[type-arg]
+    def _layers(self, B: int, ins: dict, tails: dict, heads: dict, nrec: dict, srec: dict) -> None:
         g = self.graph
         self._heads = heads
         for k in range(1, len(g.layers)):
@@ -366,7 +367,7 @@ class Profiler:
                                                torch.zeros(int(sel.sum()), dtype=torch.float64, device=i.device)))
                 off += width
 
-    def _ddp_add(self, b: torch.Tensor, o: torch.Tensor, ins: dict, k: int):  # type: ignore[no-untyped-def,type-arg]
+    def _ddp_add(self, b: torch.Tensor, o: torch.Tensor, ins: dict, k: int):
         """DeepDataProfiler's residual sum: all of a channel goes to the summand with the larger maximum (ties: the second)."""
         x1, x2 = ins[k][0], ins[k][1]
         C = x1.shape[1]
@@ -378,7 +379,7 @@ class Profiler:
         w[torch.arange(M, device=b.device), torch.where(first, o, C + o)] = 1.0
         return w > 0, w
 
-    def _assemble(self, B: int, nrec: dict, srec: dict, ids: torch.Tensor, labels: torch.Tensor,  # type: ignore[type-arg]
+    def _assemble(self, B: int, nrec: dict, srec: dict, ids: torch.Tensor, labels: torch.Tensor,
                   targets: torch.Tensor, pred: torch.Tensor) -> InputProfiles:
         by = {l.name: l for l in self.layers}
         nc, nw, sc, sw = {}, {}, {}, {}
@@ -533,7 +534,7 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
         n_batches = -(-n_total // batch_size)
         options = dict(prof.options(), targets=targets, batch_size=batch_size, chunk_batches=chunk_batches,
                        limit=limit)
-        meta: dict = dict(format=FORMAT, neuron_type=neuron_type, model_hash=model_hash,  # type: ignore[type-arg]
+        meta: dict = dict(format=FORMAT, neuron_type=neuron_type, model_hash=model_hash,
                           classes=source.classes, options=options, layers=[l.to_json() for l in prof.layers],
                           dataset=source.describe(), chunks={}, complete=False)
         key = hashlib.sha256(json.dumps([model_hash, options, meta["dataset"].get("fingerprint")], sort_keys=True,
@@ -591,7 +592,7 @@ def _with(p: InputProfiles, model_hash: str, classes: list[str] | None) -> Input
     return replace(p, model_hash=model_hash, classes=classes)
 
 
-def _prepare(root: Path, meta: dict) -> dict:  # type: ignore[type-arg]
+def _prepare(root: Path, meta: dict) -> dict:
     """Resume a run in ``root`` with the same key, or start one in an empty (or absent) folder."""
     man = root / "manifest.json"
     if man.exists():
@@ -612,7 +613,7 @@ def _prepare(root: Path, meta: dict) -> dict:  # type: ignore[type-arg]
     return meta
 
 
-def _write_manifest(root: Path, meta: dict) -> None:  # type: ignore[type-arg]
+def _write_manifest(root: Path, meta: dict) -> None:
     from convsvd._meta import write_atomic
 
     write_atomic(root / "manifest.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2, default=str)))

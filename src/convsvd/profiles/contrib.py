@@ -28,6 +28,8 @@ largest positive per-position term ``max_p max(0, Σ_tap W[o, c, tap] x[c, q])``
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -154,17 +156,19 @@ class LayerOp:
     # ------------------------------------------------------------------ geometry
 
     def _conv_setup(self) -> None:
-        m = self.layer.module
+        m = cast(nn.Conv2d, self.layer.module)  # a conv layer's module
         x = self.xs[0]
         C, H, W = x.shape[1:]
-        pad = m.padding
-        if isinstance(pad, str):  # "same" / "valid"
-            if pad == "valid":
+        pad: tuple[int, ...] | None
+        if isinstance(m.padding, str):  # "same" / "valid"
+            if m.padding == "valid":
                 pad = (0, 0)
             else:
                 tot = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size)]
                 pad = None
                 self._pads = (tot[1] // 2, tot[1] - tot[1] // 2, tot[0] // 2, tot[0] - tot[0] // 2)
+        else:
+            pad = m.padding
         if pad is not None:
             self._pads = (pad[1], pad[1], pad[0], pad[0])
         mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
@@ -187,7 +191,7 @@ class LayerOp:
         every row (column) minus the few rows (columns) a tap never reads; else a convolution with
         a kernel of ones.
         """
-        m = self.layer.module
+        m = cast(nn.Conv2d, self.layer.module)  # a conv layer's module
         (kh, kw), (sh, sw), (dh, dw) = m.kernel_size, m.stride, m.dilation
         if self._mode == "constant":  # zero padding: windows of prefix sums of the unpadded input, any stride
             B, C, H, W = x.shape
@@ -214,10 +218,11 @@ class LayerOp:
 
     def _weight_full(self) -> torch.Tensor:
         """``(O, C, kk)`` weight of a conv with its groups written out (zeros across groups)."""
-        m = self.layer.module
         if self.layer.kind == "linear":
+            lin = cast(nn.Linear, self.layer.module)
             C, H, W = self.in_layers[0].shape
-            return m.weight.detach().reshape(m.out_features, C, H * W)
+            return lin.weight.detach().reshape(lin.out_features, C, H * W)
+        m = cast(nn.Conv2d, self.layer.module)  # a conv layer's module
         Wt = m.weight.detach()
         O, Cg = Wt.shape[:2]
         g = m.groups

@@ -207,7 +207,7 @@ def _tensor_args(n: fx.Node) -> list[fx.Node]:
     return [a for a in flat if "tensor_meta" in a.meta]
 
 
-def _pool_fn(n: fx.Node, gm: fx.GraphModule, maxpool: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+def _pool_fn(n: fx.Node, gm: fx.GraphModule, maxpool: bool) -> Callable[[torch.Tensor], Any]:
     """``fn(x)`` that recomputes the pooling (max pooling returns ``(values, indices)``)."""
     if n.op == "call_module":
         m = gm.get_submodule(str(n.target))
@@ -215,7 +215,8 @@ def _pool_fn(n: fx.Node, gm: fx.GraphModule, maxpool: bool) -> Callable[[torch.T
             return lambda x: F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode,
                                           return_indices=True)
         return lambda x: m(x)
-    rest, kwargs = list(n.args[1:]), dict(n.kwargs)
+    rest: list[Any] = list(n.args[1:])  # constants: checked just below
+    kwargs: dict[str, Any] = dict(n.kwargs)
     if any(isinstance(a, fx.Node) for a in rest + list(kwargs.values())):
         raise InputError(f"{n.name}: pooling parameters computed at run time are not supported")
     if maxpool:
@@ -269,7 +270,7 @@ def layer_graph(model: nn.Module, example: torch.Tensor, unknown: str = "refuse"
     output = -1
 
     def new_layer(n: fx.Node, kind: str, name: str, inputs: list[fx.Node], module: nn.Module | None = None,
-                  fn: Callable | None = None) -> None:  # type: ignore[type-arg]
+                  fn: Callable | None = None) -> None:
         idx = len(layers)
         ins = tuple(node_layer[a.name] for a in inputs)
         layers.append(Layer(idx, name, kind, ins, _shape3(n.meta["tensor_meta"].shape), module, fn, n.name))

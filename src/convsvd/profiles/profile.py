@@ -47,8 +47,8 @@ class LayerInfo:
                     shape=list(self.shape))
 
     @classmethod
-    def from_json(cls, d: dict) -> "LayerInfo":  # type: ignore[type-arg]
-        return cls(str(d["name"]), str(d["kind"]), int(d["neurons"]), tuple(d["inputs"]), tuple(d["shape"]))  # type: ignore[arg-type]
+    def from_json(cls, d: dict) -> "LayerInfo":
+        return cls(str(d["name"]), str(d["kind"]), int(d["neurons"]), tuple(d["inputs"]), tuple(d["shape"]))
 
 
 def _width(layers: dict[str, LayerInfo], l: LayerInfo) -> int:
@@ -98,11 +98,11 @@ class Profile:
     num_inputs: int = 0
     neuron_type: str = "channel"
     model_hash: str = ""
-    options: dict = field(default_factory=dict, repr=False)  # type: ignore[type-arg]
+    options: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def empty(cls, layers: Sequence[LayerInfo], neuron_type: str, model_hash: str = "",
-              options: dict | None = None) -> "Profile":  # type: ignore[type-arg]
+              options: dict | None = None) -> "Profile":
         """A profile of no input."""
         by = {l.name: l for l in layers}
         nc = {l.name: sp.csr_matrix((1, l.neurons), dtype=np.int64) for l in layers}
@@ -127,7 +127,9 @@ class Profile:
     def __radd__(self, other: object) -> "Profile":
         if other == 0:  # so that the builtin sum() works
             return self
-        return self.__add__(other)  # type: ignore[arg-type]
+        if not isinstance(other, Profile):
+            raise InputError(f"cannot add a {type(other).__name__} and a Profile")
+        return self.__add__(other)
 
     @staticmethod
     def sum(profiles: Iterable["Profile"]) -> "Profile":
@@ -277,7 +279,7 @@ class Profile:
 
 
 def _write_profile(p: Profile, d: Path) -> None:
-    np.savez(d / "profile.npz", **p._arrays())
+    np.savez(d / "profile.npz", **p._arrays())  # type: ignore[arg-type]  # numpy's stub gives **kwds the type of allow_pickle
     meta = p.meta()
     meta["sha256"] = _sha256(d / "profile.npz")
     (d / "profile.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -291,7 +293,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_meta(path: Path, what: str) -> dict:  # type: ignore[type-arg]
+def _read_meta(path: Path, what: str) -> dict:
     if not path.is_file():
         raise InputError(f"{path.parent}: not a saved {what} (no {path.name})")
     try:
@@ -312,7 +314,7 @@ def _read_npz(path: Path, sha: str) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def _profile_from(meta: dict, a: dict[str, np.ndarray]) -> Profile:  # type: ignore[type-arg]
+def _profile_from(meta: dict, a: dict[str, np.ndarray]) -> Profile:
     layers = tuple(LayerInfo.from_json(d) for d in meta["layers"])
     by = {l.name: l for l in layers}
 
@@ -331,7 +333,7 @@ def _profile_from(meta: dict, a: dict[str, np.ndarray]) -> Profile:  # type: ign
                    str(meta.get("model_hash", "")), dict(meta.get("options", {})))
 
 
-def _publish(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+def _publish(path: Path, write) -> None:
     """Write a folder's content in a staging folder beside it, then swap it in."""
     parent = path.parent if str(path.parent) else Path(".")
     try:
@@ -408,7 +410,7 @@ class InputProfiles:
     neuron_type: str = "channel"
     model_hash: str = ""
     classes: list[str] | None = None
-    options: dict = field(default_factory=dict, repr=False)  # type: ignore[type-arg]
+    options: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -508,12 +510,12 @@ class InputProfiles:
         """Write this part as one ``.npz`` (atomically); return its SHA-256."""
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "wb") as f:
-            np.savez(f, **self._arrays())
+            np.savez(f, **self._arrays())  # type: ignore[arg-type]  # numpy's stub gives **kwds the type of allow_pickle
         os.replace(tmp, path)
         return _sha256(path)
 
     @classmethod
-    def read_chunk(cls, path: Path, meta: dict, sha: str) -> "InputProfiles":  # type: ignore[type-arg]
+    def read_chunk(cls, path: Path, meta: dict, sha: str) -> "InputProfiles":
         a = _read_npz(path, sha)
         layers = tuple(LayerInfo.from_json(d) for d in meta["layers"])
         by = {l.name: l for l in layers}

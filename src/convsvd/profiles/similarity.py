@@ -124,7 +124,7 @@ class ClassSimilarity:
     layers: list[str]
     values: np.ndarray = field(repr=False)
     labels: np.ndarray = field(repr=False)
-    options: dict = field(default_factory=dict)  # type: ignore[type-arg]
+    options: dict = field(default_factory=dict)
 
     def predictions(self) -> np.ndarray:
         """``(L + 1, N)`` nearest class profile (highest similarity; ties: the lower class)."""

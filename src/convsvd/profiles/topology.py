@@ -13,7 +13,9 @@ and 1 (``H0``: components merging; ``H1``: loops closing).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +30,7 @@ __all__ = ["Homology", "homology", "attribution_graph", "diagram_distances", "LE
 LENGTHS = ("weight", "inverse")
 
 
-def _ripser():  # type: ignore[no-untyped-def]
+def _ripser():
     try:
         from ripser import ripser
     except ImportError:
@@ -64,7 +66,7 @@ class Homology:
         return pd.concat(rows, ignore_index=True)
 
 
-def attribution_graph(profile: Profile, length: str = "weight", layers: object = None) -> tuple[sp.csr_matrix, list[tuple[str, int]]]:
+def attribution_graph(profile: Profile, length: str = "weight", layers: str | Iterable[str] | None = None) -> tuple[sp.csr_matrix, list[tuple[str, int]]]:
     """The undirected edge-length matrix ``(V, V)`` of a profile's synapses and its vertices.
 
     >>> from convsvd.profiles.profile import LayerInfo
@@ -75,7 +77,7 @@ def attribution_graph(profile: Profile, length: str = "weight", layers: object =
     if length not in LENGTHS:
         raise InputError(f"length: expected one of {', '.join(LENGTHS)}, got {length!r}")
     by = {l.name: l for l in profile.layers}
-    want = None if layers is None else ({layers} if isinstance(layers, str) else set(layers))  # type: ignore[arg-type]
+    want = None if layers is None else ({layers} if isinstance(layers, str) else set(layers))
     index: dict[tuple[str, int], int] = {}
     src, dst, wts = [], [], []
     n = max(profile.num_inputs, 1)
@@ -116,7 +118,7 @@ def homology_of_graph(G: sp.spmatrix, maxdim: int = 1) -> list[np.ndarray]:
     return [np.asarray(d, dtype=np.float64).reshape(-1, 2) for d in res["dgms"]]
 
 
-def homology(profile: Profile, *, length: str = "weight", maxdim: int = 1, layers: object = None,
+def homology(profile: Profile, *, length: str = "weight", maxdim: int = 1, layers: str | Iterable[str] | None = None,
              max_vertices: int = 5000) -> Homology:
     """Persistent homology (dimensions 0..``maxdim``) of a profile's attribution graph.
 
@@ -143,7 +145,7 @@ def homology(profile: Profile, *, length: str = "weight", maxdim: int = 1, layer
     return Homology(homology_of_graph(G, maxdim), verts, length)
 
 
-def diagram_distances(homs: dict[object, Homology], dim: int = 1, metric: str = "bottleneck") -> pd.DataFrame:
+def diagram_distances(homs: Mapping[Any, Homology], dim: int = 1, metric: str = "bottleneck") -> pd.DataFrame:
     """Pairwise distances between the dimension-``dim`` diagrams of several profiles (persim), labelled.
 
     Infinite deaths are left out (they carry no distance information across diagrams).

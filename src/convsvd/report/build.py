@@ -245,7 +245,7 @@ def _describe(source: object | None) -> str | None:
 def _sections(a: Analysis) -> list[Section]:
     """Every section but the run metadata, drawn from the analysis."""
     return [
-        S.model_section(a.mw, a.layer_table, a.dec, accuracy=a.accuracy),  # type: ignore[arg-type]
+        S.model_section(a.mw, a.layer_table, a.dec, accuracy=a.accuracy),
         S.spectra_section(a.spectrum, a.spectrum_init, a.views, list(a.top), a.baselines),  # type: ignore[arg-type]
         S.filters_section(a.filters, a.filters_reason),
         S.neurons_section(a.dec, {n: a.why.get(n) or a.top[n] for n in a.top}, a.table, a.featureviz, a.exemplars,
@@ -277,7 +277,7 @@ def _write(a: Analysis, clock: _Clock, paths: files.ReportPaths, pub: files.Publ
     if a.accuracy is not None:
         facts.append(("model accuracy", a.accuracy.describe()))
     if a.spectrum is not None:
-        facts.append(("α̂ (spectra)", f"{a.spectrum.summary()['alpha_hat']:.3g}"))
+        facts.append(("α̂ (spectra)", f"{a.spectrum.summary()['alpha_hat'].iloc[0]:.3g}"))
     if a.separation is not None:
         last = a.separation.layers[-1]
         facts.append((f"nearest-centroid separability of the classes at {last.layer} (not the model's accuracy)",
@@ -285,7 +285,7 @@ def _write(a: Analysis, clock: _Clock, paths: files.ReportPaths, pub: files.Publ
     facts.append(("model hash", model_hash[:12]))
     run = [("model", mw.source), ("format", mw.format), ("model hash (XXH3-128)", model_hash), ("data", data_name)]
     if table is not None:
-        ds: dict = table.manifest["dataset"]  # type: ignore[assignment]
+        ds: dict = table.manifest["dataset"]
         run += [("data transform", str(ds.get("transform", "–"))),
                 ("model accuracy", a.accuracy.describe() if a.accuracy is not None else "–"), ("data fingerprint", str(ds.get("fingerprint", "–"))),
                 ("signal table", f"{paths.data_dir.name}/signals/ (convsvd.signals.SignalTable.open)")]

@@ -93,9 +93,10 @@ def profiles_section(ps: "InputProfiles | None", reason: str = "", per_class: in
     import matplotlib.pyplot as plt
 
     from convsvd.profiles import class_matrix, class_similarity, diagram_distances, homology
+    from convsvd.viz._common import figure_of
     from convsvd.viz.profiles import plot_class_matrix, plot_depth_accuracy, plot_persistence, plot_profile_graph
 
-    blocks: list = []  # type: ignore[type-arg]
+    blocks: list = []
     data: list[Data] = []
     status = "done"
     total = ps.profile()
@@ -109,13 +110,13 @@ def profiles_section(ps: "InputProfiles | None", reason: str = "", per_class: in
     else:
         sim = class_similarity(ps)
         frame = sim.to_frame()
-        fig = plot_depth_accuracy(sim).figure
+        fig = figure_of(plot_depth_accuracy(sim))
         blocks.append(Figure.from_matplotlib("profiles-depth", fig, "Accuracy of the nearest class profile, layer by "
                                              "layer (leave-one-out Jaccard of neuron sets).", ("profiles-depth",)))
         blocks.append(Table("profiles-depth", frame, "Nearest class profile per layer: accuracy and mean similarity "
                                                      "of an input to its own class profile."))
         mat = class_matrix(ps)
-        fig = plot_class_matrix(mat).figure
+        fig = figure_of(plot_class_matrix(mat))
         blocks.append(Figure.from_matplotlib("profiles-class-matrix", fig, "Jaccard similarity of the class "
                                              "profiles' neuron sets (all layers).", ("profiles-class-matrix",)))
         data.append(Data("profiles-class-matrix", mat.reset_index(names="class"), "class × class Jaccard"))

@@ -14,6 +14,7 @@ import pandas as pd
 
 from convsvd.report.content import Data, Figure, Heading, Html, Note, Section, Table, file_key
 from convsvd.report.html import package_text
+from convsvd.viz._common import figure_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -123,7 +124,7 @@ def model_section(weights: "ModelWeights", layers: pd.DataFrame, svd: "Decomposi
         from convsvd.viz.accuracy import plot_confusion
 
         blocks.append(Figure.from_matplotlib(
-            "confusion", plot_confusion(accuracy).figure,
+            "confusion", figure_of(plot_confusion(accuracy)),
             f"The model's own predictions on the data ({accuracy.transform or 'as read'}): each row is a label, "
             f"each column a predicted output, coloured by the share of the label's inputs. A wrong input transform "
             f"shows here first.", ("confusion",)))
@@ -362,7 +363,7 @@ def _fv_frame(fv: "FeatureVisualization") -> pd.DataFrame:
 
 def neurons_section(
     svd: "Decomposition",
-    neurons: Mapping[str, Sequence[int]],
+    neurons: Mapping[str, Sequence[int] | Mapping[int, str]],
     table: "SignalTable | None",
     fvs: Mapping[str, "FeatureVisualization"],
     exs: Mapping[str, "Exemplars"],
@@ -394,7 +395,7 @@ def neurons_section(
         if separation is not None and name in separation.names:
             ax = plot_incidence(separation[name])
             blocks.append(Figure.from_matplotlib(
-                f"classes-{key}", ax.figure, f"{name}: for each class (row) and SVD neuron (column), the share of "
+                f"classes-{key}", figure_of(ax), f"{name}: for each class (row) and SVD neuron (column), the share of "
                 "the class's inputs for which the neuron is influential; a dot marks the class's hyperedge.",
                 (f"neurons-{key}",)))
         fv, ex = fvs.get(name), exs.get(name)
@@ -491,7 +492,7 @@ def separation_section(sep: "Separation", baselines: pd.DataFrame | None = None,
                             "Pairs of classes whose hyperedges still share SVD neurons deepest in the network.",
                             {"class_a": "class a", "class_b": "class b", "deepest_layer": "deepest layer",
                              "shared_neurons": "shared neurons"}))
-    data = (
+    data: tuple[Data, ...] = (
         Data("class_pairs", sep.pairs_frame(), "per layer and pair of classes: shared neurons and Jaccard overlap"),
         Data("class_exclusive", sep.exclusive_frame(), "per layer and class: hyperedge size and exclusive share"),
         Data("class_incidence", pd.concat([l.incidence.to_frame() for l in sep.layers], ignore_index=True),

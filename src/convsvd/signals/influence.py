@@ -31,7 +31,7 @@ not sum to 1.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -50,7 +50,8 @@ REFERENCE_THRESHOLD = 0.1
 """DeepDataProfiler's default threshold, selected by ``threshold="reference"``."""
 
 
-class Influence(NamedTuple):
+@dataclass(frozen=True)
+class Influence:
     """Influential neurons of each input.
 
     Attributes
@@ -108,6 +109,7 @@ def influence(values: torch.Tensor, threshold: float | str | None = None, top_k:
     if top_k is not None:
         count = torch.full((N,), min(top_k, K), dtype=torch.int64, device=values.device)
     else:
+        assert threshold is not None  # check_influence_options gives a threshold when there is no top_k
         cum = srt.to(torch.float64).cumsum(dim=1)
         total = cum[:, -1:]
         share = cum / torch.where(total > 0, total, torch.ones_like(total))

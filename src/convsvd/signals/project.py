@@ -343,7 +343,7 @@ def key_of(site: str) -> str:
     return site.split("#")[0] if "#" in site else site
 
 
-def run_forward(plan: ProjectionPlan, x: torch.Tensor, on_output) -> list[str]:  # type: ignore[no-untyped-def]
+def run_forward(plan: ProjectionPlan, x: torch.Tensor, on_output) -> list[str]:
     """One hooked forward pass of ``x``; returns the sites in call order. Errors from the model become one-line InputErrors."""
     x = x.to(device=plan.device, dtype=plan.dtype)
     if plan.runner is not None:

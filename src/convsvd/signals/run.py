@@ -35,10 +35,10 @@ import pyarrow as pa
 import torch
 
 from convsvd import _validate as check
-from convsvd._atomic import acquire_lock, environment_error, release_lock
+from convsvd._atomic import FolderLock, acquire_lock, environment_error, release_lock
 from convsvd._meta import run_metadata
 from convsvd._progress import progress as _progress
-from convsvd._typing import PathLike
+from convsvd._typing import JsonDict, PathLike
 from convsvd.data.protocol import DataSource, check_batch_size
 from convsvd.data.sources import as_source
 from convsvd.decompose import Decomposition
@@ -61,28 +61,28 @@ NONFINITE_REASON = "non-finite values (NaN or inf) in the input"
 _ENVIRONMENT = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def _run_key(plan: ProjectionPlan, options: dict[str, object], dataset: dict[str, object]) -> str:
+def _run_key(plan: ProjectionPlan, options: JsonDict, dataset: JsonDict) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([store.FORMAT, plan.model_hash, options, dataset.get("fingerprint")], sort_keys=True).encode())
     return h.hexdigest()[:32]
 
 
-def _rule(options: dict[str, object]) -> str:
+def _rule(options: JsonDict) -> str:
     top_k = options.get("top_k")
     return f"top_k={top_k}" if top_k is not None else f"threshold={options.get('threshold')}"
 
 
-def _difference(old: dict[str, object], model_hash: str, options: dict[str, object], dataset: dict[str, object]) -> str:
+def _difference(old: JsonDict, model_hash: str, options: JsonDict, dataset: JsonDict) -> str:
     """What differs between a run on disk and this one, in a few words."""
     if old.get("model_hash") != model_hash:
         return "another model (its weights differ)"
-    prev: dict[str, object] = old.get("options", {})  # type: ignore[assignment]
+    prev: JsonDict = old.get("options", {})
     if _rule(prev) != _rule(options):
         return f"influence {_rule(prev)} (this run: {_rule(options)})"
     for k, v in options.items():
         if prev.get(k) != v:
             return f"{k}={prev.get(k)!r} (this run: {v!r})"
-    same_data = old.get("dataset", {}).get("fingerprint") == dataset.get("fingerprint")  # type: ignore[union-attr]
+    same_data = old.get("dataset", {}).get("fingerprint") == dataset.get("fingerprint")
     return "another format version" if same_data else "other data"
 
 
@@ -100,14 +100,14 @@ class _Run:
     source: DataSource
     out: Path
     keepalive: tempfile.TemporaryDirectory | None
-    options: dict[str, object]
-    described: dict[str, object]
+    options: JsonDict
+    described: JsonDict
     run_key: str
     batch_size: int
     per_shard: int
     n_batches: int | None
     nonfinite: str = "skip"
-    known: dict[int, dict[str, object]] = field(default_factory=dict)
+    known: dict[int, JsonDict] = field(default_factory=dict)
     repaired: list[str] = field(default_factory=list)
 
     @classmethod
@@ -128,7 +128,7 @@ class _Run:
         per_shard = max(1, math.ceil(shard_size / bsz))
         float64 = next(iter(plan.projectors.values())).Ut.dtype == torch.float64
         dtype = "float64" if float64 else "float32"
-        options: dict[str, object] = dict(
+        options: JsonDict = dict(
             layers=list(plan.projectors), aggregate=aggregate, threshold=threshold, top_k=top_k, batch_size=bsz,
             shard_batches=per_shard, fold_bn=fold_bn, dtype=dtype, store_dtype=store_dtype or dtype,
             basis=plan.basis)
@@ -140,14 +140,14 @@ class _Run:
     def store_dtype(self) -> str:
         return str(self.options["store_dtype"])
 
-    def manifest(self, status: str, shards: dict[int, dict[str, object]]) -> str:
+    def manifest(self, status: str, shards: dict[int, JsonDict]) -> str:
         """Manifest text, built from the finished shards' own metadata."""
         order: list[str] = []
         counts: dict[str, int] = {}
         inputs = 0
-        skipped = [list(s) for s in self.described.get("skipped", [])]  # type: ignore[union-attr]
+        skipped = [list(s) for s in self.described.get("skipped", [])]
         for idx in sorted(shards):
-            meta: dict = shards[idx]  # type: ignore[assignment]
+            meta: dict = shards[idx]
             inputs += int(meta["inputs"])
             for site in meta["sites"]:
                 if site not in counts:
@@ -168,7 +168,7 @@ class _Run:
                  if status == "complete" and inputs and k not in called]
         files = [dict(file=store.shard_name(i), batches=shards[i]["batches"], inputs=shards[i]["inputs"],
                       rank=shards[i].get("rank", 0), id_range=shards[i].get("id_range")) for i in sorted(shards)]
-        compute = sum(float(m.get("time_s", 0.0)) for m in shards.values())  # type: ignore[arg-type]
+        compute = sum(float(m.get("time_s", 0.0)) for m in shards.values())
         return run_metadata(
             self.plan.source, self.plan.model_hash, self.options,
             format=store.FORMAT, status=status, run_key=self.run_key, dataset=self.described, inputs=inputs,
@@ -177,7 +177,7 @@ class _Run:
             pyarrow=pa.__version__, nonfinite=self.nonfinite, repaired_shards=list(self.repaired),
         )
 
-    def start(self, restart: bool) -> dict[int, dict[str, object]]:
+    def start(self, restart: bool) -> dict[int, JsonDict]:
         """Check a run already in the folder, write the starting manifest (rank 0); the shards already finished."""
         old = store.read_manifest(self.out)
         if old is not None and old.get("run_key") != self.run_key and not restart:
@@ -192,7 +192,7 @@ class _Run:
             # damaged, misplaced or foreign shards are removed here (and recomputed), once, by rank 0
             finished, self.repaired = store.finished_shards(self.out, self.run_key, remove=True)
             if old is not None and not restart:
-                self.repaired = list(dict.fromkeys(list(old.get("repaired_shards", [])) + self.repaired))  # type: ignore[call-overload]
+                self.repaired = list(dict.fromkeys(list(old.get("repaired_shards", [])) + self.repaired))
             store.write_manifest(self.out, self.manifest("running", finished))
         self.dist.barrier()
         if self.dist.rank != 0:
@@ -209,7 +209,7 @@ class _Run:
             self.known[shard.index] = meta
             store.write_manifest(self.out, self.manifest("running", self.known))
 
-    def stream(self, finished: dict[int, dict[str, object]], progress: bool | None | Callable[[int, int, str], None],
+    def stream(self, finished: dict[int, JsonDict], progress: bool | None | Callable[[int, int, str], None],
                ) -> None:
         """Compute and write this rank's unfinished shards, batch by batch."""
         plan, dist, per_shard = self.plan, self.dist, self.per_shard
@@ -224,7 +224,7 @@ class _Run:
         identity = dict(run_key=self.run_key, model_hash=plan.model_hash, layers=self.options["layers"])
 
         def on_output(site: str, key: str, y: torch.Tensor) -> None:
-            results[site] = (key, plan.projectors[key].aggregate(y, aggregate))  # type: ignore[arg-type]
+            results[site] = (key, plan.projectors[key].aggregate(y, aggregate))
 
         seen_skipped = len(self.source.skipped)
         bad: list[tuple[str, str]] = []  # inputs left out of the current shard for non-finite values
@@ -249,7 +249,7 @@ class _Run:
                         results.clear()
                         run_forward(plan, inputs, on_output)
                         sites = list(results.items())
-                        counts = [influence(v, threshold, top_k).count.sum() for _, (_, v) in sites]  # type: ignore[arg-type]
+                        counts = [influence(v, threshold, top_k).count.sum() for _, (_, v) in sites]
                         host = _to_host([v for _, (_, v) in sites] + [torch.stack(counts)] if sites else [])
                         for site, (key, _) in sites:
                             if site not in infos:
@@ -302,7 +302,7 @@ class _Run:
             if missing:
                 raise InputError(f"out {os.fspath(self.out)!r}: shards {missing[:5]} are missing after the run "
                                  f"(was the folder shared by every rank?)")
-            if not any(int(m["inputs"]) for m in done.values()):  # type: ignore[call-overload]
+            if not any(int(m["inputs"]) for m in done.values()):
                 why = "; ".join(f"{a}: {r}" for a, r in self.source.skipped[:3]) or "none"
                 raise InputError(f"data {self.source.name!r}: no input could be read (skipped: {why})")
             store.write_manifest(self.out, self.manifest("complete", done))
@@ -326,7 +326,7 @@ def profile(
     data: object,
     *,
     aggregate: str = "mean",
-    threshold: float | None = None,
+    threshold: float | str | None = None,
     top_k: int | None = None,
     batch_size: int = 64,
     input_shape: Sequence[int] | None = None,
@@ -423,7 +423,7 @@ def profile(
     if input_shape is None:
         input_shape = target.stated_input_shape()  # the user's input_size, the zoo's or the ONNX graph's
     dist = setup()
-    lock: int | None = None
+    lock: FolderLock | None = None
     try:
         refused: InputError | None = None
         if dist.rank == 0 and out is not None:  # before anything is written into the folder

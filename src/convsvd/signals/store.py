@@ -59,6 +59,7 @@ import pyarrow as pa
 import xxhash
 
 from convsvd._meta import _umask, write_atomic
+from convsvd._typing import JsonDict
 from convsvd.errors import InputError
 
 __all__ = ["COLUMNS", "FORMAT", "MANIFEST", "SHARDS", "ShardError", "ShardWriter", "SiteInfo", "shard_path"]
@@ -116,19 +117,19 @@ class SiteInfo:
     def neurons(self) -> int:
         return self.groups * self.neurons_per_group
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> JsonDict:
         # σ as base64 of little-endian float64: exact, and 3× shorter than decimal text for thousands of neurons
         raw = np.asarray(self.sigma, dtype="<f8").tobytes()
         return dict(layer=self.layer, groups=self.groups, neurons_per_group=self.neurons_per_group,
                     sigma_f8=base64.b64encode(raw).decode())
 
     @classmethod
-    def from_json(cls, d: dict) -> "SiteInfo":  # type: ignore[type-arg]
+    def from_json(cls, d: dict) -> "SiteInfo":
         sigma = np.frombuffer(base64.b64decode(d["sigma_f8"]), dtype="<f8")
         return cls(str(d["layer"]), int(d["groups"]), int(d["neurons_per_group"]), tuple(sigma.tolist()))
 
 
-def _footer_digest(footer: dict[str, object]) -> str:
+def _footer_digest(footer: JsonDict) -> str:
     """XXH3-64 of a footer's JSON (sorted keys) without its own checksum."""
     return xxhash.xxh3_64_hexdigest(json.dumps({k: v for k, v in footer.items() if k != "footer_xxh3"},
                                                sort_keys=True).encode())
@@ -137,7 +138,7 @@ def _footer_digest(footer: dict[str, object]) -> str:
 def _digest(values: Sequence[np.ndarray]) -> str:
     h = xxhash.xxh3_64()
     for v in values:
-        h.update(np.ascontiguousarray(v).view(np.uint8))
+        h.update(np.ascontiguousarray(v).view(np.uint8))  # type: ignore[arg-type]  # numpy declares the buffer protocol only for Python >= 3.12
     return h.hexdigest()
 
 
@@ -151,7 +152,7 @@ class ShardWriter:
     the shard size. Every column's XXH3-64 is updated as it is written.
     """
 
-    def __init__(self, path: Path, index: int, store_dtype: str, identity: dict[str, object]) -> None:
+    def __init__(self, path: Path, index: int, store_dtype: str, identity: JsonDict) -> None:
         if store_dtype not in STORE_DTYPES:
             raise InputError(f"store_dtype {store_dtype!r}: expected one of {', '.join(STORE_DTYPES)}")
         self.path, self.index, self.store_dtype = path, index, store_dtype
@@ -211,7 +212,7 @@ class ShardWriter:
         assert self._schema is not None and self._writer is not None
         arrays: list[pa.Array] = []
         for name, field, c in zip(self._schema.names, self._schema, cols):
-            self._hash[name].update(c.view(np.uint8).reshape(-1))
+            self._hash[name].update(c.view(np.uint8).reshape(-1))  # type: ignore[arg-type]  # numpy declares the buffer protocol only for Python >= 3.12
             if c.ndim == 1:
                 arrays.append(pa.array(c))
             else:
@@ -229,7 +230,7 @@ class ShardWriter:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def commit(self, meta: dict[str, object]) -> dict[str, object]:
+    def commit(self, meta: JsonDict) -> JsonDict:
         """Write the footer (``meta`` plus counts and checksums), close, and rename onto the shard's name.
 
         Returns the footer.
@@ -281,12 +282,12 @@ class ShardHeader:
     """A shard's identity (schema metadata) and footer, read without its data."""
 
     path: Path
-    identity: dict[str, object]
-    footer: dict[str, object]
+    identity: JsonDict
+    footer: JsonDict
 
     @property
     def sites(self) -> list[SiteInfo]:
-        return [SiteInfo.from_json(s) for s in self.identity.get("sites", [])]  # type: ignore[union-attr]
+        return [SiteInfo.from_json(s) for s in self.identity.get("sites", [])]
 
 
 def _reader(path: Path) -> pa.ipc.RecordBatchFileReader:
@@ -333,7 +334,7 @@ def read_columns(path: Path, columns: Sequence[str], header: ShardHeader | None 
         Unreadable, or a column whose values do not match its checksum (damaged).
     """
     header = header or read_header(path)
-    sums: dict[str, str] = header.footer.get("checksums", {})  # type: ignore[assignment]
+    sums: dict[str, str] = header.footer.get("checksums", {})
     r = _reader(path)
     out: dict[str, np.ndarray] = {}
     try:
@@ -389,7 +390,7 @@ def shard_files(out: Path) -> Iterator[Path]:
 
 
 def finished_shards(out: Path, run_key: str, remove: bool = True,
-                    data: bool = True) -> tuple[dict[int, dict[str, object]], list[str]]:
+                    data: bool = True) -> tuple[dict[int, JsonDict], list[str]]:
     """``({shard index: footer}, problems)`` for the shards on disk that belong to run ``run_key``.
 
     Every shard is verified: its identity, and with ``data`` its checksums. A damaged, unreadable or
@@ -397,7 +398,7 @@ def finished_shards(out: Path, run_key: str, remove: bool = True,
     ``remove``) so that it is recomputed, and listed in ``problems`` as
     ``"shards/NAME: reason"``.
     """
-    found: dict[int, dict[str, object]] = {}
+    found: dict[int, JsonDict] = {}
     problems: list[str] = []
     for p in shard_files(out):
         index = index_of(p)
@@ -429,7 +430,7 @@ def remove_temporaries(out: Path) -> None:
                 pass
 
 
-def read_manifest(out: Path) -> dict[str, object] | None:
+def read_manifest(out: Path) -> JsonDict | None:
     path = out / MANIFEST
     if not path.exists():
         return None

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from convsvd._typing import PathLike
+from convsvd._typing import JsonDict, PathLike
 from convsvd.errors import InputError, NotComputedError
 from convsvd.signals import store
 from convsvd.signals.influence import influence
@@ -105,7 +105,7 @@ class SignalTable:
     """
 
     path: Path
-    manifest: dict[str, object] = field(repr=False)
+    manifest: JsonDict = field(repr=False)
     _keepalive: object = field(default=None, repr=False)  # a TemporaryDirectory when the run had no out folder
 
     @classmethod
@@ -137,7 +137,7 @@ class SignalTable:
         if fmt != FORMAT:
             raise InputError(f"signal table {os.fspath(p)!r}: format {fmt!r} is not {FORMAT!r}")
         if manifest.get("status") != "complete":
-            done = len(manifest.get("shards", []))  # type: ignore[arg-type]
+            done = len(manifest.get("shards", []))
             raise NotComputedError(f"signal table {os.fspath(p)!r}: the run has not finished ({done} shards known done); "
                                    f"run profile again with the same options to finish it")
         table = cls(p, manifest)
@@ -153,12 +153,12 @@ class SignalTable:
     def _check(self, verify: bool) -> None:
         """Every listed shard is there, is the shard its name says, of this run; no id in two shards."""
         owner: dict[int, str] = {}
-        for entry in self.manifest["shards"]:  # type: ignore[union-attr]
+        for entry in self.manifest["shards"]:
             path = self.path / entry["file"]
             try:
                 header = store.read_header(path)
                 store.check_identity(header, str(self.manifest["run_key"]), store.index_of(path) or 0)
-                if int(header.footer["inputs"]) != int(entry["inputs"]):  # type: ignore[call-overload]
+                if int(header.footer["inputs"]) != int(entry["inputs"]):
                     raise ShardError(path, f"not the shard the manifest lists ({header.footer['inputs']} inputs, "
                                            f"expected {entry['inputs']})")
                 if verify:
@@ -179,19 +179,19 @@ class SignalTable:
     @property
     def layers(self) -> list[str]:
         """Profiled sites, in call order."""
-        return [l["layer"] for l in self.manifest["layers"]]  # type: ignore[index, union-attr]
+        return [l["layer"] for l in self.manifest["layers"]]
 
     @property
     def classes(self) -> list[str] | None:
-        return self.manifest["dataset"].get("classes")  # type: ignore[union-attr]
+        return self.manifest["dataset"].get("classes")
 
     @property
     def n_inputs(self) -> int:
-        return int(self.manifest["inputs"])  # type: ignore[arg-type]
+        return int(self.manifest["inputs"])
 
     @property
     def files(self) -> list[Path]:
-        return [self.path / s["file"] for s in self.manifest["shards"]]  # type: ignore[index, union-attr]
+        return [self.path / s["file"] for s in self.manifest["shards"]]
 
     def save(self, folder: PathLike) -> list[Path]:
         """A table is its own folder (:attr:`path`, written and resumed by :func:`~convsvd.signals.profile`):
@@ -208,18 +208,18 @@ class SignalTable:
     def summary(self) -> pd.DataFrame:
         """One row per site, from the manifest (no scan): ``layer, module, kind, groups, neurons, inputs, mean_influential``."""
         cols = ["layer", "module", "kind", "groups", "neurons", "inputs", "mean_influential"]
-        return pd.DataFrame([{c: l.get(c) for c in cols} for l in self.manifest["layers"]], columns=cols)  # type: ignore[union-attr]
+        return pd.DataFrame([{c: l.get(c) for c in cols} for l in self.manifest["layers"]], columns=cols)
 
     # ------------------------------------------------------------------ dense access
 
     @property
     def _dtype(self) -> torch.dtype:
         """Of the run's projection: influence is computed in it."""
-        return torch.float64 if self.manifest["options"].get("dtype") == "float64" else torch.float32  # type: ignore[union-attr]
+        return torch.float64 if self.manifest["options"].get("dtype") == "float64" else torch.float32
 
-    def _info(self, layer: str) -> dict[str, object]:
+    def _info(self, layer: str) -> JsonDict:
         self._check_layer(layer)
-        return next(l for l in self.manifest["layers"] if l["layer"] == layer)  # type: ignore[union-attr, index]
+        return next(l for l in self.manifest["layers"] if l["layer"] == layer)
 
     def chunks(self, layer: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...] | None]]:
         """One site shard by shard: ``(ids (n,), labels (n,), signal (n, K), σ (K,) or None)`` per shard.
@@ -227,7 +227,7 @@ class SignalTable:
         Each shard's columns are checked against their checksums; memory is one shard's site.
         """
         info = self._info(layer)
-        K = int(info["neurons"])  # type: ignore[call-overload]
+        K = int(info["neurons"])
         col = store.column_of(layer)
         for path in self.files:
             try:
@@ -242,7 +242,7 @@ class SignalTable:
             yield got["id"], got["label"], sig, (sites[layer].sigma if layer in sites else None)
 
     def _influence(self, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        opts: dict = self.manifest["options"]  # type: ignore[assignment]
+        opts: dict = self.manifest["options"]
         values = torch.from_numpy(signal if signal.flags.writeable else signal.copy()).to(self._dtype)
         if values.shape[0] == 0:
             return np.zeros(signal.shape, dtype=bool), np.zeros(signal.shape, dtype=values.numpy().dtype)
@@ -273,7 +273,7 @@ class SignalTable:
         ([1, 3], (2, 3), [1, 1])
         """
         info = self._info(layer)
-        g, r = int(info["groups"]), int(info["neurons_per_group"])  # type: ignore[call-overload]
+        g, r = int(info["groups"]), int(info["neurons_per_group"])
         ids, labs, sigs, sigma = [], [], [], None
         want = None if labels is None else np.asarray([self._label(x) for x in labels], dtype=np.int64)
         for i, lab, sig, sg in self.chunks(layer):
@@ -339,8 +339,8 @@ class SignalTable:
                                 m.groups, m.neurons, m.sigma)
             data = _long(m, np.flatnonzero(cols))
             if influential is not None:
-                keep = data["influential"] == bool(influential)  # type: ignore[operator]
-                data = {k: v[keep] for k, v in data.items()}  # type: ignore[index]
+                keep = data["influential"] == bool(influential)
+                data = {k: v[keep] for k, v in data.items()}
             parts.append(pa.table(data, schema=schema))
         t = pa.concat_tables(parts) if parts else schema.empty_table()
         return t.select(list(columns)) if columns else t
@@ -377,7 +377,7 @@ class SignalTable:
             ``label, class, group, neuron, inputs, influential_count, influential_share, mean_weight, mean_signal``.
         """
         info = self._info(layer)
-        g, r = int(info["groups"]), int(info["neurons_per_group"])  # type: ignore[call-overload]
+        g, r = int(info["groups"]), int(info["neurons_per_group"])
         K = g * r
         sums: dict[int, np.ndarray] = {}
         for _, lab, sig, _ in self.chunks(layer):

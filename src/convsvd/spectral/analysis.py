@@ -160,24 +160,32 @@ class SpectrumResult:
 
         out = existing(folder)
         paths = write_frame(out, "spectrum", self.to_frame())
-        meta = run_metadata(self.source, self.model_hash, self.options, summary=finite_or_none(self.summary()),
+        meta = run_metadata(self.source, self.model_hash, self.options, summary=finite_or_none(summarize(self.layers)),
                             **metadata)
         return paths + [write_text(out / "spectrum.json", meta)]
 
     def __repr__(self) -> str:
-        hat = self.summary().get("alpha_hat", float("nan"))
+        hat = summarize(self.layers)["alpha_hat"]
         return f"SpectrumResult({self.source!r}, view={self.view!r}, {len(self.layers)} layers, alpha_hat={hat:.4g})"
 
     def _repr_html_(self) -> str:
         from convsvd._results import html_table
 
         frame = self.to_frame()[["name", "kind", "n_evals", "alpha", "lambda_max", "status"]]
-        hat = self.summary().get("alpha_hat", float("nan"))
+        hat = summarize(self.layers)["alpha_hat"]
         return html_table(f"spectra of {self.source} ({self.view} view): α̂ = {hat:.4g}", frame)
 
-    def summary(self) -> dict[str, float | int]:
-        """α̂ and the means of the metrics over the ``ok`` layers (see :func:`summarize`)."""
-        return summarize(self.layers)
+    def summary(self) -> pd.DataFrame:
+        """One row: α̂ and the means of the metrics over the headline layers, and the layer counts.
+
+        Columns :data:`~convsvd.spectral.metrics.SUMMARY_KEYS` (see :func:`summarize`), as in
+        :func:`compare`, which stacks the summaries of several models.
+
+        >>> from torch import nn
+        >>> spectrum(nn.Linear(64, 128)).summary()[["n_layers", "n_analysed"]].values.tolist()
+        [[1, 1]]
+        """
+        return pd.DataFrame([summarize(self.layers)], columns=list(SUMMARY_KEYS))
 
 
 # --------------------------------------------------------------------------- options
@@ -266,7 +274,7 @@ def _unfold_spectra(
     else:
         dec = decompose(mw, mode="values", method="gram", dtype=torch.float64, device=device, progress=progress)
     return {
-        name: _Spectrum(_to_evals(layer.S, layer.shape), tuple(layer.shape), layer.groups)  # type: ignore[arg-type]
+        name: _Spectrum(_to_evals(layer.S, layer.shape), tuple(layer.shape), layer.groups)
         for name, layer in dec.items()
     }
 
@@ -511,16 +519,17 @@ def spectrum(
     built: dict[str, LayerSpectrum] = {}
     for spec in mw.layers:
         name = spec.name
-        sp = own.get(name)
+        got = own.get(name)
         st = status.get(name, "nonfinite")
-        evals = sp.evals if sp is not None else np.empty(0)
-        shape = sp.shape if sp is not None else spec.unfolded_shape
-        fit = fits.get(name)
+        evals = got.evals if got is not None else np.empty(0)
+        shape = got.shape if got is not None else spec.unfolded_shape
+        layer_fit = fits.get(name)
         plan = plans.get(name)
         built[name] = LayerSpectrum(
-            name=name, kind=spec.kind, view=view, shape=shape, n_matrices=sp.n_matrices if sp else 0,
-            evals=evals, fit=fit, mp=mps.get(name), random=rands.get(name), status=st,
-            phenomenology=classify(evals, fit.alpha, mps.get(name), fit.n_tail) if st == "ok" and fit else "",
+            name=name, kind=spec.kind, view=view, shape=shape, n_matrices=got.n_matrices if got else 0,
+            evals=evals, fit=layer_fit, mp=mps.get(name), random=rands.get(name), status=st,
+            phenomenology=(classify(evals, layer_fit.alpha, mps.get(name), layer_fit.n_tail)
+                           if st == "ok" and layer_fit else ""),
             **norms(evals, max(shape), eps, convention_scale(convention, shape, spec.kind, view)),
             convention=convention,
         )
@@ -673,6 +682,6 @@ def compare(
                 progress=False, input_shape=input_shape, budget=budget, convention=convention, **options,
             )
             conv = res.layers[0].convention if res.layers else convention
-            rows.append({"label": label, "source": res.source, "view": res.view, "convention": conv, **res.summary()})
+            rows.append({"label": label, "source": res.source, "view": res.view, "convention": conv, **summarize(res.layers)})
             bar.advance(1, label)
     return pd.DataFrame(rows, columns=["label", "source", "view", "convention", *SUMMARY_KEYS])

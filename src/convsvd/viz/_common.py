@@ -22,6 +22,14 @@ def new_axes(size: tuple[float, float]) -> "Axes":
     return plt.figure(figsize=size, layout="constrained").add_subplot(1, 1, 1)
 
 
+def figure_of(ax: "Axes") -> "Figure":
+    """The figure ``ax`` is drawn in: its root figure when the axes sit in a subfigure."""
+    from matplotlib.figure import SubFigure
+
+    fig = ax.figure
+    return fig.figure if isinstance(fig, SubFigure) else fig
+
+
 def short_name(name: str, width: int = 22) -> str:
     """A layer name shortened to ``width`` characters for axes labels, keeping its end.
 
@@ -56,7 +64,7 @@ def legible(fig: "Figure") -> float:
     sizes = []
     for t in fig.findobj(Text):
         if t.get_visible() and t.get_text().strip():
-            if t.get_fontsize() < MIN_FONT_PT:
+            if float(t.get_fontsize()) < MIN_FONT_PT:
                 t.set_fontsize(MIN_FONT_PT)
             sizes.append(float(t.get_fontsize()))
     return min(sizes) if sizes else MIN_FONT_PT

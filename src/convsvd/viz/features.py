@@ -83,7 +83,7 @@ class _Grid:
         self.rows.append((label, blocks))
         self.captions.append(captions)
 
-    def render(self) -> tuple[np.ndarray, list[float], list[float], list[float]]:
+    def render(self) -> tuple[np.ndarray, list[float], list[float], float]:
         """Montage ``(H, W, 3)``, row centres, block centres (x), and the pixels per tile."""
         tiles = [t for _, blocks in self.rows for b in blocks for t in b]
         if not tiles:
@@ -276,8 +276,8 @@ def _rebuild_grid(sf: "SingularFilters", max_filters: int, max_channels: int) ->
         return grid
     c = min(sf.in_channels, max_channels)
     for o in range(d):
-        lim = float(np.abs(W[o]).max())
-        grid.add(f"f{o}", [[_heat_tile(W[o, ch], lim) for ch in range(c)], [_heat_tile(R[o, ch], lim) for ch in range(c)]])
+        top = float(np.abs(W[o]).max())
+        grid.add(f"f{o}", [[_heat_tile(W[o, ch], top) for ch in range(c)], [_heat_tile(R[o, ch], top) for ch in range(c)]])
     more = f" (channels 0–{c - 1} of {sf.in_channels})" if c < sf.in_channels else ""
     grid.headers = [f"original{more}", f"rank {sf.rank}{more}"]
     return grid

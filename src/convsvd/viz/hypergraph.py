@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from convsvd.errors import InputError
+from convsvd.viz._common import figure_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -252,7 +253,7 @@ def plot_separation(result: "Separation | Mapping[str, Separation]", axes: "Sequ
         if col == "components" or (len(runs) > 1 and col == "jaccard_mean"):
             ax.legend(fontsize=7)
     first = next(iter(runs.values()))
-    fig = axes[0].figure
+    fig = figure_of(axes[0])
     fig.suptitle(f"class separation by SVD neurons across depth (p = {first.min_share:g})", fontsize=10)
     return fig
 

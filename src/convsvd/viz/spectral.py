@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from convsvd.viz._common import new_axes, short_name, style_axes
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.patches import Polygon
 
     from convsvd.spectral import LayerSpectrum, SpectrumResult
 
@@ -41,17 +42,17 @@ _RAND_COLOUR = "#8C8C8C"
 
 
 
-def _bins(values: np.ndarray, log: bool, bins: int | None) -> np.ndarray:
+def _bins(values: np.ndarray, log: bool, bins: int | None) -> list[float]:
     """Bin edges covering ``values`` (positive values only on a log axis)."""
     count = bins if bins is not None else int(np.clip(2 * math.sqrt(values.size), 10, 80))
     lo, hi = float(values.min()), float(values.max())
     if log:
         if hi <= lo:
             lo, hi = lo / 1.5, hi * 1.5
-        return np.geomspace(lo, hi, count + 1)
+        return np.geomspace(lo, hi, count + 1).tolist()
     if hi <= lo:
         lo, hi = lo - 0.5 * abs(lo) - 1e-12, hi + 0.5 * abs(hi) + 1e-12
-    return np.linspace(lo, hi, count + 1)
+    return np.linspace(lo, hi, count + 1).tolist()
 
 
 def _check_layer(layer: object) -> "LayerSpectrum":
@@ -140,7 +141,7 @@ def plot_esd(
         if r.size:
             _, _, patches = ax.hist(r, bins=_bins(np.concatenate([lam, r]), log, bins), density=True,
                                     histtype="step", color=_RAND_COLOUR, linewidth=1.2, label="shuffled weights")
-            for p in patches:
+            for p in cast("list[Polygon]", patches):  # one data set drawn as a step: a list of Polygons
                 p.set_gid("random-esd")
     mp = layer.mp
     if fits and mp is not None and mp.status in ("ok", "not_converged") and math.isfinite(mp.lambda_plus):
@@ -253,7 +254,7 @@ def plot_alpha_depth(
         y = frame[quantity].to_numpy(float)
         head = frame["headline"].to_numpy(bool)
         name = labels[i] if labels is not None else res.source
-        hat = res.summary()["alpha_hat"]
+        hat = res.summary()["alpha_hat"].iloc[0]
         ax.plot(x, y, marker="o", markersize=4, color=colour, label=f"{name}: α̂ = {hat:.2f}")
         if quantity == "alpha":
             ax.errorbar(x, y, yerr=frame["sigma"].to_numpy(float), fmt="none", ecolor=colour, elinewidth=1,

@@ -230,7 +230,7 @@ def train(
                 )
     seconds = time.perf_counter() - start
     if out is not None:
-        split = {"seed": SPLIT_SEED, "test_fraction": TEST_FRACTION, "train": n, "test": len(test_data)}
+        split: dict[str, object] = {"seed": SPLIT_SEED, "test_fraction": TEST_FRACTION, "train": n, "test": len(test_data)}
         files.extend(_write_final(out, name, info.description, seed, config, split, shipped, records))
     return TrainResult(name, seed, config, shipped, tuple(records), seconds, tuple(files))
 
