@@ -43,7 +43,7 @@ def _render(fig: "MplFigure") -> tuple[bytes, int]:
 
 def _tight_width(fig: "MplFigure") -> int:
     """The CSS width :func:`_render` will give ``fig``, from its layout alone (text measured, nothing drawn)."""
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # the Agg canvas of savefig has it
     engine = fig.get_layout_engine()
     if engine is not None:  # the layout a draw would make, without drawing (images are not resampled)
         with warnings.catch_warnings():
