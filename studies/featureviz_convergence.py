@@ -46,15 +46,15 @@ from torch import nn  # noqa: E402
 from convsvd import zoo  # noqa: E402
 from convsvd.decompose import Decomposition, decompose  # noqa: E402
 from convsvd.features import FeatureVisualization, ImageParam, featureviz  # noqa: E402
-from convsvd.report.analysis import REPORT_TV, top_neurons  # noqa: E402
+from convsvd.report.analysis import REPORT_TV, STEP_TOLERANCE, top_neurons  # noqa: E402
 
 STEPS = (16, 32, 64, 128, 256, 512)
 #: Image sides as multiples of the model's input side, compared after SIDE_STEPS steps.
 SIDES = (1, 2, 4)
 SIDE_STEPS = 128
 NEURONS = 4
-FULL_TOL = 0.03
-QUICK_TOL = 0.10
+FULL_TOL = STEP_TOLERANCE["full"]
+QUICK_TOL = STEP_TOLERANCE["quick"]
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 DPI = 90
 

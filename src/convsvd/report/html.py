@@ -38,7 +38,7 @@ def layer_name(name: str, width: int = NAME_WIDTH) -> str:
     >>> layer_name("conv1")
     'conv1'
     >>> layer_name("/layer4/layer4.0/conv1/Conv", 16)
-    '<span class="name" title="/layer4/layer4.0/conv1/Conv">…layer4.0/conv1/Conv</span>'
+    '<span class="name" title="/layer4/layer4.0/conv1/Conv">…conv1/Conv</span>'
     """
     short = short_name(name, width)
     if short == name:

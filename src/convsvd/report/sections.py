@@ -571,7 +571,15 @@ def separation_section(sep: "Separation", baselines: pd.DataFrame | None = None,
 
 def methods_section() -> Section:
     """The definitions as implemented, and the reference to the paper."""
-    return Section("methods", SECTION_TITLES["methods"], (Html(package_text("methods.html")),))
+    from string import Template
+
+    from convsvd.report.analysis import DEFAULTS, FEATURE_SIDE, QUICK, RANGE_INPUTS, REPORT_TV, STEP_TOLERANCE
+
+    text = Template(package_text("methods.html")).substitute(
+        range_inputs=RANGE_INPUTS, fv_steps_full=DEFAULTS["steps"], fv_steps_quick=QUICK["steps"], fv_tv=REPORT_TV,
+        fv_side=FEATURE_SIDE, picture_px=PICTURE_PX, fv_full_tol=f"{100 * (1 - STEP_TOLERANCE['full']):.0f} %",
+        fv_quick_tol=f"{100 * (1 - STEP_TOLERANCE['quick']):.0f} %")
+    return Section("methods", SECTION_TITLES["methods"], (Html(text),))
 
 
 def metadata_section(facts: Sequence[tuple[str, str]], options: Mapping[str, object], timings: Mapping[str, float],
