@@ -372,4 +372,4 @@ def test_long_layer_names_are_shortened_with_the_full_name_on_hover(tmp_path: Pa
         img = re.search(rf'<figure id="fig-{key}" class="figure"><img [^>]*>', html)
         assert img, key
         for name in shapes:
-            assert f'title="click to enlarge · layers: ' in img.group(0) and escape(name) in img.group(0), (key, name)
+            assert 'title="click to enlarge · layers: ' in img.group(0) and escape(name) in img.group(0), (key, name)

@@ -190,9 +190,9 @@ def data_range(source: "DataSource", most: int = RANGE_INPUTS,
         seen += int(batch.inputs.shape[0])
         if seen >= most:
             break
-    if lo is None or not bool((hi > lo).all()):
+    if lo is None or hi is None or not bool((hi > lo).all()):
         return None
-    return tuple(lo.tolist()), tuple(hi.tolist())
+    return tuple(float(v) for v in lo.tolist()), tuple(float(v) for v in hi.tolist())
 
 
 def feature_side(side: tuple[int, int], most: int = FEATURE_SIDE) -> tuple[int, int]:
@@ -361,11 +361,12 @@ class Analysis:
             if self.value_range is not None and len(self.value_range[0]) != first.in_channels:
                 self.value_range = None
         guessed = not (self.input_shape and len(self.input_shape) == 3)
-        side = (GUESSED_SIDE, GUESSED_SIDE) if guessed else tuple(self.input_shape[1:])  # type: ignore[index]
-        small = feature_side(side)  # type: ignore[arg-type]
+        shape = self.input_shape if self.input_shape is not None and not guessed else (0, GUESSED_SIDE, GUESSED_SIDE)
+        side = (int(shape[1]), int(shape[2]))
+        small = feature_side(side)
         try:
             for name, neurons in self.top.items():
-                self.featureviz[name] = self._visualise_layer(name, neurons, small, side, progress)  # type: ignore[arg-type]
+                self.featureviz[name] = self._visualise_layer(name, neurons, small, side, progress)
         except InputError as e:
             if not guessed:
                 raise

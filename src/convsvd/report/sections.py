@@ -367,7 +367,7 @@ def _fv_frame(fv: "FeatureVisualization") -> pd.DataFrame:
 def _neuron_rows(name: str, layer: "LayerSVD", neurons: Sequence[int] | Mapping[int, str],
                  fv: "FeatureVisualization | None", ex: "Exemplars | None", data: tuple[str, ...]) -> list[NeuronRow]:
     """One row per shown SVD neuron: its optimised images at full size, its exemplars (with classes) beside them."""
-    from convsvd.viz import feature_tiles, plot_neuron_exemplars
+    from convsvd.viz.features import feature_tiles, neuron_exemplars_figure
 
     g_count, r = layer.S.shape
     S = layer.S.detach().double().cpu().reshape(-1).numpy()
@@ -387,7 +387,7 @@ def _neuron_rows(name: str, layer: "LayerSVD", neurons: Sequence[int] | Mapping[
         if (g, i) in with_ex:
             assert ex is not None
             figure = Figure.from_matplotlib(f"exemplars-{file_key(name)}-{who.replace(' ', '-')}",
-                                            plot_neuron_exemplars(ex, i, g).figure, "", names=(name,))
+                                            neuron_exemplars_figure(ex, i, g), "", names=(name,))
         caption = ""
         if not rows:  # the first row of a layer says what every row shows, and links the numbers
             what = ", then ".join(x for x in (

@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from convsvd.features import Exemplars, FeatureVisualization, SingularFilters
 
-__all__ = ["feature_tiles", "features_figure", "plot_exemplars", "plot_featureviz", "plot_filter_rebuild",
-           "plot_neuron_exemplars", "plot_singular_filters"]
+__all__ = ["feature_tiles", "features_figure", "neuron_exemplars_figure", "plot_exemplars", "plot_featureviz",
+           "plot_filter_rebuild", "plot_neuron_exemplars", "plot_singular_filters"]
 
 _TILE_PX = 32  # tiles are enlarged (nearest neighbour) to at least this many pixels
 _GAP = 0.25  # gap between tiles, as a share of a tile
@@ -340,9 +340,25 @@ def feature_tiles(fv: "FeatureVisualization", neuron: int, group: int = 0) -> li
     return out
 
 
+def neuron_exemplars_figure(ex: "Exemplars", neuron: int, group: int = 0) -> "Figure":
+    """:func:`plot_neuron_exemplars` on a figure of its own."""
+    import matplotlib.pyplot as plt
+
+    grid = _neuron_exemplar_grid(ex, neuron, group)
+    fig = plt.figure(figsize=grid.inches(), layout="constrained")
+    grid.draw(fig.add_subplot(1, 1, 1), "")
+    return fig
+
+
 def plot_neuron_exemplars(ex: "Exemplars", neuron: int, group: int = 0, ax: "Axes | None" = None) -> "Axes":
     """One SVD neuron's dataset exemplars: the top ``k`` in one row, the bottom ``k`` below, each with its class
     in its corner and, when the exemplars carry maps, where the neuron fires laid over it (red +, blue −)."""
+    grid = _neuron_exemplar_grid(ex, neuron, group)
+    ax = ax if ax is not None else _new_axes(grid.inches())
+    return grid.draw(ax, "")
+
+
+def _neuron_exemplar_grid(ex: "Exemplars", neuron: int, group: int) -> _Grid:
     if ex.images is None:
         raise InputError("exemplars: no images attached (call exemplars(..., data=DATASET))")
     if (group, neuron) not in set(ex.neurons()):
@@ -353,8 +369,7 @@ def plot_neuron_exemplars(ex: "Exemplars", neuron: int, group: int = 0, ax: "Axe
     grid.tile_in = min(0.75, 4.2 / max(1, ex.k))  # as large as fits beside two 1.5-inch visualisations
     for label, tiles, caps in zip((f"top {ex.k}", f"bottom {ex.k}"), blocks, captions):
         grid.add(label, [tiles], [caps])
-    ax = ax if ax is not None else _new_axes(grid.inches())
-    return grid.draw(ax, "")
+    return grid
 
 
 def plot_singular_filters(sf: "SingularFilters", ax: "Axes | None" = None, neurons: Sequence[int] | None = None,
