@@ -197,10 +197,54 @@ def figure(frames: dict[str, pd.DataFrame], path: Path) -> None:
     plt.close(fig)
 
 
+def write(frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]], out: Path, header: str) -> None:
+    """The tables, the figure and the picked settings (from the measured frames)."""
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    figure(frames, out / "figures" / "featureviz-convergence.png")
+    lines = ["# Feature visualisation: steps and image size", "",
+             f"Written by `studies/featureviz_convergence.py` (seeded; see its docstring for the method). {header}",
+             "", "![objective and image change against steps](figures/featureviz-convergence.png)", ""]
+    for name, (base, sides) in frames.items():
+        p = pick(base, sides)
+        share = base.groupby(["layer", "steps"])["share"].median().unstack("steps")
+        change = base.groupby(["layer", "steps"])["change"].median().unstack("steps")
+        secs = base.groupby(["layer", "steps"])["seconds"].first().groupby("steps").mean()  # one run per row group
+        reached = ("" if p["full_steps"] < max(STEPS) else
+                   f"; not reached on every layer: the objective still grows at {max(STEPS)} steps")
+        lines += [f"## {name}", "",
+                  f"Median objective as a share of its value after {max(STEPS)} steps (model's own side):", "",
+                  markdown(share.round(3)), "",
+                  "Median RMS pixel change since the previous step count (pixels in [0, 1]):", "",
+                  markdown(change.round(4)), "",
+                  f"Wall seconds of one run of a layer ({NEURONS} neurons × 2 directions in one pass; "
+                  "on a shared, loaded 2-core machine, so only their ratios mean much):", "",
+                  markdown(secs.round(2).to_frame("seconds").T), "",
+                  f"Median objective after {SIDE_STEPS} steps at each image side (the model sees its own side), "
+                  "as a share of the best side's:",
+                  "", markdown(p["side_share"].round(3)), "",  # type: ignore[union-attr]
+                  f"**Picked:** full {p['full_steps']} steps (every layer's median within {FULL_TOL:.0%} of its "
+                  f"value after {max(STEPS)} steps{reached}), quick {p['quick_steps']} steps (within {QUICK_TOL:.0%}); smallest side within "
+                  f"{FULL_TOL:.0%} of the best: {p['side']}.", ""]
+        print(name, {k: v for k, v in p.items() if k != "side_share"}, flush=True)
+        base.to_csv(out / "figures" / f"featureviz-convergence-{name}-steps.csv", index=False)
+        sides.to_csv(out / "figures" / f"featureviz-convergence-{name}-sides.csv", index=False)
+    (out / "featureviz-convergence.md").write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {out / 'featureviz-convergence.md'}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("docs"))
+    ap.add_argument("--from-csv", type=Path, default=None,
+                    help="rewrite the tables and figure from the CSVs of an earlier run in this folder")
     args = ap.parse_args()
+    if args.from_csv is not None:
+        frames = {name: (pd.read_csv(args.from_csv / f"featureviz-convergence-{name}-steps.csv"),
+                         pd.read_csv(args.from_csv / f"featureviz-convergence-{name}-sides.csv"))
+                  for name in ("digits-cnn", "photo-cnn")}
+        old = (args.from_csv.parent / "featureviz-convergence.md").read_text(encoding="utf-8").splitlines()[2]
+        write(frames, args.out, old.split("method). ", 1)[-1])
+        return
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     t0 = time.perf_counter()
     photo, acc = train_photo_cnn()
@@ -208,34 +252,7 @@ def main() -> None:
     models = {"digits-cnn": (zoo.load("digits-cnn"), 8, ["conv1", "conv2", "conv3", "fc1"]),
               "photo-cnn": (photo, 32, ["conv1", "conv2", "conv3"])}
     frames = {name: measure(name, m, side, layers) for name, (m, side, layers) in models.items()}
-    (args.out / "figures").mkdir(parents=True, exist_ok=True)
-    figure(frames, args.out / "figures" / "featureviz-convergence.png")
-    lines = ["# Feature visualisation: steps and image size", "",
-             "Written by `studies/featureviz_convergence.py` (seeded; see its docstring for the method). "
-             f"photo-cnn held-out accuracy: {acc:.3f}. Total time {time.perf_counter() - t0:.0f} s.", "",
-             "![objective and image change against steps](figures/featureviz-convergence.png)", ""]
-    for name, (base, sides) in frames.items():
-        p = pick(base, sides)
-        share = base.groupby(["layer", "steps"])["share"].median().unstack("steps")
-        change = base.groupby(["layer", "steps"])["change"].median().unstack("steps")
-        secs = base.groupby("steps")["seconds"].sum() / base["layer"].nunique()
-        lines += [f"## {name}", "",
-                  f"Median objective as a share of its value after {max(STEPS)} steps (model's own side):", "",
-                  markdown(share.round(3)), "",
-                  "Median RMS pixel change since the previous step count:", "", markdown(change.round(4)), "",
-                  "Seconds per layer (4 neurons × 2 directions, one pass):", "",
-                  markdown(secs.round(2).to_frame("seconds").T), "",
-                  f"Median objective after {SIDE_STEPS} steps at each image side (the model sees its own side), "
-                  "as a share of the best side's:",
-                  "", markdown(p["side_share"].round(3)), "",  # type: ignore[union-attr]
-                  f"**Picked:** full {p['full_steps']} steps (every layer's median within {FULL_TOL:.0%} of its "
-                  f"plateau), quick {p['quick_steps']} steps (within {QUICK_TOL:.0%}); smallest side within "
-                  f"{FULL_TOL:.0%} of the best: {p['side']}.", ""]
-        print(name, {k: v for k, v in p.items() if k != "side_share"}, flush=True)
-        base.to_csv(args.out / "figures" / f"featureviz-convergence-{name}-steps.csv", index=False)
-        sides.to_csv(args.out / "figures" / f"featureviz-convergence-{name}-sides.csv", index=False)
-    (args.out / "featureviz-convergence.md").write_text("\n".join(lines), encoding="utf-8")
-    print(f"wrote {args.out / 'featureviz-convergence.md'}", flush=True)
+    write(frames, args.out, f"photo-cnn held-out accuracy: {acc:.3f}. Total time {time.perf_counter() - t0:.0f} s.")
 
 
 if __name__ == "__main__":

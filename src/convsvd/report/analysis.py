@@ -46,10 +46,11 @@ Progress = Union[bool, Callable[[int, int, str], None]]
 #: and the most layers whose neurons are shown.
 DEFAULTS: dict[str, int] = dict(neurons=6, steps=256, k=8, feature_layers=8)
 #: The same with ``quick=True``: fewer neurons, steps and exemplars (and no shuffled-weights baseline).
-QUICK: dict[str, int] = dict(neurons=4, steps=48, k=4, feature_layers=8)
+QUICK: dict[str, int] = dict(neurons=4, steps=128, k=4, feature_layers=8)
 #: How close to its plateau the feature-visualisation objective gets with DEFAULTS["steps"] (full) and
-#: QUICK["steps"] (quick): the fewest steps at which every layer's median image is within this share of the
-#: objective after 512 steps, on the digits CNN and a small photo model (studies/featureviz_convergence.py).
+#: QUICK["steps"] (quick): on the digits CNN, the fewest steps at which every layer's median image is within
+#: this share of its objective after 512 steps (studies/featureviz_convergence.py, docs/featureviz-convergence.md;
+#: on a small photo model 256 steps reach 89–94 % and 128 steps 71–81 %, and 512 steps are no plateau yet).
 STEP_TOLERANCE: dict[str, float] = dict(full=0.03, quick=0.10)
 #: Total-variation penalty of the report's feature visualisations (:class:`convsvd.features.ImageParam`):
 #: on the digits CNN it lowers the saturated pixels from 10.5 % to 8.4 % for 15 % less signal.
