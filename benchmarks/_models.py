@@ -1,4 +1,4 @@
-"""VGG-16- and ResNet-50-shaped models in plain torch (random init, fixed seed), for benchmarks."""
+"""VGG-16-, ResNet-18- and ResNet-50-shaped models in plain torch (random init, fixed seed), for benchmarks."""
 
 from __future__ import annotations
 
@@ -24,6 +24,19 @@ def vgg16(num_classes: int = 1000, seed: int = 0) -> nn.Module:
     ).eval()
 
 
+def _stem() -> nn.Module:
+    """The ResNet stem: 7×7 conv of stride 2, BatchNorm, ReLU, 3×3 max-pool of stride 2."""
+    return nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(3, 2, 1))
+
+
+def _shortcut(cin: int, cout: int, stride: int) -> nn.Module | None:
+    """The projection shortcut of a residual block (1×1 conv + BatchNorm), or None for the identity."""
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
 class _Bottleneck(nn.Module):
     def __init__(self, cin: int, width: int, stride: int) -> None:
         super().__init__()
@@ -31,9 +44,7 @@ class _Bottleneck(nn.Module):
         self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
         self.conv2, self.bn2 = nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width)
         self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.down = _shortcut(cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -44,8 +55,7 @@ class _Bottleneck(nn.Module):
 
 def resnet50(num_classes: int = 1000, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                         nn.MaxPool2d(3, 2, 1))
+    stem = _stem()
     blocks: list[nn.Module] = []
     cin = 64
     for width, n, stride in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]:
@@ -53,6 +63,31 @@ def resnet50(num_classes: int = 1000, seed: int = 0) -> nn.Module:
             blocks.append(_Bottleneck(cin, width, stride if i == 0 else 1))
             cin = width * 4
     return nn.Sequential(stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, num_classes)).eval()
+
+
+class _Basic(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.down = _shortcut(cin, cout, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + (x if self.down is None else self.down(x)))
+
+
+def resnet18(num_classes: int = 10, seed: int = 0) -> nn.Module:
+    """A ResNet-18-shaped model (basic blocks 2-2-2-2), random weights."""
+    torch.manual_seed(seed)
+    stem = _stem()
+    blocks: list[nn.Module] = []
+    cin = 64
+    for width, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+        blocks += [_Basic(cin, width, stride), _Basic(width, width, 1)]
+        cin = width
+    return nn.Sequential(stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)).eval()
 
 
 def vgg_small(seed: int = 0, width: int = 64, num_classes: int = 10) -> nn.Module:

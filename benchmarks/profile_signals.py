@@ -39,58 +39,19 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _models import resnet50, vgg16, vgg_small  # noqa: E402
+from _data import Synthetic  # noqa: E402
 from _timing import median_time, sync  # noqa: E402
 
-from convsvd.data import Batch, ExpectedInput  # noqa: E402
 from convsvd.decompose import decompose  # noqa: E402
 from convsvd.signals import profile  # noqa: E402
 
 BATCH = 64
-
-
-class Synthetic:
-    """A :class:`convsvd.data.DataSource` of ``n`` random 3×32×32 images, batch ``b`` drawn from seed ``b``."""
-
-    classes = [str(i) for i in range(10)]
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.name = f"synthetic-{n}"
-
-    def __len__(self) -> int:
-        return self.n
-
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        return []
-
-    def num_batches(self, batch_size: int) -> int:
-        return -(-self.n // batch_size)
-
-    def batch(self, b: int, batch_size: int) -> Batch:
-        lo, hi = b * batch_size, min(self.n, (b + 1) * batch_size)
-        g = torch.Generator().manual_seed(b)
-        x = torch.rand(hi - lo, 3, 32, 32, generator=g)
-        ids = torch.arange(lo, hi)
-        return Batch(ids, x, ids % 10)
-
-    def iter_batches(self, batch_size: int, which: Sequence[int] | None = None) -> Iterator[tuple[int, Batch]]:
-        for b in (range(self.num_batches(batch_size)) if which is None else which):
-            yield b, self.batch(b, batch_size)
-
-    def conform(self, expected: ExpectedInput) -> "Synthetic":
-        return self
-
-    def describe(self) -> dict[str, object]:
-        return dict(kind="synthetic", name=self.name, inputs=self.n, classes=self.classes, transform="none",
-                    fingerprint=f"synthetic:{self.n}", skipped=[])
 
 
 # --------------------------------------------------------------------------- 1. vs the forward pass
@@ -98,7 +59,7 @@ class Synthetic:
 
 def bench_forward(n: int, repeat: int, device: str, batch: int = BATCH) -> tuple[float, float]:
     model = vgg_small().to(device)
-    data = Synthetic(n)
+    data = Synthetic(n, 32)
     batches = [b for _, b in data.iter_batches(batch)]
     t0 = time.perf_counter()
     svd = decompose(model, mode="full", device=device)
@@ -172,37 +133,12 @@ def bench_big(name: str, n: int, batch: int, repeat: int, threads: int) -> None:
 # --------------------------------------------------------------------------- 2. vs DeepDataProfiler
 
 DDP_SCRIPT = textwrap.dedent('''
-    import importlib.abc, importlib.machinery, json, sys, time, types
+    import json, sys, time
     import torch
 
-    class _Any:  # stands for any attribute of a placeholder module
-        def __getattr__(self, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return type(name, (), {})
-        def __call__(self, *a, **k):
-            return None
-
-    class _Placeholders(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-        """deep_data_profiler imports torchvision and torch-lucent at import time; SVDProfiler uses neither."""
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torchvision", "lucent"):
-                return importlib.machinery.ModuleSpec(name, self, is_package=True)
-            return None
-        def create_module(self, spec):
-            m = types.ModuleType(spec.name)
-            m.__path__ = []
-            def attr(name):
-                if name.startswith("__"):
-                    raise AttributeError(name)
-                return _Any()
-            m.__getattr__ = attr
-            return m
-        def exec_module(self, module):
-            pass
-
-    sys.meta_path.insert(0, _Placeholders())
     sys.path.insert(0, sys.argv[1])
+    from _timing import stub_modules
+    stub_modules()  # deep_data_profiler imports torchvision and torch-lucent; SVDProfiler uses neither
     import deep_data_profiler as ddp
     from _models import vgg_small
 
@@ -272,7 +208,7 @@ def memory_child(n: int) -> None:
     model = vgg_small()  # CPU: peak resident memory is what is compared
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        table = profile(model, Synthetic(n), batch_size=BATCH, out=out, progress=False)
+        table = profile(model, Synthetic(n, 32), batch_size=BATCH, out=out, progress=False)
         dt = time.perf_counter() - t0
         size = sum(f.stat().st_size for f in table.files)
         neurons = int(sum(l["neurons"] for l in table.manifest["layers"]))

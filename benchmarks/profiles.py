@@ -5,20 +5,29 @@
 
 Model: ``vgg_small()`` (6 conv + 2 linear layers, 32×32×3 inputs, random weights, seed 0), float32, CPU.
 Data: synthetic 32×32 images, batch ``b`` of 64 drawn from seed ``b`` (the same inputs on both sides).
+Both processes run with ``--threads`` torch threads (default 1: on a CPU shared with other jobs, the
+steadiest numbers).
 
-1. DeepDataProfiler's definitions in convsvd (``start="layers", rule="ddp"``: each layer's influential
-   channels from its activations, their contributing channels in the layer below) on ``--inputs`` inputs,
-   batched; and convsvd's own profiles (``start="class"``, share rule) for reference.
-2. DeepDataProfiler ``ChannelProfiler.create_profile``, one image at a time, on the first ``--ddp-images``
-   inputs (the peer environment of ``shared/peers/install-peers.sh``, run as a subprocess). Its profiler
-   fails on this model's last pooling layer (a ``Flatten`` after ``MaxPool2d``: it compares the pooled
-   ``(1, C, 4, 4)`` output with the flattened ``(1, C·16)`` one), so it profiles its layers 1–8 (the six
-   conv and the first two pooling layers); the failure is printed.
-3. Agreement on those inputs and layers: influential channels of layers 1–8, synapses of layers 1–8,
-   neuron counts of layers 0–7 (layer 8's counts also hold the contributions to layer 9, which the
-   reference does not profile), and the largest weight difference. Every disagreement is listed.
-4. Inputs per second of both, and the ratio (target ≥ 10×), beside the ratio of the bare batched
-   forward pass (no profiler that runs the model can beat it).
+The contenders are timed in rounds, back to back, so that load from other processes falls on all of
+them alike: each round takes one batch of ``--batch-size`` inputs and times
+
+- convsvd with DeepDataProfiler's definitions (``start="layers", rule="ddp"``: each layer's influential
+  channels from its activations, their contributing channels in the layer below), batched;
+- convsvd's own profiles (``start="class"``, share rule), batched;
+- the bare batched forward pass of the model as it is (contiguous inputs), and with channels-last
+  inputs (how convsvd's profiler runs a float32 CNN on the CPU); and the forward pass at batch 1 on
+  DeepDataProfiler's images of the round (it runs it twice per image);
+- DeepDataProfiler's ``ChannelProfiler.create_profile``, one image at a time, on its share of the first
+  ``--ddp-images`` inputs (the peer environment of ``shared/peers/install-peers.sh``, a worker process
+  that profiles the images it is asked for). Its profiler fails on this model's last pooling layer (a
+  ``Flatten`` after ``MaxPool2d``: it compares the pooled ``(1, C, 4, 4)`` output with the flattened
+  ``(1, C·16)`` one), so it profiles its layers 1–8 (the six conv and the first two pooling layers);
+  the failure is printed.
+
+Then: agreement on those inputs and layers (influential channels of layers 1–8, synapses of layers
+1–8, neuron counts of layers 0–7 — layer 8's counts also hold the contributions to layer 9, which the
+reference does not profile — and the largest weight difference; every disagreement is listed), and
+inputs per second of every contender with its ratio to DeepDataProfiler (target ≥ 10×).
 """
 
 from __future__ import annotations
@@ -43,37 +52,12 @@ from convsvd.profiles import Profiler  # noqa: E402
 BATCH = 64
 
 DDP_SCRIPT = textwrap.dedent('''
-    import importlib.abc, importlib.machinery, json, sys, time, types
+    import json, sys, time
     import torch
 
-    class _Any:
-        def __getattr__(self, name):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return type(name, (), {})
-        def __call__(self, *a, **k):
-            return None
-
-    class _Placeholders(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-        """deep_data_profiler imports torchvision and torch-lucent at import time; ChannelProfiler uses neither."""
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torchvision", "lucent"):
-                return importlib.machinery.ModuleSpec(name, self, is_package=True)
-            return None
-        def create_module(self, spec):
-            m = types.ModuleType(spec.name)
-            m.__path__ = []
-            def attr(name):
-                if name.startswith("__"):
-                    raise AttributeError(name)
-                return _Any()
-            m.__getattr__ = attr
-            return m
-        def exec_module(self, module):
-            pass
-
-    sys.meta_path.insert(0, _Placeholders())
     sys.path.insert(0, sys.argv[1])
+    from _timing import stub_modules
+    stub_modules()  # deep_data_profiler imports torchvision and torch-lucent; ChannelProfiler uses neither
     import deep_data_profiler as ddp
     from _models import vgg_small
 
@@ -90,11 +74,16 @@ DDP_SCRIPT = textwrap.dedent('''
         failure = f"{type(e).__name__}: {str(e).splitlines()[0]}"
     span = (1, 9)
     prof.create_profile(x[:1], layers_to_profile=span, threshold=threshold)  # warm-up
+    print(json.dumps(dict(threads=torch.get_num_threads())), flush=True)
     results = []
-    t0 = time.perf_counter()
-    for i in range(n):
-        results.append(prof.create_profile(x[i:i + 1], layers_to_profile=span, threshold=threshold))
-    dt = time.perf_counter() - t0
+    for line in sys.stdin:  # "i j": profile images i..j-1 and answer the seconds it took (interleaved with the parent)
+        if line.strip() == "end":
+            break
+        i, j = map(int, line.split())
+        t0 = time.perf_counter()
+        for k in range(i, j):
+            results.append(prof.create_profile(x[k:k + 1], layers_to_profile=span, threshold=threshold))
+        print(json.dumps(dict(seconds=time.perf_counter() - t0)), flush=True)
     heads = {k: v[0][0] for k, v in prof.layerdict.items()}
     def coo(m):
         m = m.tocoo()
@@ -103,8 +92,42 @@ DDP_SCRIPT = textwrap.dedent('''
                 nw={k: coo(v) for k, v in p.neuron_weights.items()},
                 sw={k: coo(v) for k, v in p.synapse_weights.items()},
                 sc={k: coo(v) for k, v in p.synapse_counts.items()}) for p in results]
-    json.dump(dict(seconds=dt, images=n, failure=failure, heads=heads, span=list(span), profiles=per), open(out, "w"))
+    json.dump(dict(failure=failure, heads=heads, span=list(span), profiles=per), open(out, "w"))
 ''')
+
+
+class DDPWorker:
+    """DeepDataProfiler in the peers' interpreter, profiling the images it is asked for, when it is asked."""
+
+    def __init__(self, python: Path, m: int, threshold: float, threads: int, out: Path) -> None:
+        self.out, self.err = out, out.with_suffix(".err")
+        self.proc = subprocess.Popen([str(python), "-c", DDP_SCRIPT, str(HERE), str(m), str(threshold), str(threads),
+                                      str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err.open("w"), text=True)
+        self.threads = int(self._answer()["threads"])
+
+    def _answer(self) -> dict:  # type: ignore[type-arg]
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=60)
+            err = self.err.read_text().strip()
+            raise RuntimeError(err.splitlines()[-1] if err else f"exit {self.proc.wait()}")
+        return json.loads(line)
+
+    def profile(self, i: int, j: int) -> float:
+        """Seconds DeepDataProfiler took for images ``i..j-1``, one at a time."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{i} {j}\n")
+        self.proc.stdin.flush()
+        return float(self._answer()["seconds"])
+
+    def finish(self) -> dict:  # type: ignore[type-arg]
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("end\n")
+        self.proc.stdin.flush()
+        self.proc.wait(timeout=600)
+        return json.loads(self.out.read_text())
 
 
 def batches(n: int) -> list[torch.Tensor]:
@@ -114,19 +137,6 @@ def batches(n: int) -> list[torch.Tensor]:
         x = torch.rand(BATCH, 3, 32, 32, generator=g)
         out.append(x[: min(BATCH, n - b * BATCH)])
     return out
-
-
-def run_ours(n: int, threshold: float, batch_size: int, **kw: object) -> tuple[float, object]:
-    model = vgg_small()
-    xs = torch.cat(batches(n))
-    prof = Profiler(model, xs[:1], threshold=threshold, **kw)  # type: ignore[arg-type]
-    prof.run(xs[:2])  # warm-up
-    t0 = time.perf_counter()
-    parts = [prof.run(xs[i:i + batch_size]) for i in range(0, n, batch_size)]
-    dt = time.perf_counter() - t0
-    from convsvd.profiles import InputProfiles
-
-    return dt, InputProfiles.concat(parts)
 
 
 def compare(ours, ref: dict, n: int) -> list[str]:  # type: ignore[no-untyped-def]
@@ -202,48 +212,86 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    n = args.inputs
-    t_ddpdef, ours = run_ours(n, args.threshold, args.batch_size, start="layers", rule="ddp")
-    t_own, _ = run_ours(n, args.threshold, args.batch_size)
-    model, xs = vgg_small(), torch.cat(batches(n))
+    n, bs, t = args.inputs, args.batch_size, args.threshold
+    model = vgg_small()
+    xs = torch.cat(batches(n))
+    ddp_def = Profiler(model, xs[:1], threshold=t, start="layers", rule="ddp")
+    own = Profiler(model, xs[:1], threshold=t)
+    for p in (ddp_def, own):
+        p.run(xs[:2])  # warm-up
     with torch.no_grad():
         model(xs[:2])
-        t0 = time.perf_counter()
-        for i in range(0, n, args.batch_size):
-            model(xs[i:i + args.batch_size])
-        t_fwd = time.perf_counter() - t0
-    print(f"1. convsvd, vgg_small, {n} inputs, batch {args.batch_size}, threshold {args.threshold}, "
-          f"{args.threads or torch.get_num_threads()} thread(s)")
-    print(f"   DeepDataProfiler's definitions (start='layers', rule='ddp'): {t_ddpdef:7.2f} s = {n / t_ddpdef:8.1f} inputs/s")
-    print(f"   convsvd's profiles (start='class', share rule):              {t_own:7.2f} s = {n / t_own:8.1f} inputs/s")
-    print(f"   the bare batched forward pass alone (the floor):             {t_fwd:7.2f} s = {n / t_fwd:8.1f} inputs/s")
-    if args.skip_ddp:
-        return
+    starts = list(range(0, n, bs))
+    m = 0 if args.skip_ddp else min(args.ddp_images, n, BATCH)
     python = Path(args.peers) / "bin" / "python"
-    if not python.exists():
-        print(f"2. DeepDataProfiler: skipped ({python} not found; bash shared/peers/install-peers.sh DIR)")
-        return
-    m = min(args.ddp_images, n, BATCH)
+    if m and not python.exists():
+        print(f"DeepDataProfiler: skipped ({python} not found; bash shared/peers/install-peers.sh DIR)")
+        m = 0
+    # DDP's images spread over the rounds; each round times every contender on its share, back to back,
+    # so that load from other processes falls on all of them alike
+    cuts = [round(m * r / len(starts)) for r in range(len(starts) + 1)]
+    secs = dict(ddp_def=0.0, own=0.0, fwd=0.0, fwd_cl=0.0, fwd1=0.0, ddp=0.0)
+    parts = []
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "ddp.json"
-        res = subprocess.run([str(python), "-c", DDP_SCRIPT, str(HERE), str(m), str(args.threshold), str(args.threads),
-                              str(out)], capture_output=True, text=True, timeout=3600)
-        if res.returncode != 0:
-            print(f"2. DeepDataProfiler failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
-            return
-        ref = json.loads(out.read_text())
-    rate = ref["images"] / ref["seconds"]
-    print(f"2. DeepDataProfiler 2.0.1 ChannelProfiler.create_profile, one image at a time, {m} images")
+        worker = None
+        if m:
+            try:
+                worker = DDPWorker(python, m, t, args.threads, Path(tmp) / "ddp.json")
+            except RuntimeError as e:
+                print(f"DeepDataProfiler failed: {e}")
+                m = 0
+        for r, i in enumerate(starts):
+            x = xs[i:i + bs]
+            t0 = time.perf_counter()
+            parts.append(ddp_def.run(x))
+            t1 = time.perf_counter()
+            own.run(x)
+            t2 = time.perf_counter()
+            with torch.no_grad():
+                model(x)
+                t3 = time.perf_counter()
+                model(x.contiguous(memory_format=torch.channels_last))
+                t4 = time.perf_counter()
+                for k in range(cuts[r], cuts[r + 1]):  # batch 1, as DeepDataProfiler runs it (twice per image)
+                    model(xs[k:k + 1])
+                t5 = time.perf_counter()
+            for key, dt in zip(("ddp_def", "own", "fwd", "fwd_cl", "fwd1"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                secs[key] += dt
+            if worker is not None and cuts[r + 1] > cuts[r]:
+                secs["ddp"] += worker.profile(cuts[r], cuts[r + 1])
+        ref = worker.finish() if worker is not None else None
+    from convsvd.profiles import InputProfiles
+
+    ours = InputProfiles.concat(parts)
+    rate = {k: n / v for k, v in secs.items() if k not in ("ddp", "fwd1")}
+    threads = args.threads or torch.get_num_threads()
+    print(f"1. vgg_small, {n} inputs, batch {bs}, threshold {t}, {threads} thread(s) in each process, "
+          f"{len(starts)} rounds (every contender timed on its share of each round, back to back)")
+    print(f"   convsvd, DeepDataProfiler's definitions (start='layers', rule='ddp'): {rate['ddp_def']:8.1f} inputs/s")
+    print(f"   convsvd's own profiles (start='class', share rule):                   {rate['own']:8.1f} inputs/s")
+    print(f"   the bare batched forward pass, as the model is (contiguous):         {rate['fwd']:8.1f} inputs/s")
+    print(f"   the bare batched forward pass, channels-last inputs:                  {rate['fwd_cl']:8.1f} inputs/s"
+          f"   (convsvd's profiler runs the model so: channels_last={ddp_def.channels_last})")
+    print(f"   profile time / forward time (contiguous, channels-last): DDP's definitions "
+          f"{secs['ddp_def'] / secs['fwd']:.2f}, {secs['ddp_def'] / secs['fwd_cl']:.2f}; "
+          f"own {secs['own'] / secs['fwd']:.2f}, {secs['own'] / secs['fwd_cl']:.2f}")
+    if not m or ref is None:
+        return
+    ddp_rate = m / secs["ddp"]
+    fwd1 = m / secs["fwd1"]
+    print(f"2. DeepDataProfiler 2.0.1 ChannelProfiler.create_profile, one image at a time, {m} images, "
+          f"{worker.threads} thread(s)")  # type: ignore[union-attr]
     if ref["failure"]:
         print(f"   on the whole model it fails: {ref['failure']}; profiled layers {ref['span'][0]}–{ref['span'][1] - 1}")
-    print(f"   {rate:8.2f} inputs/s")
+    print(f"   {ddp_rate:8.2f} inputs/s   (the model's forward pass at batch 1 alone: {fwd1:.1f} inputs/s; "
+          f"DDP runs it twice per image)")
     print(f"3. agreement on the first {m} inputs (DeepDataProfiler's definitions in convsvd vs DeepDataProfiler):")
     for line in compare(ours, ref, m):
         print(line)
-    ratio = (n / t_ddpdef) / rate
-    print(f"4. speed: convsvd {n / t_ddpdef:.1f} inputs/s (all 11 layers) vs DeepDataProfiler {rate:.2f} inputs/s "
-          f"(layers 1–8): {ratio:.1f}x (target ≥ 10x); convsvd's own profiles: {(n / t_own) / rate:.1f}x; "
-          f"the bare batched forward pass: {(n / t_fwd) / rate:.1f}x")
+    print(f"4. speed vs DeepDataProfiler (target ≥ 10x): convsvd with its definitions (all 11 layers vs its 1–8) "
+          f"{rate['ddp_def'] / ddp_rate:.1f}x; convsvd's own profiles {rate['own'] / ddp_rate:.1f}x; "
+          f"the bare batched forward pass {rate['fwd'] / ddp_rate:.1f}x (channels-last {rate['fwd_cl'] / ddp_rate:.1f}x, "
+          f"batch 1 {fwd1 / ddp_rate:.1f}x)")
 
 
 if __name__ == "__main__":

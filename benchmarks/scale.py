@@ -5,7 +5,7 @@
                                          [--fv-steps 16] [--fv-size 96] [--report-n 200]
 
 Models: ``benchmarks/_models.py``'s VGG-16 and ResNet-50 (random weights, seed 0) and,
-for the report, a ResNet-18 defined here; float32. Data: ``--n`` synthetic 3×224×224
+for the report, its ResNet-18; float32. Data: ``--n`` synthetic 3×224×224
 images in 10 classes, each batch drawn from its own seed (the dataset takes no memory).
 Steps (``--steps``, comma-separated, default all):
 
@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -46,10 +46,10 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _models import resnet50, vgg16  # noqa: E402
+from _models import resnet18, resnet50, vgg16  # noqa: E402
+from _data import Synthetic  # noqa: E402
 from _timing import sync  # noqa: E402
 
-from convsvd.data import Batch, ExpectedInput  # noqa: E402
 
 SIDE = 224
 STEPS = ("forward", "profile", "separation", "featureviz", "operator", "report-quick", "report")
@@ -59,72 +59,7 @@ TARGETS = dict(profile=1.3, separation=0.2, operator=10.0, report_quick=300.0, r
 # --------------------------------------------------------------------------- models and data
 
 
-class _Basic(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return torch.relu(y + (x if self.down is None else self.down(x)))
-
-
-def resnet18(num_classes: int = 10, seed: int = 0) -> nn.Module:
-    """A ResNet-18-shaped model (basic blocks 2-2-2-2), random weights."""
-    torch.manual_seed(seed)
-    stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                         nn.MaxPool2d(3, 2, 1))
-    blocks: list[nn.Module] = []
-    cin = 64
-    for width, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
-        blocks += [_Basic(cin, width, stride), _Basic(width, width, 1)]
-        cin = width
-    return nn.Sequential(stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)).eval()
-
-
 MODELS: dict[str, Callable[[], nn.Module]] = {"vgg16": vgg16, "resnet50": resnet50, "resnet18": resnet18}
-
-
-class Synthetic:
-    """A :class:`convsvd.data.DataSource` of ``n`` random 3×224×224 images in 10 classes, batch ``b`` from seed ``b``."""
-
-    classes = [str(i) for i in range(10)]
-
-    def __init__(self, n: int, side: int = SIDE) -> None:
-        self.n, self.side = n, side
-        self.name = f"synthetic-{n}"
-
-    def __len__(self) -> int:
-        return self.n
-
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        return []
-
-    def num_batches(self, batch_size: int) -> int:
-        return -(-self.n // batch_size)
-
-    def batch(self, b: int, batch_size: int) -> Batch:
-        lo, hi = b * batch_size, min(self.n, (b + 1) * batch_size)
-        x = torch.rand(hi - lo, 3, self.side, self.side, generator=torch.Generator().manual_seed(b))
-        ids = torch.arange(lo, hi)
-        return Batch(ids, x, ids % 10)
-
-    def iter_batches(self, batch_size: int, which: Sequence[int] | None = None) -> Iterator[tuple[int, Batch]]:
-        for b in (range(self.num_batches(batch_size)) if which is None else which):
-            yield b, self.batch(b, batch_size)
-
-    def conform(self, expected: ExpectedInput) -> "Synthetic":
-        return self
-
-    def describe(self) -> dict[str, object]:
-        return dict(kind="synthetic", name=self.name, inputs=self.n, classes=self.classes, transform="none",
-                    fingerprint=f"synthetic:{self.n}:{self.side}", skipped=[])
 
 
 # --------------------------------------------------------------------------- measuring
@@ -169,6 +104,31 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _store_parts(out: Path) -> tuple[int, int, int, int]:
+    """A signal store's bytes: (signal columns, id and label columns, everything else, number of shards).
+
+    "Everything else" is a constant per shard (the Arrow schema with every layer's metadata, written twice
+    in the file format, the record-batch headers and the checksums), whatever the number of inputs in it.
+    """
+    import pyarrow as pa
+
+    from convsvd.signals.store import shard_files
+
+    signal = ids = shards = 0
+    for path in shard_files(out):
+        shards += 1
+        with pa.memory_map(str(path)) as f:
+            reader = pa.ipc.open_file(f)
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                for field, column in zip(batch.schema, batch.columns):
+                    if field.name in ("id", "label"):
+                        ids += column.nbytes
+                    else:
+                        signal += column.nbytes
+    return signal, ids, _du(out) - signal - ids, max(shards, 1)
+
+
 class Run:
     """Times and peak memory of every step, printed as they come."""
 
@@ -204,7 +164,7 @@ def run_model(name: str, run: Run, steps: Sequence[str], n: int, batch: int, fv_
 
     device = run.device
     model = MODELS[name]().to(device)
-    data = Synthetic(n)
+    data = Synthetic(n, SIDE)
     table = None
     if "forward" in steps:
         def forward() -> None:
@@ -222,9 +182,14 @@ def run_model(name: str, run: Run, steps: Sequence[str], n: int, batch: int, fv_
                                                             device=device, progress=False))
         neurons = int(table.summary()["neurons"].fillna(0).sum())  # type: ignore[union-attr]
         size = _du(out)
-        run.extra[(name, "store")] = size / (n * neurons)
+        signal, per_input, per_shard, shards = _store_parts(out)
+        run.extra[(name, "store")] = signal / (n * neurons)
+        run.extra[(name, "store-per-input")] = per_input / n
         print(f"  {name:9s} signal store  {size / 2**20:9.1f} MiB for {n} inputs × {neurons} SVD neurons = "
-              f"{size / (n * neurons):.2f} bytes each", flush=True)
+              f"{size / (n * neurons):.2f} bytes each in all: {signal / (n * neurons):.2f} B of signal per "
+              f"(input, neuron), {per_input / n:.0f} B of id and label per input, and {per_shard / shards / 1024:.0f} "
+              f"KiB per shard ({shards} shard{'s' if shards != 1 else ''}: schema, layer metadata, checksums)",
+              flush=True)
     if "separation" in steps and table is not None:
         from convsvd.hypergraph import separation
 
@@ -286,12 +251,15 @@ def operator(name: str, model: nn.Module, run: Run) -> None:
 def report_steps(run: Run, steps: Sequence[str], n: int, batch: int, work: Path) -> None:
     from convsvd.report import report
 
-    data = Synthetic(n)
+    data = Synthetic(n, SIDE)
     for step, quick in (("report-quick", True), ("report", False)):
         if step in steps:
             out = work / f"{step}.html"
-            run.time("resnet18", step, lambda: report(resnet18(), data, out=out, quick=quick, input_shape=(3, SIDE, SIDE),
-                                                      batch_size=batch, device=run.device, progress=False))
+            result = run.time("resnet18", step, lambda: report(resnet18(), data, out=out, quick=quick,
+                                                               input_shape=(3, SIDE, SIDE), batch_size=batch,
+                                                               device=run.device, progress=False))
+            steps_s = ", ".join(f"{k} {v:.1f}" for k, v in getattr(result, "timings", {}).items())
+            print(f"  {'':9s} {'':13s} where the time went (s): {steps_s}", flush=True)
 
 
 # --------------------------------------------------------------------------- ratios
@@ -319,7 +287,8 @@ def ratios(run: Run, report_n: int, cpu: bool = False) -> list[str]:
             else:
                 lines.append(f"{m + ': slowest layer operator view at its own size':58s} {s[(m, 'operator-max')]:9.3g} s")
         if (m, "store") in run.extra:
-            line(f"{m}: signal store bytes per (input, SVD neuron)", run.extra[(m, "store")], TARGETS["store"], " B")
+            line(f"{m}: store bytes per (input, SVD neuron) (+{run.extra[(m, 'store-per-input')]:.0f} B per input)",
+                 run.extra[(m, "store")], TARGETS["store"], " B")
     note = "" if report_n == 200 else f" (on {report_n} images; the target is for 200)"
     if ("resnet18", "report-quick") in s:
         line(f"resnet18: report --quick{note}", s[("resnet18", "report-quick")], TARGETS["report_quick"], " s")

@@ -135,3 +135,45 @@ def test_maps_show_where_each_exemplars_neuron_fires_and_average_to_its_signal(t
     fig = features_figure(exemplars=ex)
     shown = {t.get_text() for t in fig.axes[0].texts}
     assert {ex.class_name(i) for i in range(len(ex))} <= shown  # every exemplar carries its class
+
+
+def test_several_layers_at_once_equal_one_layer_at_a_time_with_one_read_and_one_model_pass(table):
+    """exemplars_of_layers = exemplars + attach_maps per layer, for one read of the data and one pass of the model."""
+    from convsvd.data import as_source
+    from convsvd.features import attach_maps, exemplars_of_layers
+
+    model = zoo.load("digits-cnn")
+    wanted = {"conv2": [3, 0], "fc1": [1]}
+    source = as_source("digits:test")
+    reads: list[int] = []
+
+    class Counting:  # the same source, counting the batches read
+        def __getattr__(self, name):
+            return getattr(source, name)
+
+        def iter_batches(self, batch_size, which=None):
+            for b, batch in source.iter_batches(batch_size, which):
+                reads.append(b)
+                yield b, batch
+
+    calls: list[int] = []
+    hook = model.conv1.register_forward_hook(lambda m, i, o: calls.append(int(o.shape[0])))
+    try:
+        both = exemplars_of_layers(table, wanted, k=3, data=Counting(), model=model, batch_size=5)
+    finally:
+        hook.remove()
+    assert list(both) == ["conv2", "fc1"]
+    for layer, neurons in wanted.items():
+        one = exemplars(table, layer, k=3, neurons=neurons, data="digits:test")
+        got = both[layer]
+        for name in ("ids", "labels", "group", "neuron", "side", "rank", "signal"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(one, name))
+        assert torch.equal(got.images, one.images) and got.classes == one.classes
+        if layer == "conv2":
+            np.testing.assert_allclose(got.maps, attach_maps(one, model).maps, rtol=1e-6, atol=1e-6)
+        else:
+            assert got.maps is None  # a linear layer has no map
+    distinct = len(np.unique(np.concatenate([both[layer].ids for layer in wanted])))
+    assert len(reads) == len(set(reads))  # no batch of the data read twice
+    assert sum(calls) == distinct and max(calls) <= 5  # the model ran once over the distinct images, 5 at a time
+    assert exemplars_of_layers(table, wanted, k=3)["conv2"].images is None  # no data: no images

@@ -543,3 +543,185 @@ def test_ddp_rule_for_sums_and_pools(start: str) -> None:
             n = g.layers[names.index(pool)].channels
             assert all(divmod(c, n)[0] == divmod(c, n)[1] for c in syn.col.tolist()) and set(syn.data.tolist()) <= {1.0}
     assert seen > 0
+
+
+def reference_layers(model: nn.Module, x: torch.Tensor, rule: str, t: float):  # type: ignore[no-untyped-def]
+    """``start="layers"`` by explicit loops: per input ``(counts {(layer, n): c}, weights {(layer, n): w},
+    synapses {(layer, o, i): s})``, DeepDataProfiler's per-layer rules written out one entry at a time."""
+    g = layer_graph(model, x[:1])
+    _, ins, tails, heads = g.activations(x)
+    choose = select_share if rule == "share" else select_ddp
+    results = []
+    for b in range(x.shape[0]):
+        counts: dict[tuple[str, int], int] = {}
+        weights: dict[tuple[str, int], float] = {}
+        synapses: dict[tuple[str, int, int], float] = {}
+        for l in g.layers[1:]:
+            in_layers = [g.layers[i] for i in l.inputs]
+            xs = [v[b:b + 1] for v in ins[l.index]]
+            co = coefficients(l, in_layers, xs)
+            offs = np.cumsum([0] + [il.shape[0] for il in in_layers])
+            vals = []
+            for c in range(l.shape[0]):  # max(0, max_p t_p), t_p = tail_p where head_p has its sign, else 0
+                pairs = zip(tails[l.index][b, c].flatten().tolist(), heads[l.index][b, c].flatten().tolist())
+                vals.append(max([0.0] + [tv for tv, hv in pairs if (hv > 0) == (tv > 0)]))
+            for n, w in choose(vals, t).items():
+                counts[(l.name, n)] = counts.get((l.name, n), 0) + 1
+                weights[(l.name, n)] = weights.get((l.name, n), 0.0) + w
+                sums = [0.0] * int(offs[-1])
+                per_pos: dict[tuple[int, int, int], list[float]] = {}
+                for e, terms in co.items():
+                    if e[0] != n:
+                        continue
+                    for a, j, cf in terms:
+                        v = cf * float(xs[a][0][j])
+                        sums[int(offs[a]) + j[0]] += v
+                        per_pos.setdefault(e, [0.0] * int(offs[-1]))[int(offs[a]) + j[0]] += v
+                if rule == "share":
+                    contrib = select_share(sums, t)
+                elif l.kind in ("maxpool", "avgpool"):
+                    contrib = {n: 1.0}
+                elif l.kind == "add":
+                    m1, m2 = (float(xs[a][0][n].max()) for a in range(2))
+                    contrib = {n if m1 > m2 else l.shape[0] + n: 1.0}
+                elif l.kind == "conv":
+                    contrib = select_ddp([max([0.0] + [p[i] for p in per_pos.values()]) for i in range(len(sums))], t)
+                elif l.kind == "linear":  # entries x_j W_nj (negatives as 0), kept while Σ + bias ≤ t·y, plus one
+                    (terms,) = [tm for e, tm in co.items() if e[0] == n]
+                    z = [(max(0.0, cf * float(xs[0][0][j])), k, j[0]) for k, (_, j, cf) in enumerate(terms)]
+                    z.sort(key=lambda q: (-q[0], q[1]))
+                    bias = float(l.module.bias[n].detach()) if l.module.bias is not None else 0.0
+                    goal = t * float(heads[l.index][b, n].flatten()[0])
+                    cum, acc = 0.0, []
+                    for q in z:
+                        cum += q[0]
+                        acc.append(cum)
+                    k = min(sum(1 for c_ in acc if c_ + bias <= goal), len(z) - 1)
+                    contrib = {}
+                    for q in z[:k + 1]:
+                        if q[0] > 0:
+                            contrib[q[2]] = contrib.get(q[2], 0.0) + q[0] / acc[k]
+                else:
+                    contrib = select_ddp(sums, t)
+                for i, s in contrib.items():
+                    synapses[(l.name, n, i)] = s
+                    a = int(np.searchsorted(offs, i, side="right") - 1)
+                    key = (in_layers[a].name, i - int(offs[a]))
+                    counts[key] = counts.get(key, 0) + 1
+                    weights.setdefault(key, 0.0)
+        results.append((counts, weights, synapses))
+    return results
+
+
+def signs_model() -> nn.Module:
+    """Tails that turn non-positive entries positive (batch-norm, sigmoid, a negative leaky slope) beside one that does not."""
+    torch.manual_seed(3)
+    bn = nn.BatchNorm2d(4)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.bias.data.uniform_(-1, 1)
+    bn.weight.data.uniform_(-2, -0.5)  # a negative scale: large outputs where the conv output is small
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), bn, nn.Sigmoid(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 3, 3, padding=1), nn.LeakyReLU(-3.0), nn.Flatten(), nn.Linear(3 * 4 * 4, 5), nn.ReLU(),
+        nn.Linear(5, 3),
+    ).double().eval()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS) + ["signs"])
+@pytest.mark.parametrize("rule", ["ddp", "share"])
+def test_per_layer_profiles_equal_the_reference(name: str, rule: str) -> None:
+    build, shape = MODELS[name] if name != "signs" else (signs_model, (2, 8, 8))
+    model = build()
+    if name == "signs":
+        g = layer_graph(model, inputs(shape, 1))
+        assert [l.name for l in g.layers if l.index in g.sign_changing] == ["0", "4"]
+    x = inputs(shape, 3, seed=11 + len(name))
+    ps = Profiler(model, x[:1], start="layers", rule=rule, threshold=0.3).run(x)
+    for b, (rc, rw, rs) in enumerate(reference_layers(model, x, rule, 0.3)):
+        got_c = {(l.name, int(n)): int(v) for l in ps.layers
+                 for n, v in zip(ps.neuron_counts[l.name][b].tocoo().col, ps.neuron_counts[l.name][b].tocoo().data)}
+        assert got_c == rc, f"{name}/{rule} input {b} counts"
+        gn, gs = ours(ps, b)
+        assert_same(rw, gn, f"{name}/{rule} input {b} weights")
+        assert_same(rs, gs, f"{name}/{rule} input {b} synapses")
+
+
+def test_ddp_conv_rows_do_not_depend_on_the_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    import convsvd.profiles.contrib as contrib
+    from convsvd.profiles import LayerOp
+
+    model = functional_model()
+    x = inputs((1, 6, 6), 5, seed=12)
+    g = layer_graph(model, x[:1])
+    _, ins, _, _ = g.activations(x)
+    L = next(l for l in g.layers if l.name == "c")
+    op = LayerOp(L, ins[L.index], [g.layers[i] for i in L.inputs])
+    b = torch.tensor([4, 0, 4, 2, 4, 0])  # uneven rows per input, out of order
+    o = torch.tensor([1, 3, 0, 2, 3, 1])
+    whole = op.ddp_channel_rows(b, o)
+    monkeypatch.setattr(contrib, "_DDP_BUDGET", 1)  # one input per depthwise call
+    assert torch.equal(op.ddp_channel_rows(b, o), whole)
+    for r in range(len(b)):  # and each row alone
+        assert torch.equal(op.ddp_channel_rows(b[r:r + 1], o[r:r + 1])[0], whole[r])
+
+
+@pytest.mark.parametrize("start, rule, ntype", [("class", "share", "channel"), ("layers", "ddp", "channel"),
+                                               ("class", "share", "element"), ("class", "share", "spatial"),
+                                               ("class", "share", "svd")])
+def test_channels_last_run_equals_the_plain_run(start: str, rule: str, ntype: str) -> None:
+    model = seq_model().float()
+    x = inputs((2, 8, 8), 6, seed=13).float()
+    kw = dict(start=start, rule=rule, threshold=0.3, neuron_type=ntype)
+    plain = Profiler(model, x[:1], channels_last=False, **kw)  # type: ignore[arg-type]
+    fast = Profiler(model, x[:1], **kw)  # type: ignore[arg-type]
+    assert fast.channels_last and not plain.channels_last
+    assert fast.run(x).profile().allclose(plain.run(x).profile(), rtol=1e-5, atol=1e-6)
+    before = [p.is_contiguous() for p in model.parameters()]
+    assert before == [True] * len(before)  # the model itself is not converted
+
+
+def test_channels_last_is_skipped_when_the_model_needs_contiguous_activations() -> None:
+    class Viewer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3)
+            self.fc = nn.Linear(3 * 6 * 6, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return self.fc(y.view(y.shape[0], -1))
+
+    x = torch.rand(2, 2, 8, 8)
+    p = Profiler(Viewer().eval(), x[:1])
+    assert not p.channels_last
+    assert len(p.run(x)) == 2
+
+
+@pytest.mark.parametrize("top", [1, 3, 6])
+def test_ddp_linear_rule_from_the_largest_entries_equals_sorting_everything(top: int,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import convsvd.profiles.build as build
+
+    g = torch.Generator().manual_seed(top)
+    z = torch.randint(0, 4, (200, 12), generator=g).double()  # many ties, zeros included
+    z[:50] = torch.rand(50, 12, generator=g, dtype=torch.float64)
+    bias = torch.randn(200, generator=g, dtype=torch.float64) * 0.3
+    goal = torch.rand(200, generator=g, dtype=torch.float64) * z.sum(1) * 0.6
+    monkeypatch.setattr(build, "_LINEAR_TOP", 10 ** 6)
+    whole = build._ddp_linear_weights(z, bias, goal)
+    # the definition, row by row
+    for r in range(len(z)):
+        order = sorted(range(12), key=lambda j: (-float(z[r, j]), j))
+        cum, acc = 0.0, []
+        for j in order:
+            cum += float(z[r, j])
+            acc.append(cum)
+        k = min(sum(1 for c in acc if c + float(bias[r]) <= float(goal[r])), 11)
+        want = [0.0] * 12
+        for j in order[:k + 1]:
+            if z[r, j] > 0:
+                want[j] = float(z[r, j]) / acc[k]
+        assert whole[r].tolist() == pytest.approx(want, rel=1e-12, abs=0)
+    monkeypatch.setattr(build, "_LINEAR_TOP", top)
+    assert torch.equal(build._ddp_linear_weights(z, bias, goal), whole)

@@ -241,3 +241,17 @@ def test_figures_and_report_section(runs: InputProfiles) -> None:
                                             "profiles-graph-1", "profiles-persistence"]
     missing = profiles_section(None, "no data")
     assert missing.status == "missing" and missing.notes[0].text == "no data"
+
+
+def test_synapse_frame_of_a_layer_without_synapses(runs: InputProfiles) -> None:
+    """A layer pair with no synapse in the profile gives no rows (found on a ResNet-18: scipy returns a
+    sparse matrix, not an array, for an empty index)."""
+    from dataclasses import replace
+
+    p = runs.profile()
+    layer = next(l.name for l in p.layers if l.inputs)
+    empty = p.synapse_counts[layer] * 0
+    empty.eliminate_zeros()
+    q = replace(p, synapse_counts={**p.synapse_counts, layer: empty})
+    s = q.synapse_frame()
+    assert layer not in set(s["layer"]) and len(s) == p.num_synapses - p.synapse_counts[layer].nnz

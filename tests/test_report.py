@@ -73,8 +73,11 @@ def test_demo_quick_holds_every_section_with_figures(demo_quick) -> None:
     rows = re.findall(r'<figure id="fig-neuron-[^"]*" class="figure neuron-row">.*?</figure>', html, re.S)
     shown = sum(len(page.tables[f"neurons-{n}"].rows) for n in _digits_cnn().names)
     assert len(rows) == shown
-    assert all(r.count("data-feature-image") == 2 and r.count('class="exemplars"') == 1 for r in rows)
-    assert len(page.sections["neurons"].images) == len(_digits_cnn().layers) + 3 * shown
+    with_fv = [r for r in rows if "data-feature-image" in r]  # the time budget may leave some layers out
+    assert with_fv, "feature visualisations are shown"
+    assert all(r.count("data-feature-image") == 2 for r in with_fv)
+    assert all(r.count('class="exemplars"') == 1 for r in rows)
+    assert len(page.sections["neurons"].images) == len(_digits_cnn().layers) + len(rows) + 2 * len(with_fv)
     # self-contained: every image embedded, nothing fetched
     assert all(s.startswith("data:image/png;base64,") for s in page.sources)
     html = (out / "report.html").read_text()

@@ -6,7 +6,7 @@
 >>> sf = singular_filters(zoo.load("digits-cnn"), "conv1", rank=3)               # doctest: +SKIP
 """
 
-from convsvd.features.exemplars import Exemplars, attach_maps, exemplars, fetch_inputs
+from convsvd.features.exemplars import Exemplars, attach_maps, exemplars, exemplars_of_layers, fetch_inputs
 from convsvd.features.featureviz import (
     DIRECTIONS,
     LOCATIONS,
@@ -31,6 +31,7 @@ __all__ = [
     "attach_maps",
     "colour_matrix",
     "exemplars",
+    "exemplars_of_layers",
     "featureviz",
     "fetch_inputs",
     "image_seed",

@@ -11,8 +11,8 @@ signals are left out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ from convsvd._results import LayerResult
 from convsvd.data import as_source
 from convsvd.errors import InputError
 
-__all__ = ["Exemplars", "attach_maps", "exemplars", "fetch_inputs"]
+__all__ = ["Exemplars", "attach_maps", "exemplars", "exemplars_of_layers", "fetch_inputs"]
 
 SIDES: tuple[str, ...] = ("top", "bottom")
 _COLUMNS = ("id", "label", "group", "neuron", "signal")
@@ -288,33 +288,123 @@ def exemplars(
     )
 
 
-def attach_maps(ex: Exemplars, model: object, *, svd: object | None = None, fold_bn: bool = False) -> Exemplars:
+def attach_maps(ex: Exemplars, model: object, *, svd: object | None = None, fold_bn: bool = False,
+                batch_size: int = 32) -> Exemplars:
     """``ex`` with :attr:`Exemplars.maps`: where each exemplar's neuron fires, location by location.
 
-    Runs the model on the exemplars' images once (:func:`convsvd.signals.signal_maps`). Only
-    layers with a 2-D output map (conv2d) get maps; for others ``ex`` is returned unchanged.
+    Runs the model on the exemplars' images once, ``batch_size`` at a time
+    (:func:`convsvd.signals.signal_maps`). Only layers with a 2-D output map
+    (conv2d) get maps; for others ``ex`` is returned unchanged.
 
     Raises
     ------
     InputError
         ``ex`` has no images (call :func:`exemplars` with ``data=``).
     """
-    from dataclasses import replace
-
-    from convsvd.signals.project import signal_maps
-
     if ex.images is None:
         raise InputError("exemplars: no images attached (call exemplars(..., data=DATASET))")
     if len(ex) == 0:
         return ex
-    site = ex.layer
-    maps = signal_maps(model, ex.images, layers=site.split("#")[0], svd=svd, fold_bn=fold_bn)  # type: ignore[arg-type]
-    m = maps.get(site)
-    if m is None or m.dim() != 5:  # (N, g, r, h, w) for conv2d only
-        return ex
-    rows = torch.arange(len(ex))
-    picked = m[rows, torch.as_tensor(ex.group), torch.as_tensor(ex.neuron)]
-    return replace(ex, maps=picked.detach().double().cpu().numpy())
+    maps = _maps({ex.layer: ex}, {ex.layer: np.arange(len(ex))}, ex.images, model, svd=svd, fold_bn=fold_bn,
+                 batch_size=batch_size)
+    return replace(ex, maps=maps[ex.layer]) if ex.layer in maps else ex
+
+
+def exemplars_of_layers(
+    table: object,
+    neurons: Mapping[str, int | Sequence[int] | None],
+    *,
+    k: int = 8,
+    data: object | None = None,
+    model: object | None = None,
+    svd: object | None = None,
+    fold_bn: bool = False,
+    batch_size: int = 32,
+) -> dict[str, Exemplars]:
+    """:func:`exemplars` of several layers at once, with their images and maps for one read of the data.
+
+    The same as ``exemplars(table, layer, k=k, neurons=n, data=data)`` for each
+    ``layer, n`` of ``neurons`` (then :func:`attach_maps` with ``model``), but the
+    dataset is read once for the exemplars of every layer, and the model runs
+    once over the distinct exemplar images (``batch_size`` at a time, every
+    layer's maps from the same pass). Memory: the distinct images, one batch of
+    maps, and each layer's picked maps.
+
+    Parameters
+    ----------
+    table : SignalTable or pandas.DataFrame
+    neurons : mapping of str to int, sequence of int or None
+        Layer → its SVD neurons (None: every neuron of the layer).
+    k : int
+        Exemplars per side.
+    data : dataset, optional
+        The profiled dataset; without it no images (and no maps) are attached.
+    model : optional
+        The model the table was profiled from; with ``data``, conv2d layers get maps.
+    svd, fold_bn
+        As for :func:`convsvd.signals.signal_maps`.
+    batch_size : int
+        Images per forward pass of the maps.
+
+    Returns
+    -------
+    dict of str to Exemplars
+        In the order of ``neurons``.
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame(dict(id=[0, 1, 0, 1], layer=["a", "a", "b", "b"], neuron=0, signal=[1.0, 2.0, 3.0, -1.0]))
+    >>> out = exemplars_of_layers(frame, {"a": None, "b": [0]}, k=1)
+    >>> [(name, ex.ids.tolist()) for name, ex in out.items()]
+    [('a', [1, 0]), ('b', [0, 1])]
+    """
+    batch_size = check.integer(batch_size, "batch_size", minimum=1)
+    out = {layer: exemplars(table, layer, k=k, neurons=chosen) for layer, chosen in neurons.items()}
+    if data is None or not out:
+        return out
+    source = as_source(data)
+    ids = np.unique(np.concatenate([ex.ids for ex in out.values()]))
+    images = fetch_inputs(source, ids)
+    classes = getattr(table, "classes", None) if not isinstance(table, pd.DataFrame) else None
+    classes = list(classes or source.classes or []) or None
+    rows = {layer: np.searchsorted(ids, ex.ids) for layer, ex in out.items()}
+    out = {layer: replace(ex, images=images[torch.as_tensor(rows[layer], dtype=torch.long)], classes=classes)
+           for layer, ex in out.items()}
+    if model is None:
+        return out
+    maps = _maps({layer: ex for layer, ex in out.items() if len(ex)}, rows, images, model, svd=svd, fold_bn=fold_bn,
+                 batch_size=batch_size)
+    return {layer: replace(ex, maps=maps[layer]) if layer in maps else ex for layer, ex in out.items()}
+
+
+def _maps(exs: Mapping[str, Exemplars], rows: Mapping[str, np.ndarray], images: torch.Tensor, model: object, *,
+          svd: object | None, fold_bn: bool, batch_size: int) -> dict[str, np.ndarray]:
+    """Each exemplar's per-location signal of its neuron, for every conv2d layer of ``exs``.
+
+    ``rows[layer][i]`` is the position in ``images`` of the image of ``exs[layer]``'s row ``i``.
+    The model runs over ``images`` once, ``batch_size`` at a time, with every layer hooked.
+    """
+    from convsvd.signals.project import plan_projection, signal_maps
+
+    if not exs:
+        return {}
+    names = list(dict.fromkeys(layer.split("#")[0] for layer in exs))
+    plan = plan_projection(model, layers=names, fold_bn=fold_bn, svd=svd)  # type: ignore[arg-type]
+    maps: dict[str, np.ndarray] = {}
+    for lo in range(0, int(images.shape[0]), batch_size):
+        hi = min(lo + batch_size, int(images.shape[0]))
+        got = signal_maps(model, images[lo:hi], plan=plan)
+        for layer, ex in exs.items():
+            m = got.get(layer)
+            if m is None or m.dim() != 5:  # (N, g, r, h, w) for conv2d only
+                continue
+            sel = np.flatnonzero((rows[layer] >= lo) & (rows[layer] < hi))
+            if layer not in maps:
+                maps[layer] = np.zeros((len(ex), *m.shape[3:]), dtype=np.float64)
+            if sel.size:
+                picked = m[torch.as_tensor(rows[layer][sel] - lo), torch.as_tensor(ex.group[sel]),
+                           torch.as_tensor(ex.neuron[sel])]
+                maps[layer][sel] = picked.detach().double().cpu().numpy()
+    return maps
 
 
 def fetch_inputs(data: object, ids: Sequence[int] | np.ndarray, batch_size: int = 256) -> torch.Tensor:

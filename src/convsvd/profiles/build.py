@@ -62,6 +62,49 @@ def _svd_basis(U: torch.Tensor, out_channels: int) -> torch.Tensor:
     return torch.cat([blk, q[:, g * r:]], 1)
 
 
+_LINEAR_TOP = 64  # entries of a row sorted first by DeepDataProfiler's linear rule (all of them if that is not enough)
+
+
+def _ddp_linear_kept(srt: torch.Tensor, bias: torch.Tensor, goal: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """Rows of values sorted descending: ``(accept, weights)``, entries ``0..accept`` kept (zeros weigh 0)."""
+    cum = srt.cumsum(1)
+    accept = ((cum + bias.unsqueeze(1)) <= goal.unsqueeze(1)).sum(1)
+    accept = torch.where(accept < n, accept, accept - 1)
+    keep = torch.arange(srt.shape[1], device=srt.device).unsqueeze(0) <= accept.clamp(max=srt.shape[1] - 1).unsqueeze(1)
+    denom = cum.gather(1, accept.clamp(max=srt.shape[1] - 1).unsqueeze(1))
+    ws = torch.where(keep & (srt > 0), srt / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(srt))
+    return accept, ws
+
+
+def _ddp_linear_weights(z: torch.Tensor, bias: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """``(M, F)`` weights of DeepDataProfiler's linear rule for rows ``z ≥ 0``: sorted descending (ties by
+    position), entries kept while ``Σ_kept + bias ≤ goal``, plus one more; weights ``z / Σ_kept``.
+
+    Usually few entries are kept: the ``_LINEAR_TOP`` largest are put in that order first (``topk``,
+    then ties by position), which decides every row whose kept entries all lie strictly above the
+    smallest of them; the other rows are sorted whole. Same result as sorting every row.
+    """
+    M, n = z.shape
+    w = torch.zeros_like(z)
+    K = min(n, _LINEAR_TOP)
+    todo = torch.ones(M, dtype=torch.bool, device=z.device)
+    if K < n and M:
+        v, i = z.topk(K, dim=1)  # the K largest, descending; equal values in any order
+        i, p = i.sort(dim=1)
+        srt, p = v.gather(1, p).sort(dim=1, descending=True, stable=True)  # ties by position
+        order = i.gather(1, p)
+        accept, ws = _ddp_linear_kept(srt, bias, goal, n)
+        at = srt.gather(1, accept.clamp(max=K - 1).unsqueeze(1))[:, 0]
+        todo = (accept >= K - 1) | ((at <= srt[:, K - 1]) & (at > 0))  # a tie may cross the cut: sort it all
+        done = ~todo
+        w[done] = torch.zeros_like(z[done]).scatter(1, order[done], ws[done])
+    if bool(todo.any()):
+        srt, order = torch.sort(z[todo], dim=1, descending=True, stable=True)
+        _, ws = _ddp_linear_kept(srt, bias[todo], goal[todo], n)
+        w[todo] = torch.zeros_like(srt).scatter(1, order, ws)
+    return w
+
+
 class Profiler:
     """Attribution profiles of a model, batch by batch.
 
@@ -79,6 +122,11 @@ class Profiler:
     start : {"class", "layers"}
     unknown : {"refuse", "pass"}
         See :func:`convsvd.profiles.graph.layer_graph`.
+    channels_last : bool, optional
+        Run the model on channels-last copies of the inputs (oneDNN's fast layout for CPU
+        convolutions; the model itself is not touched). Activations equal the plain forward pass's
+        up to float rounding. Default: on for float32 image batches on the CPU when the model accepts
+        them (checked on ``example``), else off.
 
     >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)).eval()
     >>> p = Profiler(net, torch.zeros(1, 1, 4, 4)).run(torch.rand(5, 1, 4, 4))
@@ -88,7 +136,7 @@ class Profiler:
 
     def __init__(self, model: nn.Module, example: torch.Tensor, *, neuron_type: str = "channel", rule: str = "share",
                  threshold: float | None = None, top_k: int | None = None, start: str = "class",
-                 unknown: str = "refuse", svd: object = None) -> None:
+                 unknown: str = "refuse", svd: object = None, channels_last: bool | None = None) -> None:
         if neuron_type not in NEURON_TYPES:
             raise InputError(f"neuron_type: expected one of {', '.join(NEURON_TYPES)}, got {neuron_type!r}")
         if rule not in RULES:
@@ -112,6 +160,10 @@ class Profiler:
         names = {l.index: l.name for l in g.layers}
         self.layers = tuple(LayerInfo(l.name, l.kind, neuron_count(l, neuron_type),
                                       tuple(names[i] for i in l.inputs), l.shape) for l in g.layers)
+        self.channels_last = self._channels_last_ok(example) if channels_last is None else bool(channels_last)
+        # layers whose own output no later operation of theirs rewrites (no tail: their output is their head)
+        self._untailed = {k for name, k in g._node_layer.items() if name == g.layers[k].node}
+        self._heads: dict[int, torch.Tensor] = {}
         self.rot: dict[int, torch.Tensor] = {}
         if neuron_type == "svd":
             self._bases(svd)
@@ -132,6 +184,24 @@ class Profiler:
                 raise InputError(f"layer {name!r}: svd neurons need the full SVD (mode='full')")
             self.rot[l.index] = _svd_basis(ls.U, l.channels)
 
+    def _channels_last_ok(self, example: torch.Tensor) -> bool:
+        if example.dim() != 4 or example.device.type != "cpu" or example.dtype != torch.float32:
+            return False
+        try:
+            with torch.no_grad():
+                self.graph.activations(example.contiguous(memory_format=torch.channels_last))
+        except Exception:  # noqa: BLE001 - e.g. a .view() that needs contiguous activations: run as given
+            return False
+        return True
+
+    def _activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict, dict]:  # type: ignore[type-arg]
+        """The graph's activations of ``x``, in the layout the model ran in (every use is layout-agnostic;
+        converting them all back would cost more than the channels-last convolutions save)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            return self.graph.activations(x)
+
     @property
     def layer_names(self) -> list[str]:
         return [l.name for l in self.layers]
@@ -149,7 +219,8 @@ class Profiler:
         if self.neuron_type == "svd":
             rot_in = [self.rot.get(i) for i in L.inputs]
             rot_out = self.rot.get(k)
-        return LayerOp(L, ins[k], in_layers, rot_in, rot_out)
+        head = self._heads.get(k) if k in self._untailed else None
+        return LayerOp(L, ins[k], in_layers, rot_in, rot_out, head)
 
     def _select(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return select(rows, self.rule, self.threshold, self.top_k)
@@ -159,8 +230,7 @@ class Profiler:
         """Profiles of a batch ``x`` ``(B, ...)``, from ``targets`` (default: the predicted classes)."""
         g = self.graph
         B = x.shape[0]
-        with torch.no_grad():
-            out, ins, tails, heads = g.activations(x)
+        out, ins, tails, heads = self._activations(x)
         self._heads = heads
         pred = out.reshape(B, -1).argmax(1)
         if targets is None:
@@ -257,18 +327,9 @@ class Profiler:
         x = ins[k][0]
         B, C = x.shape[:2]
         z = (x.flatten(1)[b] * m.weight.detach()[o]).clamp(min=0)  # (M, F)
-        Fn = z.shape[1]
-        srt, order = torch.sort(z, dim=1, descending=True, stable=True)
-        cum = srt.cumsum(1)
         y = self._heads[k].flatten(1)[b, o]
         bias = m.bias.detach()[o] if m.bias is not None else torch.zeros_like(y)
-        accept = ((cum + bias.unsqueeze(1)) <= (self.threshold * y).unsqueeze(1)).sum(1)
-        accept = torch.where(accept < Fn, accept, accept - 1)
-        keep = torch.arange(Fn, device=z.device).unsqueeze(0) <= accept.unsqueeze(1)
-        denom = cum.gather(1, accept.unsqueeze(1))
-        ws = torch.where(keep & (srt > 0), srt / torch.where(denom > 0, denom, torch.ones_like(denom)),
-                         torch.zeros_like(srt))
-        w = torch.zeros_like(z).scatter(1, order, ws)
+        w = _ddp_linear_weights(z, bias, self.threshold * y)
         if self.neuron_type == "channel":
             w = w.reshape(len(b), C, -1).sum(2)
         return w > 0, w
@@ -278,8 +339,13 @@ class Profiler:
         self._heads = heads
         for k in range(1, len(g.layers)):
             L = g.layers[k]
-            t = torch.where((heads[k] > 0) == (tails[k] > 0), tails[k], torch.zeros_like(tails[k]))
-            val = t.flatten(2).amax(2).clamp(min=0)  # (B, C)
+            # DDP: per channel max(0, max_p t_p), t_p = tail_p where head_p and tail_p have the same sign, else 0.
+            # Only positive t_p can reach the maximum, and those are the tail_p > 0 with head_p > 0: so
+            # max(0, max_p [head_p > 0] · tail_p), exactly; that is max(0, max_p tail_p) when the layer has
+            # no tail, or a tail under which tail_p > 0 implies head_p > 0 (ReLU, tanh, flatten, ...).
+            plain = k in self._untailed or k not in g.sign_changing
+            t = tails[k] if plain else torch.where(heads[k] > 0, tails[k], 0.0)
+            val = t.amax((2, 3)).clamp_(min=0)  # (B, C)
             mask, w = self._select(val)
             bk, nk = mask.nonzero(as_tuple=True)
             nrec.setdefault(k, []).append((bk, nk, torch.ones_like(nk), w[bk, nk].to(torch.float64)))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from convsvd.profiles.graph import Layer
 
@@ -39,6 +40,7 @@ __all__ = ["LayerOp", "NEURON_TYPES", "neuron_count"]
 NEURON_TYPES = ("channel", "element", "spatial", "svd")
 
 _ROW_BUDGET = 1 << 23  # entries of a dense block of rows computed at once
+_DDP_BUDGET = 1 << 20  # entries of the repeated inputs of one depthwise call (small: it should stay in cache)
 
 
 def _window_sums(x: torch.Tensor, dim: int, k: int, d: int, n: int) -> torch.Tensor:
@@ -68,11 +70,15 @@ def _strided_window_sums(x: torch.Tensor, dim: int, k: int, d: int, s: int, n: i
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     t = torch.arange(k, device=x.device)
     start = t * d - pad  # first index read by tap t (may be < 0: padding)
-    if s == 1:
-        cs = torch.cat([torch.zeros_like(x.narrow(dim, 0, 1), dtype=acc), x.to(acc).cumsum(dim)], dim)
+    if s == 1:  # the total minus the few entries a tap misses at each end (short running sums only)
         lo = start.clamp(0, L)
         hi = (start + n).clamp(0, L)
-        return cs.index_select(dim, hi) - cs.index_select(dim, lo)
+        a, e = int(lo.max()), int(L - hi.min())
+        total = x.sum(dim, keepdim=True, dtype=acc)
+        zero = torch.zeros_like(total)
+        head = torch.cat([zero, x.narrow(dim, 0, a).to(acc).cumsum(dim)], dim)
+        tail = torch.cat([zero, x.narrow(dim, L - e, e).to(acc).flip(dim).cumsum(dim)], dim)
+        return total - head.index_select(dim, lo) - tail.index_select(dim, L - hi)
     out = []
     for tt in range(k):
         idx = start[tt] + torch.arange(n, device=x.device) * s
@@ -105,22 +111,45 @@ class LayerOp:
         For ``svd``: the ``(C_a, C_a)`` orthonormal basis of each input layer (None: its channels).
     rot_out : torch.Tensor or None
         For ``svd``: the ``(C, C)`` basis of this layer's output channels (conv/linear only).
+    head : torch.Tensor or None
+        The layer's own output ``(B, C, H, W)`` when the caller has it (spares a max pooling its
+        recomputation when only the pooled values are needed).
     """
 
     def __init__(self, layer: Layer, inputs: list[torch.Tensor], in_layers: list[Layer],
-                 rot_in: list[torch.Tensor | None] | None = None, rot_out: torch.Tensor | None = None) -> None:
+                 rot_in: list[torch.Tensor | None] | None = None, rot_out: torch.Tensor | None = None,
+                 head: torch.Tensor | None = None) -> None:
         self.layer, self.xs, self.in_layers = layer, inputs, in_layers
         self.rot_in = rot_in or [None] * len(inputs)
         self.rot_out = rot_out
         self.B = inputs[0].shape[0] if inputs else 0
         self._cache: dict[str, object] = {}
+        self._head = head
+        self._pool: tuple[torch.Tensor, torch.Tensor] | None = None
         if layer.kind == "conv":
             self._conv_setup()
-        elif layer.kind == "maxpool":
-            y, idx = layer.fn(inputs[0])  # type: ignore[misc]
-            self.y, self.idx = y.flatten(2), idx.flatten(2)
         elif layer.kind == "avgpool":
             self.A = self._pool_matrix()
+
+    # ------------------------------------------------------------------ max pooling, computed when asked
+
+    def _maxpool(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._pool is None:
+            y, idx = self.layer.fn(self.xs[0])  # type: ignore[misc]
+            self._pool = (y.flatten(2), idx.flatten(2))
+        return self._pool
+
+    @property
+    def y(self) -> torch.Tensor:
+        """``(B, C, P)`` max-pooled values."""
+        if self._pool is None and self._head is not None:
+            return self._head.flatten(2)
+        return self._maxpool()[0]
+
+    @property
+    def idx(self) -> torch.Tensor:
+        """``(B, C, P)`` flat input position each maximum came from."""
+        return self._maxpool()[1]
 
     # ------------------------------------------------------------------ geometry
 
@@ -221,10 +250,13 @@ class LayerOp:
 
     # ------------------------------------------------------------------ channel / svd
 
-    def channel(self) -> torch.Tensor:
-        """``(B, O, I)`` contributions between channel (or SVD) neurons, inputs concatenated."""
-        L, kind = self.layer, self.layer.kind
-        if kind in ("conv", "linear"):
+    def _weighted_parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conv / linear: ``(O, J, kk)`` weights (in the SVD bases for ``svd``) and ``(B, J, kk)`` tap sums
+        of the input, so that the contribution of input neuron ``j`` to output neuron ``o`` is
+        ``Σ_k W[o, j, k] · S[b, j, k]``."""
+        parts = self._cache.get("parts")
+        if parts is None:
+            kind = self.layer.kind
             Wf = self._weight_full()
             if self.rot_out is not None:
                 Wf = torch.einsum("oi,ock->ick", self.rot_out.to(Wf.device, Wf.dtype), Wf)
@@ -235,6 +267,14 @@ class LayerOp:
             if R is not None:
                 x = torch.einsum("bchw,cj->bjhw", x, R.to(x.device, x.dtype))
             S = x.flatten(2) if kind == "linear" else self._tap_sums(x)
+            parts = self._cache["parts"] = (Wf, S)
+        return parts  # type: ignore[return-value]
+
+    def channel(self) -> torch.Tensor:
+        """``(B, O, I)`` contributions between channel (or SVD) neurons, inputs concatenated."""
+        L, kind = self.layer, self.layer.kind
+        if kind in ("conv", "linear"):
+            Wf, S = self._weighted_parts()
             return torch.einsum("ojk,bjk->boj", Wf, S)
         B, C = self.B, L.channels
         if kind == "maxpool":
@@ -269,23 +309,50 @@ class LayerOp:
         return torch.cat(parts, 2)
 
     def ddp_channel_rows(self, b: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-        """``(M, I)`` DeepDataProfiler's channel contributions of rows ``(b, o)`` (``max_p`` of positive terms)."""
-        kind = self.layer.kind
-        if kind != "conv":
+        """``(M, I)`` DeepDataProfiler's channel contributions of rows ``(b, o)`` (``max_p`` of positive terms).
+
+        For a conv, every row's per-channel terms are one depthwise convolution: for a chunk of inputs,
+        each input's channels once per row slot (rows of an input padded to the most any input has),
+        filter ``W[o, c]``; the whole batch takes a few calls, not one per input.
+        ``max_p max(0, z_p) = max(0, max_p z_p)``: the maximum is taken first.
+        """
+        if self.layer.kind != "conv":
             return self.channel()[b, o]
+        m = self.layer.module
+        assert isinstance(m, nn.Conv2d)
+        (kh, kw), stride, dilation = m.kernel_size, tuple(m.stride), tuple(m.dilation)
         Wf = self._weight_full()  # (O, C, kk)
         C = Wf.shape[1]
-        out = Wf.new_zeros(len(b), C)
+        M = len(b)
+        out = Wf.new_zeros(M, C)
+        if M == 0:
+            return out
+        xp = self._pad(self.xs[0]).contiguous()  # (B, C, Hp, Wp); one copy from channels-last, not one per row slot
+        B, _, Hp, Wp = xp.shape
+        counts = torch.bincount(b, minlength=B)
+        width = int(counts.max())
         order = torch.argsort(b, stable=True)
         bs = b[order]
-        inputs, counts = torch.unique_consecutive(bs, return_counts=True)
-        start = 0
-        for ub, cnt in zip(inputs.tolist(), counts.tolist()):  # per input: one batched matmul over channels
-            rows = order[start:start + cnt]
-            U = self._unfold(self.xs[0][ub:ub + 1])[0]  # (C, kk, P)
-            z = torch.bmm(Wf[o[rows]].permute(1, 0, 2), U)  # (C, m, P)
-            out[rows] = z.clamp(min=0).amax(-1).T
-            start += cnt
+        slot = torch.arange(M, device=b.device) - (counts.cumsum(0) - counts)[bs]  # place among its input's rows
+        Ho = (Hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        Wo = (Wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        step = max(1, _DDP_BUDGET // max(1, C * width * Hp * Wp))
+        for lo in range(0, B, step):
+            hi = min(B, lo + step)
+            sel = (bs >= lo) & (bs < hi)
+            if not bool(sel.any()):
+                continue
+            rows, rb, rs = order[sel], bs[sel] - lo, slot[sel]
+            n = hi - lo
+            filt = Wf.new_zeros(n, width, C, kh * kw)
+            filt[rb, rs] = Wf[o[rows]]
+            # one plain depthwise convolution (channel multiplier 1: oneDNN's fast case) of every input
+            # channel repeated once per row slot
+            xr = xp[lo:hi].unsqueeze(1).expand(n, width, C, Hp, Wp).reshape(1, n * width * C, Hp, Wp)
+            z = F.conv2d(xr, filt.reshape(n * width * C, 1, kh, kw), stride=stride, dilation=dilation,
+                         groups=n * width * C)  # (1, n·width·C, Ho, Wo)
+            mx = z.reshape(n, width, C, Ho * Wo).amax(-1).clamp_(min=0)  # (n, width, C)
+            out[rows] = mx[rb, rs]
         return out
 
     # ------------------------------------------------------------------ spatial
@@ -377,6 +444,9 @@ class LayerOp:
         if ntype in ("channel", "svd"):
             if rule == "ddp":
                 return self.ddp_channel_rows(b, n)
+            if self.layer.kind in ("conv", "linear"):  # only the rows asked for, not the (B, O, I) matrix
+                Wf, S = self._weighted_parts()
+                return torch.einsum("mjk,mjk->mj", Wf[n], S[b])
             full = self._cache.get("channel")
             if full is None:
                 full = self._cache["channel"] = self.channel()

@@ -47,6 +47,16 @@ _PASS_FUNCTIONS: set[Any] = {
 }
 _PASS_METHODS = {"relu", "relu_", "sigmoid", "tanh", "flatten", "view", "reshape", "contiguous", "clone",
                  "detach", "float", "to"}
+# tail operations under which a positive output entry comes from a positive input entry (``f(v) > 0 ⇒ v > 0``)
+_SIGN_KEEPING_MODULES: tuple[type, ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Hardtanh,
+    nn.Hardswish, nn.Identity, nn.Flatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+)
+_SIGN_KEEPING_FUNCTIONS: set[Any] = {  # without parameters that could break it (slopes, clamp bounds)
+    F.relu, F.relu6, F.selu, F.gelu, F.silu, F.mish, F.hardswish, F.dropout, F.dropout1d, F.dropout2d, F.tanh,
+    torch.relu, torch.tanh, torch.flatten, torch.reshape, torch.nn.functional.relu_, torch.relu_,
+}
+_SIGN_KEEPING_METHODS = {"relu", "relu_", "tanh", "flatten", "view", "reshape", "contiguous", "clone", "detach"}
 _ADD = {operator.add, operator.iadd, torch.add}
 _MAXPOOL_F = {F.max_pool2d, torch.max_pool2d}
 _AVGPOOL_F = {F.avg_pool2d, F.adaptive_avg_pool2d, torch.nn.functional.adaptive_avg_pool2d}
@@ -112,6 +122,8 @@ class LayerGraph:
     notes: list[str]
     _node_layer: dict[str, int] = field(repr=False, default_factory=dict)
     _arg_nodes: dict[int, list[str]] = field(repr=False, default_factory=dict)
+    #: layers with a tail operation that may turn a non-positive entry positive (e.g. batch-norm, sigmoid)
+    sign_changing: set[int] = field(repr=False, default_factory=set)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -159,6 +171,21 @@ class LayerGraph:
             tails[k] = seen[name].reshape(B, *self.layers[k].shape)
         heads = {l.index: seen[l.node].reshape(B, *l.shape) for l in self.layers}
         return out, inputs, tails, heads
+
+
+def _keeps_sign(n: fx.Node, mod: nn.Module | None) -> bool:
+    """Whether tail operation ``n`` keeps ``f(v) > 0 ⇒ v > 0`` (parameters checked where they matter)."""
+    if mod is not None:
+        if isinstance(mod, nn.LeakyReLU):
+            return mod.negative_slope >= 0
+        if isinstance(mod, (nn.ELU, nn.CELU)):
+            return mod.alpha >= 0
+        if isinstance(mod, nn.Hardtanh):  # ReLU6 included
+            return mod.min_val <= 0 <= mod.max_val
+        return isinstance(mod, _SIGN_KEEPING_MODULES)
+    if n.op == "call_function":
+        return n.target in _SIGN_KEEPING_FUNCTIONS
+    return n.op == "call_method" and n.target in _SIGN_KEEPING_METHODS
 
 
 def _shape3(t: torch.Size) -> tuple[int, int, int]:
@@ -237,6 +264,7 @@ def layer_graph(model: nn.Module, example: torch.Tensor, unknown: str = "refuse"
     node_layer: dict[str, int] = {}
     arg_nodes: dict[int, list[str]] = {}
     notes: list[str] = []
+    sign_changing: set[int] = set()
     calls: dict[str, int] = {}
     output = -1
 
@@ -305,10 +333,13 @@ def layer_graph(model: nn.Module, example: torch.Tensor, unknown: str = "refuse"
             if n.meta["tensor_meta"].shape.numel() != args[0].meta["tensor_meta"].shape.numel():
                 raise InputError(f"{label}: changes the number of entries of {layers[src].name}; not a tail operation")
             node_layer[n.name] = src
+            if not _keeps_sign(n, mod):
+                sign_changing.add(src)
         else:
             keeps = len(args) == 1 and n.meta["tensor_meta"].shape.numel() == args[0].meta["tensor_meta"].shape.numel()
             if unknown == "pass" and keeps:
                 node_layer[n.name] = node_layer[args[0].name]
+                sign_changing.add(node_layer[n.name])
                 notes.append(f"{label}: unknown operation treated as part of {layers[node_layer[n.name]].name}")
                 continue
             hint = " (unknown='pass' treats it as a tail operation)" if keeps else ""
@@ -317,5 +348,5 @@ def layer_graph(model: nn.Module, example: torch.Tensor, unknown: str = "refuse"
     tail_of: dict[int, str] = {}
     for name, k in node_layer.items():
         tail_of[k] = name
-    g = LayerGraph(layers, gm, output, notes, {v: k for k, v in tail_of.items()}, arg_nodes)
+    g = LayerGraph(layers, gm, output, notes, {v: k for k, v in tail_of.items()}, arg_nodes, sign_changing)
     return g

@@ -122,12 +122,7 @@ class Profile:
                              f"({self.neuron_type} vs {other.neuron_type})")
 
     def __add__(self, other: "Profile") -> "Profile":
-        self._check(other)
-        add = lambda a, b: {k: _csr(a[k] + b[k], a[k].dtype.type) for k in a}  # noqa: E731
-        return Profile(self.layers, add(self.neuron_counts, other.neuron_counts),
-                       add(self.neuron_weights, other.neuron_weights), add(self.synapse_counts, other.synapse_counts),
-                       add(self.synapse_weights, other.synapse_weights), self.num_inputs + other.num_inputs,
-                       self.neuron_type, self.model_hash or other.model_hash, self.options)
+        return _total([self, other])
 
     def __radd__(self, other: object) -> "Profile":
         if other == 0:  # so that the builtin sum() works
@@ -137,14 +132,10 @@ class Profile:
     @staticmethod
     def sum(profiles: Iterable["Profile"]) -> "Profile":
         """Sum of profiles (at least one)."""
-        it = iter(profiles)
-        try:
-            total = next(it)
-        except StopIteration:
-            raise InputError("Profile.sum: expected at least one profile") from None
-        for p in it:
-            total = total + p
-        return total
+        ps = list(profiles)
+        if not ps:
+            raise InputError("Profile.sum: expected at least one profile")
+        return ps[0] if len(ps) == 1 else _total(ps)
 
     def __eq__(self, other: object) -> bool:
         """Same layers, inputs, neuron type, sets and counts; weights equal up to the rounding of their sums
@@ -233,7 +224,8 @@ class Profile:
             frames.append(pd.DataFrame(dict(
                 layer=l.name, neuron=c.row.astype(np.int64), source_layer=np.array(l.inputs, dtype=object)[part],
                 source_neuron=(c.col - offs[part]).astype(np.int64), count=c.data.astype(np.int64),
-                weight=np.asarray(w[c.row, c.col]).ravel())))
+                # (scipy gives a sparse matrix, not an array, for an empty index)
+                weight=np.asarray(w[c.row, c.col]).ravel() if c.nnz else np.empty(0))))
         cols = ["layer", "neuron", "source_layer", "source_neuron", "count", "weight"]
         return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
@@ -362,6 +354,27 @@ def _publish(path: Path, write) -> None:  # type: ignore[no-untyped-def]
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def _total(profiles: Sequence[Profile]) -> Profile:
+    """The sum of two or more profiles of one model, layers and neuron type: every sparse part added
+    (in order), then made canonical once."""
+    first = profiles[0]
+    for p in profiles[1:]:
+        first._check(p)
+
+    def add(name: str) -> dict[str, sp.csr_matrix]:
+        out = {}
+        for k, m in getattr(first, name).items():
+            acc = m
+            for p in profiles[1:]:
+                acc = acc + getattr(p, name)[k]
+            out[k] = _csr(acc, m.dtype.type)
+        return out
+
+    return Profile(first.layers, add("neuron_counts"), add("neuron_weights"), add("synapse_counts"),
+                   add("synapse_weights"), sum(p.num_inputs for p in profiles), first.neuron_type,
+                   next((p.model_hash for p in profiles if p.model_hash), ""), first.options)
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,28 +8,34 @@ so its section says so instead of failing the whole report.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import numpy as np
 import pandas as pd
+import torch
 
 from convsvd import _validate as check
+from convsvd._progress import _duration
 from convsvd.data import as_source
 from convsvd.decompose import decompose
 from convsvd.errors import InputError, NotComputedError
-from convsvd.features import ImageParam, attach_maps, exemplars, featureviz, singular_filters
+from convsvd.features import ImageParam, exemplars_of_layers, featureviz, singular_filters
 from convsvd.hypergraph import class_separation
 from convsvd.layers import as_weights, describe
 from convsvd.report.content import Note
 from convsvd.signals import plan_projection, profile
+from convsvd.signals.accuracy import PredictionRecorder, accuracy
 from convsvd.spectral import spectrum
 
 if TYPE_CHECKING:  # pragma: no cover
     from convsvd.data import DataSource
     from convsvd.decompose import Decomposition, LayerSVD
     from convsvd.features import Exemplars, FeatureVisualization, SingularFilters
+    from convsvd.profiles import InputProfiles
     from convsvd.hypergraph import Separation
     from convsvd.io import LayerSpec, ModelWeights
     from convsvd.signals import SignalTable
@@ -55,6 +61,16 @@ STEP_TOLERANCE: dict[str, float] = dict(full=0.03, quick=0.10)
 #: Total-variation penalty of the report's feature visualisations (:class:`convsvd.features.ImageParam`):
 #: on the digits CNN it lowers the saturated pixels from 10.5 % to 8.4 % for 15 % less signal.
 REPORT_TV = 0.3
+#: Seconds the feature visualisations of a report may take, estimated from one timed step before they
+#: start (fewer layers, or fewer steps, otherwise; see :meth:`Analysis._feature_budget`).
+FEATURE_BUDGET: dict[str, float] = dict(quick=90.0, full=480.0)
+#: The fewest steps worth running when even one layer does not fit the budget.
+FEATURE_MIN_STEPS = 16
+#: Inputs of the report's attribution profiles, and the seconds they may take (the first
+#: PROFILE_PROBE inputs timed first; fewer inputs when the rest would not fit).
+PROFILE_INPUTS: dict[str, int] = dict(quick=128, full=512)
+PROFILE_BUDGET: dict[str, float] = dict(quick=60.0, full=300.0)
+PROFILE_PROBE = 8
 #: Side of the images optimised for a model whose input size is not known.
 GUESSED_SIDE = 224
 #: Longest side at which the report runs the model for feature visualisation: a model that takes larger inputs
@@ -251,6 +267,10 @@ class Analysis:
     separation_baselines: "pd.DataFrame | None" = None
     baselines_note: str = ""
     accuracy: "Accuracy | None" = None
+    profiles: "InputProfiles | None" = None
+    profiles_reason: str = ""
+    profiles_note: str = ""
+    profile_seconds: float = 0.0
 
     # ------------------------------------------------------------------ helpers
 
@@ -316,14 +336,22 @@ class Analysis:
         o = self.options
         expected = plan_projection(self.mw, svd=self.dec, fold_bn=o.fold_bn).expected_input(self.input_shape)
         self.source = self.source.conform(expected)
-        self.table = profile(self.mw, self.source, layers=list(self.dec.layers), batch_size=o.batch_size,
-                             threshold=o.threshold, top_k=o.top_k,
-                             device=o.device, fold_bn=o.fold_bn, input_shape=self.input_shape, out=self.signals_dir,
-                             svd=self.dec, progress=progress)
+        # the model's own accuracy under the data transform, from the predictions of the profiling pass
+        # (one forward call per batch); a second pass over the data only when they cannot be paired
+        t0 = time.perf_counter()
+        net = self.mw.model if isinstance(self.mw.model, torch.nn.Module) else None
+        with PredictionRecorder(net) if net is not None else contextlib.nullcontext() as recorder:
+            self.table = profile(self.mw, self.source, layers=list(self.dec.layers), batch_size=o.batch_size,
+                                 threshold=o.threshold, top_k=o.top_k, device=o.device, fold_bn=o.fold_bn,
+                                 input_shape=self.input_shape, out=self.signals_dir, svd=self.dec, progress=progress)
+        self.profile_seconds = time.perf_counter() - t0
         self.input_shape = self.input_shape or _first_input_shape(self.source)
-        from convsvd.signals.accuracy import accuracy  # the model's own accuracy under the data transform
-
-        self.accuracy = accuracy(self.mw.model, self.source, batch_size=o.batch_size, device=o.device)
+        got = None
+        if recorder is not None and self.table.layers:
+            labels = [lab for _, lab, _, _ in self.table.chunks(self.table.layers[0])]
+            got = recorder.accuracy(np.concatenate(labels) if labels else np.empty(0, np.int64),
+                                    str(self.source.describe().get("transform", "")), self.source.classes or ())
+        self.accuracy = got or accuracy(self.mw.model, self.source, batch_size=o.batch_size, device=o.device)
         for name in list(self.top):  # add the neurons the inputs rely on to the largest-σ ones
             if name in self.table.layers:
                 self.why[name] = choose_neurons(self.dec[name], o.neurons, self.table.class_profile(name))
@@ -333,12 +361,12 @@ class Analysis:
         """The dataset inputs with the largest and smallest signal of each top SVD neuron."""
         if self.table is None:
             return
-        for name, neurons in self.top.items():
-            if name in self.table.layers:
-                ex = exemplars(self.table, name, k=self.options.k, neurons=neurons, data=self.source)
-                if self.runnable:  # where each exemplar's neuron fires, laid over the image in the figures
-                    ex = attach_maps(ex, self.mw, svd=self.dec, fold_bn=self.options.fold_bn)
-                self.exemplars[name] = ex
+        # from the signal store: one read of the data for every layer's exemplar images, and (runnable
+        # models) one pass of the model over them for where each exemplar's neuron fires
+        wanted = {name: neurons for name, neurons in self.top.items() if name in self.table.layers}
+        self.exemplars.update(exemplars_of_layers(
+            self.table, wanted, k=self.options.k, data=self.source, model=self.mw if self.runnable else None,
+            svd=self.dec, fold_bn=self.options.fold_bn, batch_size=min(self.options.batch_size, 64)))
 
     def visualise(self, progress: Progress) -> None:
         """Feature visualisation of the top SVD neurons (needs a runnable model that reads images)."""
@@ -365,9 +393,14 @@ class Analysis:
         shape = self.input_shape if self.input_shape is not None and not guessed else (0, GUESSED_SIDE, GUESSED_SIDE)
         side = (int(shape[1]), int(shape[2]))
         small = feature_side(side)
+
+        def run(name: str, steps: int, bar: Progress) -> "FeatureVisualization":
+            return self._visualise_layer(name, self.top[name], steps, small, side, bar)
+
         try:
-            for name, neurons in self.top.items():
-                self.featureviz[name] = self._visualise_layer(name, neurons, small, side, progress)
+            layers, steps = self._feature_budget(list(self.top), o.steps, run)
+            for name in layers:
+                self.featureviz[name] = run(name, steps, progress)
         except InputError as e:
             if not guessed:
                 raise
@@ -376,13 +409,13 @@ class Analysis:
                                           f"{GUESSED_SIDE} failed ({e}); give the model's input size (input_shape=, "
                                           f"--input-size).", "missing"))
 
-    def _visualise_layer(self, name: str, neurons: list[int], small: tuple[int, int], side: tuple[int, int],
-                         progress: Progress) -> "FeatureVisualization":
+    def _visualise_layer(self, name: str, neurons: list[int], steps: int, small: tuple[int, int],
+                         side: tuple[int, int], progress: Progress) -> "FeatureVisualization":
         """One layer's feature visualisations, the model run at the ``small`` side when it takes it."""
         o = self.options
         for input_size in dict.fromkeys([small, side]):
             try:
-                return featureviz(self.mw, name, neurons, steps=o.steps, size=small, input_size=input_size,
+                return featureviz(self.mw, name, neurons, steps=steps, size=small, input_size=input_size,
                                   seed=o.seed, device=o.device, fold_bn=o.fold_bn, svd=self.dec,
                                   image=ImageParam(tv=REPORT_TV), value_range=self.value_range, progress=progress)
             except InputError:
@@ -391,6 +424,44 @@ class Analysis:
                 # a model that takes only its own size: the images are optimised at the smaller side and
                 # enlarged to it (each step then costs what the full side costs)
         raise AssertionError("unreachable: the last size re-raises")  # pragma: no cover
+
+    def _feature_budget(self, layers: list[str], steps: int,
+                        run: Callable[[str, int, Progress], object]) -> tuple[list[str], int]:
+        """The layers (and steps) of feature visualisation that fit :data:`FEATURE_BUDGET`.
+
+        One step is timed on the deepest layer (the costliest: the forward and backward pass run
+        up to the layer, on every image of its neurons); every layer is assumed to cost that much.
+        When ``len(layers) × steps`` such steps would pass the budget, evenly spaced layers (first
+        and last kept) are visualised instead, as many as fit; when not even one fits, one layer
+        with the steps that fit (at least :data:`FEATURE_MIN_STEPS`). The report says which and why.
+        """
+        budget = FEATURE_BUDGET["quick" if self.options.quick else "full"]
+        if not layers:
+            return layers, steps
+        t0 = time.perf_counter()
+        run(layers[-1], 1, False)
+        per_step = time.perf_counter() - t0
+        fits = int(budget // max(per_step * steps, 1e-9))
+        if fits >= len(layers):
+            return layers, steps
+        estimate = per_step * steps * len(layers)
+        why = (f"at about {per_step:.1f} s a step on {layers[-1]} (the deepest), {steps} steps for each of the "
+               f"{len(layers)} layers would take about {_duration(estimate)}, over the "
+               f"{'quick' if self.options.quick else 'full'} report's budget of {_duration(budget)} for this step")
+        if fits >= 1:
+            chosen = _evenly_spaced(layers, fits) if fits >= 2 else [layers[-1]]
+            self.neuron_notes.append(Note(f"Feature visualisation of {len(chosen)} of {len(layers)} layers "
+                                          f"({', '.join(chosen)}): {why}. The other layers show their exemplars.",
+                                          "warning"))
+            return chosen, steps
+        fewer = int(budget // max(per_step, 1e-9))
+        if fewer < FEATURE_MIN_STEPS:
+            self.neuron_notes.append(Note(f"No feature visualisation: {why}, and even {FEATURE_MIN_STEPS} steps of "
+                                          f"one layer would not fit.", "missing"))
+            return [], steps
+        self.neuron_notes.append(Note(f"Feature visualisation of {layers[-1]} only, with {fewer} steps instead of "
+                                      f"{steps}: {why}.", "warning"))
+        return [layers[-1]], fewer
 
     def singular_filters(self, progress: Progress) -> None:
         """The first layer's singular filters (a conv2d layer that reads images)."""
@@ -442,8 +513,9 @@ class Analysis:
         initialisation (:func:`convsvd.spectral.spectral_baselines`); class separation in the channel
         and random bases and in a randomly initialised copy (:func:`convsvd.bases.compare_bases`).
 
-        The separation baselines profile the dataset three more times: they are made for datasets of at
-        most :data:`BASELINE_MAX_INPUTS` inputs (all of them with ``quick=False``), else the section says so.
+        The separation baselines profile the dataset three more times: a quick report makes them when
+        three times the profiling step's own time fits :data:`BASELINE_BUDGET` (a full report always),
+        else the section says so.
         """
         from convsvd.spectral import spectral_baselines
 
@@ -453,10 +525,12 @@ class Analysis:
                                             progress=progress).to_frame()
         if self.separation is None or self.table is None or not self.runnable:
             return
-        if o.quick and self.table.n_inputs > BASELINE_MAX_INPUTS:
+        if o.quick and 3 * self.profile_seconds > BASELINE_BUDGET:
             self.baselines_note = (f"The separation baselines (channel and random bases, a random-initialisation "
-                                   f"copy) were not made: {self.table.n_inputs} inputs, more than "
-                                   f"{BASELINE_MAX_INPUTS} for a quick report.")
+                                   f"copy) were not made: they profile the {self.table.n_inputs} inputs three more "
+                                   f"times, about {_duration(3 * self.profile_seconds)} at the profiling step's "
+                                   f"{_duration(self.profile_seconds)}, over the quick report's budget of "
+                                   f"{_duration(BASELINE_BUDGET)} for them (a full report makes them).")
             return
         from convsvd.bases import compare_bases
 
@@ -470,12 +544,46 @@ class Analysis:
             frames.append(init)
         self.separation_baselines = pd.concat(frames, ignore_index=True)
 
+    def attribution_profiles(self, progress: Progress) -> None:
+        """Attribution profiles (:func:`convsvd.profiles.profile_graph`) of the first inputs of the data.
+
+        At most :data:`PROFILE_INPUTS` inputs, and as many as fit :data:`PROFILE_BUDGET`: the first
+        :data:`PROFILE_PROBE` inputs are profiled and timed first, and the count is cut to what the
+        budget allows at that rate (the section says so).
+        """
+        from convsvd.errors import ConvSVDError
+        from convsvd.profiles import profile_graph
+
+        if self.source is None or not self.runnable:
+            self.profiles_reason = "Attribution profiles run the model on data: none was given."
+            return
+        o = self.options
+        mode = "quick" if o.quick else "full"
+        want, budget = PROFILE_INPUTS[mode], PROFILE_BUDGET[mode]
+
+        def run(n: int, bar: Progress) -> "InputProfiles":
+            return profile_graph(self.mw, self.source, batch_size=min(o.batch_size, n), device=o.device,
+                                 input_shape=self.input_shape, limit=n, progress=bar)
+
+        try:
+            total = min(want, len(self.source))
+            probe = min(total, PROFILE_PROBE)
+            t0 = time.perf_counter()
+            ps = run(probe, False)
+            per_input = (time.perf_counter() - t0) / probe
+            n = min(total, max(probe, int(budget // max(per_input, 1e-9))))
+            if n < total:
+                self.profiles_note = (f"Profiles of the first {n} inputs instead of {total}: "
+                                      f"at about {per_input:.2f} s an input (timed on the first {probe}), more would "
+                                      f"pass the {mode} report's budget of {_duration(budget)} for this step.")
+            self.profiles = ps if n <= probe else run(n, progress)
+        except ConvSVDError as e:
+            self.profiles_reason = f"No attribution profiles: {e}"
+
     def _initial_copy(self) -> "object | None":
         """The runnable model at its initialisation: the ``init`` model when it runs, else the same
         architecture with every layer re-initialised (``reset_parameters``, seeded)."""
         import copy
-
-        import torch
 
         if self.init is not None and getattr(as_weights(self.init), "model", None) is not None:
             return as_weights(self.init).model
@@ -491,8 +599,9 @@ class Analysis:
         return fresh
 
 
-#: Largest dataset whose separation baselines a quick report makes (each profiles it once more).
-BASELINE_MAX_INPUTS = 2000
+#: Seconds a quick report may spend on the separation baselines (three more profile passes, estimated
+#: from the profiling step's own time).
+BASELINE_BUDGET = 90.0
 
 #: The computing steps, in order: (name shown in the progress bar and the timings, method).
 STEPS: tuple[tuple[str, Callable[[Analysis, Progress], None]], ...] = (
@@ -505,4 +614,5 @@ STEPS: tuple[tuple[str, Callable[[Analysis, Progress], None]], ...] = (
     ("spectra", Analysis.spectra),
     ("class separation", Analysis.separate),
     ("baselines", Analysis.compare_baselines),
+    ("attribution profiles", Analysis.attribution_profiles),
 )

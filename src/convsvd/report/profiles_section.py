@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -117,19 +118,15 @@ def profiles_section(ps: "InputProfiles | None", reason: str = "", per_class: in
     return Section(SECTION_ID, SECTION_TITLE, tuple(blocks), tuple(data), status, _INTRO)
 
 
-def profiles_section_for(analysis: object, limit: int | None = None) -> Section:
-    """The section for a report's analysis: profiles of its data (at most 512 inputs, 128 with ``quick``)."""
-    from convsvd.profiles import profile_graph
-
-    source = getattr(analysis, "source", None)
-    if source is None or not getattr(analysis, "runnable", False):
-        return profiles_section(None, "Attribution profiles run the model on data: none was given.")
+def profiles_section_for(analysis: object) -> Section:
+    """The section of a report's analysis (its ``profiles``, computed by the report's "attribution
+    profiles" step within its budget, or the reason there are none)."""
     options = getattr(analysis, "options")
-    n = limit if limit is not None else (128 if options.quick else 512)
-    try:
-        ps = profile_graph(analysis.mw, source, batch_size=options.batch_size, device=options.device,  # type: ignore[attr-defined]
-                           input_shape=getattr(analysis, "input_shape", None), limit=n, progress=False)
-    except ConvSVDError as e:
-        return profiles_section(None, f"No attribution profiles: {e}")
-    return profiles_section(ps, per_class=1 if options.quick else 2, max_classes=4 if options.quick else 10)
-
+    ps = getattr(analysis, "profiles", None)
+    if ps is None:
+        return profiles_section(None, getattr(analysis, "profiles_reason", "") or "No attribution profiles.")
+    section = profiles_section(ps, per_class=1 if options.quick else 2, max_classes=4 if options.quick else 10)
+    note = getattr(analysis, "profiles_note", "")
+    if note:
+        section = replace(section, blocks=(Note(note, "warning"), *section.blocks))
+    return section

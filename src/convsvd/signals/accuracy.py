@@ -23,7 +23,7 @@ from convsvd.data.protocol import check_batch_size
 from convsvd.errors import ConvSVDError, InputError
 from convsvd.signals.hooks import eval_mode, moved_to
 
-__all__ = ["Accuracy", "accuracy"]
+__all__ = ["Accuracy", "PredictionRecorder", "accuracy"]
 
 
 @dataclass(frozen=True)
@@ -163,17 +163,81 @@ def accuracy(
             pred = out.argmax(dim=1)
             correct += int((pred == labels)[keep].sum())
             labelled += int(keep.sum())
-            lab, prd = labels[keep].cpu().numpy(), pred[keep].cpu().numpy()
-            K = int(out.shape[1])
-            rows = max(int(lab.max()) + 1, len(source.classes or ()), 0 if confusion is None else confusion.shape[0])
-            part = np.bincount(lab * K + prd, minlength=rows * K).reshape(rows, K)
-            if confusion is not None:
-                part[:confusion.shape[0]] += confusion
-            confusion = part
+            confusion = _tally(confusion, labels[keep].cpu().numpy(), pred[keep].cpu().numpy(), int(out.shape[1]),
+                               len(source.classes or ()))
     if not labelled:
         return Accuracy(0, 0, transform, "the data have no class labels")
     return Accuracy(correct, labelled, transform, confusion=confusion,
                     classes=tuple(str(c) for c in (source.classes or ())))
+
+
+def _tally(confusion: np.ndarray | None, labels: np.ndarray, predicted: np.ndarray, K: int,
+           classes: int) -> np.ndarray:
+    """``confusion`` (``(C, K)`` or None) plus the counts of ``(label, predicted)`` pairs; rows grow as needed."""
+    rows = max(int(labels.max()) + 1 if labels.size else 0, classes, 0 if confusion is None else confusion.shape[0])
+    part = np.bincount(labels * K + predicted, minlength=rows * K).reshape(rows, K)
+    if confusion is not None:
+        part[:confusion.shape[0]] += confusion
+    return part
+
+
+class PredictionRecorder:
+    """The arg-max output of every forward call of a module, in call order.
+
+    For the model's accuracy from a pass over the data that runs anyway (the report's profiling
+    pass, one forward call per batch) instead of a second pass: :meth:`accuracy` pairs the
+    predictions with the labels of the inputs in the order they were run.
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))
+    >>> with torch.no_grad():
+    ...     _ = net[1].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+    >>> with PredictionRecorder(net) as rec:
+    ...     _ = net(torch.eye(4)[:2].reshape(2, 1, 2, 2))
+    >>> rec.accuracy(np.array([0, 0])).describe()
+    '50.0 % (1 of 2 labelled inputs)'
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.predictions: list[np.ndarray] = []
+        self.outputs = 0  # scores per input (0: none seen, -1: an output that is not one score per class)
+        self._handle: torch.utils.hooks.RemovableHandle | None = None
+
+    def _hook(self, module: torch.nn.Module, args: object, out: object) -> None:
+        out = out[0] if isinstance(out, (tuple, list)) and out else out
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or self.outputs not in (0, int(out.shape[1])):
+            self.outputs = -1
+            return
+        self.outputs = int(out.shape[1])
+        self.predictions.append(out.detach().argmax(dim=1).cpu().numpy())
+
+    def __enter__(self) -> "PredictionRecorder":
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def accuracy(self, labels: np.ndarray, transform: str = "", classes: Sequence[str] = ()) -> "Accuracy | None":
+        """The accuracy of the recorded predictions against ``labels`` (``-1``: unlabelled), the inputs in
+        the order they were run; None when the calls do not match them one to one (another number of
+        inputs, or an output that is not one score per class)."""
+        pred = np.concatenate(self.predictions) if self.predictions else np.empty(0, np.int64)
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if self.outputs <= 0 or pred.size != labels.size:
+            return None
+        keep = labels >= 0
+        if not keep.any():
+            return Accuracy(0, 0, transform, "the data have no class labels")
+        if int(labels[keep].max()) >= self.outputs:
+            return Accuracy(0, 0, transform, f"labels up to {int(labels[keep].max())} do not index the model's "
+                                             f"{self.outputs} outputs")
+        confusion = _tally(None, labels[keep], pred[keep], self.outputs, len(classes))
+        return Accuracy(int((pred == labels)[keep].sum()), int(keep.sum()), transform, confusion=confusion,
+                        classes=tuple(str(c) for c in classes))
 
 
 def _has_labels(source: object, batch_size: int) -> bool:

@@ -1,0 +1,80 @@
+"""The report's budget rule for feature visualisation: one timed step decides how many layers (or steps) fit."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from convsvd.report import analysis
+
+
+def _budgeted(monkeypatch: pytest.MonkeyPatch, per_step: float, budget: float, layers: list[str], steps: int):
+    clock = [0.0]
+    calls: list[tuple[str, int]] = []
+
+    def run(name: str, n: int, bar: object) -> None:  # a step costs per_step seconds of the fake clock
+        calls.append((name, n))
+        clock[0] += per_step * n
+
+    monkeypatch.setattr(analysis.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setitem(analysis.FEATURE_BUDGET, "quick", budget)
+    fake = SimpleNamespace(options=SimpleNamespace(quick=True), neuron_notes=[])
+    chosen, n = analysis.Analysis._feature_budget(fake, layers, steps, run)  # type: ignore[arg-type]
+    return chosen, n, fake.neuron_notes, calls
+
+
+LAYERS = [f"l{i}" for i in range(8)]
+
+
+def test_everything_that_fits_runs_as_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen, n, notes, calls = _budgeted(monkeypatch, per_step=0.1, budget=100, layers=LAYERS, steps=48)
+    assert chosen == LAYERS and n == 48 and notes == []  # 8 × 48 × 0.1 s = 38 s ≤ 100 s
+    assert calls == [("l7", 1)]  # the probe: one step of the deepest layer
+
+
+def test_fewer_layers_evenly_spaced_when_they_do_not_all_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen, n, notes, _ = _budgeted(monkeypatch, per_step=1.0, budget=150, layers=LAYERS, steps=48)
+    assert n == 48 and len(chosen) == 3 and chosen[0] == "l0" and chosen[-1] == "l7"  # 150 // 48 = 3 layers
+    assert 3 * 48 * 1.0 <= 150 < 4 * 48 * 1.0
+    assert len(notes) == 1 and notes[0].kind == "warning"
+    assert "3 of 8 layers" in notes[0].text and "6m24s" in notes[0].text and "2m30s" in notes[0].text
+    chosen, _, _, _ = _budgeted(monkeypatch, per_step=1.0, budget=60, layers=LAYERS, steps=48)
+    assert chosen == ["l7"]  # one fits: the deepest
+
+
+def test_fewer_steps_when_not_one_layer_fits_and_none_below_the_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen, n, notes, _ = _budgeted(monkeypatch, per_step=2.0, budget=60, layers=LAYERS, steps=48)
+    assert chosen == ["l7"] and n == 30 and "30 steps instead of 48" in notes[0].text
+    chosen, n, notes, _ = _budgeted(monkeypatch, per_step=10.0, budget=60, layers=LAYERS, steps=48)
+    assert chosen == [] and notes[0].kind == "missing" and f"{analysis.FEATURE_MIN_STEPS} steps" in notes[0].text
+
+
+def test_attribution_profiles_are_cut_to_the_inputs_that_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first PROFILE_PROBE inputs are timed; the count is cut to what the budget allows, and said."""
+    import convsvd.profiles as profiles
+
+    clock = [0.0]
+    calls: list[int] = []
+
+    def fake_profile_graph(model, source, *, limit, **kw):  # type: ignore[no-untyped-def]
+        calls.append(limit)
+        clock[0] += 0.5 * limit  # half a second an input
+        return SimpleNamespace(limit=limit)
+
+    monkeypatch.setattr(profiles, "profile_graph", fake_profile_graph)
+    monkeypatch.setattr(analysis.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setitem(analysis.PROFILE_BUDGET, "quick", 30.0)
+    a = SimpleNamespace(source=list(range(1000)), runnable=True, mw=None, input_shape=None, profiles=None,
+                        profiles_reason="", profiles_note="",
+                        options=SimpleNamespace(quick=True, batch_size=128, device=None))
+    analysis.Analysis.attribution_profiles(a, False)  # type: ignore[arg-type]
+    assert calls == [analysis.PROFILE_PROBE, 60] and a.profiles.limit == 60  # 30 s / 0.5 s
+    assert "first 60 inputs instead of 128" in a.profiles_note
+    calls.clear()
+    monkeypatch.setitem(analysis.PROFILE_BUDGET, "quick", 1000.0)
+    a.profiles_note = ""
+    analysis.Analysis.attribution_profiles(a, False)  # type: ignore[arg-type]
+    assert calls == [analysis.PROFILE_PROBE, 128] and a.profiles_note == ""
+    a.source = list(range(5))  # fewer inputs than the probe: the probe is the result
+    calls.clear()
+    analysis.Analysis.attribution_profiles(a, False)  # type: ignore[arg-type]
+    assert calls == [5] and a.profiles.limit == 5
