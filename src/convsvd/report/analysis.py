@@ -398,6 +398,8 @@ class Analysis:
             return self._visualise_layer(name, self.top[name], steps, small, side, bar)
 
         try:
+            if self.top:  # one untimed step first: one-off costs (imports, kernel set-up) are no step's cost
+                run(list(self.top)[-1], 1, False)
             layers, steps = self._feature_budget(list(self.top), o.steps, run)
             for name in layers:
                 self.featureviz[name] = run(name, steps, progress)
