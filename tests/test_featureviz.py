@@ -221,3 +221,74 @@ def test_total_variation_penalty_smooths_the_images_and_zero_changes_nothing() -
     assert float(_total_variation(img)[0]) == pytest.approx(2 / 6 + 2 / 6)
     with pytest.raises(InputError, match="tv"):
         ImageParam(tv=-1.0)
+
+
+# --------------------------------------------------------------------------- regularisation (issue: images worth looking at)
+
+
+@pytest.mark.parametrize("channels, size", [(1, (8, 8)), (1, (7, 10)), (3, (9, 6))])
+def test_fourier_parameterisation_round_trips(channels, size) -> None:
+    """Any image is reached by exactly one set of Fourier parameters: rfft2 / the 1/f scale, with colours
+    un-mixed by the inverse of the decorrelation matrix, renders back to sigmoid(image)."""
+    from convsvd.features.featureviz import _FOURIER_GAIN, _frequency_scale, _Renderer
+
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(2, channels, *size, generator=gen, dtype=torch.float64)
+    render = _Renderer(ImageParam(decay=1.0), channels, size, torch.float64, torch.device("cpu"))
+    flat = z if render.mix is None else torch.einsum("ij,bjhw->bihw", torch.linalg.inv(render.mix), z)
+    scale = _frequency_scale(*size, 1.0) * _FOURIER_GAIN
+    p = torch.view_as_real(torch.fft.rfft2(flat, norm="ortho") / scale)
+    torch.testing.assert_close(render(p), torch.sigmoid(z), rtol=0, atol=1e-12)
+    assert (render.mix is not None) == (channels == 3)
+    # 1/f: the scale falls with the radial frequency (the lowest frequencies move fastest); the mean (f = 0)
+    # gets the lowest frequency's scale, not an infinite one
+    s = _frequency_scale(16, 16, 1.0)
+    assert float(s[0, 0]) == float(s[0, 1]) > float(s[0, 4]) > float(s[8, 8])
+    assert float(s[0, 4]) == pytest.approx(16 / 4) and float(s[8, 8]) == pytest.approx(1 / (0.5 * 2 ** 0.5))
+
+
+def test_clipping_to_the_data_range(digits_cnn) -> None:
+    """value_range: the model sees lo + (hi − lo)·image, never a pixel outside the data's range."""
+    lo, hi = -0.4, 2.5
+    fv = featureviz(digits_cnn, "conv2", [0, 1], steps=24, size=8, value_range=(lo, hi), progress=False)
+    seen = fv.model_inputs()
+    assert float(seen.min()) >= lo and float(seen.max()) <= hi
+    assert float(seen.max()) > 1.0 or float(seen.min()) < 0.0  # the wider range is used, not just [0, 1]
+    assert 0 <= float(fv.images.min()) and float(fv.images.max()) <= 1
+    np.testing.assert_allclose(_signal_of_own_neuron(digits_cnn, type(fv)(**{**fv.__dict__, "images": seen})),
+                               fv.signal, rtol=1e-4, atol=1e-5)  # the signals are those of the scaled inputs
+    plain = featureviz(digits_cnn, "conv2", [0, 1], steps=24, size=8, progress=False)
+    assert plain.value_range is None and fv.value_range == ((lo,), (hi,))
+    torch.testing.assert_close(plain.model_inputs(), plain.images)
+    for bad in [(1.0, 0.0), (0.0,), ([0.0, 0.0], [1.0, 1.0]), ("a", 1)]:
+        with pytest.raises(InputError, match="value_range") as e:
+            featureviz(digits_cnn, "conv2", [0], steps=2, size=8, value_range=bad, progress=False)
+        assert "\n" not in str(e.value)
+
+
+def _gram_similarity(model, layer, images, copies):
+    """Mean cosine similarity of the layer's output Gram matrices between the copies of one neuron and direction
+    (measured with a hook of its own, independent of the implementation's diversity term)."""
+    out = {}
+    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: out.setdefault("y", o))
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        handle.remove()
+    y = out["y"].double()
+    f = y.reshape(y.shape[0], y.shape[1], -1)
+    G = torch.nn.functional.normalize((f @ f.transpose(1, 2)).flatten(1), dim=1).reshape(-1, copies, f.shape[1] ** 2)
+    sim = G @ G.transpose(1, 2)
+    off = ~torch.eye(copies, dtype=torch.bool)
+    return float(sim[:, off].mean())
+
+
+def test_diversity_pushes_the_copies_apart(digits_cnn) -> None:
+    kw = dict(steps=64, size=8, copies=3, directions="+", progress=False)
+    same = featureviz(digits_cnn, "conv2", [0, 1], diversity=0.0, **kw)
+    apart = featureviz(digits_cnn, "conv2", [0, 1], diversity=4.0, **kw)
+    before = _gram_similarity(digits_cnn, "conv2", same.images, 3)
+    after = _gram_similarity(digits_cnn, "conv2", apart.images, 3)
+    assert after < before - 0.01, (before, after)
+    assert (apart.objective > 0).all()  # still images of their neuron

@@ -67,9 +67,17 @@ def test_demo_quick_holds_every_section_with_figures(demo_quick) -> None:
             rgb = decode_png(src)
             assert rgb.shape[0] > 50 and rgb.shape[1] > 50
             assert rgb.std() > 5, f"a blank figure in {sid}"
-    # two figures per layer in the neurons section: the class × neuron heat-map, and the feature
-    # visualisations with their exemplars
-    assert len(page.sections["neurons"].images) == 2 * len(_digits_cnn().layers)
+    # in the neurons section: per layer the class × neuron heat-map, then one row per shown neuron with its
+    # two feature visualisations (+u, −u) and its exemplars (top and bottom) beside them
+    html = (out / "report.html").read_text()
+    rows = re.findall(r'<figure id="fig-neuron-[^"]*" class="figure neuron-row">.*?</figure>', html, re.S)
+    shown = sum(len(page.tables[f"neurons-{n}"].rows) for n in _digits_cnn().names)
+    assert len(rows) == shown
+    with_fv = [r for r in rows if "data-feature-image" in r]  # the time budget may leave some layers out
+    assert with_fv, "feature visualisations are shown"
+    assert all(r.count("data-feature-image") == 2 for r in with_fv)
+    assert all(r.count('class="exemplars"') == 1 for r in rows)
+    assert len(page.sections["neurons"].images) == len(_digits_cnn().layers) + len(rows) + 2 * len(with_fv)
     # self-contained: every image embedded, nothing fetched
     assert all(s.startswith("data:image/png;base64,") for s in page.sources)
     html = (out / "report.html").read_text()
@@ -87,7 +95,7 @@ def test_every_data_link_is_a_file(demo_quick) -> None:
         assert href.startswith(f"{version}/")  # a page links to its own version: never to a missing folder
         assert (out / href).is_file(), href
     figures = re.findall(r"<figure.*?</figure>", (out / "report.html").read_text(), re.S)
-    assert len(figures) == sum(len(page.sections[s].images) for s in page.order)
+    assert sum(f.count("<img") for f in figures) == sum(len(page.sections[s].images) for s in page.order)
     for fig in figures:  # every figure names the files with its numbers
         assert f'href="{version}/' in fig, fig[-300:]
     meta = json.loads((out / "report-data" / "report.json").read_text())
@@ -213,7 +221,10 @@ def test_without_data_only_the_weight_sections(tmp_path: Path) -> None:
     assert "exemplars" not in " ".join(p.name for p in r.files)
     assert not (r.data_dir / "signals").exists()
     frame = r.to_frame().set_index("id")
-    assert frame.loc["separation", "status"] == "missing" and frame.loc["neurons", "figures"] == 5
+    # without data: no exemplars, but both directions of every shown neuron of every layer, at full size
+    layers = len(_digits_cnn().layers)
+    assert frame.loc["separation", "status"] == "missing" and frame.loc["neurons", "figures"] == 0
+    assert frame.loc["neurons", "pictures"] == layers * CHEAP["neurons"] * 2
     with pytest.raises(InputError, match="section 'nope'"):
         r.section("nope")
     # progress: every step reported, and the bar ends full
@@ -331,3 +342,37 @@ def test_claims_are_read_against_baselines(demo_quick) -> None:
     assert per[("svd", "fc2")] > per[("svd, random initialisation", "fc2")]
     assert "separation-baselines" in " ".join(page.sections["separation"].images) or \
         'id="fig-separation-baselines"' in (out / "report.html").read_text()
+
+
+def test_long_layer_names_are_shortened_with_the_full_name_on_hover(tmp_path: Path) -> None:
+    """ONNX-style names such as ``/layer4/layer4.0/conv1/Conv`` are shortened in tables, headings and figures;
+    every shortened one carries its full name in a ``title``, and the figures name the full layers in title and alt."""
+    from html import escape
+
+    from safetensors.torch import save_file
+
+    from convsvd.report.html import NAME_WIDTH
+    from convsvd.viz._common import short_name
+
+    torch.manual_seed(0)
+    shapes = {"/layer4/layer4.0/conv1/Conv": (8, 3, 3, 3), "/layer4/layer4.0/conv2/Conv": (16, 8, 3, 3),
+              "/backbone/head/classifier/fc/Gemm": (10, 16)}
+    path = tmp_path / "long.safetensors"
+    save_file({f"{n}.weight": torch.randn(*s) for n, s in shapes.items()}, str(path))
+    r = report(str(path), None, out=tmp_path / "r", **{**CHEAP, "input_shape": None})
+    html = r.path.read_text()
+    long = [n for n in shapes if short_name(n, NAME_WIDTH) != n]
+    assert long, "the names are long enough to be shortened"
+    # every shortened name in the page (an ellipsis and the end of a name) sits in a span titled with its full name
+    found = re.findall(r'(<span class="name" title="([^"]*)">)?(…[\w./-]+)', html)
+    assert found, "the page shows shortened names"
+    for span, title, short in found:
+        assert span, f"{short} without its full name"
+        assert title in shapes and short == short_name(title, NAME_WIDTH), (title, short)
+    assert {t for _, t, _ in found} == set(long)  # every long name was shortened somewhere (tables, headings)
+    # figures that draw layer names (shortened in the image) name them in full in their title and alt text
+    for key in ("svd-spectra", "spectra-alpha"):
+        img = re.search(rf'<figure id="fig-{key}" class="figure"><img [^>]*>', html)
+        assert img, key
+        for name in shapes:
+            assert 'title="click to enlarge · layers: ' in img.group(0) and escape(name) in img.group(0), (key, name)

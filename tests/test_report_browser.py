@@ -78,6 +78,8 @@ class _Dom(HTMLParser):
 
 #: Smallest text the report may show, in CSS pixels, at a 1280-pixel window (figures included).
 MIN_TEXT_PX = 11.0
+#: Narrowest a feature visualisation may be shown, in CSS pixels, at a 1280-pixel window.
+MIN_FEATURE_PX = 128.0
 
 
 def _check(page: Path, profile: Path) -> tuple[_Dom, list[str]]:
@@ -111,11 +113,16 @@ def test_the_legibility_checks_can_fail(tmp_path: Path) -> None:
                     '<p style="font-size:7px">tiny</p><div style="width:3000px">wide</div>'
                     '<img src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQ'
                     'DwAEhQGAhKmMIQAAAABJRU5ErkJggg==" width="2000" style="max-width:100%" data-min-font-pt="9">'
+                    '<div style="width:60px"><img src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ'
+                    'AAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==" width="144" style="max-width:100%" '
+                    'data-feature-image></div>'
                     f'</main><script>{script}</script></body></html>')
     dom, _ = _check(page, tmp_path / "profile")
     assert float(dom.body["data-min-text-px"]) == pytest.approx(7.0)
     assert float(dom.body["data-min-figure-font-px"]) < MIN_TEXT_PX  # a 2000-px figure shrunk to the window
     assert int(dom.body["data-page-overflow"]) > 0
+    assert dom.body["data-feature-images"] == "1"
+    assert float(dom.body["data-min-feature-px"]) < MIN_FEATURE_PX  # squeezed to its 60-px box
 
 
 def test_demo_report_in_chromium(tmp_path: Path) -> None:
@@ -139,6 +146,10 @@ def test_demo_report_in_chromium(tmp_path: Path) -> None:
     assert float(dom.body["data-min-figure-font-px"]) >= MIN_TEXT_PX, dom.body
     assert float(dom.body["data-min-text-px"]) >= MIN_TEXT_PX, dom.body
     assert dom.body["data-page-overflow"] == "0", dom.body
+    # every feature visualisation at least 128 px wide, beside its exemplars
+    assert int(dom.body["data-feature-images"]) > 0, dom.body
+    assert float(dom.body["data-min-feature-px"]) >= MIN_FEATURE_PX, dom.body
+    assert dom.body["data-features-apart"] == "0", dom.body
 
     top = _screenshot(page, tmp_path / "profile", OUTPUT / "screenshot.png", "1280,1600")
     assert top.shape[:2] == (1600, 1280)

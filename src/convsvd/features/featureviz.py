@@ -21,6 +21,11 @@ Method (in the manner of Lucid, Olah et al. 2017, "Feature Visualization"):
   and other channel counts use independent channels and the sigmoid only.
   The sigmoid's ``[0, 1]`` is the model's input range; pass ``preprocess`` (for
   example an ImageNet normalisation) when the model expects something else.
+- **Clipping to the data range.** ``value_range=(lo, hi)`` (per channel, or one
+  value for all): the model sees ``lo + (hi − lo) · image`` (then ``preprocess``),
+  so every input it is shown lies inside the range of the data it was trained on
+  (for a normalised dataset, the range of the normalised pixels) and the optimiser
+  cannot push pixels past what a real input can hold. ``images`` stay in ``[0, 1]``.
 - **Transformation robustness.** At every step each image is randomly
   translated (``jitter``, a share of its side), scaled and rotated in one
   bilinear resampling (``F.affine_grid`` + ``F.grid_sample``, reflected at the
@@ -224,6 +229,8 @@ class FeatureVisualization(LayerResult):
         What the model saw.
     neurons_per_group : int
         ``r``: SVD neurons in each group of the layer.
+    value_range : ((float, ...), (float, ...)) or None
+        Per channel ``(lo, hi)``: the model saw ``lo + (hi − lo) · images`` (None: ``images`` themselves).
     """
 
     layer: str
@@ -240,6 +247,7 @@ class FeatureVisualization(LayerResult):
     location: str = "mean"
     input_size: tuple[int, int] = (0, 0)
     neurons_per_group: int = 0
+    value_range: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     _stem = "featureviz"
 
@@ -247,7 +255,15 @@ class FeatureVisualization(LayerResult):
         return int(self.images.shape[0])
 
     def _tensors(self) -> dict[str, torch.Tensor]:
-        return {"images": self.images, "trace": torch.from_numpy(np.ascontiguousarray(self.trace))}
+        out = {"images": self.images, "trace": torch.from_numpy(np.ascontiguousarray(self.trace))}
+        if self.value_range is not None:
+            out["value_range"] = torch.tensor(self.value_range, dtype=torch.float64)  # (2, c): lo, hi
+        return out
+
+    def model_inputs(self) -> torch.Tensor:
+        """``(n, c, h, w)``: the images as the model saw them, before ``preprocess`` and resizing
+        (``lo + (hi − lo) · images`` with :attr:`value_range`)."""
+        return _scale_to_range(self.images, self.value_range)
 
     def flat_neurons(self) -> list[int]:
         """The flat indices ``j·r + i`` of the visualised neurons, in row order, each once."""
@@ -329,6 +345,32 @@ def _affine(moves: torch.Tensor, t: Transforms, h: int, w: int) -> torch.Tensor:
     row0 = torch.stack([c, -s * (h / w), tx], dim=1)
     row1 = torch.stack([s * (w / h), c, ty], dim=1)
     return torch.stack([row0, row1], dim=1)
+
+
+def check_value_range(value_range: object, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(lo, hi)`` (numbers, or one per channel) → per-channel tuples with ``lo < hi``; None stays None."""
+    if value_range is None:
+        return None
+    try:
+        lo, hi = value_range  # type: ignore[misc]
+        lo_t = tuple(float(v) for v in (lo if isinstance(lo, (list, tuple)) else [lo] * channels))
+        hi_t = tuple(float(v) for v in (hi if isinstance(hi, (list, tuple)) else [hi] * channels))
+    except (TypeError, ValueError):
+        raise check.fail("value_range", value_range, "(lo, hi): two numbers, or two sequences of one number "
+                                                        "per channel") from None
+    if len(lo_t) != channels or len(hi_t) != channels or not all(math.isfinite(a) and math.isfinite(b) and a < b
+                                                                  for a, b in zip(lo_t, hi_t)):
+        raise check.fail("value_range", value_range, f"(lo, hi) with finite lo < hi for each of the {channels} "
+                                                      f"channels")
+    return lo_t, hi_t
+
+
+def _scale_to_range(img: torch.Tensor, value_range: tuple[tuple[float, ...], tuple[float, ...]] | None) -> torch.Tensor:
+    if value_range is None:
+        return img
+    lo = torch.tensor(value_range[0], dtype=img.dtype, device=img.device)[:, None, None]
+    hi = torch.tensor(value_range[1], dtype=img.dtype, device=img.device)[:, None, None]
+    return lo + (hi - lo) * img
 
 
 def _to_input(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -432,6 +474,7 @@ def featureviz(
     seed: int = 0,
     image: ImageParam = ImageParam(),
     transforms: Transforms | None = Transforms(),
+    value_range: tuple[float, float] | tuple[Sequence[float], Sequence[float]] | None = None,
     preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
     batch_size: int | None = None,
     svd: Decomposition | None = None,
@@ -469,6 +512,9 @@ def featureviz(
         Parameterisation (Fourier with decorrelated colour by default).
     transforms : Transforms or None
         Random jitter, zoom and rotation per step (None: none).
+    value_range : (lo, hi), optional
+        The data's range (numbers, or one per channel): the model sees ``lo + (hi − lo) · image``, so
+        its inputs never leave it (default: ``[0, 1]``, the images themselves).
     preprocess : callable, optional
         ``(B, C, H, W)`` images in ``[0, 1]`` → model input (e.g. a normalisation).
     batch_size : int, optional
@@ -533,6 +579,7 @@ def featureviz(
         raise InputError(f"model {plan.source!r}: feature visualisation needs images, but its first layer "
                          f"{first.name!r} is {first.kind}, not conv2d")
     proj = plan.projectors[layer]
+    value_range = check_value_range(value_range, first.in_channels)
     flat = _check_neurons(neurons, proj.neurons, layer)
     rows = [(n // proj.rank, n % proj.rank, d, c, n) for n in flat for d in DIRECTIONS[directions] for c in range(copies)]
     unit = copies
@@ -543,7 +590,7 @@ def featureviz(
     renderer = _Renderer(image, first.in_channels, hw, run_dtype, plan.device)
     call = _model_call(plan.model, run_dtype, plan.device)
     job = _Job(plan, layer, proj, call, renderer, steps, hw, in_hw, location, copies, float(diversity), float(lr),
-               seed, transforms, preprocess)
+               seed, transforms, preprocess, value_range)
     images, signals, traces = [], [], []
     with eval_mode(plan.model), _progress(steps * len(chunks), f"features {layer}", progress) as bar:
         for chunk in chunks:
@@ -557,6 +604,7 @@ def featureviz(
         layer=layer, group=arr[:, 0], neuron=arr[:, 1], direction=arr[:, 2], copy=arr[:, 3],
         images=torch.cat(images), signal=np.concatenate(signals), sigma=sigma, trace=np.concatenate(traces, axis=1),
         steps=steps, seed=seed, location=location, input_size=in_hw, neurons_per_group=proj.rank,
+        value_range=value_range,
     )
 
 
@@ -579,6 +627,7 @@ class _Job:
     seed: int
     transforms: Transforms | None
     preprocess: Callable[[torch.Tensor], torch.Tensor] | None
+    value_range: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 def _total_variation(img: torch.Tensor) -> torch.Tensor:
@@ -637,7 +686,7 @@ def _optimise(job: _Job, rows: list[tuple[int, int, int, int, int]],
             theta = _affine(move[t], transforms, *hw)
             grid = F.affine_grid(theta, list(img.shape), align_corners=False)
             img = F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        x = _to_input(img, in_hw)
+        x = _to_input(_scale_to_range(img, job.value_range), in_hw)
         return preprocess(x) if preprocess is not None else x
 
     with capture({layer: plan.hooked[layer]}, on_output) as cap:

@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from convsvd.signals.accuracy import Accuracy
     from convsvd.spectral import LayerSpectrum, SpectrumResult
 
-__all__ = ["Analysis", "DEFAULTS", "INFLUENTIAL_SHOWN", "Options", "QUICK", "STEPS", "choose_neurons", "top_neurons"]
+__all__ = ["Analysis", "DEFAULTS", "FEATURE_SIDE", "INFLUENTIAL_SHOWN", "Options", "QUICK", "RANGE_INPUTS", "STEPS",
+           "STEP_TOLERANCE", "choose_neurons", "data_range", "feature_side", "top_neurons"]
 
 #: What each step passes on as ``progress=`` to the API calls it makes.
 Progress = Union[bool, Callable[[int, int, str], None]]
@@ -51,7 +52,12 @@ Progress = Union[bool, Callable[[int, int, str], None]]
 #: and the most layers whose neurons are shown.
 DEFAULTS: dict[str, int] = dict(neurons=6, steps=256, k=8, feature_layers=8)
 #: The same with ``quick=True``: fewer neurons, steps and exemplars (and no shuffled-weights baseline).
-QUICK: dict[str, int] = dict(neurons=4, steps=48, k=4, feature_layers=8)
+QUICK: dict[str, int] = dict(neurons=4, steps=128, k=4, feature_layers=8)
+#: How close to its plateau the feature-visualisation objective gets with DEFAULTS["steps"] (full) and
+#: QUICK["steps"] (quick): on the digits CNN, the fewest steps at which every layer's median image is within
+#: this share of its objective after 512 steps (studies/featureviz_convergence.py, docs/featureviz-convergence.md;
+#: on a small photo model 256 steps reach 89–94 % and 128 steps 71–81 %, and 512 steps are no plateau yet).
+STEP_TOLERANCE: dict[str, float] = dict(full=0.03, quick=0.10)
 #: Total-variation penalty of the report's feature visualisations (:class:`convsvd.features.ImageParam`):
 #: on the digits CNN it lowers the saturated pixels from 10.5 % to 8.4 % for 15 % less signal.
 REPORT_TV = 0.3
@@ -69,6 +75,10 @@ PROFILE_BUDGET: dict[str, float] = dict(quick=60.0, full=300.0)
 PROFILE_PROBE = 8
 #: Side of the images optimised for a model whose input size is not known.
 GUESSED_SIDE = 224
+#: Longest side at which the report runs the model for feature visualisation: a model that takes larger inputs
+#: (224 for ImageNet models) is run on images of this side when it can (conv layers take any size; Lucid renders
+#: its ImageNet visualisations at 128 too), which makes each step about (224/128)² ≈ 3× cheaper.
+FEATURE_SIDE = 128
 #: Seconds the operator view of the report's one conv layer may take (estimated first; a smaller grid otherwise).
 VIEW_BUDGET = 60.0
 
@@ -178,6 +188,46 @@ def choose_neurons(layer: "LayerSVD", n: int, profile: pd.DataFrame | None = Non
     return {i: ", ".join(reasons) for i, reasons in why.items()}
 
 
+#: Inputs read to find the data's range, to which feature visualisations are clipped.
+RANGE_INPUTS = 512
+
+
+def data_range(source: "DataSource", most: int = RANGE_INPUTS,
+               batch_size: int = 128) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """Per channel ``(lo, hi)`` over the first ``most`` inputs of a data source, as the model sees them
+    (after its transform); None when there are no image inputs or a channel is constant."""
+    lo = hi = None
+    seen = 0
+    for _, batch in source.iter_batches(batch_size):
+        x = batch.inputs
+        if x.dim() != 4 or not x.shape[0]:
+            return None
+        x = x.detach().double().transpose(0, 1).reshape(x.shape[1], -1)
+        b_lo, b_hi = x.min(dim=1).values, x.max(dim=1).values
+        lo = b_lo if lo is None else lo.minimum(b_lo)
+        hi = b_hi if hi is None else hi.maximum(b_hi)
+        seen += int(batch.inputs.shape[0])
+        if seen >= most:
+            break
+    if lo is None or hi is None or not bool((hi > lo).all()):
+        return None
+    return tuple(float(v) for v in lo.tolist()), tuple(float(v) for v in hi.tolist())
+
+
+def feature_side(side: tuple[int, int], most: int = FEATURE_SIDE) -> tuple[int, int]:
+    """The side of the report's feature visualisations: the model's own, shrunk (keeping its aspect) so that the
+    longer side is at most ``most``.
+
+    >>> feature_side((224, 224)), feature_side((8, 8)), feature_side((256, 192))
+    ((128, 128), (8, 8), (128, 96))
+    """
+    h, w = side
+    if max(h, w) <= most:
+        return (h, w)
+    f = most / max(h, w)
+    return (max(1, round(h * f)), max(1, round(w * f)))
+
+
 def _first_input_shape(source: "DataSource") -> tuple[int, ...] | None:
     """``(C, *spatial)`` of the first input of a data source (reads one input)."""
     for _, batch in source.iter_batches(1, [0]):
@@ -205,6 +255,7 @@ class Analysis:
     exemplars: "dict[str, Exemplars]" = field(default_factory=dict)
     featureviz: "dict[str, FeatureVisualization]" = field(default_factory=dict)
     neuron_notes: list[Note] = field(default_factory=list)
+    value_range: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     filters: "SingularFilters | None" = None
     filters_reason: str = ""
     init: object | None = None
@@ -336,14 +387,21 @@ class Analysis:
                                           "layer).", "missing"))
             return
         o = self.options
+        if self.source is not None:  # clip what the model sees to the range of the data it was given
+            self.value_range = data_range(self.source, batch_size=o.batch_size)
+            if self.value_range is not None and len(self.value_range[0]) != first.in_channels:
+                self.value_range = None
         guessed = not (self.input_shape and len(self.input_shape) == 3)
-        side = (GUESSED_SIDE, GUESSED_SIDE) if guessed else tuple(self.input_shape[1:])  # type: ignore[index]
+        shape = self.input_shape if self.input_shape is not None and not guessed else (0, GUESSED_SIDE, GUESSED_SIDE)
+        side = (int(shape[1]), int(shape[2]))
+        small = feature_side(side)
+
         def run(name: str, steps: int, bar: Progress) -> "FeatureVisualization":
-            return featureviz(self.mw, name, self.top[name], steps=steps, size=side, input_size=side, seed=o.seed,
-                              device=o.device, fold_bn=o.fold_bn, svd=self.dec, image=ImageParam(tv=REPORT_TV),
-                              progress=bar)
+            return self._visualise_layer(name, self.top[name], steps, small, side, bar)
 
         try:
+            if self.top:  # one untimed step first: one-off costs (imports, kernel set-up) are no step's cost
+                run(list(self.top)[-1], 1, False)
             layers, steps = self._feature_budget(list(self.top), o.steps, run)
             for name in layers:
                 self.featureviz[name] = run(name, steps, progress)
@@ -354,6 +412,22 @@ class Analysis:
             self.neuron_notes.append(Note(f"Feature visualisation at the default input size {GUESSED_SIDE}×"
                                           f"{GUESSED_SIDE} failed ({e}); give the model's input size (input_shape=, "
                                           f"--input-size).", "missing"))
+
+    def _visualise_layer(self, name: str, neurons: list[int], steps: int, small: tuple[int, int],
+                         side: tuple[int, int], progress: Progress) -> "FeatureVisualization":
+        """One layer's feature visualisations, the model run at the ``small`` side when it takes it."""
+        o = self.options
+        for input_size in dict.fromkeys([small, side]):
+            try:
+                return featureviz(self.mw, name, neurons, steps=steps, size=small, input_size=input_size,
+                                  seed=o.seed, device=o.device, fold_bn=o.fold_bn, svd=self.dec,
+                                  image=ImageParam(tv=REPORT_TV), value_range=self.value_range, progress=progress)
+            except InputError:
+                if input_size == side:
+                    raise
+                # a model that takes only its own size: the images are optimised at the smaller side and
+                # enlarged to it (each step then costs what the full side costs)
+        raise AssertionError("unreachable: the last size re-raises")  # pragma: no cover
 
     def _feature_budget(self, layers: list[str], steps: int,
                         run: Callable[[str, int, Progress], object]) -> tuple[list[str], int]:

@@ -89,10 +89,12 @@ class ReportResult:
         return html_table(f"report {self.path} ({sum(self.timings.values()):.1f} s)", self.to_frame())
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per section: ``id, title, status, figures, tables, notes``."""
+        """One row per section: ``id, title, status, figures, pictures, tables, notes`` (pictures: the
+        feature visualisations shown at their own size beside the exemplars)."""
         return pd.DataFrame([dict(id=s.id, title=s.title, status=s.status, figures=len(s.figures),
-                                  tables=len(s.tables), notes=len(s.notes)) for s in self.sections],
-                            columns=["id", "title", "status", "figures", "tables", "notes"])
+                                  pictures=len(s.pictures), tables=len(s.tables), notes=len(s.notes))
+                             for s in self.sections],
+                            columns=["id", "title", "status", "figures", "pictures", "tables", "notes"])
 
 
 class _Clock:

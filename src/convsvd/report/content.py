@@ -12,15 +12,20 @@ import io
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     from matplotlib.figure import Figure as MplFigure
 
-__all__ = ["Block", "Data", "Figure", "Heading", "Html", "Note", "Section", "Table", "file_key", "figure_png"]
+__all__ = ["Block", "Data", "Figure", "Heading", "Html", "NeuronRow", "Note", "Picture", "Section", "Table", "file_key",
+           "figure_png", "image_png"]
 
+#: Shown width of a feature visualisation in CSS pixels (at least 128 at a 1280-pixel window; the page never
+#: shrinks it: a neuron's row wraps instead).
+PICTURE_PX: int = 144
 #: Resolution of the embedded PNGs; they are shown at 96 CSS pixels per inch, so they stay sharp on HiDPI screens.
 FIGURE_DPI: int = 144
 _CSS_PX_PER_INCH = 96
@@ -81,6 +86,20 @@ def figure_png(fig: "MplFigure") -> tuple[bytes, int, float]:
     return png, width, smallest
 
 
+def image_png(rgb: "np.ndarray", least: int = 2 * PICTURE_PX) -> bytes:
+    """PNG bytes of an ``(H, W, 3)`` image in ``[0, 1]``, enlarged by an integer factor (nearest neighbour) until
+    its longer side is at least ``least`` pixels, so that small images (8×8 digits) stay sharp when shown large."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.clip(np.asarray(rgb, dtype=np.float64), 0, 1)
+    f = max(1, -(-least // max(a.shape[0], a.shape[1])))
+    a = np.repeat(np.repeat(a, f, axis=0), f, axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(np.round(a * 255).astype(np.uint8), "RGB").save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
 @dataclass(frozen=True, eq=False)
 class Figure:
     """One embedded image.
@@ -98,6 +117,8 @@ class Figure:
         Keys of the :class:`Data` entries that hold the numbers behind it.
     min_font_pt : float
         Smallest text in the image, in points (at 96 CSS pixels per inch, ×4/3 for pixels).
+    names : tuple of str
+        Full names of the layers the image shows (it may shorten them); in the ``<img>``'s title and alt text.
     """
 
     key: str
@@ -106,12 +127,51 @@ class Figure:
     caption: str
     data: tuple[str, ...] = ()
     min_font_pt: float = 0.0
+    names: tuple[str, ...] = ()
 
     @classmethod
-    def from_matplotlib(cls, key: str, fig: "MplFigure", caption: str, data: tuple[str, ...] = ()) -> "Figure":
+    def from_matplotlib(cls, key: str, fig: "MplFigure", caption: str, data: tuple[str, ...] = (),
+                        names: "Sequence[str]" = ()) -> "Figure":
         """Render ``fig`` (and close it)."""
         png, width, smallest = figure_png(fig)
-        return cls(key, png, width, caption, tuple(data), smallest)
+        return cls(key, png, width, caption, tuple(data), smallest, tuple(names))
+
+
+@dataclass(frozen=True, eq=False)
+class Picture:
+    """One image shown at :data:`PICTURE_PX` CSS pixels (a feature visualisation) under a short label."""
+
+    png: bytes = field(repr=False)
+    label: str
+    alt: str
+
+
+@dataclass(frozen=True, eq=False)
+class NeuronRow:
+    """One SVD neuron: its feature visualisations at :data:`PICTURE_PX` pixels, its exemplars beside them.
+
+    Attributes
+    ----------
+    key : str
+        Unique within the report; the ``id`` of its ``<figure>``.
+    layer : str
+        The layer's full name (shown shortened, in full on hover).
+    label : str
+        The neuron (``"n3 · σ = 1.2 · influential for 40 %"``).
+    pictures : tuple of Picture
+    exemplars : Figure or None
+    caption : str
+    data : tuple of str
+        Keys of the :class:`Data` entries that hold the numbers behind it.
+    """
+
+    key: str
+    layer: str
+    label: str
+    pictures: tuple[Picture, ...]
+    exemplars: "Figure | None"
+    caption: str
+    data: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,10 +208,12 @@ class Note:
 
 @dataclass(frozen=True)
 class Heading:
-    """A sub-heading (``<h3>``) inside a section, listed under the section in the table of contents."""
+    """A sub-heading (``<h3>``) inside a section, listed under the section in the table of contents;
+    ``layer``: the text is a layer name (shown shortened when long, in full on hover)."""
 
     text: str
     key: str
+    layer: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,7 +223,7 @@ class Html:
     markup: str
 
 
-Block = Union[Figure, Table, Note, Heading, Html]
+Block = Union[Figure, Table, Note, Heading, Html, NeuronRow]
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,7 +263,14 @@ class Section:
 
     @property
     def figures(self) -> list[Figure]:
-        return [b for b in self.blocks if isinstance(b, Figure)]
+        """Every figure: the figure blocks and the exemplars of the neuron rows."""
+        return [f for b in self.blocks for f in ((b,) if isinstance(b, Figure) else
+                                                  (b.exemplars,) if isinstance(b, NeuronRow) and b.exemplars else ())]
+
+    @property
+    def pictures(self) -> list[Picture]:
+        """The feature visualisations of the neuron rows."""
+        return [p for b in self.blocks if isinstance(b, NeuronRow) for p in b.pictures]
 
     @property
     def tables(self) -> list[Table]:

@@ -19,9 +19,39 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from convsvd.report.content import Block, Figure, Heading, Html, Note, Section, Table
+from convsvd.report.content import PICTURE_PX, Block, Figure, Heading, Html, NeuronRow, Note, Section, Table
+from convsvd.viz._common import short_name
 
-__all__ = ["Page", "render", "format_value", "package_text"]
+__all__ = ["NAME_COLUMNS", "NAME_WIDTH", "Page", "render", "format_value", "layer_name", "package_text"]
+
+#: Table columns that hold layer names: shown shortened to :data:`NAME_WIDTH` characters, in full on hover.
+NAME_COLUMNS: frozenset[str] = frozenset({"layer", "name", "deepest_layer", "first", "last"})
+#: Longest layer name shown in full in tables and headings (ONNX names such as ``/layer4/layer4.0/conv1/Conv``
+#: would take more room than the numbers).
+NAME_WIDTH = 24
+
+
+def layer_name(name: str, width: int = NAME_WIDTH) -> str:
+    """A layer name as HTML: escaped, and when longer than ``width`` shortened (keeping its end) inside a
+    ``<span>`` whose ``title`` is the full name.
+
+    >>> layer_name("conv1")
+    'conv1'
+    >>> layer_name("/layer4/layer4.0/conv1/Conv", 16)
+    '<span class="name" title="/layer4/layer4.0/conv1/Conv">…conv1/Conv</span>'
+    """
+    short = short_name(name, width)
+    if short == name:
+        return escape(name)
+    return f'<span class="name" title="{escape(name)}">{escape(short)}</span>'
+
+
+def _heading_text(h: Heading) -> str:
+    return layer_name(h.text) if h.layer else escape(h.text)
+
+
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
 
 
 def package_text(name: str) -> str:
@@ -87,13 +117,36 @@ def _links(keys: Sequence[str], page: Page) -> str:
     return f'<span class="data-links">numbers: {links}</span>'
 
 
+def _figure_img(fig: Figure, alt: str) -> str:
+    """The ``<img>`` of a figure; title and alt name the layers it shows in full (the image may shorten them)."""
+    names = ", ".join(fig.names)
+    title = "click to enlarge" + (f" · layers: {names}" if names else "")
+    alt = alt + (f" (layers: {names})" if names else "")
+    return (f'<img src="data:image/png;base64,{_b64(fig.png)}" width="{fig.width}" alt="{escape(alt)}" '
+            f'loading="eager" data-min-font-pt="{fig.min_font_pt:.2f}" title="{escape(title)}">')
+
+
 def _figure(fig: Figure, page: Page) -> str:
-    data = base64.b64encode(fig.png).decode("ascii")
     links = _links(fig.data, page)
-    return (f'<figure id="fig-{escape(fig.key)}" class="figure">'
-            f'<img src="data:image/png;base64,{data}" width="{fig.width}" alt="{escape(fig.caption)}" loading="eager"'
-            f' data-min-font-pt="{fig.min_font_pt:.2f}" title="click to enlarge">'
+    return (f'<figure id="fig-{escape(fig.key)}" class="figure">{_figure_img(fig, fig.caption)}'
             f'<figcaption>{escape(fig.caption)}{" " + links if links else ""}</figcaption></figure>')
+
+
+def _neuron_row(row: NeuronRow, page: Page) -> str:
+    """One SVD neuron: its feature visualisations at :data:`PICTURE_PX` CSS pixels, its exemplars beside them."""
+    pictures = "".join(
+        f'<div class="feature"><img src="data:image/png;base64,{_b64(p.png)}" width="{PICTURE_PX}" '
+        f'alt="{escape(p.alt)}" title="{escape(p.alt)} (click to enlarge)" loading="eager" data-feature-image>'
+        f'<div class="feature-label">{escape(p.label)}</div></div>' for p in row.pictures)
+    ex = ""
+    if row.exemplars is not None:
+        ex = f'<div class="exemplars">{_figure_img(row.exemplars, f"{row.layer} {row.label}: exemplars")}</div>'
+    links = _links(row.data, page)
+    caption = (f'<figcaption>{escape(row.caption)}{" " + links if links else ""}</figcaption>'
+               if row.caption or links else "")
+    return (f'<figure id="fig-{escape(row.key)}" class="figure neuron-row">'
+            f'<div class="neuron-label">{layer_name(row.layer)} · {escape(row.label)}</div>'
+            f'<div class="neuron-images">{pictures}{ex}</div>{caption}</figure>')
 
 
 def _table(t: Table, page: Page) -> str:
@@ -108,6 +161,8 @@ def _table(t: Table, page: Page) -> str:
             text, exact = format_value(v, t.digits)
             attr = f' data-value="{exact}"' if exact is not None else ""
             cls = "num" if numeric[c] or exact is not None else "text"
+            if str(c) in NAME_COLUMNS and isinstance(v, str):
+                text = layer_name(v)
             cells.append(f'<td class="{cls}"{attr}>{text}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     long = " long" if len(frame) > 20 else ""
@@ -130,7 +185,9 @@ def _block(b: Block, page: Page) -> str:
     if isinstance(b, Note):
         return _note(b)
     if isinstance(b, Heading):
-        return f'<h3 id="{escape(b.key)}">{escape(b.text)}</h3>'
+        return f'<h3 id="{escape(b.key)}">{_heading_text(b)}</h3>'
+    if isinstance(b, NeuronRow):
+        return _neuron_row(b, page)
     if isinstance(b, Html):
         return b.markup
     raise TypeError(f"report block of unknown type {type(b).__name__}")  # a programming error, not a user's
@@ -141,7 +198,7 @@ def _section(s: Section, page: Page) -> str:
              "partial": '<span class="badge badge-partial">partial</span>'}.get(s.status, "")
     intro = f'<p class="intro">{escape(s.intro)}</p>' if s.intro else ""
     body = "\n".join(_block(b, page) for b in s.blocks)
-    shown = {k for b in s.blocks if isinstance(b, Figure) for k in b.data}
+    shown = {k for b in s.blocks if isinstance(b, (Figure, NeuronRow)) for k in b.data}
     data = _links([d.key for d in s.data if d.key not in shown], page)
     more = f'<p class="section-data">{data}</p>' if data else ""
     return (f'<section id="{escape(s.id)}" class="status-{escape(s.status)}">'
@@ -152,7 +209,7 @@ def _toc(sections: Sequence[Section]) -> str:
     items = []
     for s in sections:
         subs = [b for b in s.blocks if isinstance(b, Heading)]
-        sub = ("<ol>" + "".join(f'<li><a href="#{escape(h.key)}">{escape(h.text)}</a></li>' for h in subs) + "</ol>"
+        sub = ("<ol>" + "".join(f'<li><a href="#{escape(h.key)}">{_heading_text(h)}</a></li>' for h in subs) + "</ol>"
                if subs else "")
         mark = ' <span class="toc-missing">(not available)</span>' if s.status == "missing" else ""
         items.append(f'<li><a href="#{escape(s.id)}">{escape(s.title)}</a>{mark}{sub}</li>')

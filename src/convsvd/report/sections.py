@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from convsvd.report.content import Data, Figure, Heading, Html, Note, Section, Table, file_key
+from convsvd.report.content import (PICTURE_PX, Data, Figure, Heading, Html, NeuronRow, Note, Picture, Section, Table,
+                                    file_key, image_png)
 from convsvd.report.html import package_text
 from convsvd.viz._common import figure_of
 
@@ -113,7 +114,7 @@ def model_section(weights: "ModelWeights", layers: pd.DataFrame, svd: "Decomposi
         Figure.from_matplotlib("svd-spectra", svd_figure(svd),
                                "Left: singular values of each layer divided by its σ_max, against the relative index "
                                "i/r. Right: share of ‖W̄‖²_F kept by the k leading triplets (dotted: 90 %).",
-                               ("singular_values",)),
+                               ("singular_values",), names=list(svd.layers)),
         Table("svd", summary.reset_index(drop=True),
               f"SVD of every layer (groups pooled). Energy: share of ‖W̄‖²_F in the {top_k} largest singular values.",
               {"unfolded_shape": "unfolded W̄_j", "sigma_max": "σ_max", "sigma_min": "σ_min",
@@ -224,7 +225,8 @@ def spectra_section(trained: "SpectrumResult", init: "SpectrumResult | None", vi
                                "Left: power-law exponent α of each layer with its standard error (the heavy-tailed band "
                                "2 ≤ α ≤ 6 shaded); right: α·log10 λmax, whose mean over the headline layers is α̂. "
                                "Hollow markers: layers left out of α̂ (fewer than 32 eigenvalues or 10 tail points).",
-                               ("spectra_layers", "spectra_init") if init is not None else ("spectra_layers",)),
+                               ("spectra_layers", "spectra_init") if init is not None else ("spectra_layers",),
+                               names=trained.names),
         Table("spectra", _spectra_table(trained.to_frame()),
               f"Every layer's ESD (view: {trained.view}): power-law fit of the tail (α ± its standard error, tail "
               f"size), p: the p-value of the power law against an exponential on the same tail (large p: the data "
@@ -238,13 +240,14 @@ def spectra_section(trained: "SpectrumResult", init: "SpectrumResult | None", vi
         blocks.append(Figure.from_matplotlib(
             "spectra-esd", _grid(lambda l, ax: plot_esd(l, log=True, ax=ax), layers, (4.2, 3.2)),
             f"ESD of each layer on log-log axes: histogram of λ = σ²/N, Marchenko–Pastur density of the bulk (solid), "
-            f"fitted power law of the tail (dashed, from x_min){shuffled}.", ("esd",)))
+            f"fitted power law of the tail (dashed, from x_min){shuffled}.", ("esd",), names=[l.name for l in layers]))
     pairs = [(l, init[l.name]) for l in layers if l.name in init.names] if init is not None else []
     if pairs:
         blocks.append(Figure.from_matplotlib(
             "spectra-init", _grid(lambda p, ax: plot_trained_vs_random(p[0], p[1], ax=ax), pairs, (4.2, 3.2)),
             "ESD of each layer trained (blue) and at its random initialisation (gray), each with its "
-            "Marchenko–Pastur fit: training moves eigenvalues out of the random bulk.", ("esd",)))
+            "Marchenko–Pastur fit: training moves eigenvalues out of the random bulk.", ("esd",),
+            names=[p[0].name for p in pairs]))
     data = [Data("spectra_layers", trained.to_frame(), "every spectral metric of every layer"),
             Data("esd", pd.concat([_esd_frame(trained, "trained")] + ([_esd_frame(init, "initialisation")]
                                                                        if init is not None else []),
@@ -262,7 +265,7 @@ def spectra_section(trained: "SpectrumResult", init: "SpectrumResult | None", vi
             f"paper's), its per-tap k×k slices (WeightWatcher's), and the whole convolution as an operator on an "
             f"n×n input (circular padding, stride 1; n: the size the layer sees, traced from the model's input, "
             f"unless its cost estimate exceeds the budget; see the table).",
-            ("views",)))
+            ("views",), names=[views[0].name]))
         data.append(Data("views", pd.concat([pd.DataFrame(dict(layer=v.name, view=v.view, **{"lambda": v.evals}))
                                              for v in views], ignore_index=True),
                          "the eigenvalues of one conv layer in each view"))
@@ -308,7 +311,8 @@ def filters_section(sf: "SingularFilters | None", reason: str = "") -> Section:
         Figure.from_matplotlib("filters", fig,
                                f"Singular filters of {sf.layer} (rows of Vᵀ reshaped to the kernel; gray is 0), and the "
                                f"layer's filters beside their rank-{sf.rank} rebuild, which keeps "
-                               f"{100 * sf.energy:.1f} % of ‖W̄‖²_F.", ("filters", "filter_values")),
+                               f"{100 * sf.energy:.1f} % of ‖W̄‖²_F.", ("filters", "filter_values"),
+                               names=[sf.layer]),
         Table("filters", sf.to_frame().drop(columns=["layer"] + (["group"] if g == 1 else [])),
               f"{sf.layer}: singular value, share of ‖W̄‖²_F and cumulative share of each singular filter; "
               f"'kept' marks the rank-{sf.rank} rebuild.",
@@ -361,6 +365,44 @@ def _fv_frame(fv: "FeatureVisualization") -> pd.DataFrame:
     return frame
 
 
+def _neuron_rows(name: str, layer: "LayerSVD", neurons: Sequence[int] | Mapping[int, str],
+                 fv: "FeatureVisualization | None", ex: "Exemplars | None", data: tuple[str, ...]) -> list[NeuronRow]:
+    """One row per shown SVD neuron: its optimised images at full size, its exemplars (with classes) beside them."""
+    from convsvd.viz.features import feature_tiles, neuron_exemplars_figure
+
+    g_count, r = layer.S.shape
+    S = layer.S.detach().double().cpu().reshape(-1).numpy()
+    with_ex = set(ex.neurons()) if ex is not None and ex.images is not None else set()
+    rows: list[NeuronRow] = []
+    for flat in neurons:
+        g, i = divmod(int(flat), r)
+        tiles = feature_tiles(fv, i, g) if fv is not None else []
+        if not tiles and (g, i) not in with_ex:
+            continue
+        who = f"g{g} n{i}" if g_count > 1 else f"n{i}"
+        why = neurons[flat] if isinstance(neurons, Mapping) else ""
+        label = f"{who} · σ = {S[int(flat)]:.3g}" + (f" · {why}" if why else "")
+        pictures = tuple(Picture(image_png(rgb), lab, f"{name} {who}: input optimised for {lab}")
+                         for lab, rgb in tiles)
+        figure = None
+        if (g, i) in with_ex:
+            assert ex is not None
+            figure = Figure.from_matplotlib(f"exemplars-{file_key(name)}-{who.replace(' ', '-')}",
+                                            neuron_exemplars_figure(ex, i, g), "", names=(name,))
+        caption = ""
+        if not rows:  # the first row of a layer says what every row shows, and links the numbers
+            what = ", then ".join(x for x in (
+                f"inputs optimised for +u_i and −u_i ({fv.steps} steps, {fv.images.shape[-1]} px, shown at "
+                f"{PICTURE_PX} px)" if fv is not None else "",
+                f"the {ex.k} dataset inputs with the largest (top row) and the smallest (bottom row) signal, each "
+                "with its class and where the neuron fires (red +, blue −)" if with_ex and ex is not None else "")
+                if x)
+            caption = f"{name}: one row per SVD neuron: {what}."
+        rows.append(NeuronRow(f"neuron-{file_key(name)}-{who.replace(' ', '-')}", name, label, pictures, figure,
+                              caption, data))
+    return rows
+
+
 def neurons_section(
     svd: "Decomposition",
     neurons: Mapping[str, Sequence[int] | Mapping[int, str]],
@@ -376,13 +418,13 @@ def neurons_section(
     ``neurons`` maps each layer to its neurons, or to ``{neuron: why shown}``
     (:func:`convsvd.report.analysis.choose_neurons`).
     """
-    from convsvd.viz import features_figure, plot_incidence
+    from convsvd.viz import plot_incidence
 
     blocks: list = list(notes)
     data: list[Data] = []
     for name, idx in neurons.items():
         key = file_key(name)
-        blocks.append(Heading(name, f"neurons-{key}"))
+        blocks.append(Heading(name, f"neurons-{key}", layer=True))
         profiled = table is not None and name in table.layers
         blocks.append(Table(f"neurons-{key}", neuron_frame(svd[name], idx, table),
                             f"{name}: the {len(idx)} SVD neurons shown — the ones with the largest singular values"
@@ -397,7 +439,7 @@ def neurons_section(
             blocks.append(Figure.from_matplotlib(
                 f"classes-{key}", figure_of(ax), f"{name}: for each class (row) and SVD neuron (column), the share of "
                 "the class's inputs for which the neuron is influential; a dot marks the class's hyperedge.",
-                (f"neurons-{key}",)))
+                (f"neurons-{key}",), names=[name]))
         fv, ex = fvs.get(name), exs.get(name)
         if fv is None and ex is None:
             continue
@@ -408,11 +450,7 @@ def neurons_section(
         if ex is not None:
             data.append(Data(f"exemplars-{key}", ex.to_frame(), f"{name}: dataset exemplars"))
             parts.append(f"exemplars-{key}")
-        what = " and ".join(x for x in (
-            "inputs optimised for +u_i and −u_i" if fv is not None else "",
-            f"the {ex.k} dataset inputs with the largest and the smallest signal" if ex is not None else "") if x)
-        blocks.append(Figure.from_matplotlib(f"neurons-{key}", features_figure(fv, ex),
-                                             f"{name}: one row per SVD neuron: {what}.", tuple(parts)))
+        blocks += _neuron_rows(name, svd[name], idx, fv, ex, tuple(parts))
     status = "partial" if any(n.kind == "missing" for n in notes) else "done"
     intro = ("For each layer, the SVD neurons with the largest singular values and, when a dataset was profiled, "
              "the ones its inputs rely on most: how much of the layer's energy each carries, how often each class "
@@ -464,7 +502,7 @@ def separation_section(sep: "Separation", baselines: pd.DataFrame | None = None,
         Figure.from_matplotlib("separation", plot_separation(sep),
                                f"Separation metrics layer by layer (p = {sep.min_share:g}: a neuron is in a class's "
                                f"hyperedge when it is influential for at least that share of the class's inputs); "
-                               f"arrows point the way of more separation.", ("separation",)),
+                               f"arrows point the way of more separation.", ("separation",), names=sep.names),
         Table("separation", _separation_table(frame),
               f"{int(frame['inputs'].iloc[0])} inputs of {int(frame['classes'].iloc[0])} classes. "
               "One row per layer: mean number of influential SVD neurons per input, mean class-hyperedge size, "
@@ -481,11 +519,12 @@ def separation_section(sep: "Separation", baselines: pd.DataFrame | None = None,
                                _pair_figure(lambda l, ax: plot_class_overlap(l, ax), first, last,
                                             (max(3.8, 0.42 * C + 2.4), max(3.2, 0.42 * C + 1.4))),
                                f"Jaccard overlap of the class hyperedges in {which} (gray: a class with no hyperedge).",
-                               ("class_pairs",)),
+                               ("class_pairs",), names=[l.layer for l in ends]),
         Figure.from_matplotlib("class-hypergraphs",
                                _pair_figure(lambda l, ax: plot_class_hypergraph(l, ax), first, last, (5.6, 5.2)),
                                f"Class hypergraphs of {which}: each class is a hyperedge around the SVD neurons that "
-                               f"are influential for at least {sep.min_share:g} of its inputs.", ("class_incidence",)),
+                               f"are influential for at least {sep.min_share:g} of its inputs.", ("class_incidence",),
+                               names=[l.layer for l in ends]),
     ]
     if len(deepest):
         blocks.append(Table("deepest_shared", deepest,
@@ -511,7 +550,7 @@ def separation_section(sep: "Separation", baselines: pd.DataFrame | None = None,
             "Does separation grow with depth because of the SVD? The same metrics with the SVD neurons (solid), the "
             "layers' raw output channels (dashed), a seeded random orthonormal basis (dotted), and the SVD neurons "
             "of a randomly initialised copy of the model. NCC accuracy does not depend on an orthonormal basis "
-            "(a rotation keeps distances).", ("separation_baselines",)))
+            "(a rotation keeps distances).", ("separation_baselines",), names=sep.names))
         data = data + (Data("separation_baselines", both, "separation metrics per layer and basis"),)
     elif note:
         blocks.append(Note(note, "missing"))
@@ -533,7 +572,15 @@ def separation_section(sep: "Separation", baselines: pd.DataFrame | None = None,
 
 def methods_section() -> Section:
     """The definitions as implemented, and the reference to the paper."""
-    return Section("methods", SECTION_TITLES["methods"], (Html(package_text("methods.html")),))
+    from string import Template
+
+    from convsvd.report.analysis import DEFAULTS, FEATURE_SIDE, QUICK, RANGE_INPUTS, REPORT_TV, STEP_TOLERANCE
+
+    text = Template(package_text("methods.html")).substitute(
+        range_inputs=RANGE_INPUTS, fv_steps_full=DEFAULTS["steps"], fv_steps_quick=QUICK["steps"], fv_tv=REPORT_TV,
+        fv_side=FEATURE_SIDE, picture_px=PICTURE_PX, fv_full_tol=f"{100 * (1 - STEP_TOLERANCE['full']):.0f} %",
+        fv_quick_tol=f"{100 * (1 - STEP_TOLERANCE['quick']):.0f} %")
+    return Section("methods", SECTION_TITLES["methods"], (Html(text),))
 
 
 def metadata_section(facts: Sequence[tuple[str, str]], options: Mapping[str, object], timings: Mapping[str, float],

@@ -1,14 +1,17 @@
 """Figures built from result objects (matplotlib imported lazily, when a figure is drawn)."""
 
 from convsvd.viz.features import (
+    feature_tiles,
     features_figure,
     plot_exemplars,
     plot_featureviz,
     plot_filter_rebuild,
+    plot_neuron_exemplars,
     plot_singular_filters,
 )
 
-__all__ = ["features_figure", "plot_exemplars", "plot_featureviz", "plot_filter_rebuild", "plot_singular_filters"]
+__all__ = ["feature_tiles", "features_figure", "plot_exemplars", "plot_featureviz", "plot_filter_rebuild",
+           "plot_neuron_exemplars", "plot_singular_filters"]
 
 from convsvd.viz.hypergraph import (  # noqa: E402  (appended after the features figures)
     plot_class_hypergraph,

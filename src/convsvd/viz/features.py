@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from convsvd.features import Exemplars, FeatureVisualization, SingularFilters
 
-__all__ = ["features_figure", "plot_exemplars", "plot_featureviz", "plot_filter_rebuild", "plot_singular_filters"]
+__all__ = ["feature_tiles", "features_figure", "neuron_exemplars_figure", "plot_exemplars", "plot_featureviz",
+           "plot_filter_rebuild", "plot_neuron_exemplars", "plot_singular_filters"]
 
 _TILE_PX = 32  # tiles are enlarged (nearest neighbour) to at least this many pixels
 _GAP = 0.25  # gap between tiles, as a share of a tile
@@ -78,6 +79,7 @@ class _Grid:
         self.rows: list[tuple[str, list[list[np.ndarray]]]] = []  # (label, blocks of tiles)
         self.captions: list[list[list[str]] | None] = []  # per row: per block, per tile (e.g. the class)
         self.headers: list[str] = []
+        self.tile_in = _INCH_PER_TILE
 
     def add(self, label: str, blocks: list[list[np.ndarray]], captions: list[list[str]] | None = None) -> None:
         self.rows.append((label, blocks))
@@ -137,8 +139,8 @@ class _Grid:
     def inches(self, title: str = "") -> tuple[float, float]:
         """Figure size that fits the tiles (about half an inch each), the row labels and the title."""
         cols = max(sum(len(b) for b in blocks) + 0.75 * (len(blocks) - 1) for _, blocks in self.rows)
-        width = max(4.0, cols * _INCH_PER_TILE + 1.5, 0.075 * len(title) + 0.5)
-        return width, max(1.2, len(self.rows) * _INCH_PER_TILE + 0.9)
+        width = max(4.0, cols * self.tile_in + 1.5, 0.075 * len(title) + 0.5)
+        return width, max(1.2, len(self.rows) * self.tile_in + 0.9)
 
 
 def _enlarge(t: np.ndarray, T: int) -> np.ndarray:
@@ -325,6 +327,49 @@ def plot_exemplars(ex: "Exemplars", ax: "Axes | None" = None) -> "Axes":
     grid, title = _exemplar_grid(ex), f"{ex.layer}: dataset exemplars"
     ax = ax if ax is not None else _new_axes(grid.inches(title))
     return grid.draw(ax, title)
+
+
+def feature_tiles(fv: "FeatureVisualization", neuron: int, group: int = 0) -> list[tuple[str, np.ndarray]]:
+    """The optimised images of one SVD neuron as ``(label, (H, W, 3) RGB in [0, 1])``: ``+u`` before ``−u``,
+    then by copy (labels ``"+u"``, ``"−u"``, ``"+u #2"``, ...); an empty list when the neuron was not optimised."""
+    out = []
+    for d in (1, -1):
+        for i in np.flatnonzero((fv.group == group) & (fv.neuron == neuron) & (fv.direction == d)):
+            c = int(fv.copy[i])
+            out.append((("+u" if d > 0 else "−u") + (f" #{c + 1}" if c else ""), _image_tile(fv.images[i], 0.0, 1.0)))
+    return out
+
+
+def neuron_exemplars_figure(ex: "Exemplars", neuron: int, group: int = 0) -> "Figure":
+    """:func:`plot_neuron_exemplars` on a figure of its own."""
+    import matplotlib.pyplot as plt
+
+    grid = _neuron_exemplar_grid(ex, neuron, group)
+    fig = plt.figure(figsize=grid.inches(), layout="constrained")
+    grid.draw(fig.add_subplot(1, 1, 1), "")
+    return fig
+
+
+def plot_neuron_exemplars(ex: "Exemplars", neuron: int, group: int = 0, ax: "Axes | None" = None) -> "Axes":
+    """One SVD neuron's dataset exemplars: the top ``k`` in one row, the bottom ``k`` below, each with its class
+    in its corner and, when the exemplars carry maps, where the neuron fires laid over it (red +, blue −)."""
+    grid = _neuron_exemplar_grid(ex, neuron, group)
+    ax = ax if ax is not None else _new_axes(grid.inches())
+    return grid.draw(ax, "")
+
+
+def _neuron_exemplar_grid(ex: "Exemplars", neuron: int, group: int) -> _Grid:
+    if ex.images is None:
+        raise InputError("exemplars: no images attached (call exemplars(..., data=DATASET))")
+    if (group, neuron) not in set(ex.neurons()):
+        raise InputError(f"neuron {neuron} (group {group}): not among the exemplars of {ex.layer!r}")
+    lo, hi = float(ex.images.min()), float(ex.images.max())
+    blocks, captions = _exemplar_blocks(ex, group, neuron, lo, hi)
+    grid = _Grid()
+    grid.tile_in = min(0.75, 4.2 / max(1, ex.k))  # as large as fits beside two 1.5-inch visualisations
+    for label, tiles, caps in zip((f"top {ex.k}", f"bottom {ex.k}"), blocks, captions):
+        grid.add(label, [tiles], [caps])
+    return grid
 
 
 def plot_singular_filters(sf: "SingularFilters", ax: "Axes | None" = None, neurons: Sequence[int] | None = None,
