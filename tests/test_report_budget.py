@@ -32,7 +32,8 @@ LAYERS = [f"l{i}" for i in range(8)]
 def test_everything_that_fits_runs_as_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     chosen, n, notes, calls = _budgeted(monkeypatch, per_step=0.1, budget=100, layers=LAYERS, steps=48)
     assert chosen == LAYERS and n == 48 and notes == []  # 8 × 48 × 0.1 s = 38 s ≤ 100 s
-    assert calls == [("l7", analysis.FEATURE_PROBE_STEPS)]  # the probe: a few steps of the deepest layer
+    # the probes: a few steps of the deepest layer and of the first
+    assert calls == [("l7", analysis.FEATURE_PROBE_STEPS), ("l0", analysis.FEATURE_PROBE_STEPS)]
 
 
 def test_fewer_layers_evenly_spaced_when_they_do_not_all_fit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,3 +83,26 @@ def test_attribution_profiles_are_cut_to_the_inputs_that_fit(monkeypatch: pytest
     calls.clear()
     analysis.Analysis.attribution_profiles(a, False)  # type: ignore[arg-type]
     assert calls == [5] and a.profiles.limit == 5
+
+
+def test_shallow_layers_cost_less_and_more_of_them_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step's cost grows with depth: timed on the first and the deepest layer, the rest estimated between."""
+    clock = [0.0]
+    costs = {f"l{i}": 0.1 + 0.9 * i / 7 for i in range(8)}  # 0.1 s a step on l0 … 1.0 s on l7, linear in depth
+
+    def run(name: str, n: int, bar: object) -> None:
+        clock[0] += 50.0  # setting up
+        for i in range(n):
+            clock[0] += costs[name]
+            if callable(bar):
+                bar(i + 1, n, "step")
+
+    monkeypatch.setattr(analysis.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setitem(analysis.FEATURE_BUDGET, "quick", 100.0)
+    fake = SimpleNamespace(options=SimpleNamespace(quick=True), neuron_notes=[])
+    chosen, n = analysis.Analysis._feature_budget(fake, LAYERS, 40, run)  # type: ignore[arg-type]
+    # every layer: 40 × (0.1 + … + 1.0) = 40 × 4.4 = 176 s > 100 s; the largest evenly spaced set that fits
+    want = next(analysis._evenly_spaced(LAYERS, m) for m in range(7, 0, -1)
+                if 40 * sum(costs[c] for c in analysis._evenly_spaced(LAYERS, m)) <= 100)
+    assert chosen == want and n == 40 and len(chosen) > 100 // (40 * 1.0)  # more than the deepest's cost allows
+    assert "0.10 s a step on l0 and 1.00 s on l7" in fake.neuron_notes[0].text

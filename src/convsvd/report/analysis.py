@@ -434,32 +434,40 @@ class Analysis:
         """The layers (and steps) of feature visualisation that fit :data:`FEATURE_BUDGET`.
 
         A few steps are timed on the deepest layer (the costliest: the forward and backward pass run
-        up to the layer, on every image of its neurons), from the first step's end to the last's, so
-        that setting-up is left out; every layer is assumed to cost that much a step.
-        When ``len(layers) × steps`` such steps would pass the budget, evenly spaced layers (first
-        and last kept) are visualised instead, as many as fit; when not even one fits, one layer
-        with the steps that fit (at least :data:`FEATURE_MIN_STEPS`). The report says which and why.
+        up to the layer, on every image of its neurons) and on the first (the cheapest), from the first
+        step's end to the last's, so that setting-up is left out; the layers between are estimated
+        linearly by their position. When every layer's ``steps`` do not fit the budget, evenly spaced
+        layers (first and last kept) are visualised instead, as many as fit; when not even one fits,
+        the deepest layer with the steps that fit (at least :data:`FEATURE_MIN_STEPS`). The report
+        says which and why.
         """
         budget = FEATURE_BUDGET["quick" if self.options.quick else "full"]
         if not layers:
             return layers, steps
-        stamps: list[float] = []
-        run(layers[-1], FEATURE_PROBE_STEPS, lambda done, total, what: stamps.append(time.perf_counter()))
-        per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else 0.0
-        fits = int(budget // max(per_step * steps, 1e-9))
-        if fits >= len(layers):
+
+        def per_step(name: str) -> float:
+            stamps: list[float] = []
+            run(name, FEATURE_PROBE_STEPS, lambda done, total, what: stamps.append(time.perf_counter()))
+            return (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else 0.0
+
+        last = per_step(layers[-1])
+        first = per_step(layers[0]) if len(layers) > 1 else last
+        n = len(layers)
+        cost = {name: steps * (first + (last - first) * i / max(n - 1, 1)) for i, name in enumerate(layers)}
+        if sum(cost.values()) <= budget:
             return layers, steps
-        estimate = per_step * steps * len(layers)
-        why = (f"at about {per_step:.1f} s a step on {layers[-1]} (the deepest), {steps} steps for each of the "
-               f"{len(layers)} layers would take about {_duration(estimate)}, over the "
-               f"{'quick' if self.options.quick else 'full'} report's budget of {_duration(budget)} for this step")
-        if fits >= 1:
-            chosen = _evenly_spaced(layers, fits) if fits >= 2 else [layers[-1]]
-            self.neuron_notes.append(Note(f"Feature visualisation of {len(chosen)} of {len(layers)} layers "
-                                          f"({', '.join(chosen)}): {why}. The other layers show their exemplars.",
-                                          "warning"))
-            return chosen, steps
-        fewer = int(budget // max(per_step, 1e-9))
+        why = (f"at about {first:.2f} s a step on {layers[0]} and {last:.2f} s on {layers[-1]} (timed; the layers "
+               f"between estimated from their depth), {steps} steps of each of the {n} layers would take about "
+               f"{_duration(sum(cost.values()))}, over the {'quick' if self.options.quick else 'full'} report's "
+               f"budget of {_duration(budget)} for this step")
+        for m in range(n - 1, 0, -1):
+            chosen = _evenly_spaced(layers, m) if m >= 2 else [layers[-1]]
+            if sum(cost[c] for c in chosen) <= budget:
+                self.neuron_notes.append(Note(f"Feature visualisation of {len(chosen)} of {n} layers "
+                                              f"({', '.join(chosen)}): {why}. The other layers show their "
+                                              f"exemplars.", "warning"))
+                return chosen, steps
+        fewer = int(budget // max(last, 1e-9))
         if fewer < FEATURE_MIN_STEPS:
             self.neuron_notes.append(Note(f"No feature visualisation: {why}, and even {FEATURE_MIN_STEPS} steps of "
                                           f"one layer would not fit.", "missing"))
