@@ -178,3 +178,20 @@ def test_several_layers_at_once_equal_one_layer_at_a_time_with_one_read_and_one_
     assert len(reads) == len(set(reads))  # no batch of the data read twice
     assert sum(calls) == distinct and max(calls) <= 5  # the model ran once over the distinct images, 5 at a time
     assert exemplars_of_layers(table, wanted, k=3)["conv2"].images is None  # no data: no images
+
+
+def test_large_tiles_are_shrunk_antialiased_and_small_ones_enlarged() -> None:
+    """Montages of 224-px inputs are drawn at most _MAX_TILE_PX a tile (the page shows them smaller)."""
+    from convsvd.viz.features import _MAX_TILE_PX, _TILE_PX, _enlarge, _Grid
+
+    rng = np.random.default_rng(0)
+    big = rng.random((224, 224, 3))
+    small = _enlarge(big, _MAX_TILE_PX)
+    assert small.shape == (_MAX_TILE_PX, _MAX_TILE_PX, 3) and 0 <= small.min() and small.max() <= 1
+    assert abs(small.mean() - big.mean()) < 0.01 and small.std() < big.std()  # averaged, not subsampled
+    tiny = rng.random((8, 8, 3))
+    assert np.array_equal(_enlarge(tiny, 32)[::4, ::4], tiny)  # nearest-neighbour enlargement, exact
+    grid = _Grid()
+    grid.add("n0", [[big, big]])
+    img, _, _, T = grid.render()
+    assert T == _MAX_TILE_PX and img.shape[0] == _MAX_TILE_PX and _TILE_PX < T

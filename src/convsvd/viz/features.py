@@ -27,6 +27,7 @@ __all__ = ["feature_tiles", "features_figure", "neuron_exemplars_figure", "plot_
            "plot_filter_rebuild", "plot_neuron_exemplars", "plot_singular_filters"]
 
 _TILE_PX = 32  # tiles are enlarged (nearest neighbour) to at least this many pixels
+_MAX_TILE_PX = 160  # and larger ones shrunk (antialiased) to at most this many: the figures show them smaller
 _GAP = 0.25  # gap between tiles, as a share of a tile
 _BLOCK_GAP = 0.75  # gap between blocks of columns (e.g. visualisations | exemplars)
 _INCH_PER_TILE = 0.5
@@ -92,7 +93,7 @@ class _Grid:
             raise InputError("figure: nothing to draw (no images)")
         side = max(max(t.shape[0], t.shape[1]) for t in tiles)
         scale = max(1, math.ceil(_TILE_PX / side))
-        T = side * scale
+        T = min(side * scale, _MAX_TILE_PX)  # large inputs (224 px) are shrunk: the page shows tiles smaller
         gap, bgap = max(1, round(_GAP * T)), max(2, round(_BLOCK_GAP * T))
         widths = [max(len(self.rows[r][1][b]) if b < len(self.rows[r][1]) else 0 for r in range(len(self.rows)))
                   for b in range(max(len(bl) for _, bl in self.rows))]
@@ -144,10 +145,14 @@ class _Grid:
 
 
 def _enlarge(t: np.ndarray, T: int) -> np.ndarray:
-    """Nearest-neighbour enlargement so the longer side is ``T``."""
+    """Nearest-neighbour enlargement so the longer side is ``T`` (an antialiased shrink when the tile is larger)."""
     h, w = t.shape[:2]
     f = T / max(h, w)
     H, W = max(1, round(h * f)), max(1, round(w * f))
+    if f < 1:
+        x = torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32)).permute(2, 0, 1)[None]
+        small = torch.nn.functional.interpolate(x, size=(H, W), mode="bilinear", antialias=True, align_corners=False)
+        return small[0].permute(1, 2, 0).clamp(0, 1).double().numpy()
     return t[(np.arange(H) * h // H)[:, None], (np.arange(W) * w // W)[None, :]]
 
 
