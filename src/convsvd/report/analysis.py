@@ -614,7 +614,7 @@ class Analysis:
 
 #: Seconds a quick report may spend on the separation baselines (three more profile passes, estimated
 #: from the profiling step's own time).
-BASELINE_BUDGET = 90.0
+BASELINE_BUDGET = 30.0
 
 #: The computing steps, in order: (name shown in the progress bar and the timings, method).
 STEPS: tuple[tuple[str, Callable[[Analysis, Progress], None]], ...] = (

@@ -72,15 +72,16 @@ def figure_png(fig: "MplFigure") -> tuple[bytes, int, float]:
     try:
         smallest = legible(fig)
         limit = MAX_WIDTH_IN * _CSS_PX_PER_INCH
-        width = _tight_width(fig)
-        for _ in range(3):  # the tight box includes outside legends: shrink until it fits
-            if width <= limit:
-                break
-            w, h = fig.get_size_inches()
-            scale = limit / width
-            fig.set_size_inches(max(w * scale, 2.0), max(h * max(scale, 0.8), 1.5))
-            width = _tight_width(fig)
-        png, width = _render(fig)  # drawn once: the sizes above come from the layout alone
+        png, width = _render(fig)
+        if width > limit:  # the tight box includes outside legends: shrink until it fits, then draw again
+            for _ in range(3):
+                w, h = fig.get_size_inches()
+                scale = limit / width
+                fig.set_size_inches(max(w * scale, 2.0), max(h * max(scale, 0.8), 1.5))
+                width = _tight_width(fig)  # from the layout alone: nothing is drawn
+                if width <= limit:
+                    break
+            png, width = _render(fig)
     finally:
         plt.close(fig)
     return png, width, smallest
