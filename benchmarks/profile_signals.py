@@ -15,7 +15,7 @@ Prints:
    shards written) vs the bare forward pass over the same batches — target ≤ 1.3×;
    the SVD (computed once per model, whatever the data size) is timed apart;
 2. inputs per second vs DeepDataProfiler 2.0.1's ``SVDProfiler.create_influential``,
-   one image at a time (the peer environment of ``shared/peers/install-peers.sh``,
+   one image at a time (the peer environment of ``scripts/install-peers.sh``,
    run as a subprocess) — target ≥ 20×; and how far its signals are from ours;
 3. peak resident memory profiling 1,000 vs 10,000 inputs, each in a fresh
    process — target: within 10 % of each other; and the store's bytes per
@@ -168,7 +168,7 @@ DDP_SCRIPT = textwrap.dedent('''
 def bench_ddp(python: Path, n_images: int, ours_per_s: float, forward_per_s: float, device: str, threads: int) -> bool:
     """DeepDataProfiler one image at a time, run by ``python`` (an interpreter where it is installed); False if it failed."""
     if not python.exists():
-        print(f"2. DeepDataProfiler: skipped ({python} not found; bash shared/peers/install-peers.sh DIR)")
+        print(f"2. DeepDataProfiler: skipped ({python} not found; bash scripts/install-peers.sh DIR)")
         return False
     res = subprocess.run([str(python), "-c", DDP_SCRIPT, str(HERE), str(n_images), str(BATCH), device, str(threads)],
                          capture_output=True, text=True, timeout=1800)

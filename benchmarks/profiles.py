@@ -18,7 +18,7 @@ them alike: each round takes one batch of ``--batch-size`` inputs and times
   inputs (how convsvd's profiler runs a float32 CNN on the CPU); and the forward pass at batch 1 on
   DeepDataProfiler's images of the round (it runs it twice per image);
 - DeepDataProfiler's ``ChannelProfiler.create_profile``, one image at a time, on its share of the first
-  ``--ddp-images`` inputs (the peer environment of ``shared/peers/install-peers.sh``, a worker process
+  ``--ddp-images`` inputs (the peer environment of ``scripts/install-peers.sh``, a worker process
   that profiles the images it is asked for). Its profiler fails on this model's last pooling layer (a
   ``Flatten`` after ``MaxPool2d``: it compares the pooled ``(1, C, 4, 4)`` output with the flattened
   ``(1, C·16)`` one), so it profiles its layers 1–8 (the six conv and the first two pooling layers);
@@ -225,7 +225,7 @@ def main() -> None:
     m = 0 if args.skip_ddp else min(args.ddp_images, n, BATCH)
     python = Path(args.peers) / "bin" / "python"
     if m and not python.exists():
-        print(f"DeepDataProfiler: skipped ({python} not found; bash shared/peers/install-peers.sh DIR)")
+        print(f"DeepDataProfiler: skipped ({python} not found; bash scripts/install-peers.sh DIR)")
         m = 0
     # DDP's images spread over the rounds; each round times every contender on its share, back to back,
     # so that load from other processes falls on all of them alike
