@@ -106,3 +106,21 @@ def test_shallow_layers_cost_less_and_more_of_them_fit(monkeypatch: pytest.Monke
                 if 40 * sum(costs[c] for c in analysis._evenly_spaced(LAYERS, m)) <= 100)
     assert chosen == want and n == 40 and len(chosen) > 100 // (40 * 1.0)  # more than the deepest's cost allows
     assert "0.10 s a step on l0 and 1.00 s on l7" in fake.neuron_notes[0].text
+
+
+def test_visualisation_stops_when_the_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps slower than the probe measured: the layers left once the budget is spent are not started."""
+    clock = [0.0]
+    done: list[str] = []
+
+    def run(name: str, n: int, bar: object) -> str:
+        clock[0] += 40.0  # each layer takes 40 s
+        done.append(name)
+        return name
+
+    monkeypatch.setattr(analysis.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setitem(analysis.FEATURE_BUDGET, "quick", 100.0)
+    fake = SimpleNamespace(options=SimpleNamespace(quick=True), neuron_notes=[], featureviz={})
+    analysis.Analysis._visualise_within(fake, LAYERS, 10, run, False, 0.0)  # type: ignore[arg-type]
+    assert done == ["l0", "l1", "l2"] and list(fake.featureviz) == done  # 120 s spent > 100 s before l3
+    assert "stopped after 3 of 8 layers" in fake.neuron_notes[0].text

@@ -402,9 +402,9 @@ class Analysis:
         try:
             if self.top:  # one untimed step first: one-off costs (imports, kernel set-up) are no step's cost
                 run(list(self.top)[-1], 1, False)
+            started = time.perf_counter()
             layers, steps = self._feature_budget(list(self.top), o.steps, run)
-            for name in layers:
-                self.featureviz[name] = run(name, steps, progress)
+            self._visualise_within(layers, steps, run, progress, started)
         except InputError as e:
             if not guessed:
                 raise
@@ -475,6 +475,22 @@ class Analysis:
         self.neuron_notes.append(Note(f"Feature visualisation of {layers[-1]} only, with {fewer} steps instead of "
                                       f"{steps}: {why}.", "warning"))
         return [layers[-1]], fewer
+
+    def _visualise_within(self, layers: list[str], steps: int,
+                          run: Callable[[str, int, Progress], "FeatureVisualization"],
+                          progress: Progress, started: float) -> None:
+        """Visualise ``layers`` in turn, stopping before the next one once the budget is spent (the steps
+        can take longer than the probe measured, e.g. when other work starts on the machine)."""
+        budget = FEATURE_BUDGET["quick" if self.options.quick else "full"]
+        for k, name in enumerate(layers):
+            spent = time.perf_counter() - started
+            if k and spent > budget:
+                self.neuron_notes.append(Note(
+                    f"Feature visualisation stopped after {k} of {len(layers)} layers: {_duration(spent)} spent, "
+                    f"over the budget of {_duration(budget)} (the steps took longer than timed at the start).",
+                    "warning"))
+                return
+            self.featureviz[name] = run(name, steps, progress)
 
     def singular_filters(self, progress: Progress) -> None:
         """The first layer's singular filters (a conv2d layer that reads images)."""
