@@ -63,7 +63,7 @@ STEP_TOLERANCE: dict[str, float] = dict(full=0.03, quick=0.10)
 REPORT_TV = 0.3
 #: Seconds the feature visualisations of a report may take, estimated from one timed step before they
 #: start (fewer layers, or fewer steps, otherwise; see :meth:`Analysis._feature_budget`).
-FEATURE_BUDGET: dict[str, float] = dict(quick=90.0, full=480.0)
+FEATURE_BUDGET: dict[str, float] = dict(quick=90.0, full=360.0)
 #: Steps of the timed probe of :meth:`Analysis._feature_budget`.
 FEATURE_PROBE_STEPS = 3
 #: The fewest steps worth running when even one layer does not fit the budget.
@@ -71,7 +71,7 @@ FEATURE_MIN_STEPS = 16
 #: Inputs of the report's attribution profiles, and the seconds they may take (the first
 #: PROFILE_PROBE inputs timed first; fewer inputs when the rest would not fit).
 PROFILE_INPUTS: dict[str, int] = dict(quick=128, full=512)
-PROFILE_BUDGET: dict[str, float] = dict(quick=60.0, full=300.0)
+PROFILE_BUDGET: dict[str, float] = dict(quick=60.0, full=180.0)
 PROFILE_PROBE = 8
 #: Side of the images optimised for a model whose input size is not known.
 GUESSED_SIDE = 224
