@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence, get_args
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast, get_args
 
 import numpy as np
 import pandas as pd
@@ -352,7 +352,7 @@ def check_value_range(value_range: object, channels: int) -> tuple[tuple[float, 
     if value_range is None:
         return None
     try:
-        lo, hi = value_range  # type: ignore[misc]
+        lo, hi = cast("tuple[Any, Any]", value_range)  # unpacking checks there are two; float() the rest
         lo_t = tuple(float(v) for v in (lo if isinstance(lo, (list, tuple)) else [lo] * channels))
         hi_t = tuple(float(v) for v in (hi if isinstance(hi, (list, tuple)) else [hi] * channels))
     except (TypeError, ValueError):
