@@ -125,10 +125,11 @@ def profiles_section(ps: "InputProfiles | None", reason: str = "", per_class: in
     for k in sorted(set(key.tolist()))[:max_classes]:
         rows = np.flatnonzero(key == k)[:per_class]
         fig, axes = plt.subplots(1, len(rows), figsize=(5.5 * len(rows), 3.2), layout="constrained", squeeze=False)
-        for ax, r in zip(axes[0], rows):
-            plot_profile_graph(ps[int(r)], ax=ax, title=f"input {int(ps.ids[r])} (class {_class_name(ps, k)}, "
-                                                      f"predicted {_class_name(ps, int(ps.predictions[r]))})")
-        synapses = pd.concat([ps[int(r)].synapse_frame().assign(input=int(ps.ids[r])) for r in rows],
+        drawn = [ps[int(r)] for r in rows]  # each input's profile, built once for its figure and its numbers
+        for ax, r, one in zip(axes[0], rows, drawn):
+            plot_profile_graph(one, ax=ax, title=f"input {int(ps.ids[r])} (class {_class_name(ps, k)}, "
+                                                 f"predicted {_class_name(ps, int(ps.predictions[r]))})")
+        synapses = pd.concat([one.synapse_frame().assign(input=int(ps.ids[r])) for r, one in zip(rows, drawn)],
                              ignore_index=True)
         data.append(Data(f"profiles-graph-{k}", synapses, f"class {_class_name(ps, k)}: synapses of the inputs drawn"))
         blocks.append(Figure.from_matplotlib(f"profiles-graph-{k}", fig, f"Class {_class_name(ps, k)}: the "
