@@ -507,6 +507,38 @@ def test_patches_reproduce_the_conv_and_tap_sums_equal_their_sums(conv: nn.Conv2
     assert torch.allclose(op._tap_sums(ins[1][0]), U.sum(-1), atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("conv, shape", [
+    (nn.Conv2d(4, 6, 3, padding=1, groups=2), (4, 7, 6)),
+    (nn.Conv2d(3, 4, (3, 2), padding=(2, 1), dilation=(2, 3)), (3, 10, 8)),
+    (nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="reflect"), (3, 9, 8)),
+    (nn.Conv2d(3, 4, 3, padding="same", dilation=2, padding_mode="circular"), (3, 7, 7)),
+    (nn.Conv2d(6, 4, (2, 4), padding="same", groups=2), (6, 6, 7)),
+    (nn.Conv2d(3, 3, 3, stride=(2, 1), padding=(1, 0), groups=3), (3, 8, 9)),
+])
+def test_ddp_conv_rows_equal_the_conv_of_each_channel_alone(conv: nn.Conv2d, shape: tuple[int, ...]) -> None:
+    """Brute force: the conv run on one input channel at a time (the others zeroed), bias removed."""
+    from convsvd.profiles import LayerOp
+
+    model = nn.Sequential(conv, nn.Flatten()).double()
+    x = torch.randn(3, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    g = layer_graph(model, x[:1])
+    _, ins, _, _ = g.activations(x)
+    op = LayerOp(g.layers[1], ins[1], [g.layers[0]])
+    O, C = conv.out_channels, conv.in_channels
+    b = torch.tensor([2, 0, 2, 1, 0, 2])
+    o = torch.tensor([O - 1, 0, 1, O - 1, 2, 0])
+    got = op.ddp_channel_rows(b, o)
+    bias = conv.bias.detach().double()
+    with torch.no_grad():
+        for r in range(len(b)):
+            for c in range(C):
+                xc = torch.zeros_like(x[:1])
+                xc[0, c] = x[b[r], c]
+                z = conv(xc)[0, o[r]] - bias[o[r]]
+                assert float(got[r, c]) == pytest.approx(max(0.0, float(z.max())), abs=1e-12), (r, c)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("ntype", ["channel", "element", "spatial", "svd"])
 def test_cuda_equals_cpu(ntype: str) -> None:
@@ -661,7 +693,7 @@ def test_ddp_conv_rows_do_not_depend_on_the_chunking(monkeypatch: pytest.MonkeyP
     b = torch.tensor([4, 0, 4, 2, 4, 0])  # uneven rows per input, out of order
     o = torch.tensor([1, 3, 0, 2, 3, 1])
     whole = op.ddp_channel_rows(b, o)
-    monkeypatch.setattr(contrib, "_DDP_BUDGET", 1)  # one input per depthwise call
+    monkeypatch.setattr(contrib, "_DDP_BUDGET", 1)  # one row per depthwise call
     assert torch.equal(op.ddp_channel_rows(b, o), whole)
     for r in range(len(b)):  # and each row alone
         assert torch.equal(op.ddp_channel_rows(b[r:r + 1], o[r:r + 1])[0], whole[r])

@@ -42,7 +42,7 @@ __all__ = ["LayerOp", "NEURON_TYPES", "neuron_count"]
 NEURON_TYPES = ("channel", "element", "spatial", "svd")
 
 _ROW_BUDGET = 1 << 23  # entries of a dense block of rows computed at once
-_DDP_BUDGET = 1 << 20  # entries of the repeated inputs of one depthwise call (small: it should stay in cache)
+_DDP_BUDGET = 1 << 19  # input entries of one depthwise call (small: it and its output stay in cache)
 
 
 def _window_sums(x: torch.Tensor, dim: int, k: int, d: int, n: int) -> torch.Tensor:
@@ -316,9 +316,9 @@ class LayerOp:
     def ddp_channel_rows(self, b: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """``(M, I)`` DeepDataProfiler's channel contributions of rows ``(b, o)`` (``max_p`` of positive terms).
 
-        For a conv, every row's per-channel terms are one depthwise convolution: for a chunk of inputs,
-        each input's channels once per row slot (rows of an input padded to the most any input has),
-        filter ``W[o, c]``; the whole batch takes a few calls, not one per input.
+        For a conv, the per-channel terms of a few rows at a time are one depthwise convolution: each
+        row's input channels (those of its output channel's group), gathered once per row, with the
+        filters ``W[o, c]``; the chunks are small enough to stay in cache.
         ``max_p max(0, z_p) = max(0, max_p z_p)``: the maximum is taken first.
         """
         if self.layer.kind != "conv":
@@ -326,38 +326,31 @@ class LayerOp:
         m = self.layer.module
         assert isinstance(m, nn.Conv2d)
         (kh, kw), stride, dilation = m.kernel_size, tuple(m.stride), tuple(m.dilation)
-        Wf = self._weight_full()  # (O, C, kk)
-        C = Wf.shape[1]
+        Wt = m.weight.detach()  # (O, C/g, kh, kw)
+        O, Cg = Wt.shape[:2]
+        g = m.groups
+        C = Cg * g
         M = len(b)
-        out = Wf.new_zeros(M, C)
+        out = Wt.new_zeros(M, C)
         if M == 0:
             return out
-        xp = self._pad(self.xs[0]).contiguous()  # (B, C, Hp, Wp); one copy from channels-last, not one per row slot
+        left, right, top, bottom = self._pads
+        if self._mode == "constant" and left == right and top == bottom:  # the convolution pads, no copy
+            xp, padding = self.xs[0].contiguous(), (top, left)
+        else:
+            xp, padding = self._pad(self.xs[0]).contiguous(), (0, 0)
         B, _, Hp, Wp = xp.shape
-        counts = torch.bincount(b, minlength=B)
-        width = int(counts.max())
-        order = torch.argsort(b, stable=True)
-        bs = b[order]
-        slot = torch.arange(M, device=b.device) - (counts.cumsum(0) - counts)[bs]  # place among its input's rows
-        Ho = (Hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-        Wo = (Wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-        step = max(1, _DDP_BUDGET // max(1, C * width * Hp * Wp))
-        for lo in range(0, B, step):
-            hi = min(B, lo + step)
-            sel = (bs >= lo) & (bs < hi)
-            if not bool(sel.any()):
-                continue
-            rows, rb, rs = order[sel], bs[sel] - lo, slot[sel]
+        grp = o // (O // g)  # each row reads its group's channels only
+        xg = xp.view(B * g, Cg, Hp, Wp)
+        cols = (grp * Cg).unsqueeze(1) + torch.arange(Cg, device=b.device)  # (M, Cg): the row's input channels
+        step = max(1, _DDP_BUDGET // max(1, Cg * Hp * Wp))
+        for lo in range(0, M, step):
+            hi = min(M, lo + step)
             n = hi - lo
-            filt = Wf.new_zeros(n, width, C, kh * kw)
-            filt[rb, rs] = Wf[o[rows]]
-            # one plain depthwise convolution (channel multiplier 1: oneDNN's fast case) of every input
-            # channel repeated once per row slot
-            xr = xp[lo:hi].unsqueeze(1).expand(n, width, C, Hp, Wp).reshape(1, n * width * C, Hp, Wp)
-            z = F.conv2d(xr, filt.reshape(n * width * C, 1, kh, kw), stride=stride, dilation=dilation,
-                         groups=n * width * C)  # (1, n·width·C, Ho, Wo)
-            mx = z.reshape(n, width, C, Ho * Wo).amax(-1).clamp_(min=0)  # (n, width, C)
-            out[rows] = mx[rb, rs]
+            xr = xg.index_select(0, b[lo:hi] * g + grp[lo:hi]).view(1, n * Cg, Hp, Wp)
+            z = F.conv2d(xr, Wt[o[lo:hi]].reshape(n * Cg, 1, kh, kw), stride=stride, padding=padding,
+                         dilation=dilation, groups=n * Cg)  # (1, n·Cg, Ho, Wo)
+            out[lo:hi].scatter_(1, cols[lo:hi], z.view(n, Cg, -1).amax(-1).clamp_(min=0))
         return out
 
     # ------------------------------------------------------------------ spatial
