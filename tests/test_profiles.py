@@ -578,9 +578,11 @@ def test_ddp_rule_for_sums_and_pools(start: str) -> None:
     assert seen > 0
 
 
-def reference_layers(model: nn.Module, x: torch.Tensor, rule: str, t: float):  # type: ignore[no-untyped-def]
+def reference_layers(model: nn.Module, x: torch.Tensor, rule: str, t: float,  # type: ignore[no-untyped-def]
+                     only: set[str] | None = None):
     """``start="layers"`` by explicit loops: per input ``(counts {(layer, n): c}, weights {(layer, n): w},
-    synapses {(layer, o, i): s})``, DeepDataProfiler's per-layer rules written out one entry at a time."""
+    synapses {(layer, o, i): s})``, DeepDataProfiler's per-layer rules written out one entry at a time
+    (``only``: the names of the layers profiled; default all)."""
     g = layer_graph(model, x[:1])
     _, ins, tails, heads = g.activations(x)
     choose = select_share if rule == "share" else select_ddp
@@ -590,6 +592,8 @@ def reference_layers(model: nn.Module, x: torch.Tensor, rule: str, t: float):  #
         weights: dict[tuple[str, int], float] = {}
         synapses: dict[tuple[str, int, int], float] = {}
         for l in g.layers[1:]:
+            if only is not None and l.name not in only:
+                continue
             in_layers = [g.layers[i] for i in l.inputs]
             xs = [v[b:b + 1] for v in ins[l.index]]
             co = coefficients(l, in_layers, xs)
@@ -678,6 +682,40 @@ def test_per_layer_profiles_equal_the_reference(name: str, rule: str) -> None:
         gn, gs = ours(ps, b)
         assert_same(rw, gn, f"{name}/{rule} input {b} weights")
         assert_same(rs, gs, f"{name}/{rule} input {b} synapses")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_per_layer_profiles_of_some_layers_equal_the_reference(name: str) -> None:
+    """``layers=``: only the chosen layers profiled (DeepDataProfiler's ``layers_to_profile``); counts of
+    the contributors they find in the others are still kept."""
+    build, shape = MODELS[name]
+    model = build()
+    x = inputs(shape, 3, seed=5)
+    names = [l.name for l in layer_graph(model, x[:1]).layers if l.inputs]
+    chosen = names[1:-1:2] if len(names) > 3 else names[:1]  # every other layer, neither the first nor the output
+    ps = Profiler(model, x[:1], start="layers", rule="ddp", threshold=0.3, layers=chosen).run(x)
+    assert ps.options["layers"] == chosen
+    for b, (rc, rw, rs) in enumerate(reference_layers(model, x, "ddp", 0.3, only=set(chosen))):
+        got_c = {(l.name, int(n)): int(v) for l in ps.layers
+                 for n, v in zip(ps.neuron_counts[l.name][b].tocoo().col, ps.neuron_counts[l.name][b].tocoo().data)}
+        assert got_c == rc, f"{name} input {b} counts"
+        gn, gs = ours(ps, b)
+        assert_same(rw, gn, f"{name} input {b} weights")
+        assert_same(rs, gs, f"{name} input {b} synapses")
+        assert {k[0] for k in gs} <= set(chosen)
+
+
+def test_layers_to_profile_are_checked() -> None:
+    model = seq_model()
+    x = inputs((2, 8, 8), 1)
+    with pytest.raises(InputError, match="only with start='layers'"):
+        Profiler(model, x, layers="0")
+    with pytest.raises(InputError, match="pattern 'nope\\*' matches no layer"):
+        Profiler(model, x, start="layers", layers="0,nope*")
+    with pytest.raises(InputError, match="matches no layer"):
+        Profiler(model, x, start="layers", layers="x_in")  # the input has no contributors
+    assert Profiler(model, x, start="layers", layers="*").profiled == tuple(
+        l.name for l in layer_graph(model, x).layers[1:])
 
 
 def test_ddp_conv_rows_do_not_depend_on_the_chunking(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,6 +42,18 @@ def test_profile_graph_svd_neurons(tmp_path, capsys) -> None:  # type: ignore[no
     assert code == 0 and "svd neurons" in stdout
 
 
+def test_profile_graph_of_some_layers(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "pg"
+    code, _, _ = _run(["profile-graph", "digits-cnn", "digits:test", "--limit", "16", "--start", "layers",
+                       "--rule", "ddp", "--layers", "conv*", "--out", str(out)], capsys)
+    assert code == 0
+    ps = InputProfiles.open(out)
+    assert ps.options["layers"] == [l.name for l in ps.layers if l.name.startswith("conv")] != []
+    for l in ps.layers:
+        influential = ps.synapse_counts[l.name].nnz if l.inputs else 0
+        assert (influential > 0) == l.name.startswith("conv"), l.name
+
+
 @pytest.mark.parametrize("argv, word", [
     (["--neuron-type", "pixel"], "neuron_type"),
     (["--rule", "max"], "rule"),
@@ -49,6 +61,8 @@ def test_profile_graph_svd_neurons(tmp_path, capsys) -> None:  # type: ignore[no
     (["--threshold", "1.5"], "threshold"),
     (["--limit", "0"], "limit"),
     (["--targets", "truth"], "targets"),
+    (["--layers", "conv1"], "start='layers'"),
+    (["--start", "layers", "--layers", "nothing*"], "matches no layer"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, capsys, argv: list[str], word: str) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "bad"

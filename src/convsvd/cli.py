@@ -313,6 +313,8 @@ def _profile_graph_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rule", default="share", metavar="RULE", help="share (default) or ddp (DeepDataProfiler's rule)")
     p.add_argument("--start", default="class", metavar="S",
                    help="class (default: backwards from the predicted class) or layers (DeepDataProfiler's profiles)")
+    p.add_argument("--layers", metavar="GLOB", help="with --start layers: comma-separated glob patterns of the layers "
+                                                    "to profile (default: all)")
     p.add_argument("--targets", default="predicted", metavar="T", help="predicted (default) or label")
     p.add_argument("--unknown", default="refuse", metavar="U",
                    help="an operation without a contribution rule: refuse (default) or pass (part of its input's layer)")
@@ -333,7 +335,8 @@ def cmd_profile_graph(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     ps = profile_graph(target, args.data, neuron_type=args.neuron_type, threshold=args.threshold,
                        top_k=args.top_k, rule=args.rule, start=args.start, targets=args.targets,
-                       unknown=args.unknown, batch_size=args.batch_size, limit=args.limit, device=args.device,
+                       unknown=args.unknown, layers=args.layers, batch_size=args.batch_size, limit=args.limit,
+                       device=args.device,
                        input_shape=target.stated_input_shape(), out=out, progress=True)
     print_frame(ps.profile().summary(), title=f"{len(ps)} inputs, {ps.neuron_type} neurons, "
                                                f"{time.perf_counter() - t0:.2f} s")

@@ -23,6 +23,7 @@ does not change.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import time
@@ -34,6 +35,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from convsvd import _validate as check
 from convsvd._progress import progress as _progress
 from convsvd._typing import PathLike
 from convsvd.data.protocol import DataSource, ExpectedInput, check_batch_size
@@ -122,6 +124,10 @@ class Profiler:
     start : {"class", "layers"}
     unknown : {"refuse", "pass"}
         See :func:`convsvd.profiles.graph.layer_graph`.
+    layers : str or sequence of str, optional
+        With ``start="layers"``: glob patterns of the layers to profile (DeepDataProfiler's
+        ``layers_to_profile``); the others get no influential neurons of their own, but still the
+        counts of the contributors a profiled layer finds in them. Default: every layer.
     channels_last : bool, optional
         Run the model on channels-last copies of the inputs (oneDNN's fast layout for CPU
         convolutions; the model itself is not touched). Activations equal the plain forward pass's
@@ -136,7 +142,8 @@ class Profiler:
 
     def __init__(self, model: nn.Module, example: torch.Tensor, *, neuron_type: str = "channel", rule: str = "share",
                  threshold: float | None = None, top_k: int | None = None, start: str = "class",
-                 unknown: str = "refuse", svd: object = None, channels_last: bool | None = None) -> None:
+                 unknown: str = "refuse", svd: object = None, channels_last: bool | None = None,
+                 layers: str | Sequence[str] | None = None) -> None:
         if neuron_type not in NEURON_TYPES:
             raise InputError(f"neuron_type: expected one of {', '.join(NEURON_TYPES)}, got {neuron_type!r}")
         if rule not in RULES:
@@ -160,13 +167,35 @@ class Profiler:
         names = {l.index: l.name for l in g.layers}
         self.layers = tuple(LayerInfo(l.name, l.kind, neuron_count(l, neuron_type),
                                       tuple(names[i] for i in l.inputs), l.shape) for l in g.layers)
+        self.profiled = self._profiled(layers)
         self.channels_last = self._channels_last_ok(example) if channels_last is None else bool(channels_last)
         # layers whose own output no later operation of theirs rewrites (no tail: their output is their head)
         self._untailed = {k for name, k in g._node_layer.items() if name == g.layers[k].node}
+        # the head outputs a run reads (the others are freed during the forward pass, as in a plain one):
+        # untailed layers' (their tail), sign-changing tails' own layers', DeepDataProfiler's linear rule's
+        self._keep_heads = set(self._untailed)
+        if start == "layers":
+            self._keep_heads |= g.sign_changing
+        if rule == "ddp":
+            self._keep_heads |= {l.index for l in g.layers if l.kind == "linear"}
         self._heads: dict[int, torch.Tensor] = {}
         self.rot: dict[int, torch.Tensor] = {}
         if neuron_type == "svd":
             self._bases(svd)
+
+    def _profiled(self, layers: str | Sequence[str] | None) -> tuple[str, ...] | None:
+        """Names of the layers ``start="layers"`` profiles (None: all), checked against the graph."""
+        pats = check.globs(layers, "layers")
+        if pats is None:
+            return None
+        if self.start != "layers":
+            raise InputError("layers: only with start='layers' (a profile from the class passes through every layer)")
+        names = [l.name for l in self.graph.layers[1:] if l.inputs]
+        for pat in pats:
+            if not any(n == pat or fnmatch.fnmatchcase(n, pat) for n in names):
+                raise InputError(f"layers: pattern {pat!r} matches no layer with inputs "
+                                 f"(layers: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''})")
+        return tuple(n for n in names if any(n == p or fnmatch.fnmatchcase(n, p) for p in pats))
 
     def _bases(self, svd: object) -> None:
         from convsvd.decompose import decompose
@@ -200,7 +229,7 @@ class Profiler:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            return self.graph.activations(x)
+            return self.graph.activations(x, heads=self._keep_heads, tails=self.start == "layers")
 
     @property
     def layer_names(self) -> list[str]:
@@ -208,7 +237,8 @@ class Profiler:
 
     def options(self) -> dict[str, object]:
         return dict(neuron_type=self.neuron_type, rule=self.rule, threshold=self.threshold, top_k=self.top_k,
-                    start=self.start, notes=self.graph.notes)
+                    start=self.start, layers=list(self.profiled) if self.profiled is not None else None,
+                    notes=self.graph.notes)
 
     # ------------------------------------------------------------------ one batch
 
@@ -340,6 +370,8 @@ class Profiler:
         self._heads = heads
         for k in range(1, len(g.layers)):
             L = g.layers[k]
+            if self.profiled is not None and L.name not in self.profiled:
+                continue
             # DDP: per channel max(0, max_p t_p), t_p = tail_p where head_p and tail_p have the same sign, else 0.
             # Only positive t_p can reach the maximum, and those are the tail_p > 0 with head_p > 0: so
             # max(0, max_p [head_p > 0] · tail_p), exactly; that is max(0, max_p tail_p) when the layer has
@@ -448,6 +480,7 @@ def profile_graph(
     device: str | torch.device | None = None,
     input_shape: Sequence[int] | None = None,
     unknown: str = "refuse",
+    layers: str | Sequence[str] | None = None,
     limit: int | None = None,
     out: PathLike | None = None,
     progress: object = None,
@@ -474,6 +507,8 @@ def profile_graph(
     input_shape : sequence of int, optional
         ``(C, H, W)`` the model takes (images are resized to it).
     unknown : {"refuse", "pass"}
+    layers : str or sequence of str, optional
+        With ``start="layers"``: glob patterns of the layers to profile (default: all).
     limit : int, optional
         Profile only the first ``limit`` inputs.
     out : path, optional
@@ -512,15 +547,15 @@ def profile_graph(
     module.eval()
     try:
         return _run(module, mw.content_hash(), source, neuron_type, rule, threshold, top_k, start, targets,
-                    batch_size, chunk_batches, dev, dtype, unknown, limit, out, progress)
+                    batch_size, chunk_batches, dev, dtype, unknown, layers, limit, out, progress)
     finally:
         module.train(was_training)
 
 
 def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: str, rule: str,  # noqa: C901
          threshold: float | None, top_k: int | None, start: str, targets: str, batch_size: int, chunk_batches: int,
-         dev: torch.device, dtype: torch.dtype, unknown: str, limit: int | None, out: PathLike | None,
-         progress: object) -> InputProfiles:
+         dev: torch.device, dtype: torch.dtype, unknown: str, layers: str | Sequence[str] | None, limit: int | None,
+         out: PathLike | None, progress: object) -> InputProfiles:
     original = next((p.device for p in module.parameters()), torch.device("cpu"))
     module.to(dev)
     try:
@@ -529,7 +564,7 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
         if first is None:
             raise InputError(f"data {source.name!r}: no input")
         prof = Profiler(module, first[1].inputs[:1].to(dev, dtype), neuron_type=neuron_type, rule=rule,
-                        threshold=threshold, top_k=top_k, start=start, unknown=unknown)
+                        threshold=threshold, top_k=top_k, start=start, unknown=unknown, layers=layers)
         n_total = len(source) if limit is None else min(limit, len(source))
         n_batches = -(-n_total // batch_size)
         options = dict(prof.options(), targets=targets, batch_size=batch_size, chunk_batches=chunk_batches,

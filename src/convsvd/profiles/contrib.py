@@ -341,16 +341,20 @@ class LayerOp:
             xp, padding = self._pad(self.xs[0]).contiguous(), (0, 0)
         B, _, Hp, Wp = xp.shape
         grp = o // (O // g)  # each row reads its group's channels only
-        xg = xp.view(B * g, Cg, Hp, Wp)
-        cols = (grp * Cg).unsqueeze(1) + torch.arange(Cg, device=b.device)  # (M, Cg): the row's input channels
+        src = xp.view(B * g, Cg, Hp, Wp).index_select  # an input's group of channels, one per row
+        idx = b * g + grp
+        filt = Wt.index_select(0, o).view(M * Cg, 1, kh, kw)
+        z_max = out if g == 1 else Wt.new_empty(M, Cg)
         step = max(1, _DDP_BUDGET // max(1, Cg * Hp * Wp))
         for lo in range(0, M, step):
             hi = min(M, lo + step)
             n = hi - lo
-            xr = xg.index_select(0, b[lo:hi] * g + grp[lo:hi]).view(1, n * Cg, Hp, Wp)
-            z = F.conv2d(xr, Wt[o[lo:hi]].reshape(n * Cg, 1, kh, kw), stride=stride, padding=padding,
-                         dilation=dilation, groups=n * Cg)  # (1, n·Cg, Ho, Wo)
-            out[lo:hi].scatter_(1, cols[lo:hi], z.view(n, Cg, -1).amax(-1).clamp_(min=0))
+            z = F.conv2d(src(0, idx[lo:hi]).view(1, n * Cg, Hp, Wp), filt[lo * Cg:hi * Cg], stride=stride,
+                         padding=padding, dilation=dilation, groups=n * Cg)  # (1, n·Cg, Ho, Wo)
+            torch.amax(z.view(n, Cg, -1), -1, out=z_max[lo:hi])
+        z_max.clamp_(min=0)
+        if g > 1:
+            out.scatter_(1, (grp * Cg).unsqueeze(1) + torch.arange(Cg, device=b.device), z_max)
         return out
 
     # ------------------------------------------------------------------ spatial

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.fx as fx
@@ -132,9 +132,19 @@ class LayerGraph:
     def names(self) -> list[str]:
         return [l.name for l in self.layers]
 
-    def activations(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, list[torch.Tensor]], dict[int, torch.Tensor],
-                                                    dict[int, torch.Tensor]]:
+    def activations(self, x: torch.Tensor, heads: Iterable[int] | None = None, tails: bool = True
+                    ) -> tuple[torch.Tensor, dict[int, list[torch.Tensor]], dict[int, torch.Tensor],
+                               dict[int, torch.Tensor]]:
         """Run a batch; return the output, each layer's inputs, tail outputs and head outputs.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+        heads : iterable of int, optional
+            The layers whose head output is kept (default: all). Every other activation is freed as
+            soon as the model is done with it, as in a plain forward pass.
+        tails : bool
+            Keep every layer's tail output (default); False keeps only those that are some layer's input.
 
         Returns
         -------
@@ -148,14 +158,19 @@ class LayerGraph:
         heads : dict of int to torch.Tensor
             Output of each layer's own operation, before its tail, ``(B, C, H, W)``.
         """
-        want = {n for names in self._arg_nodes.values() for n in names} | {l.node for l in self.layers}
+        last: dict[int, str] = {}
+        for name, k in self._node_layer.items():  # the last node of a layer in topological order is its tail
+            last[k] = name
+        head_of = {l.index: l.node for l in self.layers if heads is None or l.index in set(heads)}
+        want = {n for names in self._arg_nodes.values() for n in names} | set(head_of.values())
+        if tails:
+            want |= set(last.values())
         seen: dict[str, torch.Tensor] = {}
-        layer_of = self._node_layer
 
         class _Rec(fx.Interpreter):
             def run_node(self, n: fx.Node) -> Any:
                 v = super().run_node(n)
-                if n.name in want or n.name in layer_of:
+                if n.name in want:
                     seen[n.name] = v
                 return v
 
@@ -166,11 +181,9 @@ class LayerGraph:
         for k, names in self._arg_nodes.items():
             shapes = [self.layers[i].shape for i in self.layers[k].inputs]
             inputs[k] = [seen[n].reshape(B, *s) for n, s in zip(names, shapes)]
-        tails: dict[int, torch.Tensor] = {}
-        for name, k in layer_of.items():  # the last node of a layer in topological order is its tail
-            tails[k] = seen[name].reshape(B, *self.layers[k].shape)
-        heads = {l.index: seen[l.node].reshape(B, *l.shape) for l in self.layers}
-        return out, inputs, tails, heads
+        tail = {k: seen[n].reshape(B, *self.layers[k].shape) for k, n in last.items() if n in seen}
+        head = {k: seen[n].reshape(B, *self.layers[k].shape) for k, n in head_of.items()}
+        return out, inputs, tail, head
 
 
 def _keeps_sign(n: fx.Node, mod: nn.Module | None) -> bool:
