@@ -718,6 +718,41 @@ def test_layers_to_profile_are_checked() -> None:
         l.name for l in layer_graph(model, x).layers[1:])
 
 
+@pytest.mark.parametrize("name", sorted(MODELS) + ["shared"])
+def test_activations_without_heads_equal_the_full_run(name: str) -> None:
+    """Heads not kept: ReLUs may overwrite a conv/linear/batch-norm/sum output nobody else reads; every
+    kept activation and the output are unchanged, and a tensor read twice is never overwritten."""
+
+    class Shared(nn.Module):  # the conv output feeds a ReLU and a sum: not overwritten
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = nn.Conv2d(2, 2, 3, padding=1)
+            self.fc = nn.Linear(2 * 16, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.c(x)
+            return self.fc(torch.flatten(torch.relu(y) + y, 1))
+
+    build, shape = MODELS[name] if name != "shared" else (lambda: Shared().double().eval(), (2, 4, 4))
+    model = build()
+    x = inputs(shape, 3, seed=2)
+    g = layer_graph(model, x[:1])
+    x0 = x.clone()
+    out, ins, tails, heads = g.activations(x)
+    out2, ins2, tails2, heads2 = g.activations(x, heads=[], tails=True)
+    assert torch.equal(x, x0) and torch.equal(out, out2) and torch.allclose(out, model(x))
+    assert heads2 == {} and tails2.keys() == tails.keys()
+    for k in tails:
+        assert torch.equal(tails[k], tails2[k])
+    for k in ins:
+        assert all(torch.equal(a, b) for a, b in zip(ins[k], ins2[k]))
+    relus = g._inplace_relus(set())
+    if name == "sequential":
+        assert relus  # a conv's ReLU runs in place
+    if name == "shared":
+        assert not relus
+
+
 def test_ddp_conv_rows_do_not_depend_on_the_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
     import convsvd.profiles.contrib as contrib
     from convsvd.profiles import LayerOp

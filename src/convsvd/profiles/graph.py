@@ -58,6 +58,10 @@ _SIGN_KEEPING_FUNCTIONS: set[Any] = {  # without parameters that could break it 
 }
 _SIGN_KEEPING_METHODS = {"relu", "relu_", "tanh", "flatten", "view", "reshape", "contiguous", "clone", "detach"}
 _ADD = {operator.add, operator.iadd, torch.add}
+# operations whose output is a new tensor (no view of another), and the ReLUs that may overwrite it
+_FRESH_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+_FRESH_FUNCTIONS = {F.conv2d, F.linear, operator.add, torch.add}
+_RELU_FUNCTIONS = {F.relu, torch.relu}
 _MAXPOOL_F = {F.max_pool2d, torch.max_pool2d}
 _AVGPOOL_F = {F.avg_pool2d, F.adaptive_avg_pool2d, torch.nn.functional.adaptive_avg_pool2d}
 
@@ -132,6 +136,19 @@ class LayerGraph:
     def names(self) -> list[str]:
         return [l.name for l in self.layers]
 
+    def _inplace_relus(self, want: set[str]) -> set[str]:
+        """ReLU nodes that may overwrite their input: a new tensor (conv, linear, batch-norm, sum) that
+        nothing else reads and that is not kept."""
+        mods = dict(self.gm.named_modules())
+        out = set()
+        for n in self.gm.graph.nodes:
+            if not (n.args and isinstance(n.args[0], fx.Node) and _is_relu(n, mods)):
+                continue
+            a = n.args[0]
+            if len(a.users) == 1 and a.name not in want and _is_fresh(a, mods):
+                out.add(n.name)
+        return out
+
     def activations(self, x: torch.Tensor, heads: Iterable[int] | None = None, tails: bool = True
                     ) -> tuple[torch.Tensor, dict[int, list[torch.Tensor]], dict[int, torch.Tensor],
                                dict[int, torch.Tensor]]:
@@ -166,10 +183,14 @@ class LayerGraph:
         if tails:
             want |= set(last.values())
         seen: dict[str, torch.Tensor] = {}
+        inplace = self._inplace_relus(want)
 
         class _Rec(fx.Interpreter):
             def run_node(self, n: fx.Node) -> Any:
-                v = super().run_node(n)
+                if n.name in inplace:  # its input is nobody else's: no new tensor (as ReLU(inplace=True))
+                    v = torch.relu_(self.fetch_args_kwargs_from_env(n)[0][0])
+                else:
+                    v = super().run_node(n)
                 if n.name in want:
                     seen[n.name] = v
                 return v
@@ -184,6 +205,20 @@ class LayerGraph:
         tail = {k: seen[n].reshape(B, *self.layers[k].shape) for k, n in last.items() if n in seen}
         head = {k: seen[n].reshape(B, *self.layers[k].shape) for k, n in head_of.items()}
         return out, inputs, tail, head
+
+
+def _is_relu(n: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    if n.op == "call_module":
+        return type(mods.get(str(n.target))) is nn.ReLU
+    if n.op == "call_function":
+        return n.target in _RELU_FUNCTIONS and not n.kwargs.get("inplace", False)
+    return n.op == "call_method" and n.target == "relu"
+
+
+def _is_fresh(n: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    if n.op == "call_module":
+        return isinstance(mods.get(str(n.target)), _FRESH_MODULES)
+    return n.op == "call_function" and n.target in _FRESH_FUNCTIONS
 
 
 def _keeps_sign(n: fx.Node, mod: nn.Module | None) -> bool:
