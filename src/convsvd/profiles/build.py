@@ -107,6 +107,28 @@ def _ddp_linear_weights(z: torch.Tensor, bias: torch.Tensor, goal: torch.Tensor)
     return w
 
 
+def _count_weight_csr(parts: list[tuple[torch.Tensor, ...]], cols: list[torch.Tensor], at: int,
+                      shape: tuple[int, int]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Counts and weights of the records ``(input, ..., count, weight)`` as two CSR matrices, duplicates
+    summed (the weights without the entries that sum to 0)."""
+    if not parts:
+        return sp.csr_matrix(shape, dtype=np.int64), sp.csr_matrix(shape, dtype=np.float64)
+    b = torch.cat([p[0] for p in parts]).cpu().numpy().astype(np.int64)
+    col = torch.cat(cols).cpu().numpy().astype(np.int64)
+    c = torch.cat([p[at] for p in parts]).cpu().numpy()
+    w = torch.cat([p[at + 1] for p in parts]).cpu().numpy().astype(np.float64)
+    key, inv = np.unique(b * shape[1] + col, return_inverse=True)
+    counts = np.bincount(inv, weights=c, minlength=len(key)).round().astype(np.int64)
+    weights = np.bincount(inv, weights=w, minlength=len(key))
+    rows, cols_ = key // shape[1], key % shape[1]
+    indptr = np.concatenate([[0], np.bincount(rows, minlength=shape[0]).cumsum()])
+    cm = sp.csr_matrix((counts, cols_, indptr), shape=shape)
+    nz = weights != 0
+    indptr = np.concatenate([[0], np.bincount(rows[nz], minlength=shape[0]).cumsum()])
+    wm = sp.csr_matrix((weights[nz], cols_[nz], indptr), shape=shape)
+    return cm, wm
+
+
 class Profiler:
     """Attribution profiles of a model, batch by batch.
 
@@ -417,36 +439,13 @@ class Profiler:
         nc, nw, sc, sw = {}, {}, {}, {}
         for k, l in enumerate(self.layers):
             parts = nrec.get(k, [])
-            if parts:
-                b = torch.cat([p[0] for p in parts]).cpu().numpy()
-                n = torch.cat([p[1] for p in parts]).cpu().numpy()
-                c = torch.cat([p[2] for p in parts]).cpu().numpy()
-                w = torch.cat([p[3] for p in parts]).cpu().numpy()
-            else:
-                b = n = c = np.zeros(0, np.int64)
-                w = np.zeros(0)
-            nc[l.name] = sp.csr_matrix((c.astype(np.int64), (b, n)), shape=(B, l.neurons))
-            nc[l.name].sum_duplicates()
-            nw[l.name] = sp.csr_matrix((w, (b, n)), shape=(B, l.neurons))
-            nw[l.name].sum_duplicates()
-            nw[l.name].eliminate_zeros()
+            cols = [p[1] for p in parts]
+            nc[l.name], nw[l.name] = _count_weight_csr(parts, cols, 2, (B, l.neurons))
             if l.inputs:
                 width = sum(by[i].neurons for i in l.inputs)
                 parts = srec.get(k, [])
-                if parts:
-                    b = torch.cat([p[0] for p in parts]).cpu().numpy()
-                    col = (torch.cat([p[1] for p in parts]) * width + torch.cat([p[2] for p in parts])).cpu().numpy()
-                    c = torch.cat([p[3] for p in parts]).cpu().numpy()
-                    w = torch.cat([p[4] for p in parts]).cpu().numpy()
-                else:
-                    b = col = c = np.zeros(0, np.int64)
-                    w = np.zeros(0)
-                shape = (B, l.neurons * width)
-                sc[l.name] = sp.csr_matrix((c.astype(np.int64), (b, col)), shape=shape)
-                sw[l.name] = sp.csr_matrix((w, (b, col)), shape=shape)
-                for m in (sc[l.name], sw[l.name]):
-                    m.sum_duplicates()
-                sw[l.name].eliminate_zeros()
+                cols = [p[1] * width + p[2] for p in parts]
+                sc[l.name], sw[l.name] = _count_weight_csr(parts, cols, 3, (B, l.neurons * width))
         return InputProfiles(self.layers, ids.cpu().numpy().astype(np.int64), labels.cpu().numpy().astype(np.int64),
                              targets.cpu().numpy().astype(np.int64), pred.cpu().numpy().astype(np.int64),
                              nc, nw, sc, sw, self.neuron_type, "", None, self.options())
