@@ -42,7 +42,8 @@ __all__ = ["LayerOp", "NEURON_TYPES", "neuron_count"]
 NEURON_TYPES = ("channel", "element", "spatial", "svd")
 
 _ROW_BUDGET = 1 << 23  # entries of a dense block of rows computed at once
-_DDP_BUDGET = 1 << 19  # input entries of one depthwise call (small: it and its output stay in cache)
+_DDP_BUDGET = 1 << 19  # input entries of one depthwise call on the CPU (small: it and its output stay in cache)
+_DDP_BUDGET_GPU = 1 << 25  # on a GPU: few, large calls (each launch costs more than its memory)
 
 
 def _window_sums(x: torch.Tensor, dim: int, k: int, d: int, n: int) -> torch.Tensor:
@@ -345,7 +346,8 @@ class LayerOp:
         idx = b * g + grp
         filt = Wt.index_select(0, o).view(M * Cg, 1, kh, kw)
         z_max = out if g == 1 else Wt.new_empty(M, Cg)
-        step = max(1, _DDP_BUDGET // max(1, Cg * Hp * Wp))
+        budget = _DDP_BUDGET if xp.device.type == "cpu" else _DDP_BUDGET_GPU
+        step = max(1, budget // max(1, Cg * Hp * Wp))
         for lo in range(0, M, step):
             hi = min(M, lo + step)
             n = hi - lo
