@@ -342,17 +342,19 @@ class LayerOp:
             xp, padding = self._pad(self.xs[0]).contiguous(), (0, 0)
         B, _, Hp, Wp = xp.shape
         grp = o // (O // g)  # each row reads its group's channels only
-        src = xp.view(B * g, Cg, Hp, Wp).index_select  # an input's group of channels, one per row
+        src = xp.view(B * g, Cg, Hp, Wp)  # an input's group of channels, one per row
         idx = b * g + grp
         filt = Wt.index_select(0, o).view(M * Cg, 1, kh, kw)
         z_max = out if g == 1 else Wt.new_empty(M, Cg)
         budget = _DDP_BUDGET if xp.device.type == "cpu" else _DDP_BUDGET_GPU
-        step = max(1, budget // max(1, Cg * Hp * Wp))
+        step = min(M, max(1, budget // max(1, Cg * Hp * Wp)))
+        rows = xp.new_empty(step, Cg, Hp, Wp)  # one buffer for every chunk's rows
         for lo in range(0, M, step):
             hi = min(M, lo + step)
             n = hi - lo
-            z = F.conv2d(src(0, idx[lo:hi]).view(1, n * Cg, Hp, Wp), filt[lo * Cg:hi * Cg], stride=stride,
-                         padding=padding, dilation=dilation, groups=n * Cg)  # (1, n·Cg, Ho, Wo)
+            xr = torch.index_select(src, 0, idx[lo:hi], out=rows[:n])
+            z = F.conv2d(xr.view(1, n * Cg, Hp, Wp), filt[lo * Cg:hi * Cg], stride=stride, padding=padding,
+                         dilation=dilation, groups=n * Cg)  # (1, n·Cg, Ho, Wo)
             torch.amax(z.view(n, Cg, -1), -1, out=z_max[lo:hi])
         z_max.clamp_(min=0)
         if g > 1:
