@@ -125,17 +125,25 @@ def test_profile(tmp_path, capsys):
 
 
 def test_help_does_not_import_torch():
+    """``convsvd --help`` and every ``convsvd COMMAND --help``: choices and defaults come from modules
+    without heavy imports."""
     import os
     import subprocess
     import sys
 
     import convsvd
+    from convsvd.cli import COMMANDS
 
     src = str(Path(convsvd.__file__).resolve().parents[1])
     code = ("import sys, contextlib, io\nfrom convsvd.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\n")
+            "for argv in [[]] + [[name] for name in sys.argv[1:]]:\n"
+            "    out = io.StringIO()\n"
+            "    with contextlib.redirect_stdout(out):\n"
+            "        try:\n            main(argv + ['--help'])\n        except SystemExit:\n            pass\n"
+            "    assert out.getvalue().startswith('usage: convsvd'), argv\n"
+            "heavy = [m for m in ('torch', 'matplotlib', 'pandas', 'scipy') if m in sys.modules]\n"
+            "assert not heavy, f'imported {heavy}'\n")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    res = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True, text=True, timeout=120,
+                         env=env)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convsvd._progress import progress as _progress
+from convsvd._registry import ABLATION_BASES
 from convsvd._typing import PathLike
 from convsvd.data.protocol import DataSource
 from convsvd.decompose import LayerSVD
@@ -65,7 +66,7 @@ from convsvd.signals.hooks import capture, eval_mode, moved_to
 __all__ = ["BASES", "DEFAULT_BASES", "FRAME_COLUMNS", "AblationResult", "LayerAblation", "ablate",
            "ablation_projections", "default_ks", "random_orthonormal"]
 
-BASES: tuple[str, ...] = ("svd-top", "svd-bottom", "channel-norm", "channel-act", "random", "svd-keep")
+BASES: tuple[str, ...] = ABLATION_BASES
 """Every ablation basis (module docstring)."""
 
 DEFAULT_BASES: tuple[str, ...] = BASES

@@ -357,7 +357,7 @@ def _report_options(p: argparse.ArgumentParser) -> None:
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    from convsvd.report import DEFAULTS
+    from convsvd.report.defaults import DEFAULTS
 
     add_model_args(p)
     p.add_argument("data", metavar="DATA", nargs="?",
@@ -792,7 +792,7 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
 
 
 def _ablate_args(p: argparse.ArgumentParser) -> None:
-    from convsvd.ablation import BASES
+    from convsvd._registry import ABLATION_BASES as BASES
 
     add_model_args(p)
     p.add_argument("data", metavar="DATA", help="labelled data: 'digits:test', an image folder, a .npz/.pt file")

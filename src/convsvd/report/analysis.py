@@ -27,6 +27,7 @@ from convsvd.features import ImageParam, exemplars_of_layers, featureviz, singul
 from convsvd.hypergraph import class_separation
 from convsvd.layers import as_weights, describe
 from convsvd.report.content import Note
+from convsvd.report.defaults import DEFAULTS, QUICK
 from convsvd.signals import plan_projection, profile
 from convsvd.signals.accuracy import PredictionRecorder, accuracy
 from convsvd.spectral import spectrum
@@ -48,11 +49,6 @@ __all__ = ["Analysis", "DEFAULTS", "FEATURE_SIDE", "INFLUENTIAL_SHOWN", "Options
 #: What each step passes on as ``progress=`` to the API calls it makes.
 Progress = Union[bool, Callable[[int, int, str], None]]
 
-#: Defaults of the full report: top SVD neurons per layer, feature-visualisation steps, exemplars per side,
-#: and the most layers whose neurons are shown.
-DEFAULTS: dict[str, int] = dict(neurons=6, steps=256, k=8, feature_layers=8)
-#: The same with ``quick=True``: fewer neurons, steps and exemplars (and no shuffled-weights baseline).
-QUICK: dict[str, int] = dict(neurons=4, steps=128, k=4, feature_layers=8)
 #: How close to its plateau the feature-visualisation objective gets with DEFAULTS["steps"] (full) and
 #: QUICK["steps"] (quick): on the digits CNN, the fewest steps at which every layer's median image is within
 #: this share of its objective after 512 steps (studies/featureviz_convergence.py, docs/featureviz-convergence.md;
