@@ -25,7 +25,7 @@ from scipy.sparse.csgraph import shortest_path
 from convsvd.errors import InputError
 from convsvd.profiles.profile import Profile
 
-__all__ = ["Homology", "homology", "attribution_graph", "diagram_distances", "LENGTHS"]
+__all__ = ["Homology", "homology", "attribution_graph", "diagram_distances", "layer_synapses", "LENGTHS"]
 
 LENGTHS = ("weight", "inverse")
 
@@ -66,6 +66,25 @@ class Homology:
         return pd.concat(rows, ignore_index=True)
 
 
+def layer_synapses(profile: Profile, name: str) -> list[tuple[tuple[str, int], tuple[str, int], float]]:
+    """The synapses of layer ``name``: ``((name, neuron), (input layer, its neuron), weight)`` each.
+
+    >>> from convsvd.profiles.profile import LayerInfo
+    >>> p = Profile.empty((LayerInfo("x_in", "input", 2, (), (2, 1, 1)),), "channel")
+    >>> layer_synapses(p, "x_in")
+    []
+    """
+    by = {l.name: l for l in profile.layers}
+    l = by[name]
+    if not l.inputs:
+        return []
+    m = profile.synapse_weights[name].tocoo()
+    offs = np.cumsum([0] + [by[i].neurons for i in l.inputs])
+    part = np.searchsorted(offs, m.col, side="right") - 1
+    return [((name, o), (l.inputs[p_], c - int(offs[p_])), w)
+            for o, c, p_, w in zip(m.row.tolist(), m.col.tolist(), part.tolist(), m.data.tolist())]
+
+
 def attribution_graph(profile: Profile, length: str = "weight", layers: str | Iterable[str] | None = None) -> tuple[sp.csr_matrix, list[tuple[str, int]]]:
     """The undirected edge-length matrix ``(V, V)`` of a profile's synapses and its vertices.
 
@@ -76,22 +95,16 @@ def attribution_graph(profile: Profile, length: str = "weight", layers: str | It
     """
     if length not in LENGTHS:
         raise InputError(f"length: expected one of {', '.join(LENGTHS)}, got {length!r}")
-    by = {l.name: l for l in profile.layers}
     want = None if layers is None else ({layers} if isinstance(layers, str) else set(layers))
     index: dict[tuple[str, int], int] = {}
     src, dst, wts = [], [], []
     n = max(profile.num_inputs, 1)
     for l in profile.layers:
-        if not l.inputs or (want is not None and l.name not in want):
+        if want is not None and l.name not in want:
             continue
-        m = profile.synapse_weights[l.name].tocoo()
-        offs = np.cumsum([0] + [by[i].neurons for i in l.inputs])
-        part = np.searchsorted(offs, m.col, side="right") - 1
-        for o, c, p_, w in zip(m.row.tolist(), m.col.tolist(), part.tolist(), m.data.tolist()):
-            a = index.setdefault((l.name, o), len(index))
-            b = index.setdefault((l.inputs[p_], c - int(offs[p_])), len(index))
-            src.append(a)
-            dst.append(b)
+        for out, into, w in layer_synapses(profile, l.name):
+            src.append(index.setdefault(out, len(index)))
+            dst.append(index.setdefault(into, len(index)))
             wts.append(w / n)
     V = len(index)
     w = np.asarray(wts, dtype=np.float64)

@@ -38,21 +38,15 @@ TOPOLOGY_VERTICES = 600
 def _topology_layers(profiles: "list[Profile]", cap: int) -> tuple[list[str] | None, str]:
     """The layers (deepest first kept) whose synapses span at most ``cap`` vertices in every profile
     (None: all of them), and a sentence saying what was left out ("" when nothing)."""
-    first = profiles[0]
-    names = [l.name for l in first.layers if l.inputs]
-    by = {l.name: l for l in first.layers}
+    from convsvd.profiles.topology import layer_synapses
+
+    names = [l.name for l in profiles[0].layers if l.inputs]
     keep = 0
     spans: list[set[tuple[str, int]]] = [set() for _ in profiles]
     for k in range(len(names) - 1, -1, -1):  # add layers from the deepest while every graph fits
-        l = by[names[k]]
-        offs = np.cumsum([0] + [by[i].neurons for i in l.inputs])
         grown = []
         for p, span in zip(profiles, spans):
-            m = p.synapse_weights[l.name].tocoo()
-            part = np.searchsorted(offs, m.col, side="right") - 1
-            new = {(l.name, int(o)) for o in np.unique(m.row)}
-            new |= {(l.inputs[int(a)], int(c - offs[a])) for a, c in set(zip(part.tolist(), m.col.tolist()))}
-            grown.append(span | new)
+            grown.append(span | {v for out, into, _ in layer_synapses(p, names[k]) for v in (out, into)})
         if max(len(g) for g in grown) > cap:
             break
         spans, keep = grown, keep + 1
