@@ -102,10 +102,10 @@ def attribution_graph(profile: Profile, length: str = "weight", layers: str | It
     for l in profile.layers:
         if want is not None and l.name not in want:
             continue
-        for out, into, w in layer_synapses(profile, l.name):
+        for out, into, s in layer_synapses(profile, l.name):
             src.append(index.setdefault(out, len(index)))
             dst.append(index.setdefault(into, len(index)))
-            wts.append(w / n)
+            wts.append(s / n)
     V = len(index)
     w = np.asarray(wts, dtype=np.float64)
     lens = np.maximum(w, 0) if length == "weight" else np.where(w > 0, 1.0 / np.where(w > 0, w, 1), np.inf)
