@@ -21,7 +21,7 @@ def _budgeted(monkeypatch: pytest.MonkeyPatch, per_step: float, budget: float, l
 
     monkeypatch.setattr(analysis.time, "perf_counter", lambda: clock[0])
     monkeypatch.setitem(analysis.FEATURE_BUDGET, "quick", budget)
-    fake = SimpleNamespace(options=SimpleNamespace(quick=True), neuron_notes=[])
+    fake = SimpleNamespace(options=analysis.Options(quick=True), neuron_notes=[])
     chosen, n = analysis.Analysis._feature_budget(fake, layers, steps, run)  # type: ignore[arg-type]
     return chosen, n, fake.neuron_notes, calls
 
@@ -70,7 +70,7 @@ def test_attribution_profiles_are_cut_to_the_inputs_that_fit(monkeypatch: pytest
     monkeypatch.setitem(analysis.PROFILE_BUDGET, "quick", 30.0)
     a = SimpleNamespace(source=list(range(1000)), runnable=True, mw=None, input_shape=None, profiles=None,
                         profiles_reason="", profiles_note="",
-                        options=SimpleNamespace(quick=True, batch_size=128, device=None))
+                        options=analysis.Options(quick=True, batch_size=128, device=None))
     analysis.Analysis.attribution_profiles(a, False)  # type: ignore[arg-type]
     assert calls == [analysis.PROFILE_PROBE, 60] and a.profiles.limit == 60  # 30 s / 0.5 s
     assert "first 60 inputs instead of 128" in a.profiles_note
@@ -99,7 +99,7 @@ def test_shallow_layers_cost_less_and_more_of_them_fit(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(analysis.time, "perf_counter", lambda: clock[0])
     monkeypatch.setitem(analysis.FEATURE_BUDGET, "quick", 100.0)
-    fake = SimpleNamespace(options=SimpleNamespace(quick=True), neuron_notes=[])
+    fake = SimpleNamespace(options=analysis.Options(quick=True), neuron_notes=[])
     chosen, n = analysis.Analysis._feature_budget(fake, LAYERS, 40, run)  # type: ignore[arg-type]
     # every layer: 40 × (0.1 + … + 1.0) = 40 × 4.4 = 176 s > 100 s; the largest evenly spaced set that fits
     want = next(analysis._evenly_spaced(LAYERS, m) for m in range(7, 0, -1)
@@ -120,7 +120,7 @@ def test_visualisation_stops_when_the_budget_is_spent(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(analysis.time, "perf_counter", lambda: clock[0])
     monkeypatch.setitem(analysis.FEATURE_BUDGET, "quick", 100.0)
-    fake = SimpleNamespace(options=SimpleNamespace(quick=True), neuron_notes=[], featureviz={})
+    fake = SimpleNamespace(options=analysis.Options(quick=True), neuron_notes=[], featureviz={})
     analysis.Analysis._visualise_within(fake, LAYERS, 10, run, False, 0.0)  # type: ignore[arg-type]
     assert done == ["l0", "l1", "l2"] and list(fake.featureviz) == done  # 120 s spent > 100 s before l3
     assert "stopped after 3 of 8 layers" in fake.neuron_notes[0].text

@@ -100,6 +100,11 @@ class Options:
     top_k: int | None = None
     min_share: float = 0.5
 
+    @property
+    def mode(self) -> str:
+        """``"quick"`` or ``"full"``: the key of the per-mode budgets (:data:`FEATURE_BUDGET`, …)."""
+        return "quick" if self.quick else "full"
+
     @classmethod
     def resolve(cls, *, quick: bool, neurons: int | None, steps: int | None, k: int | None,
                 layers: str | Sequence[str] | None, input_shape: Sequence[int] | None, batch_size: int,
@@ -435,7 +440,7 @@ class Analysis:
         the deepest layer with the steps that fit (at least :data:`FEATURE_MIN_STEPS`). The report
         says which and why.
         """
-        budget = FEATURE_BUDGET["quick" if self.options.quick else "full"]
+        budget = FEATURE_BUDGET[self.options.mode]
         if not layers:
             return layers, steps
 
@@ -475,7 +480,7 @@ class Analysis:
                           progress: Progress, started: float) -> None:
         """Visualise ``layers`` in turn, stopping before the next one once the budget is spent (the steps
         can take longer than the probe measured, e.g. when other work starts on the machine)."""
-        budget = FEATURE_BUDGET["quick" if self.options.quick else "full"]
+        budget = FEATURE_BUDGET[self.options.mode]
         for k, name in enumerate(layers):
             spent = time.perf_counter() - started
             if k and spent > budget:
@@ -581,7 +586,7 @@ class Analysis:
             self.profiles_reason = "Attribution profiles run the model on data: none was given."
             return
         o = self.options
-        mode = "quick" if o.quick else "full"
+        mode = o.mode
         want, budget = PROFILE_INPUTS[mode], PROFILE_BUDGET[mode]
 
         def run(n: int, bar: Progress) -> "InputProfiles":

@@ -157,9 +157,9 @@ def accuracy(
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 return Accuracy(0, 0, transform, f"the model's output {shape} is not one score per class")
             labels = batch.labels.to(out.device)
-            if int(labels[keep].max()) >= out.shape[1]:
-                return Accuracy(0, 0, transform, f"labels up to {int(labels[keep].max())} do not index the "
-                                                 f"model's {out.shape[1]} outputs")
+            beyond = _beyond_outputs(int(labels[keep].max()), int(out.shape[1]), transform)
+            if beyond is not None:
+                return beyond
             pred = out.argmax(dim=1)
             correct += int((pred == labels)[keep].sum())
             labelled += int(keep.sum())
@@ -169,6 +169,13 @@ def accuracy(
         return Accuracy(0, 0, transform, "the data have no class labels")
     return Accuracy(correct, labelled, transform, confusion=confusion,
                     classes=tuple(str(c) for c in (source.classes or ())))
+
+
+def _beyond_outputs(top: int, outputs: int, transform: str) -> "Accuracy | None":
+    """The accuracy that cannot be measured when the largest label ``top`` indexes no output, else None."""
+    if top < outputs:
+        return None
+    return Accuracy(0, 0, transform, f"labels up to {top} do not index the model's {outputs} outputs")
 
 
 def _tally(confusion: np.ndarray | None, labels: np.ndarray, predicted: np.ndarray, K: int,
@@ -232,9 +239,9 @@ class PredictionRecorder:
         keep = labels >= 0
         if not keep.any():
             return Accuracy(0, 0, transform, "the data have no class labels")
-        if int(labels[keep].max()) >= self.outputs:
-            return Accuracy(0, 0, transform, f"labels up to {int(labels[keep].max())} do not index the model's "
-                                             f"{self.outputs} outputs")
+        beyond = _beyond_outputs(int(labels[keep].max()), self.outputs, transform)
+        if beyond is not None:
+            return beyond
         confusion = _tally(None, labels[keep], pred[keep], self.outputs, len(classes))
         return Accuracy(int((pred == labels)[keep].sum()), int(keep.sum()), transform, confusion=confusion,
                         classes=tuple(str(c) for c in classes))
