@@ -41,6 +41,10 @@ check the script here.
    per input and SVD neuron), ``separation``, ``featureviz``, the operator view of every
    conv layer at its own size, with peak memory and the ratios against the targets.
    ``--device cpu --n 16 --steps 5`` checks it here.
+6. **Attribution profiles** (issue 18): the device's profiles equal the CPU's (float64 digits
+   ResNet, every neuron type, convsvd's and DeepDataProfiler's definitions), then
+   ``benchmarks/profiles.py`` on the device (``--profiles-inputs``), against DeepDataProfiler
+   one image at a time on the device when it imports here (target ≥ 50× on a GPU).
 """
 
 from __future__ import annotations
@@ -229,12 +233,38 @@ def weightwatcher(ours: dict[tuple[str, str], float], models: list[str], budget:
             print(f"   {name}: WeightWatcher {label:38s} {t:8.2f} s   {ratio}", flush=True)
 
 
+def attribution_profiles(device: str, quick: bool, n: int) -> None:
+    import profiles as bench  # benchmarks/profiles.py, beside this file
+
+    from convsvd.profiles import Profiler
+
+    print(f"6. attribution profiles on {device}")
+    model = zoo.load("digits-resnet").double().eval()
+    d = load_digits("test")
+    x = torch.as_tensor(d.images[:32 if quick else 128]).double()
+    x = x.reshape(len(x), 1, 8, 8) if x.dim() == 3 else x
+    on_dev = zoo.load("digits-resnet").double().eval().to(device)
+    for ntype, start, rule in [("channel", "class", "share"), ("element", "class", "share"),
+                               ("spatial", "class", "share"), ("svd", "class", "share"),
+                               ("channel", "class", "ddp"), ("channel", "layers", "ddp")]:
+        cpu = Profiler(model, x[:1], neuron_type=ntype, start=start, rule=rule).run(x).profile()
+        dev = Profiler(on_dev, x[:1].to(device), neuron_type=ntype, start=start, rule=rule).run(x.to(device)).profile()
+        check(f"digits-resnet float64, {ntype} neurons, start={start}, rule={rule}: profiles differ",
+              0.0 if dev.allclose(cpu, rtol=1e-9, atol=1e-12) else 1.0, 0.0)
+    here = importlib.util.find_spec("deep_data_profiler") is not None
+    argv = ["--device", device, "--inputs", str(256 if quick else n), "--threads", "0"]
+    bench.main(argv + (["--peers", "self", "--ddp-images", "16" if quick else "64"] if here else ["--skip-ddp"]))
+    if not here:
+        print("   DeepDataProfiler: not importable here (carry its wheels to compare)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--models", default="vgg16,resnet50")
-    ap.add_argument("--steps", default="1,2,3,4,5", help="which of the steps 1–5 to run")
+    ap.add_argument("--steps", default="1,2,3,4,5,6", help="which of the steps 1–6 to run")
+    ap.add_argument("--profiles-inputs", type=int, default=1000, help="inputs of step 6's benchmark")
     ap.add_argument("--profile-inputs", type=int, default=4096, help="inputs profiled in step 3")
     ap.add_argument("--peer-models", help="models of step 4 (default: --models)")
     ap.add_argument("--peer-budget", type=float, default=180.0, help="seconds for step 4 (WeightWatcher)")
@@ -268,6 +298,8 @@ def main() -> None:
         print(f"\n5. at scale: benchmarks/scale.py on {args.device}, {args.n} images", flush=True)
         scale.main(["--device", args.device, "--n", str(args.n), "--models", args.scale_models,
                     "--batch-size", str(min(args.scale_batch, args.n)), "--steps", args.scale_steps])
+    if 6 in steps:
+        attribution_profiles(args.device, args.quick, args.profiles_inputs)
     print(f"\n{len(FAILED)} check(s) failed" + (": " + "; ".join(FAILED) if FAILED else ""))
     sys.exit(1 if FAILED else 0)
 

@@ -1,9 +1,11 @@
 """Channel attribution profiles of ``vgg_small``: convsvd vs DeepDataProfiler 2.0.1, agreement and speed, same run.
 
     .venv/bin/python benchmarks/profiles.py [--inputs 1000] [--ddp-images 50] [--threshold 0.1] [--threads 1]
-                                            [--batch-size 64] [--peers .peers-venv] [--skip-ddp]
+                                            [--batch-size 64] [--peers .peers-venv] [--skip-ddp] [--device cuda]
 
-Model: ``vgg_small()`` (6 conv + 2 linear layers, 32×32×3 inputs, random weights, seed 0), float32, CPU.
+Model: ``vgg_small()`` (6 conv + 2 linear layers, 32×32×3 inputs, random weights, seed 0), float32, on
+``--device`` (default cpu; with ``cuda`` every contender, DeepDataProfiler included, runs on the GPU, and
+every timer waits for the GPU to finish first).
 Data: synthetic 32×32 images, batch ``b`` of 64 drawn from seed ``b`` (the same inputs on both sides).
 Both processes run with ``--threads`` torch threads (default 1: on a CPU shared with other jobs, the
 steadiest numbers).
@@ -63,12 +65,13 @@ DDP_SCRIPT = textwrap.dedent('''
     import deep_data_profiler as ddp
     from _models import vgg_small
 
-    n, threshold, threads, out = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    n, threshold, threads, out, device = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
     if threads:
         torch.set_num_threads(threads)
-    model = vgg_small()
-    prof = ddp.ChannelProfiler(model)
-    x = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))[:n]
+    model = vgg_small().to(device)
+    prof = ddp.ChannelProfiler(model, device=device)
+    x = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))[:n].to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     failure = ""
     try:
         prof.create_profile(x[:1], threshold=threshold)
@@ -82,9 +85,11 @@ DDP_SCRIPT = textwrap.dedent('''
         if line.strip() == "end":
             break
         i, j = map(int, line.split())
+        sync()
         t0, c0 = time.perf_counter(), time.process_time()
         for k in range(i, j):
             results.append(prof.create_profile(x[k:k + 1], layers_to_profile=span, threshold=threshold))
+        sync()
         print(json.dumps(dict(seconds=time.perf_counter() - t0, cpu=time.process_time() - c0)), flush=True)
     heads = {k: v[0][0] for k, v in prof.layerdict.items()}
     def coo(m):
@@ -101,10 +106,10 @@ DDP_SCRIPT = textwrap.dedent('''
 class DDPWorker:
     """DeepDataProfiler in the peers' interpreter, profiling the images it is asked for, when it is asked."""
 
-    def __init__(self, python: Path, m: int, threshold: float, threads: int, out: Path) -> None:
+    def __init__(self, python: Path, m: int, threshold: float, threads: int, out: Path, device: str = "cpu") -> None:
         self.out, self.err = out, out.with_suffix(".err")
         self.proc = subprocess.Popen([str(python), "-c", DDP_SCRIPT, str(HERE), str(m), str(threshold), str(threads),
-                                      str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      str(out), device], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.err.open("w"), text=True)
         self.threads = int(self._answer()["threads"])
 
@@ -203,21 +208,31 @@ def compare(ours, ref: dict, n: int) -> list[str]:  # type: ignore[no-untyped-de
     return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--inputs", type=int, default=1000)
     ap.add_argument("--ddp-images", type=int, default=50)
     ap.add_argument("--threshold", type=float, default=0.1)
     ap.add_argument("--batch-size", type=int, default=BATCH)
     ap.add_argument("--threads", type=int, default=1, help="torch threads in both processes (0: torch's default)")
-    ap.add_argument("--peers", default=".peers-venv", help="the peer environment (DeepDataProfiler)")
+    ap.add_argument("--peers", default=".peers-venv",
+                    help="the peer environment (DeepDataProfiler); 'self': this interpreter has it")
     ap.add_argument("--skip-ddp", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     n, bs, t = args.inputs, args.batch_size, args.threshold
-    model = vgg_small()
-    xs = torch.cat(batches(n))
+    dev = torch.device(args.device)
+    model = vgg_small().to(dev)
+    xs = torch.cat(batches(n)).to(dev)
+    cuda = dev.type == "cuda"
+
+    def now() -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     span = [l.name for l in Profiler(model, xs[:1]).graph.layers[1:9]]  # the reference's layers_to_profile=(1, 9)
     ddp_def = Profiler(model, xs[:1], threshold=t, start="layers", rule="ddp", layers=span)
     ddp_all = Profiler(model, xs[:1], threshold=t, start="layers", rule="ddp")
@@ -228,7 +243,7 @@ def main() -> None:
         model(xs[:2])
     starts = list(range(0, n, bs))
     m = 0 if args.skip_ddp else min(args.ddp_images, n, BATCH)
-    python = Path(args.peers) / "bin" / "python"
+    python = Path(sys.executable) if args.peers == "self" else Path(args.peers) / "bin" / "python"
     if m and not python.exists():
         print(f"DeepDataProfiler: skipped ({python} not found; bash scripts/install-peers.sh DIR)")
         m = 0
@@ -242,29 +257,29 @@ def main() -> None:
         worker = None
         if m:
             try:
-                worker = DDPWorker(python, m, t, args.threads, Path(tmp) / "ddp.json")
+                worker = DDPWorker(python, m, t, args.threads, Path(tmp) / "ddp.json", args.device)
             except RuntimeError as e:
                 print(f"DeepDataProfiler failed: {e}")
                 m = 0
         for r, i in enumerate(starts):
             x = xs[i:i + bs]
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = now(), time.process_time()
             parts.append(ddp_def.run(x))
-            ta, ca = time.perf_counter(), time.process_time()
+            ta, ca = now(), time.process_time()
             cpu["ddp_def"] += ca - c0
             ddp_all.run(x)
-            t1 = time.perf_counter()
+            t1 = now()
             secs["ddp_all"] += t1 - ta
             own.run(x)
-            t2 = time.perf_counter()
+            t2 = now()
             with torch.no_grad():
                 model(x)
-                t3 = time.perf_counter()
+                t3 = now()
                 model(x.contiguous(memory_format=torch.channels_last))
-                t4 = time.perf_counter()
+                t4 = now()
                 for k in range(cuts[r], cuts[r + 1]):  # batch 1, as DeepDataProfiler runs it (twice per image)
                     model(xs[k:k + 1])
-                t5 = time.perf_counter()
+                t5 = now()
             for key, dt in zip(("ddp_def", "own", "fwd", "fwd_cl", "fwd1"), (ta - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
                 secs[key] += dt
             if worker is not None and cuts[r + 1] > cuts[r]:
@@ -277,7 +292,7 @@ def main() -> None:
     ours = InputProfiles.concat(parts)
     rate = {k: n / v for k, v in secs.items() if k not in ("ddp", "fwd1")}
     threads = args.threads or torch.get_num_threads()
-    print(f"1. vgg_small, {n} inputs, batch {bs}, threshold {t}, {threads} thread(s) in each process, "
+    print(f"1. vgg_small on {dev}, {n} inputs, batch {bs}, threshold {t}, {threads} thread(s) in each process, "
           f"{len(starts)} rounds (every contender timed on its share of each round, back to back)")
     print(f"   convsvd, DeepDataProfiler's definitions (start='layers', rule='ddp'), its layers 1–8: "
           f"{rate['ddp_def']:8.1f} inputs/s")
@@ -303,7 +318,7 @@ def main() -> None:
     for line in compare(ours, ref, m):
         print(line)
     cpu_ratio = (cpu["ddp"] / m) / (cpu["ddp_def"] / n)
-    print(f"4. speed vs DeepDataProfiler (target ≥ 10x): convsvd with its definitions on its layers 1–8 "
+    print(f"4. speed vs DeepDataProfiler (target ≥ {50 if cuda else 10}x): convsvd with its definitions on its layers 1–8 "
           f"{rate['ddp_def'] / ddp_rate:.1f}x (from CPU time {cpu_ratio:.1f}x; on all 11 layers "
           f"{rate['ddp_all'] / ddp_rate:.1f}x); "
           f"convsvd's own profiles {rate['own'] / ddp_rate:.1f}x; "
