@@ -79,7 +79,7 @@ def test_demo_quick_holds_every_section_with_figures(demo_quick) -> None:
     assert all(r.count('class="exemplars"') == 1 for r in rows)
     assert len(page.sections["neurons"].images) == len(_digits_cnn().layers) + len(rows) + 2 * len(with_fv)
     # self-contained: every image embedded, nothing fetched
-    assert all(s.startswith("data:image/png;base64,") for s in page.sources)
+    assert all(s.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for s in page.sources)
     html = (out / "report.html").read_text()
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", html)
     assert "<link" not in html
@@ -376,3 +376,37 @@ def test_long_layer_names_are_shortened_with_the_full_name_on_hover(tmp_path: Pa
         assert img, key
         for name in shapes:
             assert 'title="click to enlarge · layers: ' in img.group(0) and escape(name) in img.group(0), (key, name)
+
+
+def test_large_photographic_figures_are_embedded_as_jpeg() -> None:
+    """A montage of photos is a JPEG at most half its PNG's size (same display width); a plot stays PNG."""
+    import io as _io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image as PILImage
+    from skimage import data as skdata
+
+    from convsvd.report.content import JPEG_FROM, Figure, figure_png, mime_type
+
+    photo = skdata.astronaut()
+
+    def photos():  # type: ignore[no-untyped-def]
+        fig, axes = plt.subplots(2, 4, figsize=(8, 4))
+        for i, ax in enumerate(axes.flat):
+            ax.imshow(photo[i * 30:i * 30 + 256, i * 20:i * 20 + 256])
+            ax.set_title(f"input {i}")
+            ax.axis("off")
+        return fig
+
+    png, width, _ = figure_png(photos())
+    montage = Figure.from_matplotlib("montage", photos(), "photos")
+    assert len(png) > JPEG_FROM and mime_type(montage.image) == "image/jpeg"
+    assert 2 * len(montage.image) <= len(png) and montage.width == width
+    assert PILImage.open(_io.BytesIO(montage.image)).size == PILImage.open(_io.BytesIO(png)).size
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1, 2], [1, 3, 2])
+    plot = Figure.from_matplotlib("plot", fig, "a line")
+    assert mime_type(plot.image) == "image/png" and plot.image.startswith(b"\x89PNG")

@@ -29,6 +29,11 @@ PICTURE_PX: int = 144
 #: Resolution of the embedded PNGs; they are shown at 96 CSS pixels per inch, so they stay sharp on HiDPI screens.
 FIGURE_DPI: int = 144
 _CSS_PX_PER_INCH = 96
+#: A rendered figure larger than this (bytes of PNG) is embedded as a JPEG instead when that is at most half
+#: the size: montages of photos (dataset exemplars at ImageNet size) compress badly losslessly.
+JPEG_FROM: int = 64 * 1024
+#: JPEG quality of such figures; without chroma subsampling, so that their text stays sharp.
+JPEG_QUALITY: int = 90
 _PAD_INCHES = 0.08
 
 
@@ -87,6 +92,26 @@ def figure_png(fig: "MplFigure") -> tuple[bytes, int, float]:
     return png, width, smallest
 
 
+def compact(png: bytes) -> bytes:
+    """``png``, or the same image as a JPEG when ``png`` is larger than :data:`JPEG_FROM` bytes and the
+    JPEG (quality :data:`JPEG_QUALITY`) at most half its size."""
+    if len(png) <= JPEG_FROM:
+        return png
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        rgb = im.convert("RGB")  # the figures are drawn on white
+    buf = io.BytesIO()
+    rgb.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True)
+    jpeg = buf.getvalue()
+    return jpeg if 2 * len(jpeg) <= len(png) else png
+
+
+def mime_type(image: bytes) -> str:
+    """``image/png`` or ``image/jpeg``, from the bytes' signature."""
+    return "image/jpeg" if image[:3] == b"\xff\xd8\xff" else "image/png"
+
+
 def image_png(rgb: "np.ndarray", least: int = 2 * PICTURE_PX) -> bytes:
     """PNG bytes of an ``(H, W, 3)`` image in ``[0, 1]``, enlarged by an integer factor (nearest neighbour) until
     its longer side is at least ``least`` pixels, so that small images (8×8 digits) stay sharp when shown large."""
@@ -109,7 +134,8 @@ class Figure:
     ----------
     key : str
         Unique within the report; the ``id`` of its ``<figure>``.
-    png : bytes
+    image : bytes
+        PNG, or JPEG for a large photographic figure (:func:`compact`).
     width : int
         Display width in CSS pixels (shrunk to the page width when larger).
     caption : str
@@ -123,7 +149,7 @@ class Figure:
     """
 
     key: str
-    png: bytes = field(repr=False)
+    image: bytes = field(repr=False)
     width: int
     caption: str
     data: tuple[str, ...] = ()
@@ -135,7 +161,7 @@ class Figure:
                         names: "Sequence[str]" = ()) -> "Figure":
         """Render ``fig`` (and close it)."""
         png, width, smallest = figure_png(fig)
-        return cls(key, png, width, caption, tuple(data), smallest, tuple(names))
+        return cls(key, compact(png), width, caption, tuple(data), smallest, tuple(names))
 
 
 @dataclass(frozen=True, eq=False)

@@ -19,7 +19,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from convsvd.report.content import PICTURE_PX, Block, Figure, Heading, Html, NeuronRow, Note, Section, Table
+from convsvd.report.content import (PICTURE_PX, Block, Figure, Heading, Html, NeuronRow, Note, Section, Table,
+                                     mime_type)
 from convsvd.viz._common import short_name
 
 __all__ = ["NAME_COLUMNS", "NAME_WIDTH", "Page", "render", "format_value", "layer_name", "package_text"]
@@ -122,7 +123,7 @@ def _figure_img(fig: Figure, alt: str) -> str:
     names = ", ".join(fig.names)
     title = "click to enlarge" + (f" · layers: {names}" if names else "")
     alt = alt + (f" (layers: {names})" if names else "")
-    return (f'<img src="data:image/png;base64,{_b64(fig.png)}" width="{fig.width}" alt="{escape(alt)}" '
+    return (f'<img src="data:{mime_type(fig.image)};base64,{_b64(fig.image)}" width="{fig.width}" alt="{escape(alt)}" '
             f'loading="eager" data-min-font-pt="{fig.min_font_pt:.2f}" title="{escape(title)}">')
 
 
