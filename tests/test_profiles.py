@@ -675,13 +675,18 @@ def test_per_layer_profiles_equal_the_reference(name: str, rule: str) -> None:
         assert [l.name for l in g.layers if l.index in g.sign_changing] == ["0", "4"]
     x = inputs(shape, 3, seed=11 + len(name))
     ps = Profiler(model, x[:1], start="layers", rule=rule, threshold=0.3).run(x)
-    for b, (rc, rw, rs) in enumerate(reference_layers(model, x, rule, 0.3)):
+    assert_same_as_reference_layers(ps, reference_layers(model, x, rule, 0.3), f"{name}/{rule}")
+
+
+def assert_same_as_reference_layers(ps, reference, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Counts, weights and synapses of every input equal :func:`reference_layers`'."""
+    for b, (rc, rw, rs) in enumerate(reference):
         got_c = {(l.name, int(n)): int(v) for l in ps.layers
                  for n, v in zip(ps.neuron_counts[l.name][b].tocoo().col, ps.neuron_counts[l.name][b].tocoo().data)}
-        assert got_c == rc, f"{name}/{rule} input {b} counts"
+        assert got_c == rc, f"{what} input {b} counts"
         gn, gs = ours(ps, b)
-        assert_same(rw, gn, f"{name}/{rule} input {b} weights")
-        assert_same(rs, gs, f"{name}/{rule} input {b} synapses")
+        assert_same(rw, gn, f"{what} input {b} weights")
+        assert_same(rs, gs, f"{what} input {b} synapses")
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -695,14 +700,9 @@ def test_per_layer_profiles_of_some_layers_equal_the_reference(name: str) -> Non
     chosen = names[1:-1:2] if len(names) > 3 else names[:1]  # every other layer, neither the first nor the output
     ps = Profiler(model, x[:1], start="layers", rule="ddp", threshold=0.3, layers=chosen).run(x)
     assert ps.options["layers"] == chosen
-    for b, (rc, rw, rs) in enumerate(reference_layers(model, x, "ddp", 0.3, only=set(chosen))):
-        got_c = {(l.name, int(n)): int(v) for l in ps.layers
-                 for n, v in zip(ps.neuron_counts[l.name][b].tocoo().col, ps.neuron_counts[l.name][b].tocoo().data)}
-        assert got_c == rc, f"{name} input {b} counts"
-        gn, gs = ours(ps, b)
-        assert_same(rw, gn, f"{name} input {b} weights")
-        assert_same(rs, gs, f"{name} input {b} synapses")
-        assert {k[0] for k in gs} <= set(chosen)
+    assert_same_as_reference_layers(ps, reference_layers(model, x, "ddp", 0.3, only=set(chosen)), name)
+    for b in range(len(x)):
+        assert {k[0] for k in ours(ps, b)[1]} <= set(chosen)
 
 
 def test_layers_to_profile_are_checked() -> None:
