@@ -195,3 +195,33 @@ def test_large_tiles_are_shrunk_antialiased_and_small_ones_enlarged() -> None:
     grid.add("n0", [[big, big]])
     img, _, _, T = grid.render()
     assert T == _MAX_TILE_PX and img.shape[0] == _MAX_TILE_PX and _TILE_PX < T
+
+
+def test_a_long_class_name_stays_inside_its_tile() -> None:
+    """An exemplar's class label is cut at its tile's right edge: nothing of it reaches the next tile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convsvd.viz.features import _Grid
+
+    tile = np.full((64, 64, 3), 0.5)
+
+    def draw(first: str) -> tuple[np.ndarray, int]:
+        """The figure's pixels, and the first pixel column right of the first tile."""
+        grid = _Grid()
+        grid.add("top", [[tile, tile]], [[first, ""]] if first else None)
+        fig, ax = plt.subplots(figsize=(4, 2.5))
+        grid.draw(ax, "")
+        fig.canvas.draw()
+        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+        x0, _, _, T = grid.tile_corners[0] + (grid.render()[3],) if first else (0, 0, "", 0)
+        edge = int(np.ceil(ax.transData.transform([(x0 + T - 0.5, 0)])[0][0])) + 1
+        plt.close(fig)
+        return rgb, edge
+
+    labelled, edge = draw("immunohistochemistry_and_more")
+    plain, _ = draw("")
+    assert not np.array_equal(labelled[:, :edge], plain[:, :edge])  # the label is drawn in its tile
+    assert np.array_equal(labelled[:, edge:], plain[:, edge:])  # and nothing of it right of the tile

@@ -128,9 +128,14 @@ class _Grid:
         above = blended_transform_factory(ax.transData, ax.transAxes)  # x in pixels, y just above the axes
         for x, h in zip(block_c, self.headers):
             ax.text(x, 1.0, h, transform=above, ha="center", va="bottom", fontsize=8)
-        for x, y, text in self.tile_corners:  # the class of an exemplar, in its top-left corner
-            ax.text(x + 1, y + 1, text, ha="left", va="top", fontsize=8.5, color="black",
-                    bbox=dict(boxstyle="square,pad=0.1", facecolor="white", edgecolor="none", alpha=0.8))
+        from matplotlib.patches import Rectangle
+
+        for x, y, text in self.tile_corners:  # the class of an exemplar, in its top-left corner, cut at its edge
+            label = ax.text(x + 1, y + 1, text, ha="left", va="top", fontsize=8.5, color="black", clip_on=True,
+                            bbox=dict(boxstyle="square,pad=0.1", facecolor="white", edgecolor="none", alpha=0.8))
+            tile = Rectangle((x - 0.5, y - 0.5), T, T, transform=ax.transData)
+            label.set_clip_path(tile)
+            label.get_bbox_patch().set_clip_path(tile)  # type: ignore[union-attr]  # the bbox was just given
         ax.set_title(title, fontsize=9, pad=16 if self.headers else 6)
         for s in ax.spines.values():
             s.set_visible(False)
