@@ -749,6 +749,15 @@ def test_activations_without_heads_equal_the_full_run(name: str) -> None:
     relus = g._inplace_relus(set())
     if name == "sequential":
         assert relus  # a conv's ReLU runs in place
+        raw = model[0](x)
+        kept: list[torch.Tensor] = []  # unless a hook of the user's may keep the conv's output (not a copy)
+        handle = model[0].register_forward_hook(lambda m, i, o: kept.append(o))
+        try:
+            assert g._inplace_relus(set()) < relus
+            g.activations(x, heads=[], tails=True)
+            assert torch.equal(kept[-1], raw) and bool((raw < 0).any())
+        finally:
+            handle.remove()
     if name == "shared":
         assert not relus
 

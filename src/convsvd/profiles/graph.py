@@ -26,6 +26,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks
 
 from convsvd.errors import InputError
 
@@ -216,8 +217,10 @@ def _is_relu(n: fx.Node, mods: dict[str, nn.Module]) -> bool:
 
 
 def _is_fresh(n: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    """Whether ``n`` makes a new tensor that only the graph sees (a module with forward hooks may keep its output)."""
     if n.op == "call_module":
-        return isinstance(mods.get(str(n.target)), _FRESH_MODULES)
+        mod = mods.get(str(n.target))
+        return isinstance(mod, _FRESH_MODULES) and not mod._forward_hooks and not _global_forward_hooks
     return n.op == "call_function" and n.target in _FRESH_FUNCTIONS
 
 
