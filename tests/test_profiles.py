@@ -758,6 +758,14 @@ def test_activations_without_heads_equal_the_full_run(name: str) -> None:
             assert torch.equal(kept[-1], raw) and bool((raw < 0).any())
         finally:
             handle.remove()
+        calls: list[int] = []  # and a hooked ReLU module runs as the model runs it: its hook fires
+        handle = model[1].register_forward_hook(lambda m, i, o: calls.append(1))
+        try:
+            assert g._inplace_relus(set()) < relus
+            g.activations(x, heads=[], tails=True)
+            assert calls == [1]
+        finally:
+            handle.remove()
     if name == "shared":
         assert not relus
 

@@ -26,7 +26,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.module import _global_forward_hooks
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from convsvd.errors import InputError
 
@@ -209,8 +209,11 @@ class LayerGraph:
 
 
 def _is_relu(n: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    """Whether ``n`` is a plain ReLU (a ReLU module with hooks is run as the model runs it)."""
     if n.op == "call_module":
-        return type(mods.get(str(n.target))) is nn.ReLU
+        mod = mods.get(str(n.target))
+        return (type(mod) is nn.ReLU and not mod._forward_hooks and not mod._forward_pre_hooks
+                and not _global_forward_hooks and not _global_forward_pre_hooks)
     if n.op == "call_function":
         return n.target in _RELU_FUNCTIONS and not n.kwargs.get("inplace", False)
     return n.op == "call_method" and n.target == "relu"
