@@ -848,3 +848,21 @@ def test_ddp_linear_rule_from_the_largest_entries_equals_sorting_everything(top:
         assert whole[r].tolist() == pytest.approx(want, rel=1e-12, abs=0)
     monkeypatch.setattr(build, "_LINEAR_TOP", top)
     assert torch.equal(build._ddp_linear_weights(z, bias, goal), whole)
+
+
+def test_layers_without_any_profile_have_no_nearest_class() -> None:
+    """A layer that ``start="layers"`` did not profile (and no profiled layer reads) has no neuron in any
+    profile: its nearest class profile is undefined, not class 0, and its accuracy is NaN."""
+    from convsvd.profiles import class_similarity
+
+    model = seq_model()
+    x = inputs((2, 8, 8), 12, seed=7)
+    labels = torch.arange(12) % 3
+    ps = Profiler(model, x[:1], start="layers", rule="ddp", threshold=0.3, layers="3").run(x, labels=labels)
+    sim = class_similarity(ps)
+    frame = sim.to_frame().set_index("layer")
+    empty = [l.name for l in ps.layers if ps.neuron_counts[l.name].nnz == 0]
+    assert empty and "3" not in empty
+    assert (sim.predictions()[[sim.layers.index(n) for n in empty]] == -1).all()
+    assert frame.loc[empty, "accuracy"].isna().all() and (frame.loc[empty, "inputs"] == 0).all()
+    assert np.isfinite(frame.loc["3", "accuracy"]) and frame.loc["3", "inputs"] == 12

@@ -130,7 +130,9 @@ def test_class_similarity_equals_pairwise_loops(runs: InputProfiles) -> None:
     f = sim.to_frame()
     assert list(f["layer"]) == layers + ["all"]
     pred = sim.predictions()
-    assert f["accuracy"].iloc[-1] == pytest.approx(np.mean(pred[-1] == runs.labels))
+    has = pred[-1] >= 0
+    assert f["accuracy"].iloc[-1] == pytest.approx(np.mean(pred[-1][has] == runs.labels[has]))
+    assert f["inputs"].iloc[-1] == has.sum()
     inst = class_similarity(runs, metric="instance", synapses=True, leave_one_out=False)
     cps = runs.class_profiles()
     assert inst.values[-1, 3, 1] == pytest.approx(instance_jaccard(runs[3], cps[1], synapses=True))

@@ -127,23 +127,29 @@ class ClassSimilarity:
     options: dict = field(default_factory=dict)
 
     def predictions(self) -> np.ndarray:
-        """``(L + 1, N)`` nearest class profile (highest similarity; ties: the lower class)."""
+        """``(L + 1, N)`` nearest class profile (highest similarity; ties: the lower class); ``-1`` where no
+        similarity is defined (the input and every class profile have no neuron there: e.g. a layer that
+        ``start="layers"`` did not profile)."""
         v = np.where(np.isnan(self.values), -np.inf, self.values)
-        return self.classes[np.argmax(v, axis=2)]
+        pred = self.classes[np.argmax(v, axis=2)]
+        return np.where(np.isnan(self.values).all(axis=2), -1, pred)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per layer (and ``all``): depth, nearest-class-profile accuracy, mean similarity to own class."""
+        """One row per layer (and ``all``): depth, nearest-class-profile accuracy and mean similarity to the
+        own class over the labelled inputs that have a nearest class profile there (``inputs``; the
+        accuracy is NaN when none has)."""
         pred = self.predictions()
         K = len(self.classes)
         pos = np.searchsorted(self.classes, self.labels)
         ok = (self.labels >= 0) & (pos < K)
         rows = []
         for d, name in enumerate(self.layers + ["all"]):
-            own = self.values[d, np.flatnonzero(ok), pos[ok]] if ok.any() else np.array([np.nan])
+            has = ok & (pred[d] >= 0)
+            own = self.values[d, np.flatnonzero(has), pos[has]] if has.any() else np.array([np.nan])
             rows.append(dict(layer=name, depth=d if name != "all" else len(self.layers),
-                             accuracy=float(np.mean(pred[d, ok] == self.labels[ok])) if ok.any() else float("nan"),
+                             accuracy=float(np.mean(pred[d, has] == self.labels[has])) if has.any() else float("nan"),
                              own_class=float(np.nanmean(own)) if np.isfinite(own).any() else float("nan"),
-                             inputs=int(ok.sum())))
+                             inputs=int(has.sum())))
         return pd.DataFrame(rows)
 
 
