@@ -866,3 +866,11 @@ def test_layers_without_any_profile_have_no_nearest_class() -> None:
     assert (sim.predictions()[[sim.layers.index(n) for n in empty]] == -1).all()
     assert frame.loc[empty, "accuracy"].isna().all() and (frame.loc[empty, "inputs"] == 0).all()
     assert np.isfinite(frame.loc["3", "accuracy"]) and frame.loc["3", "inputs"] == 12
+    # every class as similar (e.g. a one-channel input layer in every profile): no nearest class either;
+    # a tie of some classes only: the lower one
+    from convsvd.profiles.similarity import ClassSimilarity
+
+    v = np.array([[[0.5, 0.5, 0.5], [0.2, 0.7, 0.7], [np.nan, 0.4, np.nan], [np.nan] * 3]])
+    tie = ClassSimilarity(np.array([0, 1, 2]), [], v, np.array([1, 1, 1, 2]))
+    assert tie.predictions().tolist() == [[-1, 1, -1, -1]]
+    assert tie.to_frame()[["accuracy", "inputs"]].values.tolist() == [[1.0, 1]]

@@ -18,6 +18,7 @@ so the nearest-class-profile accuracy is not inflated.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,12 +128,17 @@ class ClassSimilarity:
     options: dict = field(default_factory=dict)
 
     def predictions(self) -> np.ndarray:
-        """``(L + 1, N)`` nearest class profile (highest similarity; ties: the lower class); ``-1`` where no
-        similarity is defined (the input and every class profile have no neuron there: e.g. a layer that
-        ``start="layers"`` did not profile)."""
+        """``(L + 1, N)`` nearest class profile (highest similarity; ties: the lower class); ``-1`` where it
+        tells nothing: no similarity is defined (the input and every class profile have no neuron there,
+        e.g. a layer that ``start="layers"`` did not profile), or every class is as similar (e.g. an input
+        layer of one channel, in every profile)."""
         v = np.where(np.isnan(self.values), -np.inf, self.values)
         pred = self.classes[np.argmax(v, axis=2)]
-        return np.where(np.isnan(self.values).all(axis=2), -1, pred)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: undefined, as wanted
+            flat = np.nanmax(self.values, axis=2) == np.nanmin(self.values, axis=2)
+        undecided = np.isnan(self.values).all(axis=2) | (flat if len(self.classes) > 1 else False)
+        return np.where(undecided, -1, pred)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per layer (and ``all``): depth, nearest-class-profile accuracy and mean similarity to the
