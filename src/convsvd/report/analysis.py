@@ -457,7 +457,7 @@ class Analysis:
             return layers, steps
         why = (f"at about {first:.2f} s a step on {layers[0]} and {last:.2f} s on {layers[-1]} (timed; the layers "
                f"between estimated from their depth), {steps} steps of each of the {n} layers would take about "
-               f"{_duration(sum(cost.values()))}, over the {'quick' if self.options.quick else 'full'} report's "
+               f"{_duration(sum(cost.values()))}, over the {self.options.mode} report's "
                f"budget of {_duration(budget)} for this step")
         for m in range(n - 1, 0, -1):
             chosen = _evenly_spaced(layers, m) if m >= 2 else [layers[-1]]

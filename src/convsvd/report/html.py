@@ -51,8 +51,9 @@ def _heading_text(h: Heading) -> str:
     return layer_name(h.text) if h.layer else escape(h.text)
 
 
-def _b64(png: bytes) -> str:
-    return base64.b64encode(png).decode("ascii")
+def _data_uri(image: bytes) -> str:
+    """An embedded image (PNG or JPEG) as a ``data:`` URI."""
+    return f"data:{mime_type(image)};base64,{base64.b64encode(image).decode('ascii')}"
 
 
 def package_text(name: str) -> str:
@@ -123,7 +124,7 @@ def _figure_img(fig: Figure, alt: str) -> str:
     names = ", ".join(fig.names)
     title = "click to enlarge" + (f" · layers: {names}" if names else "")
     alt = alt + (f" (layers: {names})" if names else "")
-    return (f'<img src="data:{mime_type(fig.image)};base64,{_b64(fig.image)}" width="{fig.width}" alt="{escape(alt)}" '
+    return (f'<img src="{_data_uri(fig.image)}" width="{fig.width}" alt="{escape(alt)}" '
             f'loading="eager" data-min-font-pt="{fig.min_font_pt:.2f}" title="{escape(title)}">')
 
 
@@ -136,7 +137,7 @@ def _figure(fig: Figure, page: Page) -> str:
 def _neuron_row(row: NeuronRow, page: Page) -> str:
     """One SVD neuron: its feature visualisations at :data:`PICTURE_PX` CSS pixels, its exemplars beside them."""
     pictures = "".join(
-        f'<div class="feature"><img src="data:image/png;base64,{_b64(p.png)}" width="{PICTURE_PX}" '
+        f'<div class="feature"><img src="{_data_uri(p.png)}" width="{PICTURE_PX}" '
         f'alt="{escape(p.alt)}" title="{escape(p.alt)} (click to enlarge)" loading="eager" data-feature-image>'
         f'<div class="feature-label">{escape(p.label)}</div></div>' for p in row.pictures)
     ex = ""
