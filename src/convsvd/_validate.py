@@ -159,6 +159,15 @@ def globs(value: object, name: str = "layers") -> tuple[str, ...] | None:
     return pats
 
 
+def glob_match(name: str, pattern: str) -> bool:
+    """Whether a layer name matches a pattern of :func:`globs`: the exact name, or the glob (case-sensitive).
+
+    >>> glob_match("features.3", "features.*"), glob_match("fc[1]", "fc[1]"), glob_match("Conv1", "conv*")
+    (True, True, False)
+    """
+    return name == pattern or fnmatch.fnmatchcase(name, pattern)
+
+
 def dtype(value: object, name: str = "dtype") -> Any:
     """``"float32"``/``"float64"`` or the torch dtype → ``torch.float32``/``torch.float64``; None stays None.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
@@ -12,6 +11,7 @@ import torch
 import xxhash
 from torch import nn
 
+from convsvd import _validate as check
 from convsvd.errors import InputError
 
 #: Module classes that are linear maps, and the kind each one becomes. Lazy modules
@@ -205,7 +205,7 @@ class ModelWeights:
             patterns = [p for p in patterns.split(",") if p]
         keep: list[LayerSpec] = []
         for pat in patterns:
-            hits = [s for s in self.layers if any(n is not None and (n == pat or fnmatch.fnmatchcase(n, pat))
+            hits = [s for s in self.layers if any(n is not None and check.glob_match(n, pat)
                                                   for n in (s.name, s.alias))]
             if not hits:
                 raise InputError(

@@ -23,7 +23,6 @@ does not change.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import time
@@ -214,10 +213,10 @@ class Profiler:
             raise InputError("layers: only with start='layers' (a profile from the class passes through every layer)")
         names = [l.name for l in self.graph.layers[1:] if l.inputs]
         for pat in pats:
-            if not any(n == pat or fnmatch.fnmatchcase(n, pat) for n in names):
+            if not any(check.glob_match(n, pat) for n in names):
                 raise InputError(f"layers: pattern {pat!r} matches no layer with inputs "
                                  f"(layers: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''})")
-        return tuple(n for n in names if any(n == p or fnmatch.fnmatchcase(n, p) for p in pats))
+        return tuple(n for n in names if any(check.glob_match(n, p) for p in pats))
 
     def _bases(self, svd: object) -> None:
         from convsvd.decompose import decompose

@@ -50,7 +50,6 @@ a shuffled layer's ESD.
 from __future__ import annotations
 
 import concurrent.futures
-import fnmatch
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -216,7 +215,7 @@ def _select(mw: ModelWeights, patterns: str | Sequence[str] | None
     if patterns is None:
         return mw, failed
     pats = [p for p in patterns.split(",") if p] if isinstance(patterns, str) else list(patterns)
-    hit = lambda name, p: name == p or fnmatch.fnmatchcase(name, p)  # noqa: E731
+    hit = check.glob_match
     loaded = [p for p in pats if any(hit(name, p) for name in mw.names)]
     failed = [f for f in failed if any(hit(f[0], p) for p in pats)]
     unknown = [p for p in pats if p not in loaded and not any(hit(f[0], p) for f in failed)]
