@@ -539,6 +539,54 @@ def test_ddp_conv_rows_equal_the_conv_of_each_channel_alone(conv: nn.Conv2d, sha
                 assert float(got[r, c]) == pytest.approx(max(0.0, float(z.max())), abs=1e-12), (r, c)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("conv, shape", [
+    (nn.Conv2d(4, 6, 3, padding=1, groups=2), (4, 7, 6)),
+    (nn.Conv2d(3, 4, (3, 2), padding=(2, 1), dilation=(2, 3)), (3, 10, 8)),
+    (nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="reflect"), (3, 9, 8)),
+    (nn.Conv2d(3, 4, 3, padding="same", dilation=2, padding_mode="circular"), (3, 7, 7)),
+    (nn.Conv2d(2, 4, 3, padding=2, padding_mode="replicate"), (2, 5, 6)),
+    (nn.Conv2d(6, 4, (2, 4), padding="same", groups=2), (6, 6, 7)),
+])
+def test_element_and_spatial_rows_equal_the_conv_of_each_entry_alone(conv: nn.Conv2d, shape: tuple[int, ...]) -> None:
+    """Brute force: the conv run on one input entry at a time (the rest zeroed), bias removed; a padding
+    that repeats an entry (reflect, replicate, circular) adds its taps up. The sparse rows hold the
+    same numbers, columns ascending and unrepeated, nothing at the end column."""
+    from convsvd.profiles import LayerOp
+
+    model = nn.Sequential(conv, nn.Flatten()).double()
+    x = torch.randn(2, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    g = layer_graph(model, x[:1])
+    _, ins, _, _ = g.activations(x)
+    op = LayerOp(g.layers[1], ins[1], [g.layers[0]])
+    C, H, W = shape
+    O, Ho, Wo = g.layers[1].shape
+    bias = conv.bias.detach().double().view(1, O, 1, 1)
+    brute = torch.zeros(2, O, Ho, Wo, C, H, W, dtype=torch.float64)  # [b, o, p, c, q]
+    with torch.no_grad():
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    xe = torch.zeros_like(x)
+                    xe[:, c, h, w] = x[:, c, h, w]
+                    brute[:, :, :, :, c, h, w] = conv(xe) - bias
+    b = torch.tensor([1, 0, 1, 0, 1])
+    e = torch.tensor([0, O * Ho * Wo - 1, 7, (O // 2) * Ho * Wo + 3, Ho * Wo + 1])
+    o, p = e // (Ho * Wo), e % (Ho * Wo)
+    ref = brute.reshape(2, O, Ho * Wo, C * H * W)[b, o, p]
+    assert torch.allclose(op.element_rows(b, e), ref, atol=1e-12)
+    sref = brute.reshape(2, O, Ho * Wo, C, H * W).sum((1, 3))[b, p]
+    assert torch.allclose(op.spatial_rows(b, p), sref, atol=1e-12)
+    for ntype, n, width in (("element", e, C * H * W), ("spatial", p, H * W)):
+        vals, cols = op.sparse_rows(ntype, b, n)
+        assert vals.shape == cols.shape == (len(b), op.entries(ntype))
+        real = cols < width
+        assert bool((vals[~real] == 0).all())
+        for r in range(len(b)):
+            cr = cols[r][real[r]]
+            assert bool((cr[1:] > cr[:-1]).all()), (ntype, r)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("ntype", ["channel", "element", "spatial", "svd"])
 def test_cuda_equals_cpu(ntype: str) -> None:
@@ -787,6 +835,33 @@ def test_ddp_conv_rows_do_not_depend_on_the_chunking(monkeypatch: pytest.MonkeyP
     assert torch.equal(op.ddp_channel_rows(b, o), whole)
     for r in range(len(b)):  # and each row alone
         assert torch.equal(op.ddp_channel_rows(b[r:r + 1], o[r:r + 1])[0], whole[r])
+
+
+@pytest.mark.parametrize("ntype, rule", [("element", "share"), ("element", "ddp"), ("spatial", "share"),
+                                         ("channel", "share")])
+def test_profiles_do_not_depend_on_the_blocks_of_rows(monkeypatch: pytest.MonkeyPatch, ntype: str, rule: str) -> None:
+    import convsvd.profiles.build as build
+
+    for name in sorted(MODELS):
+        make, shape = MODELS[name]
+        model = make()
+        x = inputs(shape, 4, seed=21)
+        whole = Profiler(model, x[:1], neuron_type=ntype, rule=rule).run(x).profile()
+        monkeypatch.setattr(build, "_ROW_BUDGET", 1)  # one row per block
+        assert Profiler(model, x[:1], neuron_type=ntype, rule=rule).run(x).profile() == whole, name
+        monkeypatch.undo()
+
+
+def test_a_contribution_of_zero_is_never_kept() -> None:
+    from convsvd.profiles.select import select
+
+    v = torch.tensor([[3.0, 0.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0]])
+    m, w = select(v, top_k=3)  # fewer than 3 nonzero: the nonzero ones only
+    assert m.tolist() == [[True, False, False, True], [False] * 4]
+    assert w[0].tolist() == pytest.approx([0.75, 0, 0, 0.25])
+    for rule in ("share", "ddp"):
+        m, _ = select(v, rule, threshold=1.0)
+        assert not bool(m[:, 1:3].any()) and not bool(m[1].any())
 
 
 @pytest.mark.parametrize("start, rule, ntype", [("class", "share", "channel"), ("layers", "ddp", "channel"),

@@ -282,3 +282,49 @@ def test_report_topology_keeps_the_deepest_layers_that_fit(runs: InputProfiles) 
     wider = names[len(names) - len(layers) - 1:]
     assert max(len(attribution_graph(p, "inverse", wider)[1]) for p in profiles) > max(sizes) - 1
     assert homology(profiles[0], length="inverse", layers=layers).diagrams[0].shape[1] == 2
+
+
+def _profiles_on(ids: np.ndarray, neurons: int, seed: int = 5) -> InputProfiles:
+    """12 inputs of 3 classes whose neurons are drawn from ``ids`` in layers of ``neurons`` neurons each."""
+    rng = np.random.default_rng(seed)
+    layers = (LayerInfo("x_in", "input", neurons, (), (neurons, 1, 1)),
+              LayerInfo("a", "conv", neurons, ("x_in",), (neurons, 1, 1)))
+    N = 12
+    nc, nw, sc, sw = {}, {}, {}, {}
+    for l in layers:
+        rows, cols = [], []
+        for b in range(N):
+            pick = np.sort(rng.choice(len(ids), 6, replace=False))
+            rows += [b] * 6
+            cols += ids[pick].tolist()
+        m = sp.csr_matrix((np.ones(len(rows), dtype=np.int64), (rows, cols)), shape=(N, neurons))
+        nc[l.name], nw[l.name] = m, sp.csr_matrix(m, dtype=np.float64) / 6
+    rows, cols = [], []
+    for b in range(N):
+        o = ids[rng.choice(len(ids), 4)]
+        i = ids[rng.choice(len(ids), 4)]
+        rows += [b] * 4
+        cols += (o * neurons + i).tolist()
+    m = sp.csr_matrix((np.ones(len(rows), dtype=np.int64), (rows, cols)), shape=(N, neurons * neurons))
+    m.sum_duplicates()
+    sc["a"], sw["a"] = m, sp.csr_matrix(m, dtype=np.float64) / 4
+    lab = np.arange(N) % 3
+    return InputProfiles(layers, np.arange(N), lab, lab, lab, nc, nw, sc, sw, "element")
+
+
+def test_wide_layers_add_up_and_compare_in_the_memory_of_their_entries() -> None:
+    """Element synapses of a 224×224 model live in ~10¹¹ columns: sums and similarities must not
+    allocate per column. The same profiles on a narrow numbering give the same numbers."""
+    ids = np.arange(40) * 24_989  # layers of 10⁶ neurons: 10¹² synapse columns
+    wide, narrow = _profiles_on(ids, 10**6), _profiles_on(np.arange(40), 40)
+    pw, pn = wide.profile(), narrow.profile()
+    for name in ("x_in", "a"):
+        a, b = pw.neuron_counts[name].tocoo(), pn.neuron_counts[name].tocoo()
+        assert sorted(zip((a.col // 24_989).tolist(), a.data.tolist())) == sorted(zip(b.col.tolist(), b.data.tolist()))
+    assert pw.num_synapses == pn.num_synapses
+    assert int(pw.synapse_counts["a"].sum()) == int(pn.synapse_counts["a"].sum()) == 48
+    for syn in (False, True):
+        sw_, sn = class_similarity(wide, synapses=syn), class_similarity(narrow, synapses=syn)
+        assert np.allclose(sw_.values, sn.values, equal_nan=True)
+        assert np.allclose(class_matrix(wide, synapses=syn).values, class_matrix(narrow, synapses=syn).values,
+                           equal_nan=True)

@@ -40,7 +40,7 @@ from convsvd._typing import PathLike
 from convsvd.data.protocol import DataSource, ExpectedInput, check_batch_size
 from convsvd.data.sources import as_source
 from convsvd.errors import InputError
-from convsvd.profiles.contrib import NEURON_TYPES, LayerOp, neuron_count
+from convsvd.profiles.contrib import _ROW_BUDGET, NEURON_TYPES, LayerOp, neuron_count
 from convsvd.profiles.graph import LayerGraph, layer_graph
 from convsvd.profiles.profile import FORMAT, InputProfiles, LayerInfo, _read_meta
 from convsvd.profiles.select import RULES, select
@@ -342,12 +342,13 @@ class Profiler:
             if self.neuron_type == "spatial" and k == k0:
                 C, H, W = g.layers[L.inputs[0]].shape
                 mask, s = self._select(op.element_rows(bk, t[bk]).reshape(len(bk), C, H * W).sum(1))
+                m, i = mask.nonzero(as_tuple=True)
+                sv = s[m, i]
             elif self.rule == "ddp":
-                mask, s = self._ddp_select(op, bk, nk, ins, k)
+                m, i, sv = self._ddp_contributors(op, bk, nk, ins, k)
             else:
-                mask, s = self._select(op.rows(self.neuron_type, bk, nk, self.rule))
-            m, i = mask.nonzero(as_tuple=True)
-            sv = s[m, i].to(dt)
+                m, i, sv = self._contributors(op, bk, nk, self.rule)
+            sv = sv.to(dt)
             srec.setdefault(k, []).append((bk[m], nk[m], i, torch.ones_like(i), sv))
             flow = wk[m] * sv
             off = 0
@@ -357,18 +358,47 @@ class Profiler:
                 pending.setdefault(a, []).append((bk[m][sel], i[sel] - off, flow[sel]))
                 off += width
 
-    def _ddp_select(self, op: LayerOp, b: torch.Tensor, n: torch.Tensor, ins: dict, k: int):
+    def _contributors(self, op: LayerOp, b: torch.Tensor, n: torch.Tensor, rule: str
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The contributors the rule keeps for rows ``(b, n)``: ``(row, input neuron, weight)``.
+
+        Rows are computed a block at a time (at most ``_ROW_BUDGET`` entries), as sparse rows for
+        element and spatial neurons (a few contributors among many input neurons), so that memory
+        stays bounded whatever the number of rows and the width of the layer.
+        """
+        ntype = self.neuron_type
+        if ntype in ("channel", "svd") and rule == "ddp":
+            mask, s = self._select(op.rows(ntype, b, n, rule))
+            m, i = mask.nonzero(as_tuple=True)
+            return m, i, s[m, i]
+        step = max(1, _ROW_BUDGET // max(1, op.entries(ntype)))
+        ms, cs, ws = [], [], []
+        for lo in range(0, len(b), step):
+            vals, cols = op.sparse_rows(ntype, b[lo:lo + step], n[lo:lo + step])
+            mask, s = self._select(vals)
+            m, j = mask.nonzero(as_tuple=True)
+            ms.append(m + lo)
+            cs.append(cols[m, j])
+            ws.append(s[m, j])
+        if not ms:
+            e = torch.zeros(0, dtype=torch.int64, device=b.device)
+            return e, e, torch.zeros(0, dtype=torch.float64, device=b.device)
+        return torch.cat(ms), torch.cat(cs), torch.cat(ws)
+
+    def _ddp_contributors(self, op: LayerOp, b: torch.Tensor, n: torch.Tensor, ins: dict, k: int
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """DeepDataProfiler's contributors of rows ``(b, n)``: its rule for each kind of layer."""
         L = self.graph.layers[k]
         if L.kind == "linear":
-            return self._ddp_linear(op, b, n, ins, k)
-        if self.neuron_type == "channel" and L.kind == "add" and len(L.inputs) == 2:
-            return self._ddp_add(b, n, ins, k)
-        if self.neuron_type == "channel" and L.kind in ("maxpool", "avgpool"):  # a channel passes to itself, weight 1
-            w = torch.zeros(len(b), L.channels, dtype=torch.float64, device=b.device)
-            w[torch.arange(len(b), device=b.device), n] = 1.0
-            return w > 0, w
-        return self._select(op.rows(self.neuron_type, b, n, "ddp"))
+            mask, s = self._ddp_linear(op, b, n, ins, k)
+        elif self.neuron_type == "channel" and L.kind == "add" and len(L.inputs) == 2:
+            mask, s = self._ddp_add(b, n, ins, k)
+        elif self.neuron_type == "channel" and L.kind in ("maxpool", "avgpool"):  # a channel passes to itself
+            return torch.arange(len(b), device=b.device), n, torch.ones(len(b), dtype=torch.float64, device=b.device)
+        else:
+            return self._contributors(op, b, n, "ddp")
+        m, i = mask.nonzero(as_tuple=True)
+        return m, i, s[m, i]
 
     def _ddp_linear(self, op: LayerOp, b: torch.Tensor, o: torch.Tensor, ins: dict, k: int):
         """DeepDataProfiler's linear rule: per input entry ``x_j W_oj`` (negatives as 0), kept while
@@ -407,11 +437,10 @@ class Profiler:
                 continue
             op = self._op(k, ins)
             if self.rule == "ddp":
-                mask2, s = self._ddp_select(op, bk, nk, ins, k)
+                m, i, sv = self._ddp_contributors(op, bk, nk, ins, k)
             else:
-                mask2, s = self._select(op.rows("channel", bk, nk, self.rule))
-            m, i = mask2.nonzero(as_tuple=True)
-            srec.setdefault(k, []).append((bk[m], nk[m], i, torch.ones_like(i), s[m, i].to(torch.float64)))
+                m, i, sv = self._contributors(op, bk, nk, self.rule)
+            srec.setdefault(k, []).append((bk[m], nk[m], i, torch.ones_like(i), sv.to(torch.float64)))
             off = 0
             for a in L.inputs:
                 width = self.layers[a].neurons

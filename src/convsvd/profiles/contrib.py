@@ -96,9 +96,23 @@ def neuron_count(layer: Layer, ntype: str) -> int:
     return {"channel": C, "svd": C, "spatial": H * W, "element": C * H * W}[ntype]
 
 
-def _chunks(M: int, width: int) -> list[slice]:
-    step = max(1, _ROW_BUDGET // max(1, width))
-    return [slice(i, min(M, i + step)) for i in range(0, M, step)]
+def _unique_columns(vals: torch.Tensor, cols: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sparse rows with their columns ascending, the values of a repeated column summed (in slot order);
+    the slots left over get column ``width`` and value 0."""
+    cols, order = cols.sort(dim=1, stable=True)
+    vals = vals.gather(1, order)
+    first = torch.ones_like(cols, dtype=torch.bool)
+    first[:, 1:] = cols[:, 1:] != cols[:, :-1]
+    slot = first.cumsum(1) - 1
+    out_v = torch.zeros_like(vals).scatter_add_(1, slot, vals)
+    out_c = torch.full_like(cols, width).scatter_(1, slot, cols)
+    return out_v, torch.where(out_c < width, out_c, width)
+
+
+def _dense(vals: torch.Tensor, cols: torch.Tensor, width: int) -> torch.Tensor:
+    """``(M, width)`` rows from sparse rows (column ``width``: nothing)."""
+    out = vals.new_zeros(vals.shape[0], width + 1)
+    return out.scatter_(1, cols, vals)[:, :width]
 
 
 class LayerOp:
@@ -361,89 +375,170 @@ class LayerOp:
             out.scatter_(1, (grp * Cg).unsqueeze(1) + torch.arange(Cg, device=b.device), z_max)
         return out
 
-    # ------------------------------------------------------------------ spatial
+    # ------------------------------------------------------------------ element and spatial: sparse rows
+    #
+    # An element (spatial) neuron has few contributors among many input neurons (a conv's window, a
+    # pooling's window, one entry per summand): its row is given as ``(values, columns)``, both
+    # ``(M, K)``, the columns ascending along each row but for the slots of column ``width``
+    # (no contributor, value 0), no column twice.
 
-    def spatial_rows(self, b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """``(M, I)`` contributions of input positions to output positions ``p`` of inputs ``b``."""
+    def width(self, ntype: str) -> int:
+        """Input neurons of the layer (all its inputs, concatenated) for a neuron type."""
+        return sum(neuron_count(il, ntype) for il in self.in_layers)
+
+    def entries(self, ntype: str) -> int:
+        """``K``: the slots of one sparse row of :meth:`sparse_rows`."""
+        kind, L = self.layer.kind, self.layer
+        if ntype in ("channel", "svd"):
+            return self.width(ntype)
+        if kind == "conv":
+            m = cast(nn.Conv2d, L.module)  # a conv layer's module
+            return self.kk * (m.in_channels // m.groups if ntype == "element" else 1)
+        if kind == "linear":
+            return self.width(ntype)
+        if kind == "maxpool":
+            return 1 if ntype == "element" else L.channels
+        if kind == "avgpool":
+            return self._avg_support()[0].shape[1]
+        return len(self.in_layers)
+
+    def _flat_padded(self, a: int = 0) -> torch.Tensor:
+        """``(B, C, Q + 1)``: input ``a`` flattened, with a zero at position ``Q`` (what a padding tap reads)."""
+        key = f"flat{a}"
+        xf = self._cache.get(key)
+        if xf is None:
+            x = self.xs[a].flatten(2)
+            xf = self._cache[key] = torch.cat([x, x.new_zeros(x.shape[0], x.shape[1], 1)], 2)
+        return xf  # type: ignore[return-value]
+
+    def _position_sums(self, a: int = 0) -> torch.Tensor:
+        """``(B, Q + 1)``: input ``a`` summed over its channels, position by position (0 at ``Q``)."""
+        key = f"possum{a}"
+        ps = self._cache.get(key)
+        if ps is None:
+            x = self.xs[a].flatten(2).sum(1)
+            ps = self._cache[key] = torch.cat([x, x.new_zeros(x.shape[0], 1)], 1)
+        return ps  # type: ignore[return-value]
+
+    def _avg_support(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P, w)`` input positions each average-pooled position reads (ascending; ``Q`` past the end)
+        and their pooling weights (0 there)."""
+        sup = self._cache.get("avg_support")
+        if sup is None:
+            P, Q = self.A.shape
+            nz = self.A != 0
+            w = max(1, int(nz.sum(1).max()))
+            pos = torch.where(nz, torch.arange(Q, device=self.A.device), Q).sort(1).values[:, :w]
+            wt = torch.cat([self.A, self.A.new_zeros(P, 1)], 1).gather(1, pos)
+            sup = self._cache["avg_support"] = (pos, wt)
+        return sup  # type: ignore[return-value]
+
+    def _spatial_taps(self) -> torch.Tensor:
+        """Conv: ``(B, kk, P)``, for each tap the sum over channels (and output channels) of what it adds
+        at each output position: a convolution with one output channel per tap."""
+        V = self._cache.get("taps")
+        if V is None:
+            m = cast(nn.Conv2d, self.layer.module)  # a conv layer's module
+            Wsum = self._weight_full().sum(0)  # (C, kk)
+            C, kk = Wsum.shape
+            kh, kw = m.kernel_size
+            sel = Wsum.new_zeros(kk, C, kk)
+            sel[torch.arange(kk), :, torch.arange(kk)] = Wsum.T
+            left, right, top, bottom = self._pads
+            if self._mode == "constant" and left == right and top == bottom:
+                x, padding = self.xs[0], (top, left)
+            else:
+                x, padding = self._pad(self.xs[0]), (0, 0)
+            V = F.conv2d(x, sel.view(kk, C, kh, kw), stride=m.stride, padding=padding, dilation=m.dilation)
+            V = self._cache["taps"] = V.flatten(2)
+        return V  # type: ignore[return-value]
+
+    def sparse_rows(self, ntype: str, b: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(values, columns)``, both ``(M, K)``: contributions to output neurons ``n`` of inputs ``b``,
+        as sparse rows (see above); for ``channel``/``svd`` the dense rows, every column."""
+        if ntype in ("channel", "svd"):
+            vals = self.rows(ntype, b, n)
+            return vals, torch.arange(vals.shape[1], device=vals.device).expand(vals.shape[0], -1)
+        if ntype == "spatial":
+            return self._spatial_sparse(b, n)
+        return self._element_sparse(b, n)
+
+    def _spatial_sparse(self, b: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kind = self.layer.kind
         M = len(b)
+        width = self.width("spatial")
         if kind == "conv":
-            Wsum = self._weight_full().sum(0)  # (C, kk)
-            V = torch.einsum("ck,bckp->bkp", Wsum, self._unfold(self.xs[0]))  # (B, kk, P)
-            vals = V[b, :, p]  # (M, kk)
-            idx = self.idxmap[:, p].T  # (M, kk)
-            out = vals.new_zeros(M, self.Q + 1)
-            return out.scatter_add_(1, torch.where(idx >= 0, idx, self.Q), vals)[:, :-1]
+            vals = self._spatial_taps()[b, :, p]  # (M, kk)
+            q = self.idxmap[:, p].T
+            cols = torch.where(q >= 0, q, width)
+            return (vals, cols) if self._mode == "constant" else _unique_columns(vals, cols, width)
         if kind == "linear":
             Wsum = self._weight_full().sum(0)  # (C, Q)
-            return (self.xs[0].flatten(2)[b] * Wsum).sum(1)
+            vals = (self.xs[0].flatten(2)[b] * Wsum).sum(1)
+            return vals, torch.arange(width, device=b.device).expand(M, -1)
         if kind == "maxpool":
-            Q = self.xs[0].shape[2] * self.xs[0].shape[3]
-            out = self.y.new_zeros(M, Q)
-            return out.scatter_add_(1, self.idx[b, :, p], self.y[b, :, p])
+            return _unique_columns(self.y[b, :, p], self.idx[b, :, p], width)
         if kind == "avgpool":
-            return self.A[p] * self.xs[0].flatten(2)[b].sum(1)
-        parts = []
-        for a, il in enumerate(self.in_layers):
-            s = self.xs[a].flatten(2).sum(1)  # (B, Q)
-            blk = s.new_zeros(M, il.positions)
-            blk[torch.arange(M, device=b.device), p] = s[b, p]
-            parts.append(blk)
-        return torch.cat(parts, 1)
+            pos, wt = self._avg_support()
+            return wt[p] * self._position_sums()[b.unsqueeze(1), pos[p]], pos[p]
+        pv, pc, off = [], [], 0
+        for a, il in enumerate(self.in_layers):  # add, cat: position p of every operand
+            pv.append(self._position_sums(a)[b, p])
+            pc.append(p + off)
+            off += il.positions
+        return torch.stack(pv, 1), torch.stack(pc, 1)
 
-    # ------------------------------------------------------------------ element
-
-    def element_rows(self, b: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """``(M, I)`` contributions of input entries to output entries ``e`` (flat ``c·P + p``) of inputs ``b``."""
+    def _element_sparse(self, b: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         L, kind = self.layer, self.layer.kind
         P = L.positions
         o, p = e // P, e % P
         M = len(b)
+        width = self.width("element")
         if kind == "linear":
             Wf = self._weight_full().flatten(1)  # (O, F)
-            return self.xs[0].flatten(1)[b] * Wf[o]
-        if kind == "conv":
-            Wf = self._weight_full()  # (O, C, kk)
-            U = self._unfold(self.xs[0])  # (B, C, kk, P)
-            C = U.shape[1]
-            width = C * self.Q
-            out = U.new_zeros(M, width)
-            cq = torch.arange(C, device=U.device).view(C, 1) * self.Q
-            for sl in _chunks(M, width):
-                vals = Wf[o[sl]] * U[b[sl], :, :, p[sl]]  # (m, C, kk)
-                q = self.idxmap[:, p[sl]].T.unsqueeze(1)  # (m, 1, kk)
-                idx = torch.where(q >= 0, cq + q, width)
-                blk = vals.new_zeros(vals.shape[0], width + 1)
-                blk.scatter_add_(1, idx.flatten(1), vals.flatten(1))
-                out[sl] = blk[:, :-1]
-            return out
+            return self.xs[0].flatten(1)[b] * Wf[o], torch.arange(width, device=b.device).expand(M, -1)
+        if kind == "conv":  # the rows' group channels × taps
+            m = cast(nn.Conv2d, L.module)  # a conv layer's module
+            Wt = m.weight.detach()
+            O, Cg = Wt.shape[:2]
+            ch = (o // (O // m.groups)).unsqueeze(1) * Cg + torch.arange(Cg, device=b.device)  # (M, Cg)
+            q = self.idxmap[:, p].T  # (M, kk)
+            q = torch.where(q >= 0, q, self.Q).unsqueeze(1)  # (M, 1, kk), Q: padding
+            vals = Wt.reshape(O, Cg, -1)[o] * self._flat_padded()[b.view(M, 1, 1), ch.unsqueeze(2), q]
+            cols = torch.where(q < self.Q, ch.unsqueeze(2) * self.Q + q, width)
+            vals, cols = vals.flatten(1), cols.flatten(1)
+            return (vals, cols) if self._mode == "constant" else _unique_columns(vals, cols, width)
         if kind == "maxpool":
             Q = self.xs[0].shape[2] * self.xs[0].shape[3]
-            out = self.y.new_zeros(M, L.channels * Q)
-            out[torch.arange(M, device=b.device), o * Q + self.idx[b, o, p]] = self.y[b, o, p]
-            return out
+            return self.y[b, o, p].unsqueeze(1), (o * Q + self.idx[b, o, p]).unsqueeze(1)
         if kind == "avgpool":
-            x = self.xs[0].flatten(2)  # (B, C, Q)
-            Q = x.shape[2]
-            out = x.new_zeros(M, L.channels, Q)
-            out[torch.arange(M, device=b.device), o] = self.A[p] * x[b, o]
-            return out.flatten(1)
-        parts = []
-        off = 0
+            Q = self.xs[0].shape[2] * self.xs[0].shape[3]
+            pos, wt = self._avg_support()
+            vals = wt[p] * self._flat_padded()[b.unsqueeze(1), o.unsqueeze(1), pos[p]]
+            return vals, torch.where(pos[p] < Q, o.unsqueeze(1) * Q + pos[p], width)
+        pv, pc = [], []
+        off = ch0 = 0
         for a, il in enumerate(self.in_layers):
             x = self.xs[a].flatten(1)  # (B, C_a·P)
-            blk = x.new_zeros(M, x.shape[1])
             if kind == "add":
-                blk[torch.arange(M, device=b.device), e] = x[b, e]
-            else:
-                local = o - off
-                inside = (local >= 0) & (local < il.channels)
-                rows = torch.arange(M, device=b.device)[inside]
-                j = local[inside] * P + p[inside]
-                blk[rows, j] = x[b[inside], j]
-            parts.append(blk)
-            off += il.channels
-        return torch.cat(parts, 1)
+                pv.append(x[b, e])
+                pc.append(e + off)
+            else:  # cat: the one operand that holds channel o
+                inside = (o >= ch0) & (o < ch0 + il.channels)
+                j = ((o - ch0) * P + p).clamp(0, x.shape[1] - 1)
+                pv.append(torch.where(inside, x[b, j], 0.0))
+                pc.append(torch.where(inside, j + off, width))
+            off += il.channels * il.positions
+            ch0 += il.channels
+        return torch.stack(pv, 1), torch.stack(pc, 1)
+
+    def spatial_rows(self, b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """``(M, I)`` contributions of input positions to output positions ``p`` of inputs ``b``."""
+        return _dense(*self._spatial_sparse(b, p), self.width("spatial"))
+
+    def element_rows(self, b: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """``(M, I)`` contributions of input entries to output entries ``e`` (flat ``c·P + p``) of inputs ``b``."""
+        return _dense(*self._element_sparse(b, e), self.width("element"))
 
     def rows(self, ntype: str, b: torch.Tensor, n: torch.Tensor, rule: str = "share") -> torch.Tensor:
         """``(M, I)`` contributions to output neurons ``n`` of inputs ``b`` for a neuron type."""

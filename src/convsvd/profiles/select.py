@@ -5,6 +5,10 @@ entries of a row by ``|value|``; keep the smallest prefix whose share of the
 row's ``Σ |value|`` reaches the threshold (or the ``k`` largest with ``top_k``);
 weights ``|value| / Σ_kept |value|``.
 
+Under both rules a contribution of 0 is never kept (with ``top_k``, a row with fewer than ``k``
+nonzero contributions keeps them all), and ties are broken by position (lower index first): so
+a row can be given as its nonzero entries alone, in ascending order, with the same result.
+
 ``ddp`` (DeepDataProfiler 2.0.1): negative values count as 0; sort descending;
 keep the entries whose cumulative share is ``≤`` the threshold, plus the next one
 (at most all of them); weights ``value / Σ_kept value``; zero values are dropped.
@@ -37,7 +41,7 @@ def select(values: torch.Tensor, rule: str = "share", threshold: float | None = 
         raise InputError(f"values: expected (M, I), got shape {tuple(values.shape)}")
     if rule == "share":
         inf = influence(values, threshold=threshold, top_k=top_k)
-        return inf.mask, inf.weight.to(values.dtype)
+        return inf.mask & (values != 0), inf.weight.to(values.dtype)
     if rule != "ddp":
         raise InputError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
     if top_k is not None:

@@ -159,10 +159,16 @@ class ClassSimilarity:
         return pd.DataFrame(rows)
 
 
+def _used_columns(m: sp.csr_matrix) -> sp.csr_matrix:
+    """``m`` without the columns where it has no entry (set sizes and intersections are unchanged; a
+    product with the transpose would otherwise allocate per column: billions for element synapses)."""
+    cols, inv = np.unique(m.indices, return_inverse=True)
+    return sp.csr_matrix((m.data, inv.ravel(), m.indptr), shape=(m.shape[0], len(cols)))
+
+
 def _binary_sets(ps: InputProfiles, name: str, synapses: bool) -> sp.csr_matrix:
     m = (ps.synapse_counts if synapses else ps.neuron_counts)[name]
-    out = sp.csr_matrix((np.ones(m.nnz), m.indices, m.indptr), shape=m.shape)
-    return out
+    return _used_columns(sp.csr_matrix((np.ones(m.nnz), m.indices, m.indptr), shape=m.shape))
 
 
 def _layer_scores(A: sp.csr_matrix, onehot: sp.csr_matrix, own: np.ndarray, loo: bool,
@@ -246,7 +252,7 @@ def class_matrix(ps: InputProfiles, *, synapses: bool = False, by: str = "labels
     sel = _layers(ps, layers, synapses)
     mats = [sp.vstack([(_mats(profiles[k], synapses, False)[n] != 0).astype(np.float64).reshape(1, -1)
                        for k in keys], format="csr") for n in sel]
-    B = sp.hstack(mats, format="csr")  # (K, all neurons or synapses)
+    B = _used_columns(sp.hstack(mats, format="csr"))  # (K, the neurons or synapses of some class)
     inter = np.asarray((B @ B.T).todense())
     size = np.asarray(B.sum(1)).ravel()
     union = size[:, None] + size[None, :] - inter
