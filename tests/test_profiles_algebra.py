@@ -204,8 +204,16 @@ def test_profile_graph_resumes_by_chunks(tmp_path) -> None:  # type: ignore[no-u
     # lose a chunk: a second run recomputes only that one and equals the first
     (out / "chunks" / "chunk-000001.npz").unlink()
     before = {n: (out / "chunks" / n).stat().st_mtime_ns for n in ["chunk-000000.npz", "chunk-000002.npz"]}
-    again = profile_graph(model, "digits:test", limit=40, batch_size=8, chunk_batches=2, out=out)
+    seen: list[tuple[int, int, str]] = []
+    again = profile_graph(model, "digits:test", limit=40, batch_size=8, chunk_batches=2, out=out,
+                          progress=lambda done, total, what: seen.append((done, total, what)))
     assert again.profile() == whole.profile()
+    # progress within a batch: its forward pass, then each layer; a chunk done before counts whole
+    L = len(whole.layers)
+    assert seen[-1][:2] == (5 * L, 5 * L)
+    assert [w for _, _, w in seen if w.startswith("batch 3/5")] == \
+        ["batch 3/5 · forward pass"] + [f"batch 3/5 · layer {l.name}" for l in reversed(whole.layers[1:])]
+    assert seen[0] == (L, 5 * L, "chunk 0 done before")
     assert {n: (out / "chunks" / n).stat().st_mtime_ns for n in before} == before
     assert InputProfiles.open(out).profile() == whole.profile()
     assert np.array_equal(InputProfiles.open(out).ids, whole.ids) and len(set(whole.ids.tolist())) == 40

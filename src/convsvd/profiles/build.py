@@ -27,7 +27,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Sequence, cast
+from typing import Callable, Sequence, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -200,6 +200,7 @@ class Profiler:
         if rule == "ddp":
             self._keep_heads |= {l.index for l in g.layers if l.kind == "linear"}
         self._heads: dict[int, torch.Tensor] = {}
+        self._step: Callable[[str], None] = lambda what: None
         self.rot: dict[int, torch.Tensor] = {}
         if neuron_type == "svd":
             self._bases(svd)
@@ -277,12 +278,19 @@ class Profiler:
         return select(rows, self.rule, self.threshold, self.top_k)
 
     def run(self, x: torch.Tensor, targets: torch.Tensor | None = None, ids: torch.Tensor | None = None,
-            labels: torch.Tensor | None = None) -> InputProfiles:
-        """Profiles of a batch ``x`` ``(B, ...)``, from ``targets`` (default: the predicted classes)."""
+            labels: torch.Tensor | None = None, step: Callable[[str], None] | None = None) -> InputProfiles:
+        """Profiles of a batch ``x`` ``(B, ...)``, from ``targets`` (default: the predicted classes).
+
+        ``step(what)``, when given, is called once after the forward pass and once per layer after it
+        (``len(layer_names)`` calls in all): progress within a batch, which can take minutes for
+        element neurons of a large model.
+        """
         g = self.graph
         B = x.shape[0]
         out, ins, tails, heads = self._activations(x)
         self._heads = heads
+        self._step = step or (lambda what: None)
+        self._step("forward pass")
         pred = out.reshape(B, -1).argmax(1)
         if targets is None:
             targets = pred
@@ -330,6 +338,8 @@ class Profiler:
         else:
             pending[k0] = [(b, t, torch.ones(B, dtype=dt, device=dev))]
         for k in reversed(range(len(g.layers))):
+            if k > 0:
+                self._step(f"layer {g.layers[k].name}")
             if k not in pending:
                 continue
             L = g.layers[k]
@@ -421,6 +431,7 @@ class Profiler:
         self._heads = heads
         for k in range(1, len(g.layers)):
             L = g.layers[k]
+            self._step(f"layer {L.name}")
             if self.profiled is not None and L.name not in self.profiled:
                 continue
             # DDP: per channel max(0, max_p t_p), t_p = tail_p where head_p and tail_p have the same sign, else 0.
@@ -608,14 +619,15 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
         parts: list[InputProfiles] = []
         pending: list[InputProfiles] = []
         done = meta["chunks"]
-        with _progress(n_batches, "profiles", progress) as bar:
+        per = len(prof.layers)  # progress units of a batch: its forward pass, then each layer
+        with _progress(n_batches * per, "profiles", progress) as bar:
             for bi, batch in batches:
                 if bi >= n_batches:
                     break
                 ci = bi // chunk_batches
                 name = f"chunk-{ci:06d}.npz"
                 if name in done:
-                    bar.advance(1, f"chunk {ci} done before")
+                    bar.advance(per, f"chunk {ci} done before")
                     if bi % chunk_batches == chunk_batches - 1 or bi == n_batches - 1:
                         parts.append(InputProfiles.read_chunk(root / "chunks" / name, meta, done[name]))  # type: ignore[operator]
                     continue
@@ -625,8 +637,9 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                 tg = batch.labels[:keep].to(dev) if targets == "label" else None
                 if tg is not None and bool((tg < 0).any()):
                     raise InputError(f"data {source.name!r}: targets='label' needs labels, some inputs have none")
-                pending.append(prof.run(x, tg, batch.ids[:keep], batch.labels[:keep]))
-                bar.advance(1, f"batch {bi + 1}/{n_batches}")
+                at = f"batch {bi + 1}/{n_batches}"
+                pending.append(prof.run(x, tg, batch.ids[:keep], batch.labels[:keep],
+                                        step=lambda what: bar.advance(1, f"{at} · {what}")))
                 if bi % chunk_batches == chunk_batches - 1 or bi == n_batches - 1:
                     part = InputProfiles.concat(pending)
                     pending = []
