@@ -336,3 +336,34 @@ def test_wide_layers_add_up_and_compare_in_the_memory_of_their_entries() -> None
         assert np.allclose(sw_.values, sn.values, equal_nan=True)
         assert np.allclose(class_matrix(wide, synapses=syn).values, class_matrix(narrow, synapses=syn).values,
                            equal_nan=True)
+
+
+def test_element_profiles_that_cannot_fit_in_memory_are_refused_before_anything_is_written(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import convsvd.profiles.build as build
+    from convsvd import zoo
+
+    monkeypatch.setattr(build, "_available_memory", lambda: 1 << 20)  # 1 MiB left
+    with pytest.raises(InputError, match=r"element profiles of 40 inputs need about .* MiB per input.*--limit"):
+        profile_graph(zoo.load("digits-cnn"), "digits:test", neuron_type="element", limit=40, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(build, "_available_memory", lambda: None)  # unknown: no guard
+    assert len(profile_graph(zoo.load("digits-cnn"), "digits:test", neuron_type="spatial", limit=4)) == 4
+
+
+def test_large_element_profiles_are_built_a_few_inputs_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import convsvd.profiles.build as build
+    from convsvd import zoo
+
+    model = zoo.load("digits-cnn").double()  # float64: a batch and its parts round alike
+    whole = profile_graph(model, "digits:test", neuron_type="element", limit=10, batch_size=4)
+    sizes: list[int] = []
+    run = build.Profiler.run
+    monkeypatch.setattr(build.Profiler, "run", lambda self, x, *a, **k: sizes.append(len(x)) or run(self, x, *a, **k))
+    monkeypatch.setattr(build, "_WORK_BUDGET", 1)  # one input per block
+    seen: list[tuple[int, int, str]] = []
+    blocks = profile_graph(model, "digits:test", neuron_type="element", limit=10, batch_size=4,
+                           progress=lambda d, t, w: seen.append((d, t, w)))
+    assert sizes == [1] * 11  # the first input alone (its size), then one block per input
+    assert blocks.profile() == whole.profile() and np.array_equal(blocks.ids, whole.ids)
+    assert seen[-1][:2] == (10 * len(whole.layers),) * 2

@@ -338,12 +338,14 @@ def cmd_profile_graph(args: argparse.Namespace) -> int:
                        unknown=args.unknown, layers=args.layers, batch_size=args.batch_size, limit=args.limit,
                        device=args.device,
                        input_shape=target.stated_input_shape(), out=out, progress=True)
-    print_frame(ps.profile().summary(), title=f"{len(ps)} inputs, {ps.neuron_type} neurons, "
-                                               f"{time.perf_counter() - t0:.2f} s")
-    if (ps.labels >= 0).any():
-        print_frame(class_similarity(ps).to_frame(), title="nearest class profile (leave-one-out), per layer")
+    total = ps.profile()
+    print_frame(total.summary(), title=f"{len(ps)} inputs, {ps.neuron_type} neurons, {time.perf_counter() - t0:.2f} s")
+    sim = class_similarity(ps) if (ps.labels >= 0).any() else None
+    if sim is not None:
+        print_frame(sim.to_frame(), title="nearest class profile (leave-one-out), per layer")
     if out is not None:
-        _console().print(f"wrote {', '.join(['manifest.json', 'chunks/'] + write_outputs(ps, out))} in {out}/")
+        names = write_outputs(ps, out, total=total, similarity=sim)
+        _console().print(f"wrote {', '.join(['manifest.json', 'chunks/'] + names)} in {out}/")
     return 0
 
 

@@ -605,6 +605,9 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                         threshold=threshold, top_k=top_k, start=start, unknown=unknown, layers=layers)
         n_total = len(source) if limit is None else min(limit, len(source))
         n_batches = -(-n_total // batch_size)
+        block = batch_size
+        if neuron_type in ("element", "spatial"):
+            block = _plan(prof, first[1].inputs[:1].to(dev, dtype), n_total, batch_size, source.name)
         options = dict(prof.options(), targets=targets, batch_size=batch_size, chunk_batches=chunk_batches,
                        limit=limit)
         meta: dict = dict(format=FORMAT, neuron_type=neuron_type, model_hash=model_hash,
@@ -619,15 +622,17 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
         parts: list[InputProfiles] = []
         pending: list[InputProfiles] = []
         done = meta["chunks"]
-        per = len(prof.layers)  # progress units of a batch: its forward pass, then each layer
-        with _progress(n_batches * per, "profiles", progress) as bar:
+        def units(bi: int) -> int:  # progress of a batch: per block of inputs, its forward pass, then each layer
+            return len(prof.layers) * -(-min(batch_size, n_total - bi * batch_size) // block)
+
+        with _progress(sum(units(bi) for bi in range(n_batches)), "profiles", progress) as bar:
             for bi, batch in batches:
                 if bi >= n_batches:
                     break
                 ci = bi // chunk_batches
                 name = f"chunk-{ci:06d}.npz"
                 if name in done:
-                    bar.advance(per, f"chunk {ci} done before")
+                    bar.advance(units(bi), f"chunk {ci} done before")
                     if bi % chunk_batches == chunk_batches - 1 or bi == n_batches - 1:
                         parts.append(InputProfiles.read_chunk(root / "chunks" / name, meta, done[name]))  # type: ignore[operator]
                     continue
@@ -638,8 +643,10 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                 if tg is not None and bool((tg < 0).any()):
                     raise InputError(f"data {source.name!r}: targets='label' needs labels, some inputs have none")
                 at = f"batch {bi + 1}/{n_batches}"
-                pending.append(prof.run(x, tg, batch.ids[:keep], batch.labels[:keep],
-                                        step=lambda what: bar.advance(1, f"{at} · {what}")))
+                blocks = [prof.run(x[i:i + block], None if tg is None else tg[i:i + block], batch.ids[i:min(keep, i + block)],
+                                   batch.labels[i:min(keep, i + block)], step=lambda what: bar.advance(1, f"{at} · {what}"))
+                          for i in range(0, keep, block)]
+                pending.append(blocks[0] if len(blocks) == 1 else InputProfiles.concat(blocks))
                 if bi % chunk_batches == chunk_batches - 1 or bi == n_batches - 1:
                     part = InputProfiles.concat(pending)
                     pending = []
@@ -659,6 +666,46 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
         return result
     finally:
         module.to(original)
+
+
+_WORK_BUDGET = 4 << 30  # bytes a block of inputs may take while its element or spatial profiles are built
+
+
+def _available_memory() -> int | None:
+    """Bytes a new allocation may take: the system's available memory (Linux ``MemAvailable``), or less
+    under a cgroup memory limit; None where unknown."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+        if limit != "max" and avail is not None:
+            avail = min(avail, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def _plan(prof: Profiler, x1: torch.Tensor, n_total: int, batch_size: int, name: str) -> int:
+    """Element and spatial profiles of a large model are large (a 224×224 ResNet-18: ~75 MB per input):
+    profile the first input alone, refuse a run whose profiles would not fit in memory, and return how
+    many inputs to profile at once (at most ``batch_size``) so that a block stays within ``_WORK_BUDGET``."""
+    per = max(1, prof.run(x1[:1]).nbytes)
+    need = 4 * per * n_total  # the inputs' profiles, their sum, the copies while they are gathered (3.2× measured)
+    avail = _available_memory()
+    if avail is not None and need > 0.8 * avail:
+        fit = max(1, int(0.8 * avail) // (4 * per))
+        raise InputError(f"data {name!r}: {prof.neuron_type} profiles of {n_total} inputs need about "
+                         f"{need / 2**30:.1f} GiB of memory ({per / 2**20:.0f} MiB per input, measured on the first), "
+                         f"{avail / 2**30:.1f} GiB available: profile at most {fit} inputs (--limit, limit=)")
+    return max(1, min(batch_size, _WORK_BUDGET // (8 * per)))
 
 
 def _with(p: InputProfiles, model_hash: str, classes: list[str] | None) -> InputProfiles:

@@ -67,8 +67,13 @@ def _sum_rows(m: sp.csr_matrix, rows: np.ndarray, dtype: type) -> sp.csr_matrix:
     """``(1, n)``: the sum of some rows, in time and memory of their entries (a product with a row of
     ones would allocate per column: billions for the synapses of element neurons)."""
     sub = m[rows]
-    cols, inv = np.unique(sub.indices, return_inverse=True)
-    tot = np.bincount(inv.ravel(), weights=sub.data, minlength=len(cols)) if len(cols) else np.zeros(0)
+    if m.shape[1] <= 4 * sub.nnz + (1 << 20):  # few columns: count per column
+        per_col = np.bincount(sub.indices, weights=sub.data, minlength=m.shape[1]).astype(np.float64)
+        cols = np.flatnonzero(per_col)
+        tot = per_col[cols]
+    else:  # the columns that have entries only
+        cols, inv = np.unique(sub.indices, return_inverse=True)
+        tot = np.bincount(inv.ravel(), weights=sub.data, minlength=len(cols)).astype(np.float64)
     if np.issubdtype(dtype, np.integer):
         tot = np.rint(tot)
     nz = tot != 0
@@ -426,6 +431,13 @@ class InputProfiles:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the sparse matrices (data, indices, row pointers)."""
+        return sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
+                   for d in (self.neuron_counts, self.neuron_weights, self.synapse_counts, self.synapse_weights)
+                   for m in d.values())
 
     @property
     def layer_names(self) -> list[str]:
