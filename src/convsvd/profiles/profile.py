@@ -63,21 +63,21 @@ def _csr(m: sp.spmatrix | np.ndarray, dtype: type) -> sp.csr_matrix:
     return out
 
 
-def _sum_rows(m: sp.csr_matrix, rows: np.ndarray, dtype: type) -> sp.csr_matrix:
-    """``(1, n)``: the sum of some rows, in time and memory of their entries (a product with a row of
-    ones would allocate per column: billions for the synapses of element neurons)."""
+def _sum_rows(m: sp.csr_matrix, rows: np.ndarray, shape: tuple[int, int], dtype: type) -> sp.csr_matrix:
+    """The sum of some rows of ``m``, its columns read as the entries of a ``shape`` matrix (row-major),
+    in time and memory of their entries: a product with a row of ones would allocate per column, and
+    the synapses of element neurons have billions of columns."""
     sub = m[rows]
-    if m.shape[1] <= 4 * sub.nnz + (1 << 20):  # few columns: count per column
-        per_col = np.bincount(sub.indices, weights=sub.data, minlength=m.shape[1]).astype(np.float64)
+    if shape[0] == 1 and shape[1] <= 4 * sub.nnz + (1 << 20):  # a row of few columns: count per column
+        per_col = np.bincount(sub.indices, weights=sub.data, minlength=shape[1]).astype(np.float64)
         cols = np.flatnonzero(per_col)
-        tot = per_col[cols]
-    else:  # the columns that have entries only
-        cols, inv = np.unique(sub.indices, return_inverse=True)
-        tot = np.bincount(inv.ravel(), weights=sub.data, minlength=len(cols)).astype(np.float64)
+        out = sp.csr_matrix((per_col[cols], cols, np.array([0, len(cols)])), shape=shape)
+    else:  # by row, then duplicates summed within each row
+        r, c = np.divmod(sub.indices.astype(np.int64), shape[1])
+        out = sp.coo_matrix((sub.data.astype(np.float64), (r, c)), shape=shape).tocsr()
     if np.issubdtype(dtype, np.integer):
-        tot = np.rint(tot)
-    nz = tot != 0
-    return sp.csr_matrix((tot[nz].astype(dtype), cols[nz], np.array([0, int(nz.sum())])), shape=(1, m.shape[1]))
+        out.data = np.rint(out.data)
+    return _csr(out, dtype)
 
 
 def _same(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
@@ -462,8 +462,8 @@ class InputProfiles:
         r = self._rows(rows)
         by = {l.name: l for l in self.layers}
 
-        def tot(m: sp.csr_matrix, dtype: type) -> sp.csr_matrix:
-            return _sum_rows(m, r, dtype)
+        def tot(m: sp.csr_matrix, dtype: type, shape: tuple[int, int] | None = None) -> sp.csr_matrix:
+            return _sum_rows(m, r, shape or (1, m.shape[1]), dtype)
 
         nc = {k: tot(m, np.int64) for k, m in self.neuron_counts.items()}
         nw = {k: tot(m, np.float64) for k, m in self.neuron_weights.items()}
@@ -471,8 +471,8 @@ class InputProfiles:
         for l in self.layers:
             if l.inputs:
                 shape = (l.neurons, _width(by, l))
-                sc[l.name] = _csr(tot(self.synapse_counts[l.name], np.int64).reshape(shape), np.int64)
-                sw[l.name] = _csr(tot(self.synapse_weights[l.name], np.float64).reshape(shape), np.float64)
+                sc[l.name] = tot(self.synapse_counts[l.name], np.int64, shape)
+                sw[l.name] = tot(self.synapse_weights[l.name], np.float64, shape)
         return Profile(self.layers, nc, nw, sc, sw, len(r), self.neuron_type, self.model_hash, self.options)
 
     def __getitem__(self, i: int) -> Profile:
