@@ -1,14 +1,14 @@
 """Channel attribution profiles of ``vgg_small``: convsvd vs DeepDataProfiler 2.0.1, agreement and speed, same run.
 
-    .venv/bin/python benchmarks/profiles.py [--inputs 1000] [--ddp-images 50] [--threshold 0.1] [--threads 1]
+    .venv/bin/python benchmarks/profiles.py [--inputs 1000] [--ddp-images 64] [--threshold 0.1] [--threads 0]
                                             [--batch-size 64] [--peers .peers-venv] [--skip-ddp] [--device cuda]
 
 Model: ``vgg_small()`` (6 conv + 2 linear layers, 32×32×3 inputs, random weights, seed 0), float32, on
 ``--device`` (default cpu; with ``cuda`` every contender, DeepDataProfiler included, runs on the GPU, and
 every timer waits for the GPU to finish first).
 Data: synthetic 32×32 images, batch ``b`` of 64 drawn from seed ``b`` (the same inputs on both sides).
-Both processes run with ``--threads`` torch threads (default 1: on a CPU shared with other jobs, the
-steadiest numbers).
+Both processes run with ``--threads`` torch threads (default 0: torch's default, every core, as both
+tools run out of the box; ``--threads 1`` gives the steadiest numbers on a CPU shared with other jobs).
 
 The contenders are timed in rounds, back to back, so that load from other processes falls on all of
 them alike: each round takes one batch of ``--batch-size`` inputs and times
@@ -211,10 +211,10 @@ def compare(ours, ref: dict, n: int) -> list[str]:  # type: ignore[no-untyped-de
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--inputs", type=int, default=1000)
-    ap.add_argument("--ddp-images", type=int, default=50)
+    ap.add_argument("--ddp-images", type=int, default=64)
     ap.add_argument("--threshold", type=float, default=0.1)
     ap.add_argument("--batch-size", type=int, default=BATCH)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads in both processes (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in both processes (default 0: torch's default)")
     ap.add_argument("--peers", default=".peers-venv",
                     help="the peer environment (DeepDataProfiler); 'self': this interpreter has it")
     ap.add_argument("--skip-ddp", action="store_true")

@@ -443,7 +443,8 @@ class LayerOp:
             C, kk = Wsum.shape
             kh, kw = m.kernel_size
             sel = Wsum.new_zeros(kk, C, kk)
-            sel[torch.arange(kk), :, torch.arange(kk)] = Wsum.T
+            t = torch.arange(kk, device=Wsum.device)
+            sel[t, :, t] = Wsum.T
             left, right, top, bottom = self._pads
             if self._mode == "constant" and left == right and top == bottom:
                 x, padding = self.xs[0], (top, left)
