@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/scale.py [--n 256] [--models vgg16,resnet50] [--steps all]
                                          [--batch-size 32] [--device cpu|cuda] [--threads N]
-                                         [--fv-steps 16] [--fv-size 96] [--report-n 200]
+                                         [--fv-steps 16] [--fv-size 96] [--report-n 200] [--graph-n 16]
 
 Models: ``benchmarks/_models.py``'s VGG-16 and ResNet-50 (random weights, seed 0) and,
 for the report, its ResNet-18; float32. Data: ``--n`` synthetic 3×224×224
@@ -19,6 +19,9 @@ Steps (``--steps``, comma-separated, default all):
 * ``operator``: the operator view (:func:`convsvd.spectral.operator_singular_values`)
   of every conv layer at the size it sees (traced by :mod:`convsvd.shapes`), each
   layer timed, beside what the model's input side would have cost (estimated);
+* ``profile-graph``: attribution profiles (:func:`convsvd.profiles.profile_graph`) of the first
+  ``--graph-n`` images for channel, spatial and element neurons: seconds and MiB (in memory) per
+  image beside the forward pass's seconds per image (no target: no peer profiles these models);
 * ``report-quick`` / ``report``: :func:`convsvd.report.report` of the ResNet-18 on
   ``--report-n`` of the images (``quick=True`` / the full report).
 
@@ -52,7 +55,7 @@ from _timing import sync  # noqa: E402
 
 
 SIDE = 224
-STEPS = ("forward", "profile", "separation", "featureviz", "operator", "report-quick", "report")
+STEPS = ("forward", "profile", "separation", "featureviz", "operator", "profile-graph", "report-quick", "report")
 TARGETS = dict(profile=1.3, separation=0.2, operator=10.0, report_quick=300.0, report=900.0, store=4.0)
 
 
@@ -159,7 +162,7 @@ def _convs(model: nn.Module) -> list[str]:
 
 
 def run_model(name: str, run: Run, steps: Sequence[str], n: int, batch: int, fv_steps: int, fv_size: int,
-              work: Path) -> None:
+              work: Path, graph_n: int = 16) -> None:
     from convsvd.decompose import decompose
 
     device = run.device
@@ -209,6 +212,23 @@ def run_model(name: str, run: Run, steps: Sequence[str], n: int, batch: int, fv_
         print(f"  {'':9s} (8 neurons × ±u of {', '.join(layers)}; {fv_steps} steps on {fv_size}×{fv_size})")
     if "operator" in steps:
         operator(name, model, run)
+    if "profile-graph" in steps:
+        graphs(name, model, data, batch, graph_n, run)
+
+
+def graphs(name: str, model: nn.Module, data: object, batch: int, n: int, run: Run) -> None:
+    """Attribution profiles of the first ``n`` images, per neuron type: time and memory per image."""
+    from convsvd.profiles import profile_graph
+
+    fwd = run.seconds.get((name, "forward"))
+    for ntype in ("channel", "spatial", "element"):
+        ps = run.time(name, f"graph-{ntype}", lambda: profile_graph(model, data, neuron_type=ntype, limit=n,
+                                                                     batch_size=batch, device=run.device,
+                                                                     progress=False))
+        dt = run.seconds[(name, f"graph-{ntype}")]
+        per_fwd = f", {dt / n / (fwd / len(data)):.0f}× the forward pass per image" if fwd else ""  # type: ignore[arg-type]
+        print(f"  {'':9s} {ntype} profiles of {n} images: {dt / n:.2f} s and "
+              f"{ps.nbytes / n / 2**20:.1f} MiB per image{per_fwd}", flush=True)  # type: ignore[union-attr]
 
 
 def operator(name: str, model: nn.Module, run: Run) -> None:
@@ -308,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> dict[tuple[str, str], float]:
     ap.add_argument("--fv-steps", type=int, default=16, help="feature-visualisation steps (default 16)")
     ap.add_argument("--fv-size", type=int, default=96, help="side of the optimised images (default 96)")
     ap.add_argument("--report-n", type=int, help="images of the report steps (default: min(n, 200))")
+    ap.add_argument("--graph-n", type=int, default=16, help="images of the profile-graph step (default 16)")
     args = ap.parse_args(argv)
     steps = list(STEPS) if args.steps == "all" else [s for s in args.steps.split(",") if s]
     bad = [s for s in steps if s not in STEPS]
@@ -322,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> dict[tuple[str, str], float]:
     run = Run(args.device)
     with tempfile.TemporaryDirectory(prefix="convsvd-scale-") as tmp:
         for name in models:
-            run_model(name, run, steps, args.n, args.batch_size, args.fv_steps, args.fv_size, Path(tmp))
+            run_model(name, run, steps, args.n, args.batch_size, args.fv_steps, args.fv_size, Path(tmp),
+                      min(args.graph_n, args.n))
         if {"report-quick", "report"} & set(steps):
             report_steps(run, steps, report_n, args.batch_size, Path(tmp))
     print("\nratios against the targets (wall time):")
