@@ -507,15 +507,20 @@ def test_patches_reproduce_the_conv_and_tap_sums_equal_their_sums(conv: nn.Conv2
     assert torch.allclose(op._tap_sums(ins[1][0]), U.sum(-1), atol=1e-12)
 
 
-@pytest.mark.filterwarnings("ignore:Using padding='same'")
-@pytest.mark.parametrize("conv, shape", [
+# conv geometries of the brute-force tests: groups, dilation, stride, every padding mode, "same"
+CONVS = [
     (nn.Conv2d(4, 6, 3, padding=1, groups=2), (4, 7, 6)),
     (nn.Conv2d(3, 4, (3, 2), padding=(2, 1), dilation=(2, 3)), (3, 10, 8)),
     (nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="reflect"), (3, 9, 8)),
     (nn.Conv2d(3, 4, 3, padding="same", dilation=2, padding_mode="circular"), (3, 7, 7)),
+    (nn.Conv2d(2, 4, 3, padding=2, padding_mode="replicate"), (2, 5, 6)),
     (nn.Conv2d(6, 4, (2, 4), padding="same", groups=2), (6, 6, 7)),
     (nn.Conv2d(3, 3, 3, stride=(2, 1), padding=(1, 0), groups=3), (3, 8, 9)),
-])
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("conv, shape", CONVS)
 def test_ddp_conv_rows_equal_the_conv_of_each_channel_alone(conv: nn.Conv2d, shape: tuple[int, ...]) -> None:
     """Brute force: the conv run on one input channel at a time (the others zeroed), bias removed."""
     from convsvd.profiles import LayerOp
@@ -540,14 +545,7 @@ def test_ddp_conv_rows_equal_the_conv_of_each_channel_alone(conv: nn.Conv2d, sha
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
-@pytest.mark.parametrize("conv, shape", [
-    (nn.Conv2d(4, 6, 3, padding=1, groups=2), (4, 7, 6)),
-    (nn.Conv2d(3, 4, (3, 2), padding=(2, 1), dilation=(2, 3)), (3, 10, 8)),
-    (nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="reflect"), (3, 9, 8)),
-    (nn.Conv2d(3, 4, 3, padding="same", dilation=2, padding_mode="circular"), (3, 7, 7)),
-    (nn.Conv2d(2, 4, 3, padding=2, padding_mode="replicate"), (2, 5, 6)),
-    (nn.Conv2d(6, 4, (2, 4), padding="same", groups=2), (6, 6, 7)),
-])
+@pytest.mark.parametrize("conv, shape", CONVS)
 def test_element_and_spatial_rows_equal_the_conv_of_each_entry_alone(conv: nn.Conv2d, shape: tuple[int, ...]) -> None:
     """Brute force: the conv run on one input entry at a time (the rest zeroed), bias removed; a padding
     that repeats an entry (reflect, replicate, circular) adds its taps up. The sparse rows hold the
