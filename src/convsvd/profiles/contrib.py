@@ -505,7 +505,9 @@ class LayerOp:
             ch = (o // (O // m.groups)).unsqueeze(1) * Cg + torch.arange(Cg, device=b.device)  # (M, Cg)
             q = self.idxmap[:, p].T  # (M, kk)
             q = torch.where(q >= 0, q, self.Q).unsqueeze(1)  # (M, 1, kk), Q: padding
-            vals = Wt.reshape(O, Cg, -1)[o] * self._flat_padded()[b.view(M, 1, 1), ch.unsqueeze(2), q]
+            xf = self._flat_padded()  # (B, C, Q + 1): one flat index per entry read
+            at = (b.view(M, 1, 1) * xf.shape[1] + ch.unsqueeze(2)) * (self.Q + 1) + q
+            vals = Wt.reshape(O, Cg, -1)[o] * xf.view(-1)[at]
             cols = torch.where(q < self.Q, ch.unsqueeze(2) * self.Q + q, width)
             vals, cols = vals.flatten(1), cols.flatten(1)
             return (vals, cols) if self._mode == "constant" else _unique_columns(vals, cols, width)
