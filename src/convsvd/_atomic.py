@@ -100,13 +100,14 @@ def os_error(exc: BaseException) -> OSError | None:
     return None
 
 
-def environment_error(exc: OSError, what: str, where: PathLike) -> InputError:
-    """One line for an environment fault while writing ``what`` at ``where``."""
+def environment_error(exc: OSError, what: str, where: PathLike,
+                      kept: str = "earlier outputs were left as they were") -> InputError:
+    """One line for an environment fault while writing ``what`` at ``where`` (``kept``: what is left)."""
     reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
               errno.EPERM: "permission denied", errno.EFBIG: "the file size limit was reached"
               }.get(exc.errno or 0, exc.strerror or str(exc))
-    return InputError(f"{where}: could not write {what} ({reason}); earlier outputs were left as they were")
+    return InputError(f"{where}: could not write {what} ({reason}); {kept}")
 
 
 def _libc_renameat2():

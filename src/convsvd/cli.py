@@ -344,7 +344,12 @@ def cmd_profile_graph(args: argparse.Namespace) -> int:
     if sim is not None:
         print_frame(sim.to_frame(), title="nearest class profile (leave-one-out), per layer")
     if out is not None:
-        names = write_outputs(ps, out, total=total, similarity=sim)
+        try:
+            names = write_outputs(ps, out, total=total, similarity=sim)
+        except OSError as e:
+            from convsvd._atomic import environment_error, os_error
+
+            raise environment_error(os_error(e) or e, "the profile and its tables", out) from None
         _console().print(f"wrote {', '.join(['manifest.json', 'chunks/'] + names)} in {out}/")
     return 0
 

@@ -153,3 +153,47 @@ def test_cuda_on_a_cpu_only_torch_is_one_line(tmp_path: Path, cli_inproc, args: 
     assert code == 2
     _assert_one_line(err, "cuda")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow  # whole commands, under fault injection
+def test_disk_full_in_profile_graph_keeps_the_chunks_for_a_rerun(tmp_path: Path, cli_inproc,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import numpy as np
+
+    import convsvd.profiles.profile as P
+    from convsvd.profiles import InputProfiles
+
+    out = tmp_path / "run"
+    args = ["profile-graph", "digits-cnn", "digits:test", "--limit", "40", "--batch-size", "8", "--out", str(out)]
+    real, calls = np.savez, []
+
+    def full_on_second(f, **kw):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:  # the second chunk: part of it written, then the disk is full
+            f.write(b"\0" * 4096)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(f, **kw)
+
+    monkeypatch.setattr(P.np, "savez", full_on_second)
+    code, _, err = cli_inproc(args)
+    assert code == 2
+    _assert_one_line(err, "convsvd profile-graph: error:", str(out), "chunk-000001.npz", "the disk is full",
+                     "run again to resume")
+    assert sorted(p.name for p in (out / "chunks").iterdir()) == ["chunk-000000.npz"]  # no partial file
+    man = json.loads((out / "manifest.json").read_text())
+    assert list(man["chunks"]) == ["chunk-000000.npz"] and not man["complete"]
+    first = (out / "chunks" / "chunk-000000.npz").read_bytes()
+    monkeypatch.setattr(P.np, "savez", real)
+    # the dataset profile and its tables: a full disk there leaves the finished chunks and no staging folder
+    monkeypatch.setattr(P.Profile, "save", lambda self, path: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device")))
+    code, _, err = cli_inproc(args)
+    assert code == 2
+    _assert_one_line(err, "convsvd profile-graph: error:", "the profile and its tables", "the disk is full")
+    assert (out / "chunks" / "chunk-000000.npz").read_bytes() == first  # resumed, not recomputed
+    assert json.loads((out / "manifest.json").read_text())["complete"] and hidden(out) == []
+    monkeypatch.undo()
+    assert cli_inproc(args)[0] == 0
+    assert InputProfiles.open(out).profile().num_inputs == 40 and (out / "profile" / "profile.npz").is_file()

@@ -652,8 +652,11 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                     pending = []
                     part = _with(part, model_hash, source.classes)
                     if root is not None:
-                        done[name] = part.write_chunk(root / "chunks" / name)
-                        _write_manifest(root, meta)
+                        try:
+                            done[name] = part.write_chunk(root / "chunks" / name)
+                            _write_manifest(root, meta)
+                        except OSError as e:  # a full disk, a read-only folder: the chunks written stay for a rerun
+                            raise _environment_error(e, f"chunk {name}", root) from None
                     parts.append(part)
         if not parts:
             raise InputError(f"data {source.name!r}: no input")
@@ -662,7 +665,10 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
             meta["complete"] = True
             meta["inputs"] = len(result)
             meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            _write_manifest(root, meta)
+            try:
+                _write_manifest(root, meta)
+            except OSError as e:
+                raise _environment_error(e, "manifest.json", root) from None
         return result
     finally:
         module.to(original)
@@ -733,6 +739,13 @@ def _prepare(root: Path, meta: dict) -> dict:
         raise InputError(f"{root}: cannot create the folder ({e.strerror})") from None
     _write_manifest(root, meta)
     return meta
+
+
+def _environment_error(e: OSError, what: str, root: Path) -> InputError:
+    """One line for a fault of the machine (full disk, read-only folder) while writing the run folder."""
+    from convsvd._atomic import environment_error, os_error
+
+    return environment_error(os_error(e) or e, what, root, kept="the chunks written are kept: run again to resume")
 
 
 def _write_manifest(root: Path, meta: dict) -> None:

@@ -532,9 +532,13 @@ class InputProfiles:
     def write_chunk(self, path: Path) -> str:
         """Write this part as one ``.npz`` (atomically); return its SHA-256."""
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **self._arrays())  # type: ignore[arg-type]  # numpy's stub gives **kwds the type of allow_pickle
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **self._arrays())  # type: ignore[arg-type]  # numpy's stub gives **kwds the type of allow_pickle
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return _sha256(path)
 
     @classmethod
