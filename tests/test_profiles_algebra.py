@@ -217,6 +217,15 @@ def test_profile_graph_resumes_by_chunks(tmp_path) -> None:  # type: ignore[no-u
     assert {n: (out / "chunks" / n).stat().st_mtime_ns for n in before} == before
     assert InputProfiles.open(out).profile() == whole.profile()
     assert np.array_equal(InputProfiles.open(out).ids, whole.ids) and len(set(whole.ids.tolist())) == 40
+    # a damaged chunk (one byte flipped) is computed again on resume and listed, never read as it is
+    raw = bytearray((out / "chunks" / "chunk-000002.npz").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (out / "chunks" / "chunk-000002.npz").write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="checksum"):
+        InputProfiles.open(out)
+    repaired = profile_graph(model, "digits:test", limit=40, batch_size=8, chunk_batches=2, out=out)
+    assert repaired.profile() == whole.profile() and InputProfiles.open(out).profile() == whole.profile()
+    assert json.loads((out / "manifest.json").read_text())["repaired_chunks"] == ["chunk-000002.npz"]
     with pytest.raises(InputError, match="another profile run"):
         profile_graph(model, "digits:test", limit=40, batch_size=8, chunk_batches=2, out=out, threshold=0.5)
 

@@ -42,7 +42,7 @@ from convsvd.data.sources import as_source
 from convsvd.errors import InputError
 from convsvd.profiles.contrib import _ROW_BUDGET, NEURON_TYPES, LayerOp, neuron_count
 from convsvd.profiles.graph import LayerGraph, layer_graph
-from convsvd.profiles.profile import FORMAT, InputProfiles, LayerInfo, _read_meta
+from convsvd.profiles.profile import FORMAT, InputProfiles, LayerInfo, _read_meta, _sha256
 from convsvd.profiles.select import RULES, select
 from convsvd.signals.influence import check_influence_options
 
@@ -728,8 +728,16 @@ def _prepare(root: Path, meta: dict) -> dict:
         if old.get("run_key") != meta["run_key"]:
             raise InputError(f"{root}: holds another profile run (other model, data or options); "
                              "use another folder or delete it")
-        old_chunks = {n: s for n, s in old.get("chunks", {}).items() if (root / "chunks" / n).is_file()}
+        old_chunks, repaired = {}, []
+        for n, sha in old.get("chunks", {}).items():  # a damaged chunk is removed, computed again and listed
+            f = root / "chunks" / n
+            if f.is_file() and _sha256(f) == sha:
+                old_chunks[n] = sha
+            elif f.exists() or f.is_symlink():
+                f.unlink()
+                repaired.append(n)
         meta["chunks"] = old_chunks
+        meta["repaired_chunks"] = sorted(set(old.get("repaired_chunks", [])) | set(repaired))
         return meta
     if root.exists() and any(root.iterdir()):
         raise InputError(f"{root}: exists and is not a profile run; use an empty folder")
