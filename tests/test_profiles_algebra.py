@@ -376,3 +376,19 @@ def test_large_element_profiles_are_built_a_few_inputs_at_a_time(monkeypatch: py
     assert sizes == [1] * 11  # the first input alone (its size), then one block per input
     assert blocks.profile() == whole.profile() and np.array_equal(blocks.ids, whole.ids)
     assert seen[-1][:2] == (10 * len(whole.layers),) * 2
+
+
+def test_a_second_run_in_the_same_folder_is_refused_while_the_first_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from convsvd import zoo
+    from convsvd._atomic import acquire_lock, release_lock
+
+    out = tmp_path / "run"
+    lock = acquire_lock(out)  # as a run in another process holds it
+    try:
+        with pytest.raises(InputError, match=r"another convsvd run is writing there \(pid \d+\)"):
+            profile_graph(zoo.load("digits-cnn"), "digits:test", limit=8, out=out)
+        assert not out.exists()
+    finally:
+        release_lock(lock)
+    assert len(profile_graph(zoo.load("digits-cnn"), "digits:test", limit=8, out=out)) == 8
+    assert json.loads((out / "manifest.json").read_text())["complete"]

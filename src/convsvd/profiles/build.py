@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Sequence, cast
 
@@ -596,6 +597,7 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
          out: PathLike | None, progress: object) -> InputProfiles:
     original = next((p.device for p in module.parameters()), torch.device("cpu"))
     module.to(dev)
+    held = ExitStack()  # the run folder's lock, while it is written
     try:
         batches = source.iter_batches(batch_size)
         first = next(iter(source.iter_batches(batch_size, [0])), None)
@@ -618,6 +620,9 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
         meta["run_key"] = key
         root = Path(out) if out is not None else None
         if root is not None:
+            from convsvd._atomic import folder_lock
+
+            held.enter_context(folder_lock(root, "the profile run"))  # one run per folder: another is refused
             meta = _prepare(root, meta)
         parts: list[InputProfiles] = []
         pending: list[InputProfiles] = []
@@ -671,6 +676,7 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                 raise _environment_error(e, "manifest.json", root) from None
         return result
     finally:
+        held.close()
         module.to(original)
 
 
