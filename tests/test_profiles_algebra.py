@@ -50,6 +50,20 @@ def test_sum_of_input_profiles_is_the_profile_of_the_batch(runs: InputProfiles) 
     assert runs[0] != runs[1]
 
 
+def test_concat_that_consumes_its_parts_gives_the_same_stack(runs: InputProfiles) -> None:
+    from dataclasses import replace
+
+    def copy(p: InputProfiles) -> InputProfiles:
+        return replace(p, **{f: {k: m.copy() for k, m in getattr(p, f).items()}
+                             for f in ("neuron_counts", "neuron_weights", "synapse_counts", "synapse_weights")})
+
+    parts = [copy(InputProfiles.concat([runs, runs])), copy(runs)]
+    kept = InputProfiles.concat(parts)
+    eaten = InputProfiles.concat(parts, consume=True)
+    assert eaten.profile() == kept.profile() and np.array_equal(eaten.ids, kept.ids)
+    assert all(not getattr(p, f) for p in parts for f in ("neuron_counts", "synapse_weights"))  # emptied
+
+
 def test_addition_is_associative_and_commutative(runs: InputProfiles) -> None:
     a, b, c = runs[0], runs[1], runs[2]
     assert (a + b) + c == a + (b + c)

@@ -651,9 +651,9 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                 blocks = [prof.run(x[i:i + block], None if tg is None else tg[i:i + block], batch.ids[i:min(keep, i + block)],
                                    batch.labels[i:min(keep, i + block)], step=lambda what: bar.advance(1, f"{at} · {what}"))
                           for i in range(0, keep, block)]
-                pending.append(blocks[0] if len(blocks) == 1 else InputProfiles.concat(blocks))
+                pending.append(blocks[0] if len(blocks) == 1 else InputProfiles.concat(blocks, consume=True))
                 if bi % chunk_batches == chunk_batches - 1 or bi == n_batches - 1:
-                    part = InputProfiles.concat(pending)
+                    part = InputProfiles.concat(pending, consume=True)
                     pending = []
                     part = _with(part, model_hash, source.classes)
                     if root is not None:
@@ -665,7 +665,8 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                     parts.append(part)
         if not parts:
             raise InputError(f"data {source.name!r}: no input")
-        result = _with(InputProfiles.concat(parts), model_hash, source.classes)
+        result = _with(InputProfiles.concat(parts, consume=True), model_hash, source.classes)
+        parts.clear()
         if root is not None:
             meta["complete"] = True
             meta["inputs"] = len(result)

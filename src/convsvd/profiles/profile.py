@@ -496,16 +496,27 @@ class InputProfiles:
         return pd.DataFrame(d)
 
     @staticmethod
-    def concat(parts: Sequence["InputProfiles"]) -> "InputProfiles":
-        """Stack the inputs of several runs of the same model and options."""
+    def concat(parts: Sequence["InputProfiles"], consume: bool = False) -> "InputProfiles":
+        """Stack the inputs of several runs of the same model and options.
+
+        ``consume=True`` empties the parts' matrices as they are stacked (the parts are unusable
+        afterwards): the memory of the parts and of the result is then not held at once.
+        """
         if not parts:
             raise InputError("InputProfiles.concat: expected at least one part")
         p0 = parts[0]
         for p in parts[1:]:
             if p.layers != p0.layers or p.neuron_type != p0.neuron_type:
                 raise InputError("InputProfiles.concat: parts of different layers or neuron types")
-        cat = lambda name: {k: sp.vstack([getattr(p, name)[k] for p in parts], format="csr")  # noqa: E731
-                            for k in getattr(p0, name)}
+
+        def cat(name: str) -> dict[str, sp.csr_matrix]:
+            out = {}
+            for k in list(getattr(p0, name)):
+                mats = [getattr(p, name).pop(k) if consume else getattr(p, name)[k] for p in parts]
+                out[k] = sp.vstack(mats, format="csr")
+                del mats
+            return out
+
         arr = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
         return InputProfiles(p0.layers, arr("ids"), arr("labels"), arr("targets"), arr("predictions"),
                              cat("neuron_counts"), cat("neuron_weights"), cat("synapse_counts"),
@@ -571,4 +582,4 @@ class InputProfiles:
         if not meta.get("complete"):
             raise InputError(f"{path}: the run is not finished ({len(chunks)} chunks done); run it again to resume")
         parts = [cls.read_chunk(path / "chunks" / name, meta, sha) for name, sha in sorted(chunks.items())]
-        return cls.concat(parts)
+        return cls.concat(parts, consume=True)
