@@ -500,7 +500,9 @@ def test_patches_reproduce_the_conv_and_tap_sums_equal_their_sums(conv: nn.Conv2
     g = layer_graph(model, x[:1])
     _, ins, _, _ = g.activations(x)
     op = LayerOp(g.layers[1], ins[1], [g.layers[0]])
-    U = op._unfold(ins[1][0])
+    C, kk = shape[0], conv.kernel_size[0] * conv.kernel_size[1]
+    U = F.unfold(op._pad(ins[1][0]), kernel_size=conv.kernel_size, dilation=conv.dilation,
+                 stride=conv.stride).view(2, C, kk, -1)  # the patches the conv reads (im2col)
     W = conv.weight.detach().double().reshape(4, -1)
     y = torch.einsum("ok,bkp->bop", W, U.flatten(1, 2)) + conv.bias.detach().double()[:, None]
     assert torch.allclose(y, model[0](x).flatten(2), atol=1e-12)

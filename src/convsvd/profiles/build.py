@@ -378,14 +378,10 @@ class Profiler:
         stays bounded whatever the number of rows and the width of the layer.
         """
         ntype = self.neuron_type
-        if ntype in ("channel", "svd") and rule == "ddp":
-            mask, s = self._select(op.rows(ntype, b, n, rule))
-            m, i = mask.nonzero(as_tuple=True)
-            return m, i, s[m, i]
         step = max(1, _ROW_BUDGET // max(1, op.entries(ntype)))
         ms, cs, ws = [], [], []
         for lo in range(0, len(b), step):
-            vals, cols = op.sparse_rows(ntype, b[lo:lo + step], n[lo:lo + step])
+            vals, cols = op.sparse_rows(ntype, b[lo:lo + step], n[lo:lo + step], rule)
             mask, s = self._select(vals)
             m, j = mask.nonzero(as_tuple=True)
             ms.append(m + lo)
@@ -639,7 +635,8 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                 if name in done:
                     bar.advance(units(bi), f"chunk {ci} done before")
                     if bi % chunk_batches == chunk_batches - 1 or bi == n_batches - 1:
-                        parts.append(InputProfiles.read_chunk(root / "chunks" / name, meta, done[name]))  # type: ignore[operator]
+                        # checked against its checksum by _prepare already (under the lock): not hashed twice
+                        parts.append(InputProfiles.read_chunk(root / "chunks" / name, meta, ""))  # type: ignore[operator]
                     continue
                 lo = bi * batch_size
                 keep = min(len(batch.ids), n_total - lo)

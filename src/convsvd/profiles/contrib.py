@@ -105,8 +105,7 @@ def _unique_columns(vals: torch.Tensor, cols: torch.Tensor, width: int) -> tuple
     first[:, 1:] = cols[:, 1:] != cols[:, :-1]
     slot = first.cumsum(1) - 1
     out_v = torch.zeros_like(vals).scatter_add_(1, slot, vals)
-    out_c = torch.full_like(cols, width).scatter_(1, slot, cols)
-    return out_v, torch.where(out_c < width, out_c, width)
+    return out_v, torch.full_like(cols, width).scatter_(1, slot, cols)
 
 
 def _dense(vals: torch.Tensor, cols: torch.Tensor, width: int) -> torch.Tensor:
@@ -194,7 +193,6 @@ class LayerOp:
         kk = m.kernel_size[0] * m.kernel_size[1]
         self.idxmap = (F.unfold(pos, **kw).view(kk, -1).round().long() - 1)  # (kk, P): input position or -1
         self.kk, self.Q = kk, H * W
-        self._unfold_kw = kw
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         return F.pad(x, self._pads, mode=self._mode) if self._mode != "constant" else F.pad(x, self._pads)
@@ -202,7 +200,7 @@ class LayerOp:
     def _tap_sums(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, kk)``: for each tap, the sum over output positions of the input entry it reads.
 
-        Equals ``self._unfold(x).sum(-1)`` without building the patches: for stride 1, the sum of
+        Equals the sum over positions of the conv's patches (im2col) without building them: for stride 1, the sum of
         every row (column) minus the few rows (columns) a tap never reads; else a convolution with
         a kernel of ones.
         """
@@ -224,12 +222,6 @@ class LayerOp:
         ones = xp.new_ones(1, 1, Ho, Wo)
         out = F.conv2d(xp.reshape(B * C, 1, Hp, Wp), ones, stride=(dh, dw), dilation=(sh, sw))
         return out[:, :, :kh, :kw].reshape(B, C, kh * kw)
-
-    def _unfold(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, kk, P)`` patches of ``x`` as the conv reads them."""
-        B, C = x.shape[:2]
-        xp = F.pad(x, self._pads, mode=self._mode) if self._mode != "constant" else F.pad(x, self._pads)
-        return F.unfold(xp, **self._unfold_kw).view(B, C, self.kk, -1)
 
     def _weight_full(self) -> torch.Tensor:
         """``(O, C, kk)`` weight of a conv with its groups written out (zeros across groups)."""
@@ -454,11 +446,12 @@ class LayerOp:
             V = self._cache["taps"] = V.flatten(2)
         return V  # type: ignore[return-value]
 
-    def sparse_rows(self, ntype: str, b: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sparse_rows(self, ntype: str, b: torch.Tensor, n: torch.Tensor,
+                    rule: str = "share") -> tuple[torch.Tensor, torch.Tensor]:
         """``(values, columns)``, both ``(M, K)``: contributions to output neurons ``n`` of inputs ``b``,
-        as sparse rows (see above); for ``channel``/``svd`` the dense rows, every column."""
+        as sparse rows (see above); for ``channel``/``svd`` the dense rows of :meth:`rows`, every column."""
         if ntype in ("channel", "svd"):
-            vals = self.rows(ntype, b, n)
+            vals = self.rows(ntype, b, n, rule)
             return vals, torch.arange(vals.shape[1], device=vals.device).expand(vals.shape[0], -1)
         if ntype == "spatial":
             return self._spatial_sparse(b, n)

@@ -215,10 +215,9 @@ def _select(mw: ModelWeights, patterns: str | Sequence[str] | None
     if patterns is None:
         return mw, failed
     pats = [p for p in patterns.split(",") if p] if isinstance(patterns, str) else list(patterns)
-    hit = check.glob_match
-    loaded = [p for p in pats if any(hit(name, p) for name in mw.names)]
-    failed = [f for f in failed if any(hit(f[0], p) for p in pats)]
-    unknown = [p for p in pats if p not in loaded and not any(hit(f[0], p) for f in failed)]
+    loaded = [p for p in pats if any(check.glob_match(name, p) for name in mw.names)]
+    failed = [f for f in failed if any(check.glob_match(f[0], p) for p in pats)]
+    unknown = [p for p in pats if p not in loaded and not any(check.glob_match(f[0], p) for f in failed)]
     if unknown:
         mw.select(unknown)  # raises the one-line error naming the pattern and the layers
     return mw.select(loaded), failed
