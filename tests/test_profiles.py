@@ -522,10 +522,18 @@ CONVS = [
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("path", ["kernel", "torch"])
 @pytest.mark.parametrize("conv, shape", CONVS)
-def test_ddp_conv_rows_equal_the_conv_of_each_channel_alone(conv: nn.Conv2d, shape: tuple[int, ...]) -> None:
-    """Brute force: the conv run on one input channel at a time (the others zeroed), bias removed."""
-    from convsvd.profiles import LayerOp
+def test_ddp_conv_rows_equal_the_conv_of_each_channel_alone(conv: nn.Conv2d, shape: tuple[int, ...], path: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Brute force: the conv run on one input channel at a time (the others zeroed), bias removed; by the
+    compiled CPU kernel and by the torch path (depthwise convolutions) alike."""
+    from convsvd.profiles import LayerOp, _kernels
+
+    if path == "torch":
+        monkeypatch.setattr(_kernels, "available", lambda x: False)
+    else:
+        assert _kernels.available(torch.zeros(1, dtype=torch.float64))
 
     model = nn.Sequential(conv, nn.Flatten()).double()
     x = torch.randn(3, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
@@ -820,7 +828,9 @@ def test_activations_without_heads_equal_the_full_run(name: str) -> None:
 
 def test_ddp_conv_rows_do_not_depend_on_the_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
     import convsvd.profiles.contrib as contrib
-    from convsvd.profiles import LayerOp
+    from convsvd.profiles import LayerOp, _kernels
+
+    monkeypatch.setattr(_kernels, "available", lambda x: False)  # the torch path, in chunks of rows
 
     model = functional_model()
     x = inputs((1, 6, 6), 5, seed=12)
@@ -835,6 +845,68 @@ def test_ddp_conv_rows_do_not_depend_on_the_chunking(monkeypatch: pytest.MonkeyP
     assert torch.equal(op.ddp_channel_rows(b, o), whole)
     for r in range(len(b)):  # and each row alone
         assert torch.equal(op.ddp_channel_rows(b[r:r + 1], o[r:r + 1])[0], whole[r])
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("conv, shape", [
+    (nn.Conv2d(13, 9, 3, padding=1), (13, 11, 12)),  # channels not a multiple of a vector
+    (nn.Conv2d(20, 6, 3, stride=2, padding=1, groups=2), (20, 9, 10)),
+    (nn.Conv2d(3, 8, 5, padding=2), (3, 12, 12)),
+    (nn.Conv2d(24, 8, 3, padding=2, dilation=2, padding_mode="reflect"), (24, 8, 9)),
+    (nn.Conv2d(16, 4, (1, 3), padding="same"), (16, 5, 7)),
+])
+def test_ddp_conv_kernel_matches_the_torch_path_in_float32_channels_last(
+        conv: nn.Conv2d, shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    """How the profiler runs a float32 CNN on the CPU (channels-last activations): the compiled kernel
+    and the depthwise convolutions agree to float32 rounding, for every row; no rows, no result."""
+    from convsvd.profiles import LayerOp, _kernels
+
+    model = nn.Sequential(conv, nn.Flatten())
+    x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(5)).relu()
+    x = x.contiguous(memory_format=torch.channels_last)
+    g = layer_graph(model, x[:1])
+    _, ins, _, _ = g.activations(x)
+    assert ins[1][0].is_contiguous(memory_format=torch.channels_last)
+    op = LayerOp(g.layers[1], ins[1], [g.layers[0]])
+    gen = torch.Generator().manual_seed(6)
+    b = torch.randint(0, 4, (11,), generator=gen)
+    o = torch.randint(0, conv.out_channels, (11,), generator=gen)
+    fast = op.ddp_channel_rows(b, o)
+    assert fast.shape == (11, conv.in_channels) and fast.dtype == torch.float32
+    assert op.ddp_channel_rows(b[:0], o[:0]).shape == (0, conv.in_channels)
+    monkeypatch.setattr(_kernels, "available", lambda x: False)
+    slow = op.ddp_channel_rows(b, o)
+    assert (fast > 0).any()
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_ddp_conv_rows_without_numba_take_the_torch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where numba cannot be imported the kernel reports itself unavailable and profiles are unchanged."""
+    import builtins
+
+    from convsvd.profiles import Profiler, _kernels
+
+    model = functional_model()
+    x = inputs((1, 6, 6), 4, seed=13)
+    prof = Profiler(model, x[:1], start="layers", rule="ddp", threshold=0.3)
+    with_kernel = prof.run(x)
+    real_import = builtins.__import__
+
+    def no_numba(name: str, *args: object, **kw: object) -> object:
+        if name == "numba" or name.startswith("numba."):
+            raise ImportError("no numba")
+        return real_import(name, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_kernels, "_KERNELS", {})
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    assert not _kernels.available(x)
+    without = prof.run(x)
+    assert without.layer_names == with_kernel.layer_names
+    for field in ("neuron_counts", "neuron_weights", "synapse_counts", "synapse_weights"):
+        for name, a in getattr(with_kernel, field).items():
+            bb = getattr(without, field)[name]
+            assert a.shape == bb.shape and (a != bb).nnz == 0 or abs(a - bb).max() < 1e-12, (field, name)
+    assert with_kernel.synapse_counts["c"].nnz > 0
 
 
 @pytest.mark.parametrize("ntype, rule", [("element", "share"), ("element", "ddp"), ("spatial", "share"),

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convsvd.profiles import _kernels
 from convsvd.profiles.graph import Layer
 
 __all__ = ["LayerOp", "NEURON_TYPES", "neuron_count"]
@@ -342,6 +343,17 @@ class LayerOp:
         if M == 0:
             return out
         left, right, top, bottom = self._pads
+        if _kernels.available(self.xs[0]):
+            x = self.xs[0] if self._mode == "constant" else self._pad(self.xs[0])
+            t, lf = (top, left) if self._mode == "constant" else (0, 0)
+            Hp, Wp = self.xs[0].shape[2] + top + bottom, self.xs[0].shape[3] + left + right
+            size = ((Hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1, (Wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1)
+            z_max = _kernels.ddp_conv_max(x, Wt, b, o, stride=stride, dilation=dilation, top=t, left=lf,
+                                          out_size=size, groups=g).to(out.device)
+            if g == 1:
+                return z_max
+            grp = o // (O // g)
+            return out.scatter_(1, (grp * Cg).unsqueeze(1) + torch.arange(Cg, device=b.device), z_max)
         if self._mode == "constant" and left == right and top == bottom:  # the convolution pads, no copy
             xp, padding = self.xs[0].contiguous(), (top, left)
         else:
