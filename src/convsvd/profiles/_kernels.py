@@ -124,7 +124,7 @@ def available(x: torch.Tensor) -> bool:
 
 
 def ddp_conv_max(x: torch.Tensor, weight: torch.Tensor, b: torch.Tensor, o: torch.Tensor, *,
-                 stride: tuple[int, int], dilation: tuple[int, int], top: int, left: int,
+                 stride: tuple[int, ...], dilation: tuple[int, ...], top: int, left: int,
                  out_size: tuple[int, int], groups: int) -> torch.Tensor:
     """``(M, C/groups)``: ``max(0, max_p Σ_tap weight[o, c, tap] · x[b, c, p·stride + tap·dilation − pad])``.
 

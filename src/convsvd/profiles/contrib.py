@@ -188,12 +188,21 @@ class LayerOp:
             self._pads = (pad[1], pad[1], pad[0], pad[0])
         mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
         self._mode = mode
-        pos = torch.arange(H * W, dtype=torch.float64, device=x.device).view(1, 1, H, W) + 1
-        pos = F.pad(pos, self._pads, mode=mode) if mode != "constant" else F.pad(pos, self._pads)
-        kw = dict(kernel_size=m.kernel_size, dilation=m.dilation, stride=m.stride)
-        kk = m.kernel_size[0] * m.kernel_size[1]
-        self.idxmap = (F.unfold(pos, **kw).view(kk, -1).round().long() - 1)  # (kk, P): input position or -1
-        self.kk, self.Q = kk, H * W
+        self.kk, self.Q = m.kernel_size[0] * m.kernel_size[1], H * W
+
+    @property
+    def idxmap(self) -> torch.Tensor:
+        """``(kk, P)``: the input position each tap of a conv reads for each output position, or -1
+        (zero padding); built when element or spatial rows first ask for it."""
+        got = self._cache.get("idxmap")
+        if got is None:
+            m = cast(nn.Conv2d, self.layer.module)  # a conv layer's module
+            H, W = self.xs[0].shape[2:]
+            pos = torch.arange(H * W, dtype=torch.float64, device=self.xs[0].device).view(1, 1, H, W) + 1
+            pos = F.pad(pos, self._pads, mode=self._mode) if self._mode != "constant" else F.pad(pos, self._pads)
+            kw = dict(kernel_size=m.kernel_size, dilation=m.dilation, stride=m.stride)
+            got = self._cache["idxmap"] = F.unfold(pos, **kw).view(self.kk, -1).round().long() - 1
+        return cast(torch.Tensor, got)
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         return F.pad(x, self._pads, mode=self._mode) if self._mode != "constant" else F.pad(x, self._pads)

@@ -49,16 +49,16 @@ def select(values: torch.Tensor, rule: str = "share", threshold: float | None = 
     t = 0.1 if threshold is None else float(threshold)
     M, I = values.shape
     v = values.clamp(min=0)
-    srt, order = torch.sort(v, dim=1, descending=True, stable=True)
+    srt = torch.sort(v, dim=1, descending=True).values  # the kept entries are a prefix of it
     cum = srt.cumsum(1)
     total = cum[:, -1:]
-    ok = total[:, 0] > 0
-    accept = (cum / torch.where(total > 0, total, torch.ones_like(total)) <= t).sum(1)
-    accept = torch.where(accept < I, accept, accept - 1)
-    keep = torch.arange(I, device=v.device).unsqueeze(0) <= accept.unsqueeze(1)
-    keep &= (srt > 0) & ok.unsqueeze(1)
-    denom = cum.gather(1, accept.unsqueeze(1))
-    w_sorted = torch.where(keep, srt / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(srt))
-    mask = torch.zeros_like(keep).scatter(1, order, keep)
-    weight = torch.zeros_like(v).scatter(1, order, w_sorted)
+    accept = (cum / torch.where(total > 0, total, torch.ones_like(total)) <= t).sum(1, keepdim=True)
+    accept = torch.where(accept < I, accept, accept - 1)  # the prefix's last position
+    cut = srt.gather(1, accept)  # its value: every entry above it is kept, ties at it lowest index first
+    denom = cum.gather(1, accept)
+    above = v > cut
+    tied = (v == cut) & (cut > 0)
+    room = accept + 1 - above.sum(1, keepdim=True)  # how many entries equal to the cut the prefix holds
+    mask = (above | (tied & (tied.cumsum(1) <= room))) & (total > 0)
+    weight = torch.where(mask, v / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(v))
     return mask, weight
