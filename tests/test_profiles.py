@@ -1021,3 +1021,45 @@ def test_layers_without_any_profile_have_no_nearest_class() -> None:
     tie = ClassSimilarity(np.array([0, 1, 2]), [], v, np.array([1, 1, 1, 2]))
     assert tie.predictions().tolist() == [[-1, 1, -1, -1]]
     assert tie.to_frame()[["accuracy", "inputs"]].values.tolist() == [[1.0, 1]]
+
+
+def _ddp_rule_loop(row: list[float], t: float) -> tuple[list[bool], list[float]]:
+    """DeepDataProfiler's rule, one row, by a loop: negatives as 0, order by value (ties: lower index first),
+    keep while the cumulative share is ≤ t, plus the next one; zeros never kept."""
+    v = [max(0.0, x) for x in row]
+    total = sum(sorted(v, reverse=True))
+    order = sorted(range(len(v)), key=lambda i: (-v[i], i))
+    keep = [False] * len(v)
+    if total <= 0:
+        return keep, [0.0] * len(v)
+    cum, kept = 0.0, []
+    for i in order:
+        cum += v[i]
+        kept.append(i)
+        if cum / total > t:
+            break
+    kept = [i for i in kept if v[i] > 0]
+    denom = sum(v[i] for i in kept)
+    for i in kept:
+        keep[i] = True
+    return keep, [v[i] / denom if keep[i] else 0.0 for i in range(len(v))]
+
+
+def test_ddp_rule_equals_a_loop_with_ties_and_zeros() -> None:
+    from convsvd.profiles import select
+
+    g = torch.Generator().manual_seed(21)
+    for trial in range(300):
+        M, I = 1 + trial % 5, 1 + trial % 17
+        if trial % 3 == 0:
+            v = torch.randint(-2, 4, (M, I), generator=g).double()  # ties and zeros everywhere
+        elif trial % 3 == 1:
+            v = torch.randn(M, I, generator=g, dtype=torch.float64)
+        else:
+            v = torch.randint(0, 3, (M, I), generator=g).double() / 4
+        for t in (0.0, 0.1, 0.5, 1.0):
+            mask, weight = select(v, "ddp", t)
+            for r in range(M):
+                keep, w = _ddp_rule_loop(v[r].tolist(), t)
+                assert mask[r].tolist() == keep, (v[r].tolist(), t)
+                assert weight[r].tolist() == pytest.approx(w, abs=1e-12)
