@@ -78,3 +78,142 @@ def test_bad_data_and_model(tmp_path, capsys) -> None:  # type: ignore[no-untype
     assert code == 2 and len(err.strip().splitlines()) == 1
     code, _, err = _run(["profile-graph", str(tmp_path / "none.pt"), "digits:test"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- streamed runs
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The same element profiles of a small CNN, held in memory and streamed through a run folder in
+    several chunks (some inputs without a label)."""
+    import torch
+
+    from convsvd.data import ArrayData
+    from convsvd.profiles import ProfileRun, profile_graph
+    from torch import nn
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(4 * 2 * 2, 3)).double().eval()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(23, 1, 8, 8, generator=g, dtype=torch.float64)
+    labels = torch.arange(23) % 3
+    labels[[4, 17]] = -1
+    data = ArrayData(x, labels, torch.arange(23), classes=["a", "b", "c"], name="toy")
+    out = tmp_path_factory.mktemp("streamed") / "run"
+    opts = dict(neuron_type="element", batch_size=4, chunk_batches=2, threshold=0.3)
+    held = profile_graph(net, data, **opts)
+    run = profile_graph(net, data, out=out, stream=True, **opts)
+    assert isinstance(run, ProfileRun) and len(run) == 23
+    assert len(json.loads((out / "manifest.json").read_text())["chunks"]) == 3  # 8 + 8 + 7 inputs
+    return held, run
+
+
+@pytest.mark.parametrize("synapses", [False, True])
+@pytest.mark.parametrize("metric, loo, by", [("jaccard", True, "labels"), ("instance", True, "labels"),
+                                             ("jaccard", False, "predictions")])
+def test_streamed_similarity_equals_the_in_memory_one(streamed, synapses: bool, metric: str, loo: bool,
+                                                      by: str) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from convsvd.profiles import class_similarity
+
+    held, run = streamed
+    a = class_similarity(held, synapses=synapses, metric=metric, leave_one_out=loo, by=by)
+    b = class_similarity(run, synapses=synapses, metric=metric, leave_one_out=loo, by=by)
+    assert np.array_equal(a.classes, b.classes) and a.layers == b.layers
+    assert np.array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.values, b.values)  # the same counts: the same floats
+    assert np.isfinite(a.values).any() and (a.values[np.isfinite(a.values)] < 1).any()
+
+
+def test_streamed_sums_and_class_profiles_equal_the_in_memory_ones(streamed) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from convsvd.profiles import class_matrix
+
+    held, run = streamed
+    assert run.profile() == held.profile()
+    got, want = run.class_profiles(), held.class_profiles()
+    assert sorted(got) == sorted(want) == [0, 1, 2]
+    assert all(got[c] == want[c] for c in want)
+    assert np.array_equal(run.labels, held.labels) and np.array_equal(run.ids, held.ids)
+    assert np.array_equal(run.predictions, held.predictions)
+    pd.testing.assert_frame_equal(class_matrix(run), class_matrix(held))
+    assert run.load().profile() == held.profile()
+
+
+def test_a_damaged_chunk_stops_a_streamed_pass_with_its_name(tmp_path, streamed) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from convsvd.errors import InputError
+    from convsvd.profiles import ProfileRun, class_similarity
+
+    _, run = streamed
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    chunk = sorted((copy / "chunks").iterdir())[1]
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    damaged = ProfileRun(copy)
+    with pytest.raises(InputError, match=chunk.name):
+        class_similarity(damaged)
+    with pytest.raises(InputError, match=chunk.name):
+        damaged.profile()
+    assert chunk.read_bytes() == bytes(data)  # reading changes nothing on disk
+
+
+def test_stream_needs_a_run_folder_and_an_unfinished_run_is_not_read(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from convsvd.errors import InputError
+    from convsvd.profiles import ProfileRun, profile_graph
+
+    with pytest.raises(InputError, match="out="):
+        profile_graph("digits-cnn", "digits:test", limit=4, stream=True)
+    code, _, err = _run(["profile-graph", "digits-cnn", "digits:test", "--limit", "4", "--stream"], capsys)
+    assert code == 2 and "--out" in err and len(err.strip().splitlines()) == 1
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps(dict(format="convsvd-profile/1", complete=False, chunks={})))
+    with pytest.raises(InputError, match="not finished"):
+        ProfileRun(out)
+
+
+def test_cli_stream_writes_the_same_tables(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    held, streamed_out = tmp_path / "held", tmp_path / "streamed"
+    argv = ["profile-graph", "digits-cnn", "digits:test", "--limit", "40", "--batch-size", "8", "--neuron-type",
+            "spatial"]
+    assert _run(argv + ["--out", str(held)], capsys)[0] == 0
+    code, stdout, _ = _run(argv + ["--out", str(streamed_out), "--stream"], capsys)
+    assert code == 0 and "40 inputs, spatial neurons" in stdout
+    for name in ["summary.csv", "class-similarity.csv", "class-matrix.csv"]:
+        pd.testing.assert_frame_equal(pd.read_csv(held / name), pd.read_csv(streamed_out / name))
+    assert Profile.open(held / "profile") == Profile.open(streamed_out / "profile")
+
+
+def test_streamed_memory_check_counts_one_chunk(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A run refused in memory (its profiles would not fit) goes through when streamed: the check then
+    counts one chunk's inputs, not the run's."""
+    import torch
+
+    import convsvd.profiles.build as build
+    from convsvd.errors import InputError
+    from convsvd.profiles import Profiler
+
+    class Fake:
+        neuron_type = "element"
+
+        def run(self, x):  # type: ignore[no-untyped-def]
+            class P:
+                nbytes = 10 << 20
+            return P()
+
+    monkeypatch.setattr(build, "_available_memory", lambda: 1 << 30)  # 1 GiB: 0.8 GiB / 30 MiB ≈ 27 inputs
+    x = torch.zeros(1, 1, 2, 2)
+    with pytest.raises(InputError, match="--stream"):
+        build._plan(Fake(), x, 200, 16, "photos")  # type: ignore[arg-type]
+    assert build._plan(Fake(), x, 200, 16, "photos", chunk=16) >= 1  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="--batch-size"):
+        build._plan(Fake(), x, 200, 64, "photos", chunk=64)  # type: ignore[arg-type]
+    assert Profiler  # the public class the fake stands in for

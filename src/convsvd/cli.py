@@ -323,6 +323,9 @@ def _profile_graph_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda (default: where the model is)")
     p.add_argument("--out", metavar="DIR", help="run folder: manifest.json, chunks/, profile/ and CSV tables "
                                                 "(resumed when run again)")
+    p.add_argument("--stream", action="store_true",
+                   help="with --out: write each chunk and let it go, then sum and compare the chunks one at a time "
+                        "(element profiles of large models on many inputs)")
 
 
 @command("profile-graph", "attribution profiles: neurons and synapses that carried each decision, per class",
@@ -331,13 +334,15 @@ def cmd_profile_graph(args: argparse.Namespace) -> int:
     from convsvd.profiles import class_similarity, profile_graph, write_outputs
 
     out = _out_folder(args.out)
+    if args.stream and out is None:
+        raise InputError("--stream: expected a run folder (--out DIR) to write the chunks to")
     target = resolve_model(args, device=args.device)
     t0 = time.perf_counter()
     ps = profile_graph(target, args.data, neuron_type=args.neuron_type, threshold=args.threshold,
                        top_k=args.top_k, rule=args.rule, start=args.start, targets=args.targets,
                        unknown=args.unknown, layers=args.layers, batch_size=args.batch_size, limit=args.limit,
                        device=args.device,
-                       input_shape=target.stated_input_shape(), out=out, progress=True)
+                       input_shape=target.stated_input_shape(), out=out, progress=True, stream=args.stream)
     total = ps.profile()
     print_frame(total.summary(), title=f"{len(ps)} inputs, {ps.neuron_type} neurons, {time.perf_counter() - t0:.2f} s")
     sim = class_similarity(ps) if (ps.labels >= 0).any() else None

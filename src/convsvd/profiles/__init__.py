@@ -11,6 +11,7 @@ from convsvd.profiles.contrib import NEURON_TYPES, LayerOp
 from convsvd.profiles.graph import KINDS, Layer, LayerGraph, layer_graph
 from convsvd.profiles.profile import InputProfiles, LayerInfo, Profile
 from convsvd.profiles.files import write_outputs
+from convsvd.profiles.run import ProfileRun
 from convsvd.profiles.select import RULES, select
 from convsvd.profiles.similarity import ClassSimilarity, class_matrix, class_similarity, instance_jaccard, jaccard
 from convsvd.profiles.topology import Homology, attribution_graph, diagram_distances, homology
@@ -28,6 +29,7 @@ __all__ = [
     "LayerInfo",
     "LayerOp",
     "Profile",
+    "ProfileRun",
     "Profiler",
     "attribution_graph",
     "class_matrix",

@@ -44,6 +44,7 @@ from convsvd.errors import InputError
 from convsvd.profiles.contrib import _ROW_BUDGET, NEURON_TYPES, LayerOp, neuron_count
 from convsvd.profiles.graph import LayerGraph, layer_graph
 from convsvd.profiles.profile import FORMAT, InputProfiles, LayerInfo, _read_meta, _sha256
+from convsvd.profiles.run import ProfileRun
 from convsvd.profiles.select import RULES, select
 from convsvd.signals.influence import check_influence_options
 
@@ -519,7 +520,8 @@ def profile_graph(
     limit: int | None = None,
     out: PathLike | None = None,
     progress: object = None,
-) -> InputProfiles:
+    stream: bool = False,
+) -> InputProfiles | ProfileRun:
     """Attribution profiles of every input of a dataset.
 
     Parameters
@@ -550,10 +552,15 @@ def profile_graph(
         Folder for ``manifest.json`` and ``chunks/chunk-NNNNNN.npz``; an interrupted run started again
         with the same options computes only the missing chunks.
     progress : bool or None or callable
+    stream : bool
+        Write each chunk under ``out`` and let it go instead of holding every input's profile: for
+        element profiles of a large model on many inputs. Needs ``out``; returns a
+        :class:`~convsvd.profiles.run.ProfileRun` that reads the chunks back one at a time (sums,
+        class profiles, :func:`~convsvd.profiles.class_similarity`).
 
     Returns
     -------
-    InputProfiles
+    InputProfiles, or ProfileRun with ``stream=True``
 
     >>> from convsvd import zoo
     >>> ps = profile_graph(zoo.load("digits-cnn"), "digits:test", limit=20)
@@ -562,6 +569,8 @@ def profile_graph(
     """
     from convsvd.layers import as_weights
 
+    if stream and out is None:
+        raise InputError("stream=True: expected a run folder (out=) to write the chunks to")
     mw = as_weights(model)
     if mw.model is None:
         raise InputError(f"model {mw.source!r}: profiles run the model, so they need an nn.Module, not a weights-only "
@@ -582,7 +591,7 @@ def profile_graph(
     module.eval()
     try:
         return _run(module, mw.content_hash(), source, neuron_type, rule, threshold, top_k, start, targets,
-                    batch_size, chunk_batches, dev, dtype, unknown, layers, limit, out, progress)
+                    batch_size, chunk_batches, dev, dtype, unknown, layers, limit, out, progress, stream)
     finally:
         module.train(was_training)
 
@@ -590,7 +599,7 @@ def profile_graph(
 def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: str, rule: str,  # noqa: C901
          threshold: float | None, top_k: int | None, start: str, targets: str, batch_size: int, chunk_batches: int,
          dev: torch.device, dtype: torch.dtype, unknown: str, layers: str | Sequence[str] | None, limit: int | None,
-         out: PathLike | None, progress: object) -> InputProfiles:
+         out: PathLike | None, progress: object, stream: bool = False) -> InputProfiles | ProfileRun:
     original = next((p.device for p in module.parameters()), torch.device("cpu"))
     module.to(dev)
     held = ExitStack()  # the run folder's lock, while it is written
@@ -605,7 +614,8 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
         n_batches = -(-n_total // batch_size)
         block = batch_size
         if neuron_type in ("element", "spatial"):
-            block = _plan(prof, first[1].inputs[:1].to(dev, dtype), n_total, batch_size, source.name)
+            block = _plan(prof, first[1].inputs[:1].to(dev, dtype), n_total, batch_size, source.name,
+                          batch_size * chunk_batches if stream else None)
         options = dict(prof.options(), targets=targets, batch_size=batch_size, chunk_batches=chunk_batches,
                        limit=limit)
         meta: dict = dict(format=FORMAT, neuron_type=neuron_type, model_hash=model_hash,
@@ -620,8 +630,9 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
 
             held.enter_context(folder_lock(root, "the profile run"))  # one run per folder: another is refused
             meta = _prepare(root, meta)
-        parts: list[InputProfiles] = []
+        parts: list[InputProfiles] = []  # the chunks' profiles, kept unless streamed
         pending: list[InputProfiles] = []
+        n_done = 0
         done = meta["chunks"]
         def units(bi: int) -> int:  # progress of a batch: per block of inputs, its forward pass, then each layer
             return len(prof.layers) * -(-min(batch_size, n_total - bi * batch_size) // block)
@@ -634,9 +645,10 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                 name = f"chunk-{ci:06d}.npz"
                 if name in done:
                     bar.advance(units(bi), f"chunk {ci} done before")
-                    if bi % chunk_batches == chunk_batches - 1 or bi == n_batches - 1:
+                    if (bi % chunk_batches == chunk_batches - 1 or bi == n_batches - 1) and not stream:
                         # checked against its checksum by _prepare already (under the lock): not hashed twice
                         parts.append(InputProfiles.read_chunk(root / "chunks" / name, meta, ""))  # type: ignore[operator]
+                    n_done += min(batch_size, n_total - bi * batch_size)
                     continue
                 lo = bi * batch_size
                 keep = min(len(batch.ids), n_total - lo)
@@ -659,19 +671,25 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                             _write_manifest(root, meta)
                         except OSError as e:  # a full disk, a read-only folder: the chunks written stay for a rerun
                             raise _environment_error(e, f"chunk {name}", root) from None
-                    parts.append(part)
-        if not parts:
+                    n_done += len(part)
+                    if not stream:
+                        parts.append(part)
+                    del part
+        if n_done == 0:
             raise InputError(f"data {source.name!r}: no input")
-        result = _with(InputProfiles.concat(parts, consume=True), model_hash, source.classes)
+        result = None if stream else _with(InputProfiles.concat(parts, consume=True), model_hash, source.classes)
         parts.clear()
         if root is not None:
             meta["complete"] = True
-            meta["inputs"] = len(result)
+            meta["inputs"] = n_done
             meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             try:
                 _write_manifest(root, meta)
             except OSError as e:
                 raise _environment_error(e, "manifest.json", root) from None
+        if result is None:
+            held.close()  # the run is finished: its folder is read back unlocked
+            return ProfileRun(root)  # type: ignore[arg-type]
         return result
     finally:
         held.close()
@@ -703,18 +721,23 @@ def _available_memory() -> int | None:
     return avail
 
 
-def _plan(prof: Profiler, x1: torch.Tensor, n_total: int, batch_size: int, name: str) -> int:
+def _plan(prof: Profiler, x1: torch.Tensor, n_total: int, batch_size: int, name: str,
+          chunk: int | None = None) -> int:
     """Element and spatial profiles of a large model are large (a 224×224 ResNet-18: ~75 MB per input):
-    profile the first input alone, refuse a run whose profiles would not fit in memory, and return how
-    many inputs to profile at once (at most ``batch_size``) so that a block stays within ``_WORK_BUDGET``."""
+    profile the first input alone, refuse a run whose profiles would not fit in memory (held until the
+    end; streamed, ``chunk`` inputs at a time: one chunk's), and return how many inputs to profile at once (at most ``batch_size``)
+    so that a block stays within ``_WORK_BUDGET``."""
     per = max(1, prof.run(x1[:1]).nbytes)
-    need = 3 * per * n_total  # the inputs' profiles, their sums and similarities (2.1× measured with the CLI's tables)
+    held = n_total if chunk is None else min(n_total, chunk)
+    need = 3 * per * held  # the inputs' profiles, their sums and similarities (2.1× measured with the CLI's tables)
     avail = _available_memory()
     if avail is not None and need > 0.8 * avail:
         fit = max(1, int(0.8 * avail) // (3 * per))
-        raise InputError(f"data {name!r}: {prof.neuron_type} profiles of {n_total} inputs need about "
+        raise InputError(f"data {name!r}: {prof.neuron_type} profiles of {held} inputs need about "
                          f"{need / 2**30:.1f} GiB of memory ({per / 2**20:.0f} MiB per input, measured on the first), "
-                         f"{avail / 2**30:.1f} GiB available: profile at most {fit} inputs (--limit, limit=)")
+                         f"{avail / 2**30:.1f} GiB available: profile at most {fit} inputs at once "
+                         + ("(--batch-size, batch_size=)" if chunk is not None else
+                            "(--limit, limit=), or stream them through a run folder (--out DIR --stream; out=, stream=True)"))
     return max(1, min(batch_size, _WORK_BUDGET // (8 * per)))
 
 

@@ -6,18 +6,19 @@ from pathlib import Path
 
 from convsvd._typing import PathLike
 from convsvd.profiles.profile import InputProfiles, Profile
+from convsvd.profiles.run import ProfileRun
 from convsvd.profiles.similarity import ClassSimilarity, class_matrix, class_similarity
 
 __all__ = ["write_outputs"]
 
 
-def write_outputs(ps: InputProfiles, out: PathLike, total: Profile | None = None,
+def write_outputs(ps: InputProfiles | ProfileRun, out: PathLike, total: Profile | None = None,
                   similarity: ClassSimilarity | None = None) -> list[str]:
     """Write ``profile/`` (the summed profile), ``summary.csv``, ``class-similarity.csv`` and ``class-matrix.csv``.
 
     Parameters
     ----------
-    ps : InputProfiles
+    ps : InputProfiles or ProfileRun
     out : path
         An existing folder (usually the run's own).
     total, similarity : optional

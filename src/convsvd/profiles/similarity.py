@@ -19,6 +19,7 @@ so the nearest-class-profile accuracy is not inflated.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,11 +28,12 @@ import scipy.sparse as sp
 
 from convsvd.errors import InputError
 from convsvd.profiles.profile import InputProfiles, Profile
+from convsvd.profiles.run import ProfileRun
 
 __all__ = ["jaccard", "instance_jaccard", "class_similarity", "ClassSimilarity", "class_matrix"]
 
 
-def _layers(p: Profile | InputProfiles, layers: object, synapses: bool) -> list[str]:
+def _layers(p: Profile | InputProfiles | ProfileRun, layers: object, synapses: bool) -> list[str]:
     names = [l.name for l in p.layers if (l.inputs or not synapses)]
     if layers is None:
         return names
@@ -166,38 +168,78 @@ def _used_columns(m: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix((m.data, inv.ravel(), m.indptr), shape=(m.shape[0], len(cols)))
 
 
-def _binary_sets(ps: InputProfiles, name: str, synapses: bool) -> sp.csr_matrix:
-    m = (ps.synapse_counts if synapses else ps.neuron_counts)[name]
-    return _used_columns(sp.csr_matrix((np.ones(m.nnz), m.indices, m.indptr), shape=m.shape))
+def _class_sets(chunks: Iterable[InputProfiles], names: list[str], synapses: bool, by: str
+                ) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """First pass: per layer, the ``(class, column)`` pairs of the class sets as sorted keys
+    ``class · width + column`` with the number of inputs of the class holding that column; and the
+    classes and every input's class (-1: none), in input order."""
+    keys: dict[str, tuple[np.ndarray, np.ndarray]] = {n: (np.zeros(0, np.int64), np.zeros(0, np.int64)) for n in names}
+    own = []
+    for ps in chunks:
+        key = ps._key(by)
+        own.append(key)
+        for name in names:
+            m = (ps.synapse_counts if synapses else ps.neuron_counts)[name]
+            width = max(1, m.shape[1])
+            if key.size and int(key.max()) >= (2**62) // width:
+                raise InputError(f"class_similarity: classes up to {int(key.max())} with {width} columns in layer "
+                                 f"{name!r} do not fit one int64 key")
+            cls = np.repeat(key, np.diff(m.indptr))
+            held = cls >= 0
+            new = cls[held].astype(np.int64) * width + m.indices[held].astype(np.int64)
+            k0, c0 = keys[name]
+            u, inv = np.unique(np.concatenate([k0, new]), return_inverse=True)
+            keys[name] = (u, np.bincount(inv.ravel(), weights=np.concatenate([c0, np.ones(len(new), np.int64)]),
+                                         minlength=len(u)).round().astype(np.int64))
+    labels = np.concatenate(own) if own else np.zeros(0, np.int64)
+    return np.unique(labels[labels >= 0]), keys, labels
 
 
-def _layer_scores(A: sp.csr_matrix, onehot: sp.csr_matrix, own: np.ndarray, loo: bool,
-                  instance: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Intersections and unions (or sizes) ``(N, K)`` of binary input sets ``A`` with class sets."""
-    counts = (onehot.T @ A).tocsr()  # (K, n) inputs of each class holding each neuron
-    Bset = (counts > 0).astype(np.float64)
-    inter = np.asarray((A @ Bset.T).todense())
-    sizeA = np.asarray(A.sum(1)).reshape(-1, 1)
-    sizeB = np.asarray(Bset.sum(1)).reshape(1, -1).repeat(A.shape[0], 0)
-    if loo:
-        rows = np.flatnonzero(own >= 0)
-        two = (counts >= 2).astype(np.float64)
-        one = (counts == 1).astype(np.float64)
-        inter_own = np.asarray((A[rows].multiply(two[own[rows]])).sum(1)).ravel()
-        lose = np.asarray((A[rows].multiply(one[own[rows]])).sum(1)).ravel()
-        inter[rows, own[rows]] = inter_own
-        sizeB[rows, own[rows]] -= lose
+def _layer_scores(A: sp.csr_matrix, key: np.ndarray, classes: np.ndarray, pairs: tuple[np.ndarray, np.ndarray],
+                  loo: bool, instance: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Intersections and unions (or sizes) ``(n, K)`` of the inputs' sets (the entries of ``A``) with the
+    class sets given by their sorted keys and counts; each input with a class is compared with its own
+    class's set without itself where ``loo``."""
+    width = max(1, A.shape[1])
+    keys, counts = pairs
+    K = len(classes)
+    cols, cls = keys % width, keys // width
+    used = np.unique(cols)  # the columns of some class set: compact, whatever the layer's width
+    B = sp.csr_matrix((np.ones(len(keys)), (np.searchsorted(classes, cls), np.searchsorted(used, cols))),
+                      shape=(K, len(used)))
+    j = np.searchsorted(used, A.indices)
+    hit = j < len(used)
+    hit[hit] = used[j[hit]] == A.indices[hit]
+    row = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+    Ah = sp.csr_matrix((np.ones(int(hit.sum())), (row[hit], j[hit])), shape=(A.shape[0], len(used)))
+    inter = np.asarray((Ah @ B.T).todense(), dtype=np.float64).reshape(A.shape[0], K)
+    sizeA = np.diff(A.indptr).astype(np.float64).reshape(-1, 1)
+    sizeB = np.asarray(B.sum(1)).reshape(1, -1).repeat(A.shape[0], 0)
+    if loo and len(keys):
+        pos = np.searchsorted(classes, key)
+        mine = (key >= 0)[row]
+        k = key[row[mine]].astype(np.int64) * width + A.indices[mine].astype(np.int64)
+        at = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
+        cnt = np.where(keys[at] == k, counts[at], 0)  # inputs of its class holding the entry, itself included
+        r = row[mine]
+        inter_own = np.bincount(r, weights=(cnt >= 2), minlength=A.shape[0])
+        lose = np.bincount(r, weights=(cnt == 1), minlength=A.shape[0])
+        rows = np.flatnonzero(key >= 0)
+        inter[rows, pos[rows]] = inter_own[rows]
+        sizeB[rows, pos[rows]] -= lose[rows]
     union = sizeA + sizeB - inter
     return inter, (np.broadcast_to(sizeA, inter.shape).astype(np.float64) if instance else union)
 
 
-def class_similarity(ps: InputProfiles, *, synapses: bool = False, by: str = "labels", metric: str = "jaccard",
-                     layers: object = None, leave_one_out: bool = True) -> ClassSimilarity:
+def class_similarity(ps: InputProfiles | ProfileRun, *, synapses: bool = False, by: str = "labels",
+                     metric: str = "jaccard", layers: object = None, leave_one_out: bool = True) -> ClassSimilarity:
     """Every input's neuron (or synapse) sets against each class profile, by sparse matrix products.
 
     Parameters
     ----------
-    ps : InputProfiles
+    ps : InputProfiles or ProfileRun
+        A run folder's profiles are read chunk by chunk, twice (the class sets, then the inputs against
+        them): memory holds the class sets and one chunk, never every input's profile.
     synapses : bool
     by : {"labels", "targets", "predictions"}
         How the class profiles are formed.
@@ -213,32 +255,36 @@ def class_similarity(ps: InputProfiles, *, synapses: bool = False, by: str = "la
     """
     if metric not in ("jaccard", "instance"):
         raise InputError(f"metric: expected 'jaccard' or 'instance', got {metric!r}")
+    if by not in ("labels", "targets", "predictions"):
+        raise InputError(f"by: expected 'labels', 'targets' or 'predictions', got {by!r}")
     names = _layers(ps, layers, synapses)
-    key = ps._key(by)
-    classes = np.unique(key[key >= 0])
+    chunks = ps.chunks if isinstance(ps, ProfileRun) else (lambda: [ps])
+    classes, sets, key = _class_sets(chunks(), names, synapses, by)
     if len(classes) == 0:
         raise InputError(f"class_similarity: no input has a class ({by})")
-    N, K = len(ps), len(classes)
-    pos = np.searchsorted(classes, key)
-    own = np.where(key >= 0, pos, -1)
-    rows = np.flatnonzero(own >= 0)
-    onehot = sp.csr_matrix((np.ones(len(rows)), (rows, own[rows])), shape=(N, K))
+    N, K = len(key), len(classes)
     vals = np.empty((len(names) + 1, N, K))
-    I_tot = np.zeros((N, K))
-    U_tot = np.zeros((N, K))
-    for d, name in enumerate(names):
-        inter, den = _layer_scores(_binary_sets(ps, name, synapses), onehot, own, leave_one_out, metric == "instance")
+    lo = 0
+    for part in chunks():
+        k = part._key(by)
+        hi = lo + len(k)
+        I_tot = np.zeros((len(k), K))
+        U_tot = np.zeros((len(k), K))
+        for d, name in enumerate(names):
+            A = (part.synapse_counts if synapses else part.neuron_counts)[name]
+            inter, den = _layer_scores(A, k, classes, sets[name], leave_one_out, metric == "instance")
+            with np.errstate(invalid="ignore", divide="ignore"):
+                vals[d, lo:hi] = np.where(den > 0, inter / np.where(den > 0, den, 1), np.nan)
+            I_tot += inter
+            U_tot += den
         with np.errstate(invalid="ignore", divide="ignore"):
-            vals[d] = np.where(den > 0, inter / np.where(den > 0, den, 1), np.nan)
-        I_tot += inter
-        U_tot += den
-    with np.errstate(invalid="ignore", divide="ignore"):
-        vals[-1] = np.where(U_tot > 0, I_tot / np.where(U_tot > 0, U_tot, 1), np.nan)
+            vals[-1, lo:hi] = np.where(U_tot > 0, I_tot / np.where(U_tot > 0, U_tot, 1), np.nan)
+        lo = hi
     return ClassSimilarity(classes, names, vals, key, dict(synapses=synapses, by=by, metric=metric,
                                                            leave_one_out=leave_one_out))
 
 
-def class_matrix(ps: InputProfiles, *, synapses: bool = False, by: str = "labels", weighted: bool = False,
+def class_matrix(ps: InputProfiles | ProfileRun, *, synapses: bool = False, by: str = "labels", weighted: bool = False,
                  layers: object = None) -> pd.DataFrame:
     """Class × class Jaccard of the class profiles (all chosen layers pooled), as a labelled DataFrame."""
     profiles = ps.class_profiles(by)
