@@ -217,3 +217,44 @@ def test_streamed_memory_check_counts_one_chunk(monkeypatch) -> None:  # type: i
     with pytest.raises(InputError, match="--batch-size"):
         build._plan(Fake(), x, 200, 64, "photos", chunk=64)  # type: ignore[arg-type]
     assert Profiler  # the public class the fake stands in for
+
+
+def test_an_interrupted_streamed_run_resumes_without_reading_its_chunks(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Killed while writing its second chunk: the first chunk stays, nothing half-written is left; the
+    rerun computes the rest only, never loads the chunks done before, and gives the held run's profile."""
+    from convsvd import zoo
+    from convsvd.profiles import InputProfiles, ProfileRun, profile_graph
+
+    model = zoo.load("digits-cnn")
+    opts = dict(limit=24, batch_size=4, chunk_batches=2, neuron_type="spatial")
+    out = tmp_path / "run"
+    real = InputProfiles.write_chunk
+    calls = []
+
+    def dies_on_the_second(self, path):  # type: ignore[no-untyped-def]
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, path)
+
+    monkeypatch.setattr(InputProfiles, "write_chunk", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        profile_graph(model, "digits:test", out=out, stream=True, **opts)
+    monkeypatch.setattr(InputProfiles, "write_chunk", real)
+    assert sorted(p.name for p in (out / "chunks").iterdir()) == ["chunk-000000.npz"]
+    assert not json.loads((out / "manifest.json").read_text())["complete"]
+
+    reads = []
+    real_read = InputProfiles.read_chunk.__func__  # type: ignore[attr-defined]
+
+    def counting(cls, path, meta, sha):  # type: ignore[no-untyped-def]
+        reads.append(path.name)
+        return real_read(cls, path, meta, sha)
+
+    monkeypatch.setattr(InputProfiles, "read_chunk", classmethod(counting))
+    run = profile_graph(model, "digits:test", out=out, stream=True, **opts)
+    assert reads == []  # the chunk done before is not loaded: it was checked against its checksum only
+    assert isinstance(run, ProfileRun) and len(run) == 24
+    held = profile_graph(model, "digits:test", **opts)
+    assert run.profile() == held.profile()
+    assert reads == [f"chunk-{i:06d}.npz" for i in range(3)]  # then read back once, one at a time
