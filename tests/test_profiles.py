@@ -1063,3 +1063,20 @@ def test_ddp_rule_equals_a_loop_with_ties_and_zeros() -> None:
                 keep, w = _ddp_rule_loop(v[r].tolist(), t)
                 assert mask[r].tolist() == keep, (v[r].tolist(), t)
                 assert weight[r].tolist() == pytest.approx(w, abs=1e-12)
+
+
+def test_ddp_conv_kernel_leaves_torch_thread_count_as_it_was() -> None:
+    """numba's OpenMP layer shares torch's runtime and sets its thread count on start: put back."""
+    from convsvd.profiles import _kernels
+
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            x = torch.randn(2, 8, 6, 6)
+            got = _kernels.ddp_conv_max(x, torch.randn(4, 8, 3, 3), torch.tensor([0, 1]), torch.tensor([1, 3]),
+                                        stride=(1, 1), dilation=(1, 1), top=1, left=1, out_size=(6, 6), groups=1)
+            assert got.shape == (2, 8)
+            assert torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(before)

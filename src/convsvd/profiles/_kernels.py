@@ -8,8 +8,10 @@ used where this kernel is not: on a GPU, for dtypes other than float32/float64, 
 cannot be imported. Both are checked against each other and against a loop in the tests.
 
 numba compiles the kernels on first use (a few seconds, cached on disk beside this file or in
-numba's per-user cache). Its default thread pool is not safe to enter from two threads at once,
-so calls are serialised by a lock; it runs on as many threads as torch does.
+numba's per-user cache). They run on as many threads as torch uses. numba's OpenMP layer shares
+torch's OpenMP runtime and sets its thread count when it starts (a ``torch.set_num_threads(1)``
+became 2 after the first call): torch's count is put back after every call. numba's thread pools
+are not all safe to enter from two threads at once, so calls are serialised by a lock.
 """
 
 from __future__ import annotations
@@ -149,10 +151,14 @@ def ddp_conv_max(x: torch.Tensor, weight: torch.Tensor, b: torch.Tensor, o: torc
     on = o.to(torch.int64).contiguous().numpy()
     (sh, sw), (dh, dw), (Ho, Wo) = stride, dilation, out_size
     with _LOCK:
-        k["numba"].set_num_threads(max(1, min(torch.get_num_threads(), k["numba"].config.NUMBA_NUM_THREADS)))
-        if groups == 1 and sw == 1 and sh == 1:
-            k["by_row"](xn, wn, bn, on, C, H, W, kh, kw, dh, dw, top, left, Ho, Wo, out)
-        else:
-            k["by_position"](xn, wn, bn, on, C, H, W, cg, O // groups, kh, kw, sh, sw, dh, dw, top, left,
-                             Ho, Wo, out)
+        threads = torch.get_num_threads()
+        try:
+            k["numba"].set_num_threads(max(1, min(threads, k["numba"].config.NUMBA_NUM_THREADS)))
+            if groups == 1 and sw == 1 and sh == 1:
+                k["by_row"](xn, wn, bn, on, C, H, W, kh, kw, dh, dw, top, left, Ho, Wo, out)
+            else:
+                k["by_position"](xn, wn, bn, on, C, H, W, cg, O // groups, kh, kw, sh, sw, dh, dw, top, left,
+                                 Ho, Wo, out)
+        finally:
+            torch.set_num_threads(threads)
     return torch.from_numpy(out)
