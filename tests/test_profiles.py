@@ -1080,3 +1080,27 @@ def test_ddp_conv_kernel_leaves_torch_thread_count_as_it_was() -> None:
             assert torch.get_num_threads() == n
     finally:
         torch.set_num_threads(before)
+
+
+def test_ddp_conv_kernel_compiles_without_a_cache_where_numba_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only install where numba finds no cache folder: the kernels compile in the process instead."""
+    import numba
+
+    from convsvd.profiles import _kernels
+
+    real = numba.njit
+
+    def no_cache(*args: object, **kw: object) -> object:
+        if kw.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(numba, "njit", no_cache)
+    monkeypatch.setattr(_kernels, "_KERNELS", {})
+    x = torch.randn(2, 8, 6, 6)
+    assert _kernels.available(x)
+    w = torch.randn(4, 8, 3, 3)
+    got = _kernels.ddp_conv_max(x, w, torch.tensor([1]), torch.tensor([2]), stride=(1, 1), dilation=(1, 1), top=1,
+                                left=1, out_size=(6, 6), groups=1)
+    want = torch.nn.functional.conv2d(x[1:2], w[2].unsqueeze(1), padding=1, groups=8).amax((2, 3)).clamp(min=0)
+    torch.testing.assert_close(got, want)

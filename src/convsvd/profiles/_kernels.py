@@ -39,9 +39,15 @@ def _build() -> dict[str, Any]:
         _KERNELS["none"] = None
         return _KERNELS
 
+    def jit(fn: Any) -> Any:
+        try:
+            return njit(parallel=True, fastmath={"contract"}, boundscheck=False, cache=True)(fn)
+        except RuntimeError:  # no writable place for numba's cache: compile in each process instead
+            return njit(parallel=True, fastmath={"contract"}, boundscheck=False)(fn)
+
     # Indices are uint64 where an inner loop reads memory: numba then skips its negative-index
     # wrap-around, and the loops over channels vectorise.
-    @njit(parallel=True, fastmath={"contract"}, boundscheck=False, cache=True)
+    @jit
     def by_position(x, w, rows_b, rows_o, C, H, W, cg, og, kh, kw, sh, sw, dh, dw, top, left, Ho, Wo, out):
         """Any geometry: per output position, the taps summed into one vector over the group's channels."""
         ucg = np.uint64(cg)
@@ -72,7 +78,7 @@ def _build() -> dict[str, Any]:
             for c in range(cg):
                 out[m, c] = mx[c] if mx[c] > 0 else 0
 
-    @njit(parallel=True, fastmath={"contract"}, boundscheck=False, cache=True)
+    @jit
     def by_row(x, w, rows_b, rows_o, C, H, W, kh, kw, dh, dw, top, left, Ho, Wo, out):
         """Stride 1, one group: a tap's terms for a whole output row are one contiguous run of
         ``x`` (positions × channels), multiplied by the tap's weights tiled along the row."""

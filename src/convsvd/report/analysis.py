@@ -12,7 +12,7 @@ import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Sequence, Union, cast
 
 import numpy as np
 import pandas as pd
@@ -580,7 +580,7 @@ class Analysis:
         budget allows at that rate (the section says so).
         """
         from convsvd.errors import ConvSVDError
-        from convsvd.profiles import InputProfiles, profile_graph
+        from convsvd.profiles import profile_graph
 
         if self.source is None or not self.runnable:
             self.profiles_reason = "Attribution profiles run the model on data: none was given."
@@ -590,10 +590,9 @@ class Analysis:
         want, budget = PROFILE_INPUTS[mode], PROFILE_BUDGET[mode]
 
         def run(n: int, bar: Progress) -> "InputProfiles":
-            ps = profile_graph(self.mw, self.source, batch_size=min(o.batch_size, n), device=o.device,
-                               input_shape=self.input_shape, limit=n, progress=bar)
-            assert isinstance(ps, InputProfiles)  # not streamed
-            return ps
+            return cast("InputProfiles", profile_graph(  # held in memory (not streamed)
+                self.mw, self.source, batch_size=min(o.batch_size, n), device=o.device,
+                input_shape=self.input_shape, limit=n, progress=bar))
 
         try:
             total = min(want, len(self.source))
