@@ -26,7 +26,7 @@ demo: $(VENV)/.base
 	$(BIN)/convsvd demo --out $(OUT)
 
 test: $(VENV)/.test
-	$(BIN)/python -m pytest -n 2 -q tests src/convsvd
+	$(BIN)/python -m pytest -n 2 --maxschedchunk 2 -q tests src/convsvd
 
 # The development loop: every test but the ones marked slow (end-to-end, exhaustive reference comparisons), doctests included.
 test-fast: $(VENV)/.test

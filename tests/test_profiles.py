@@ -1023,28 +1023,6 @@ def test_layers_without_any_profile_have_no_nearest_class() -> None:
     assert tie.to_frame()[["accuracy", "inputs"]].values.tolist() == [[1.0, 1]]
 
 
-def _ddp_rule_loop(row: list[float], t: float) -> tuple[list[bool], list[float]]:
-    """DeepDataProfiler's rule, one row, by a loop: negatives as 0, order by value (ties: lower index first),
-    keep while the cumulative share is ≤ t, plus the next one; zeros never kept."""
-    v = [max(0.0, x) for x in row]
-    total = sum(sorted(v, reverse=True))
-    order = sorted(range(len(v)), key=lambda i: (-v[i], i))
-    keep = [False] * len(v)
-    if total <= 0:
-        return keep, [0.0] * len(v)
-    cum, kept = 0.0, []
-    for i in order:
-        cum += v[i]
-        kept.append(i)
-        if cum / total > t:
-            break
-    kept = [i for i in kept if v[i] > 0]
-    denom = sum(v[i] for i in kept)
-    for i in kept:
-        keep[i] = True
-    return keep, [v[i] / denom if keep[i] else 0.0 for i in range(len(v))]
-
-
 def test_ddp_rule_equals_a_loop_with_ties_and_zeros() -> None:
     from convsvd.profiles import select
 
@@ -1060,9 +1038,9 @@ def test_ddp_rule_equals_a_loop_with_ties_and_zeros() -> None:
         for t in (0.0, 0.1, 0.5, 1.0):
             mask, weight = select(v, "ddp", t)
             for r in range(M):
-                keep, w = _ddp_rule_loop(v[r].tolist(), t)
-                assert mask[r].tolist() == keep, (v[r].tolist(), t)
-                assert weight[r].tolist() == pytest.approx(w, abs=1e-12)
+                want = select_ddp(v[r].tolist(), t)  # the loop reference of the profile tests
+                assert mask[r].nonzero().ravel().tolist() == sorted(want), (v[r].tolist(), t)
+                assert weight[r].tolist() == pytest.approx([want.get(i, 0.0) for i in range(I)], abs=1e-12)
 
 
 def test_ddp_conv_kernel_leaves_torch_thread_count_as_it_was() -> None:
