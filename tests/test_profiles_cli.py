@@ -258,3 +258,17 @@ def test_an_interrupted_streamed_run_resumes_without_reading_its_chunks(tmp_path
     held = profile_graph(model, "digits:test", **opts)
     assert run.profile() == held.profile()
     assert reads == [f"chunk-{i:06d}.npz" for i in range(3)]  # then read back once, one at a time
+
+
+def test_each_pass_over_a_streamed_run_shows_its_progress(streamed) -> None:  # type: ignore[no-untyped-def]
+    """Reading element profiles back takes minutes on a large model: every pass reports chunk by chunk."""
+    from convsvd.profiles import ProfileRun, class_similarity
+
+    _, run = streamed
+    seen: list[tuple[int, int, str]] = []
+    reopened = ProfileRun(run.path, progress=lambda done, total, what: seen.append((done, total, what)))
+    class_similarity(reopened)
+    reopened.profile()
+    names = [f"chunk-{i:06d}.npz" for i in range(3)]
+    assert seen == [(i + 1, 3, n) for i, n in enumerate(names)] * 3  # class sets, inputs, the dataset's profile
+    assert run.progress is None  # the run profile_graph returned reports as it was asked (here: nothing)

@@ -689,7 +689,7 @@ def _run(module: nn.Module, model_hash: str, source: DataSource, neuron_type: st
                 raise _environment_error(e, "manifest.json", root) from None
         if result is None:
             held.close()  # the run is finished: its folder is read back unlocked
-            return ProfileRun(root)  # type: ignore[arg-type]
+            return ProfileRun(root, progress=progress)  # type: ignore[arg-type]
         return result
     finally:
         held.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convsvd._progress import progress as _progress
 from convsvd._typing import PathLike
 from convsvd.errors import InputError
 from convsvd.profiles.profile import InputProfiles, LayerInfo, Profile, _read_meta
@@ -31,6 +32,9 @@ class ProfileRun:
     ----------
     path : path
         A folder written by :func:`convsvd.profiles.profile_graph` with ``out=``.
+    progress : bool or None or callable
+        Progress of each pass over the chunks (as in :func:`~convsvd.profiles.profile_graph`): element
+        profiles of a large model take minutes to read back.
 
     Attributes
     ----------
@@ -41,8 +45,9 @@ class ProfileRun:
     options : dict
     """
 
-    def __init__(self, path: PathLike) -> None:
+    def __init__(self, path: PathLike, progress: object = None) -> None:
         self.path = Path(path)
+        self.progress = progress
         meta = _read_meta(self.path / "manifest.json", "profile run")
         if not meta.get("complete"):
             raise InputError(f"{self.path}: the run is not finished ({len(meta.get('chunks', {}))} chunks done); "
@@ -65,10 +70,14 @@ class ProfileRun:
     def layer_names(self) -> list[str]:
         return [l.name for l in self.layers]
 
-    def chunks(self) -> Iterator[InputProfiles]:
-        """The run's chunks in input order, each read (and its checksum verified) when reached."""
-        for name, sha in sorted(self.meta["chunks"].items()):
-            yield InputProfiles.read_chunk(self.path / "chunks" / name, self.meta, sha)
+    def chunks(self, what: str = "reading the chunks") -> Iterator[InputProfiles]:
+        """The run's chunks in input order, each read (and its checksum verified) when reached;
+        ``what`` names the pass in the progress shown."""
+        names = sorted(self.meta["chunks"].items())
+        with _progress(len(names), what, self.progress) as bar:
+            for name, sha in names:
+                yield InputProfiles.read_chunk(self.path / "chunks" / name, self.meta, sha)
+                bar.advance(1, name)
 
     def load(self) -> InputProfiles:
         """Every input's profile in memory (:meth:`InputProfiles.open`)."""
@@ -111,7 +120,7 @@ class ProfileRun:
     def profile(self) -> Profile:
         """The dataset's summed :class:`Profile`, chunk by chunk."""
         total: Profile | None = None
-        for part in self.chunks():
+        for part in self.chunks("the dataset's profile"):
             p = part.profile()
             total = p if total is None else total + p
         if total is None:
@@ -122,7 +131,7 @@ class ProfileRun:
         """``{class: Profile}`` summed over the inputs of each class, chunk by chunk."""
         self._key(by)
         out: dict[int, Profile] = {}
-        for part in self.chunks():
+        for part in self.chunks("class profiles"):
             for c, p in part.class_profiles(by).items():
                 out[c] = p if c not in out else out[c] + p
         return dict(sorted(out.items()))

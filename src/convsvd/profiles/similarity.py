@@ -258,14 +258,16 @@ def class_similarity(ps: InputProfiles | ProfileRun, *, synapses: bool = False, 
     if by not in ("labels", "targets", "predictions"):
         raise InputError(f"by: expected 'labels', 'targets' or 'predictions', got {by!r}")
     names = _layers(ps, layers, synapses)
-    chunks = ps.chunks if isinstance(ps, ProfileRun) else (lambda: [ps])
-    classes, sets, key = _class_sets(chunks(), names, synapses, by)
+    def chunks(what: str) -> Iterable[InputProfiles]:
+        return ps.chunks(what) if isinstance(ps, ProfileRun) else [ps]
+
+    classes, sets, key = _class_sets(chunks("class sets"), names, synapses, by)
     if len(classes) == 0:
         raise InputError(f"class_similarity: no input has a class ({by})")
     N, K = len(key), len(classes)
     vals = np.empty((len(names) + 1, N, K))
     lo = 0
-    for part in chunks():
+    for part in chunks("inputs against the class sets"):
         k = part._key(by)
         hi = lo + len(k)
         I_tot = np.zeros((len(k), K))
