@@ -272,3 +272,18 @@ def test_each_pass_over_a_streamed_run_shows_its_progress(streamed) -> None:  # 
     names = [f"chunk-{i:06d}.npz" for i in range(3)]
     assert seen == [(i + 1, 3, n) for i, n in enumerate(names)] * 3  # class sets, inputs, the dataset's profile
     assert run.progress is None  # the run profile_graph returned reports as it was asked (here: nothing)
+
+
+def test_merging_class_set_keys_equals_counting_them_all_at_once() -> None:
+    import numpy as np
+
+    from convsvd.profiles.similarity import _merge
+
+    rng = np.random.default_rng(5)
+    parts = [rng.integers(0, 50, n) for n in (0, 30, 1, 45, 30)]
+    keys, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    for p in parts:
+        keys, counts = _merge(keys, counts, p)
+    want, want_counts = np.unique(np.concatenate(parts), return_counts=True)
+    assert np.array_equal(keys, want) and np.array_equal(counts, want_counts)
+    assert counts.sum() == 106 and len(keys) < 50  # repeats within and across parts were counted

@@ -168,6 +168,20 @@ def _used_columns(m: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix((m.data, inv.ravel(), m.indptr), shape=(m.shape[0], len(cols)))
 
 
+def _merge(keys: np.ndarray, counts: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique ``keys`` with their ``counts``, and ``new`` keys (any order, each occurrence counted):
+    merged by binary search and one insertion, linear in the keys held (not a sort of them all again)."""
+    u, c = np.unique(new, return_counts=True)
+    if len(keys) == 0:
+        return u, c.astype(np.int64)
+    pos = np.searchsorted(keys, u)
+    hit = pos < len(keys)
+    hit[hit] = keys[pos[hit]] == u[hit]
+    counts[pos[hit]] += c[hit]  # the positions of distinct keys: no repeats
+    miss = ~hit
+    return np.insert(keys, pos[miss], u[miss]), np.insert(counts, pos[miss], c[miss])
+
+
 def _class_sets(chunks: Iterable[InputProfiles], names: list[str], synapses: bool, by: str
                 ) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """First pass: per layer, the ``(class, column)`` pairs of the class sets as sorted keys
@@ -186,11 +200,7 @@ def _class_sets(chunks: Iterable[InputProfiles], names: list[str], synapses: boo
                                  f"{name!r} do not fit one int64 key")
             cls = np.repeat(key, np.diff(m.indptr))
             held = cls >= 0
-            new = cls[held].astype(np.int64) * width + m.indices[held].astype(np.int64)
-            k0, c0 = keys[name]
-            u, inv = np.unique(np.concatenate([k0, new]), return_inverse=True)
-            keys[name] = (u, np.bincount(inv.ravel(), weights=np.concatenate([c0, np.ones(len(new), np.int64)]),
-                                         minlength=len(u)).round().astype(np.int64))
+            keys[name] = _merge(*keys[name], cls[held].astype(np.int64) * width + m.indices[held].astype(np.int64))
     labels = np.concatenate(own) if own else np.zeros(0, np.int64)
     return np.unique(labels[labels >= 0]), keys, labels
 
