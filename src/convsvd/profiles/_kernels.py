@@ -29,9 +29,14 @@ _KERNELS: dict[str, Any] = {}
 
 
 def _build() -> dict[str, Any]:
-    """Compile (or load from the cache) the two kernels; empty when numba is missing."""
+    """The two kernels (compiled or loaded from the cache on first use); none when numba is missing."""
     if _KERNELS:
         return _KERNELS
+    with _LOCK:  # two threads asking at once: one builds
+        return _KERNELS if _KERNELS else _compile()
+
+
+def _compile() -> dict[str, Any]:
     try:
         import numba
         from numba import njit, prange
