@@ -292,8 +292,12 @@ def main(argv: list[str] | None = None) -> None:
     ours = InputProfiles.concat(parts)
     rate = {k: n / v for k, v in secs.items() if k not in ("ddp", "fwd1")}
     threads = args.threads or torch.get_num_threads()
+    from convsvd.profiles import _kernels
+
+    how = "compiled kernel (numba)" if _kernels.available(xs[:1]) else "depthwise convolutions (torch)"
     print(f"1. vgg_small on {dev}, {n} inputs, batch {bs}, threshold {t}, {threads} thread(s) in each process, "
-          f"{len(starts)} rounds (every contender timed on its share of each round, back to back)")
+          f"{len(starts)} rounds (every contender timed on its share of each round, back to back); "
+          f"DDP's conv rule by {how}")
     print(f"   convsvd, DeepDataProfiler's definitions (start='layers', rule='ddp'), its layers 1–8: "
           f"{rate['ddp_def']:8.1f} inputs/s")
     print(f"   convsvd, DeepDataProfiler's definitions, all 11 layers:                  {rate['ddp_all']:8.1f} inputs/s")
