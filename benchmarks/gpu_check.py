@@ -43,8 +43,11 @@ check the script here.
    ``--device cpu --n 16 --steps 5`` checks it here.
 6. **Attribution profiles** (issue 18): the device's profiles equal the CPU's (float64 digits
    ResNet, every neuron type, convsvd's and DeepDataProfiler's definitions), then
-   ``benchmarks/profiles.py`` on the device (``--profiles-inputs``), against DeepDataProfiler
-   one image at a time on the device when it imports here (target ≥ 50× on a GPU).
+   ``benchmarks/profiles.py`` on the device (``--profiles-inputs``) at batch 64 and 512, against
+   DeepDataProfiler one image at a time on the device when it imports here (target ≥ 50× on a
+   GPU). Start it with ``NVIDIA_TF32_OVERRIDE=0`` for identical sets: by default both tools'
+   float32 convolutions run in TF32 on the GPU (cuDNN's choice, which depends on the batch),
+   and a near-tie may then fall the other way.
 """
 
 from __future__ import annotations
@@ -252,8 +255,12 @@ def attribution_profiles(device: str, quick: bool, n: int) -> None:
         check(f"digits-resnet float64, {ntype} neurons, start={start}, rule={rule}: profiles differ",
               0.0 if dev.allclose(cpu, rtol=1e-9, atol=1e-12) else 1.0, 0.0)
     here = importlib.util.find_spec("deep_data_profiler") is not None
-    argv = ["--device", device, "--inputs", str(256 if quick else n), "--threads", "0"]
-    bench.main(argv + (["--peers", "self", "--ddp-images", "16" if quick else "64"] if here else ["--skip-ddp"]))
+    # batch 64 as on the CPU, then 512: a GPU is used as it is meant to be (larger batches), still a
+    # small share of its memory; DDP's images are the same in both runs
+    for bs in ([64] if quick or device == "cpu" else [64, 512]):
+        argv = ["--device", device, "--inputs", str(256 if quick else max(n, 8 * bs)), "--threads", "0",
+                "--batch-size", str(bs)]
+        bench.main(argv + (["--peers", "self", "--ddp-images", "16" if quick else "64"] if here else ["--skip-ddp"]))
     if not here:
         print("   DeepDataProfiler: not importable here (carry its wheels to compare)")
 
