@@ -333,46 +333,55 @@ class LayerOp:
     def ddp_channel_rows(self, b: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """``(M, I)`` DeepDataProfiler's channel contributions of rows ``(b, o)`` (``max_p`` of positive terms).
 
-        For a conv, the per-channel terms of a few rows at a time are one depthwise convolution: each
-        row's input channels (those of its output channel's group), gathered once per row, with the
-        filters ``W[o, c]``; the chunks are small enough to stay in cache.
+        For a conv on the CPU, the compiled kernel of :mod:`convsvd.profiles._kernels`; elsewhere the
+        per-channel terms of a few rows at a time are one depthwise convolution: each row's input
+        channels (those of its output channel's group), gathered once per row, with the filters
+        ``W[o, c]``; the chunks are small enough to stay in cache.
         ``max_p max(0, z_p) = max(0, max_p z_p)``: the maximum is taken first.
         """
         if self.layer.kind != "conv":
             return self.channel()[b, o]
         m = self.layer.module
         assert isinstance(m, nn.Conv2d)
-        (kh, kw), stride, dilation = m.kernel_size, tuple(m.stride), tuple(m.dilation)
         Wt = m.weight.detach()  # (O, C/g, kh, kw)
         O, Cg = Wt.shape[:2]
         g = m.groups
-        C = Cg * g
         M = len(b)
-        out = Wt.new_zeros(M, C)
+        out = Wt.new_zeros(M, Cg * g)
         if M == 0:
             return out
-        left, right, top, bottom = self._pads
+        left, _, top, _ = self._pads
+        grp = o // (O // g)  # each row reads its group's channels only
         if _kernels.available(self.xs[0]):
-            x = self.xs[0] if self._mode == "constant" else self._pad(self.xs[0])
-            t, lf = (top, left) if self._mode == "constant" else (0, 0)
-            Hp, Wp = self.xs[0].shape[2] + top + bottom, self.xs[0].shape[3] + left + right
-            size = ((Hp - dilation[0] * (kh - 1) - 1) // stride[0] + 1, (Wp - dilation[1] * (kw - 1) - 1) // stride[1] + 1)
-            z_max = _kernels.ddp_conv_max(x, Wt, b, o, stride=stride, dilation=dilation, top=t, left=lf,
-                                          out_size=size, groups=g).to(out.device)
-            if g == 1:
-                return z_max
-            grp = o // (O // g)
-            return out.scatter_(1, (grp * Cg).unsqueeze(1) + torch.arange(Cg, device=b.device), z_max)
+            zero = self._mode == "constant"
+            z_max = _kernels.ddp_conv_max(self.xs[0] if zero else self._pad(self.xs[0]), Wt, b, o,
+                                          stride=tuple(m.stride), dilation=tuple(m.dilation),
+                                          top=top if zero else 0, left=left if zero else 0,
+                                          out_size=self.layer.shape[1:], groups=g).to(out.device)
+        else:
+            z_max = out if g == 1 else Wt.new_empty(M, Cg)
+            self._ddp_depthwise(b, o, grp, z_max)
+        z_max.clamp_(min=0)
+        if g == 1:
+            return z_max
+        return out.scatter_(1, (grp * Cg).unsqueeze(1) + torch.arange(Cg, device=b.device), z_max)
+
+    def _ddp_depthwise(self, b: torch.Tensor, o: torch.Tensor, grp: torch.Tensor, z_max: torch.Tensor) -> None:
+        """``z_max[r, c] = max_p`` of row ``r``'s terms from its group's channel ``c``, by depthwise
+        convolutions of a few rows at a time."""
+        m = cast(nn.Conv2d, self.layer.module)  # a conv layer's module
+        (kh, kw), stride, dilation = m.kernel_size, tuple(m.stride), tuple(m.dilation)
+        Wt = m.weight.detach()
+        Cg, g, M = Wt.shape[1], m.groups, len(b)
+        left, right, top, bottom = self._pads
         if self._mode == "constant" and left == right and top == bottom:  # the convolution pads, no copy
             xp, padding = self.xs[0].contiguous(), (top, left)
         else:
             xp, padding = self._pad(self.xs[0]).contiguous(), (0, 0)
         B, _, Hp, Wp = xp.shape
-        grp = o // (O // g)  # each row reads its group's channels only
         src = xp.view(B * g, Cg, Hp, Wp)  # an input's group of channels, one per row
         idx = b * g + grp
         filt = Wt.index_select(0, o).view(M * Cg, 1, kh, kw)
-        z_max = out if g == 1 else Wt.new_empty(M, Cg)
         budget = _DDP_BUDGET if xp.device.type == "cpu" else _DDP_BUDGET_GPU
         step = min(M, max(1, budget // max(1, Cg * Hp * Wp)))
         rows = xp.new_empty(step, Cg, Hp, Wp)  # one buffer for every chunk's rows
@@ -383,10 +392,6 @@ class LayerOp:
             z = F.conv2d(xr.view(1, n * Cg, Hp, Wp), filt[lo * Cg:hi * Cg], stride=stride, padding=padding,
                          dilation=dilation, groups=n * Cg)  # (1, n·Cg, Ho, Wo)
             torch.amax(z.view(n, Cg, -1), -1, out=z_max[lo:hi])
-        z_max.clamp_(min=0)
-        if g > 1:
-            out.scatter_(1, (grp * Cg).unsqueeze(1) + torch.arange(Cg, device=b.device), z_max)
-        return out
 
     # ------------------------------------------------------------------ element and spatial: sparse rows
     #
