@@ -199,9 +199,8 @@ def test_streamed_memory_check_counts_one_chunk(monkeypatch) -> None:  # type: i
 
     import convsvd.profiles.build as build
     from convsvd.errors import InputError
-    from convsvd.profiles import Profiler
 
-    class Fake:
+    class Fake:  # stands in for a Profiler: 10 MiB of profiles per input
         neuron_type = "element"
 
         def run(self, x):  # type: ignore[no-untyped-def]
@@ -216,7 +215,6 @@ def test_streamed_memory_check_counts_one_chunk(monkeypatch) -> None:  # type: i
     assert build._plan(Fake(), x, 200, 16, "photos", chunk=16) >= 1  # type: ignore[arg-type]
     with pytest.raises(InputError, match="--batch-size"):
         build._plan(Fake(), x, 200, 64, "photos", chunk=64)  # type: ignore[arg-type]
-    assert Profiler  # the public class the fake stands in for
 
 
 def test_an_interrupted_streamed_run_resumes_without_reading_its_chunks(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -287,3 +285,16 @@ def test_merging_class_set_keys_equals_counting_them_all_at_once() -> None:
     want, want_counts = np.unique(np.concatenate(parts), return_counts=True)
     assert np.array_equal(keys, want) and np.array_equal(counts, want_counts)
     assert counts.sum() == 106 and len(keys) < 50  # repeats within and across parts were counted
+
+
+def test_a_bad_grouping_of_a_streamed_run_is_one_error_before_any_chunk_is_read(streamed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from convsvd.errors import InputError
+    from convsvd.profiles import InputProfiles, ProfileRun, class_similarity
+
+    _, run = streamed
+    fresh = ProfileRun(run.path)
+    monkeypatch.setattr(InputProfiles, "read_chunk", classmethod(lambda *a: pytest.fail("a chunk was read")))
+    for call in (lambda: class_similarity(fresh, by="label"), lambda: fresh.class_profiles(by="label")):
+        with pytest.raises(InputError, match="by: expected 'labels'"):
+            call()
+    assert fresh._keys is None  # not even the per-input arrays

@@ -30,6 +30,14 @@ from convsvd.errors import InputError
 __all__ = ["LayerInfo", "Profile", "InputProfiles"]
 
 FORMAT = "convsvd-profile/1"
+GROUPINGS = ("labels", "targets", "predictions")  # what class profiles can be formed by
+
+
+def check_by(by: str) -> str:
+    """``by`` if it names a grouping of inputs into classes; else the one-line error."""
+    if by not in GROUPINGS:
+        raise InputError(f"by: expected 'labels', 'targets' or 'predictions', got {by!r}")
+    return by
 
 
 @dataclass(frozen=True)
@@ -484,9 +492,7 @@ class InputProfiles:
         return {int(c): self.profile(key == c) for c in np.unique(key) if c >= 0}
 
     def _key(self, by: str) -> np.ndarray:
-        if by not in ("labels", "targets", "predictions"):
-            raise InputError(f"by: expected 'labels', 'targets' or 'predictions', got {by!r}")
-        return getattr(self, by)
+        return getattr(self, check_by(by))
 
     def to_frame(self) -> pd.DataFrame:
         """One row per input: ``id, label, target, prediction`` and its neuron count per layer."""

@@ -20,7 +20,7 @@ import numpy as np
 from convsvd._progress import progress as _progress
 from convsvd._typing import PathLike
 from convsvd.errors import InputError
-from convsvd.profiles.profile import InputProfiles, LayerInfo, Profile, _read_meta
+from convsvd.profiles.profile import InputProfiles, LayerInfo, Profile, _read_meta, check_by
 
 __all__ = ["ProfileRun"]
 
@@ -113,9 +113,7 @@ class ProfileRun:
         return self._key_arrays()["predictions"]
 
     def _key(self, by: str) -> np.ndarray:
-        if by not in ("labels", "targets", "predictions"):
-            raise InputError(f"by: expected 'labels', 'targets' or 'predictions', got {by!r}")
-        return self._key_arrays()[by]
+        return self._key_arrays()[check_by(by)]
 
     def profile(self) -> Profile:
         """The dataset's summed :class:`Profile`, chunk by chunk."""
@@ -129,7 +127,7 @@ class ProfileRun:
 
     def class_profiles(self, by: str = "labels") -> dict[int, Profile]:
         """``{class: Profile}`` summed over the inputs of each class, chunk by chunk."""
-        self._key(by)
+        check_by(by)
         out: dict[int, Profile] = {}
         for part in self.chunks("class profiles"):
             for c, p in part.class_profiles(by).items():

@@ -27,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from convsvd.errors import InputError
-from convsvd.profiles.profile import InputProfiles, Profile
+from convsvd.profiles.profile import InputProfiles, Profile, check_by
 from convsvd.profiles.run import ProfileRun
 
 __all__ = ["jaccard", "instance_jaccard", "class_similarity", "ClassSimilarity", "class_matrix"]
@@ -183,18 +183,19 @@ def _merge(keys: np.ndarray, counts: np.ndarray, new: np.ndarray) -> tuple[np.nd
 
 
 def _class_sets(chunks: Iterable[InputProfiles], names: list[str], synapses: bool, by: str
-                ) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
-    """First pass: per layer, the ``(class, column)`` pairs of the class sets as sorted keys
-    ``class · width + column`` with the number of inputs of the class holding that column; and the
-    classes and every input's class (-1: none), in input order."""
+                ) -> tuple[np.ndarray, dict[str, "_Sets"], np.ndarray]:
+    """First pass: the classes, per layer the class sets (:class:`_Sets`: the ``(class, column)`` pairs as
+    sorted keys ``class · width + column`` with the number of inputs of the class holding each column),
+    and every input's class (-1: none), in input order."""
     keys: dict[str, tuple[np.ndarray, np.ndarray]] = {n: (np.zeros(0, np.int64), np.zeros(0, np.int64)) for n in names}
+    widths: dict[str, int] = {}
     own = []
     for ps in chunks:
         key = ps._key(by)
         own.append(key)
         for name in names:
             m = (ps.synapse_counts if synapses else ps.neuron_counts)[name]
-            width = max(1, m.shape[1])
+            width = widths[name] = max(1, m.shape[1])
             if key.size and int(key.max()) >= (2**62) // width:
                 raise InputError(f"class_similarity: classes up to {int(key.max())} with {width} columns in layer "
                                  f"{name!r} do not fit one int64 key")
@@ -202,21 +203,37 @@ def _class_sets(chunks: Iterable[InputProfiles], names: list[str], synapses: boo
             held = cls >= 0
             keys[name] = _merge(*keys[name], cls[held].astype(np.int64) * width + m.indices[held].astype(np.int64))
     labels = np.concatenate(own) if own else np.zeros(0, np.int64)
-    return np.unique(labels[labels >= 0]), keys, labels
+    classes = np.unique(labels[labels >= 0])
+    return classes, {n: _Sets.build(*keys[n], widths.get(n, 1), classes) for n in names}, labels
 
 
-def _layer_scores(A: sp.csr_matrix, key: np.ndarray, classes: np.ndarray, pairs: tuple[np.ndarray, np.ndarray],
-                  loo: bool, instance: bool) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Sets:
+    """One layer's class sets: sorted keys ``class · width + column`` with their counts (inputs of the
+    class holding the column), the columns of some class set (``used``, ascending) and the ``(K, used)``
+    binary class × column matrix ``B``; built once, then every chunk's inputs are compared with them."""
+
+    keys: np.ndarray
+    counts: np.ndarray
+    width: int
+    used: np.ndarray
+    B: sp.csr_matrix
+
+    @classmethod
+    def build(cls, keys: np.ndarray, counts: np.ndarray, width: int, classes: np.ndarray) -> "_Sets":
+        cols = keys % width
+        used = np.unique(cols)  # compact, whatever the layer's width
+        B = sp.csr_matrix((np.ones(len(keys)), (np.searchsorted(classes, keys // width), np.searchsorted(used, cols))),
+                          shape=(len(classes), len(used)))
+        return cls(keys, counts, width, used, B)
+
+
+def _layer_scores(A: sp.csr_matrix, key: np.ndarray, classes: np.ndarray, sets: _Sets, loo: bool,
+                  instance: bool) -> tuple[np.ndarray, np.ndarray]:
     """Intersections and unions (or sizes) ``(n, K)`` of the inputs' sets (the entries of ``A``) with the
-    class sets given by their sorted keys and counts; each input with a class is compared with its own
-    class's set without itself where ``loo``."""
-    width = max(1, A.shape[1])
-    keys, counts = pairs
+    class sets; each input with a class is compared with its own class's set without itself where ``loo``."""
+    keys, counts, width, used, B = sets.keys, sets.counts, sets.width, sets.used, sets.B
     K = len(classes)
-    cols, cls = keys % width, keys // width
-    used = np.unique(cols)  # the columns of some class set: compact, whatever the layer's width
-    B = sp.csr_matrix((np.ones(len(keys)), (np.searchsorted(classes, cls), np.searchsorted(used, cols))),
-                      shape=(K, len(used)))
     j = np.searchsorted(used, A.indices)
     hit = j < len(used)
     hit[hit] = used[j[hit]] == A.indices[hit]
@@ -265,8 +282,7 @@ def class_similarity(ps: InputProfiles | ProfileRun, *, synapses: bool = False, 
     """
     if metric not in ("jaccard", "instance"):
         raise InputError(f"metric: expected 'jaccard' or 'instance', got {metric!r}")
-    if by not in ("labels", "targets", "predictions"):
-        raise InputError(f"by: expected 'labels', 'targets' or 'predictions', got {by!r}")
+    check_by(by)  # before a run's first chunk is read
     names = _layers(ps, layers, synapses)
     def chunks(what: str) -> Iterable[InputProfiles]:
         return ps.chunks(what) if isinstance(ps, ProfileRun) else [ps]
