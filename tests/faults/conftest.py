@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -42,16 +46,24 @@ def killed(proc: subprocess.CompletedProcess | int) -> bool:
     return (proc if isinstance(proc, int) else proc.returncode) == -signal.SIGKILL
 
 
-def forked(fn, *, kill_at: str | None = None, no_exchange: bool = False) -> int:  # type: ignore[no-untyped-def]
+def forked(fn, *, kill_at: str | None = None, no_exchange: bool = False, timeout: float = 300) -> int:  # type: ignore[no-untyped-def]
     """Run ``fn()`` in a forked child (torch already imported: no start-up cost); its exit code, or −9 if killed.
 
     ``kill_at``: the step (:func:`convsvd._atomic.kill_point`) at which the child SIGKILLs itself;
     ``no_exchange``: as if the platform had no ``renameat2`` (the two-rename fallback).
+
+    A forked child must not enter an OpenMP pool that the parent started (GNU OpenMP's threads do
+    not survive a fork: the child waits for them for ever), so it runs torch on one thread. A child
+    still running after ``timeout`` seconds writes its stack and exits; the test then fails with that
+    stack instead of waiting for ever.
     """
+    fd, trace = tempfile.mkstemp(prefix="convsvd-forked-", suffix=".txt")
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
+            faulthandler.dump_traceback_later(timeout, exit=True, file=fd)
+            torch.set_num_threads(1)
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
@@ -67,7 +79,22 @@ def forked(fn, *, kill_at: str | None = None, no_exchange: bool = False) -> int:
             code = 3
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    try:
+        deadline = time.monotonic() + timeout + 30
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:  # not even the watchdog ran: kill it
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError(f"the forked child was still running after {timeout + 30:.0f} s")
+            time.sleep(0.01)
+        stack = Path(trace).read_text(errors="replace")
+        assert not stack, f"the forked child hung for {timeout:.0f} s; its stack:\n{stack}"
+    finally:
+        os.unlink(trace)
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
