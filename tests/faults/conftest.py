@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 import signal
 import subprocess
@@ -60,7 +61,18 @@ def forked(fn, *, kill_at: str | None = None, no_exchange: bool = False, timeout
     a timer armed, as pytest's ``faulthandler_timeout`` does: it waits for the parent's watchdog.)
     """
     fd, trace = tempfile.mkstemp(prefix="convsvd-forked-", suffix=".txt")
-    pid = os.fork()
+    # The parent's objects are frozen out of the child's garbage collector: a finalizer of the
+    # parent's garbage run in the child may wait for a lock or a thread of the parent, which the
+    # child does not have (seen: a child stuck "Garbage-collecting" for 300 s).
+    gc.collect()
+    gc.freeze()
+    try:
+        pid = os.fork()
+    except BaseException:
+        gc.unfreeze()
+        raise
+    if pid != 0:
+        gc.unfreeze()
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
