@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from pathlib import Path
@@ -42,3 +43,36 @@ def test_a_child_runs_torch_on_one_thread_whatever_the_parent_uses() -> None:
         assert forked(lambda: 0 if torch.get_num_threads() == 1 and torch.linalg.svd(a)[1][0] > 0 else 5) == 0
     finally:
         torch.set_num_threads(before)
+
+
+class _Cycle:
+    """A reference cycle whose finalizer writes the pid of the process that collects it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.me, self.marker = self, marker
+
+    def __del__(self) -> None:
+        self.marker.write_text(str(os.getpid()))
+
+
+def test_the_child_never_collects_the_parents_objects(tmp_path: Path) -> None:
+    """A finalizer of the parent's objects run in the child could wait for what only the parent has."""
+    garbage, held = tmp_path / "garbage", tmp_path / "held"
+    gc.disable()  # the parent's cycle stays uncollected until forked() starts
+    try:
+        _Cycle(garbage)
+        keep = [_Cycle(held)]
+
+        def child() -> int:
+            keep.clear()  # unreachable in the child only
+            gc.collect()
+            return 0
+
+        assert forked(child) == 0
+    finally:
+        gc.enable()
+    assert garbage.read_text() == str(os.getpid())  # collected by the parent before the fork
+    assert not held.exists()  # not by the child's collector
+    keep.clear()
+    gc.collect()
+    assert held.read_text() == str(os.getpid())
