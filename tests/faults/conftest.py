@@ -66,13 +66,12 @@ def forked(fn, *, kill_at: str | None = None, no_exchange: bool = False, timeout
     # child does not have (seen: a child stuck "Garbage-collecting" for 300 s).
     gc.collect()
     gc.freeze()
+    pid = -1
     try:
         pid = os.fork()
-    except BaseException:
-        gc.unfreeze()
-        raise
-    if pid != 0:
-        gc.unfreeze()
+    finally:
+        if pid != 0:  # the parent (or no fork): collect its objects again
+            gc.unfreeze()
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
